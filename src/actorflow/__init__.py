@@ -1,0 +1,53 @@
+"""actorflow: an asyncio actor-model runtime for workflow executions."""
+
+from __future__ import annotations
+
+from actorflow._errors import (
+    ActorError,
+    ActorflowError,
+    ActorNameTaken,
+    ActorNotFound,
+    AskTimeout,
+    DatabaseInvalid,
+    DeadActorError,
+    EscalationError,
+    ExecutionNotFound,
+    FlowError,
+    FlowValidationError,
+    IllegalOperation,
+    InputError,
+    InvalidTransition,
+    MailboxFull,
+    Problem,
+    RuntimeClosedError,
+    SchemaTooNew,
+    StorageError,
+    StorageUnavailable,
+    StoredFileNotFound,
+    TemplateError,
+)
+
+__all__ = [
+    "ActorError",
+    "ActorNameTaken",
+    "ActorNotFound",
+    "ActorflowError",
+    "AskTimeout",
+    "DatabaseInvalid",
+    "DeadActorError",
+    "EscalationError",
+    "ExecutionNotFound",
+    "FlowError",
+    "FlowValidationError",
+    "IllegalOperation",
+    "InputError",
+    "InvalidTransition",
+    "MailboxFull",
+    "Problem",
+    "RuntimeClosedError",
+    "SchemaTooNew",
+    "StorageError",
+    "StorageUnavailable",
+    "StoredFileNotFound",
+    "TemplateError",
+]

@@ -1,0 +1,143 @@
+"""The one error tree of actorflow.
+
+Every error the package raises on purpose derives from :class:`ActorflowError`::
+
+    ActorflowError
+    ├── ActorError                 actor kernel (actorflow.actors)
+    │   ├── ActorNotFound          no live actor under that name
+    │   ├── DeadActorError         the target stopped before (or while) handling the message
+    │   ├── AskTimeout             no reply within the ask timeout (also a TimeoutError)
+    │   ├── MailboxFull            tell_nowait on a full ordinary lane
+    │   ├── ActorNameTaken         spawn under a name already in use
+    │   └── EscalationError        a supervisor exceeded its restart intensity
+    ├── StorageError               persistence (actorflow.storage)
+    │   ├── DatabaseInvalid        the file is not an actorflow SQLite database, or is corrupt
+    │   ├── SchemaTooNew           the database was written by a newer actorflow
+    │   ├── StorageUnavailable     a write failed (read-only, disk full...); no work is accepted
+    │   └── StoredFileNotFound     an actorflow:// URI that has no file
+    ├── FlowError                  flow definitions
+    │   └── FlowValidationError    every problem at once, each with file, line and field
+    ├── TemplateError              an expression failed to render (names task and field)
+    ├── InputError                 execution or resume inputs do not match the declared ones
+    ├── InvalidTransition          a state change not in the transition table
+    ├── ExecutionNotFound          no execution with that id
+    ├── IllegalOperation           an operation that the execution's state forbids
+    └── RuntimeClosedError         the runtime is closed or has stopped accepting work
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class ActorflowError(Exception):
+    """Root of every error actorflow raises on purpose."""
+
+
+class ActorError(ActorflowError):
+    """Actor kernel errors."""
+
+
+class ActorNotFound(ActorError):
+    """No live actor is registered under that name."""
+
+
+class DeadActorError(ActorError):
+    """The target actor is stopped or stopped before replying."""
+
+
+class AskTimeout(ActorError, TimeoutError):
+    """An ask got no reply within its timeout."""
+
+
+class MailboxFull(ActorError):
+    """``tell_nowait`` found the ordinary lane full."""
+
+
+class ActorNameTaken(ActorError):
+    """An actor is already registered under that name."""
+
+
+class EscalationError(ActorError):
+    """A supervisor exceeded its restart intensity and gave up."""
+
+
+class StorageError(ActorflowError):
+    """Persistence errors."""
+
+
+class DatabaseInvalid(StorageError):
+    """The file is not an actorflow SQLite database, or it is corrupt."""
+
+
+class SchemaTooNew(StorageError):
+    """The database schema is newer than this version of actorflow understands."""
+
+
+class StorageUnavailable(StorageError):
+    """A write failed; the runtime stops accepting work rather than lose it."""
+
+
+class StoredFileNotFound(StorageError):
+    """An ``actorflow://`` URI that points at no stored file."""
+
+
+class FlowError(ActorflowError):
+    """Flow definition errors."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One validation problem: where it is and what is wrong."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = ":".join(str(p) for p in (self.file, self.line) if p is not None)
+        parts = [p for p in (where, self.field) if p]
+        prefix = " ".join(parts)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class FlowValidationError(FlowError):
+    """A flow failed validation; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s) in flow:\n{lines}")
+
+
+class TemplateError(ActorflowError):
+    """An expression failed to render."""
+
+
+class InputError(ActorflowError):
+    """Inputs do not match what the flow or pause task declares."""
+
+
+class InvalidTransition(ActorflowError):
+    """A state change that the transition table does not allow."""
+
+    def __init__(self, kind: str, entity_id: str, current: str, target: str) -> None:
+        self.kind = kind
+        self.entity_id = entity_id
+        self.current = current
+        self.target = target
+        super().__init__(f"{kind} {entity_id}: illegal transition {current} -> {target}")
+
+
+class ExecutionNotFound(ActorflowError):
+    """No execution with that id exists."""
+
+
+class IllegalOperation(ActorflowError):
+    """The operation is not allowed in the execution's current state."""
+
+
+class RuntimeClosedError(ActorflowError):
+    """The runtime is closed or has stopped accepting work."""
