@@ -1,0 +1,113 @@
+"""Wall clock and the one timer task that serves every delay (retries, pauses).
+
+One heap and one task for all timers, instead of a sleeping task per waiting task run; a
+:class:`FakeClock` lets tests move time by hand.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+
+import anyio
+
+
+class Clock:
+    """Real time: epoch seconds."""
+
+    def now(self) -> float:
+        """Current time in epoch seconds."""
+        return time.time()
+
+    async def wait(self, deadline: float | None, wake: anyio.Event) -> None:
+        """Return at ``deadline`` or when ``wake`` is set, whichever comes first."""
+        if deadline is None:
+            await wake.wait()
+            return
+        with anyio.move_on_after(max(0.0, deadline - self.now())):
+            await wake.wait()
+
+    def subscribe(self, poke: Callable[[], None]) -> None:
+        """Real time needs no pokes."""
+
+
+class FakeClock(Clock):
+    """Time that moves only when a test calls :meth:`advance`."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self._now = start
+        self._pokes: list[Callable[[], None]] = []
+
+    def now(self) -> float:
+        return self._now
+
+    async def wait(self, deadline: float | None, wake: anyio.Event) -> None:
+        await wake.wait()
+
+    def subscribe(self, poke: Callable[[], None]) -> None:
+        self._pokes.append(poke)
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward and fire every timer that is now due."""
+        self._now += seconds
+        for poke in self._pokes:
+            poke()
+
+
+class TimerHandle:
+    """A scheduled callback; :meth:`cancel` before it fires to drop it."""
+
+    __slots__ = ("callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Never fire."""
+        self.cancelled = True
+
+
+class Timers:
+    """Callbacks due at wall-clock times, fired by one long-lived task."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._heap: list[tuple[float, int, TimerHandle]] = []
+        self._seq = itertools.count()
+        self._wake = anyio.Event()
+        clock.subscribe(self._poke)
+
+    def _poke(self) -> None:
+        self._wake.set()
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
+        """Run ``callback`` (synchronously, in the timer task) at ``when``."""
+        handle = TimerHandle(when, callback)
+        first = self._heap[0][0] if self._heap else None
+        heapq.heappush(self._heap, (when, next(self._seq), handle))
+        if first is None or when < first:
+            self._wake.set()
+        return handle
+
+    def pending(self) -> int:
+        """Timers not yet fired or cancelled."""
+        return sum(1 for _, _, h in self._heap if not h.cancelled)
+
+    async def run(self) -> None:
+        """Fire timers forever (run it in a task group)."""
+        while True:
+            now = self.clock.now()
+            while self._heap and (self._heap[0][2].cancelled or self._heap[0][0] <= now):
+                _, _, handle = heapq.heappop(self._heap)
+                if not handle.cancelled:
+                    handle.cancelled = True
+                    handle.callback()
+            if self._wake.is_set():
+                self._wake = anyio.Event()
+                continue
+            deadline = self._heap[0][0] if self._heap else None
+            await self.clock.wait(deadline, self._wake)

@@ -1,0 +1,333 @@
+"""Services shared by every actor of a runtime: storage, files, timers, ids, waiters, slots."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from actorflow._errors import ExecutionNotFound, IllegalOperation, RuntimeClosedError
+from actorflow.actors import ActorSystem, Kill
+from actorflow.runtime._clock import Clock, Timers
+from actorflow.runtime._flow import ConcurrencyBehavior, Flow, validate_inputs
+from actorflow.runtime._messages import Complete, Dequeue, Start
+from actorflow.runtime._persist import execution_ops, task_run_ops
+from actorflow.runtime._records import Attempt, Execution, StateEntry, TaskRun
+from actorflow.runtime._states import State
+from actorflow.storage import AppendLog, FileStorage, LogRow, Store
+
+if TYPE_CHECKING:
+    from actorflow.actors import ActorRef
+    from actorflow.runtime._context import TaskContext
+    from actorflow.runtime._execution import ExecutionScope
+    from actorflow.runtime._tasks import Subflow
+
+
+class Observer:
+    """Hooks for tracing and metrics; this base does nothing (tracing off)."""
+
+    def execution_changed(self, ex: Execution) -> None:
+        """An execution got a new state."""
+
+    def task_run_changed(self, tr: TaskRun, ex: Execution | None) -> None:
+        """A task run got a new state."""
+
+    def attempt_started(self, scope: ExecutionScope, tr: TaskRun, number: int) -> Any:
+        """An attempt starts; returns a token for :meth:`attempt_ended`."""
+        return None
+
+    def attempt_ended(self, token: Any, state: State, error: BaseException | None) -> None:
+        """An attempt ended."""
+
+    def metric(
+        self, ctx: TaskContext, kind: str, name: str, value: float, tags: dict[str, str]
+    ) -> None:
+        """A task recorded a metric."""
+
+    def current_traceparent(self) -> str | None:
+        """The caller's trace context to join, as a W3C traceparent."""
+        return None
+
+    def log_ids(self) -> tuple[str | None, str | None]:
+        """Trace and span ids to attach to a log line."""
+        return None, None
+
+
+class Slots:
+    """Flow concurrency limits: RUNNING or PAUSED executions per flow, FIFO queue beyond."""
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[str, str], set[str]] = {}
+        self._queued: dict[tuple[str, str], deque[tuple[str, ActorRef]]] = {}
+
+    @staticmethod
+    def _key(flow: Flow) -> tuple[str, str]:
+        return (flow.namespace, flow.id)
+
+    def admit(self, flow: Flow, ex_id: str, ref: ActorRef) -> ConcurrencyBehavior | None:
+        """None to run now, else what the limit says to do."""
+        if flow.concurrency is None:
+            return None
+        running = self._running.setdefault(self._key(flow), set())
+        if len(running) < flow.concurrency.limit:
+            running.add(ex_id)
+            return None
+        behavior = flow.concurrency.behavior
+        if behavior is ConcurrencyBehavior.QUEUE:
+            self._queued.setdefault(self._key(flow), deque()).append((ex_id, ref))
+        return behavior
+
+    def restore(self, flow: Flow, ex_id: str, ref: ActorRef, state: State) -> None:
+        """Count a recovered execution again."""
+        if flow.concurrency is None:
+            return
+        if state is State.QUEUED:
+            self._queued.setdefault(self._key(flow), deque()).append((ex_id, ref))
+        elif not state.terminal and state is not State.CREATED:
+            self._running.setdefault(self._key(flow), set()).add(ex_id)
+
+    def forget(self, flow: Flow, ex_id: str) -> None:
+        """Drop a queued execution (killed before it ran)."""
+        q = self._queued.get(self._key(flow))
+        if q:
+            self._queued[self._key(flow)] = deque(e for e in q if e[0] != ex_id)
+
+    def release(self, flow: Flow, ex_id: str) -> None:
+        """An execution ended: free its slot and start the oldest queued one."""
+        if flow.concurrency is None:
+            return
+        running = self._running.get(self._key(flow))
+        if running is None or ex_id not in running:
+            return
+        running.discard(ex_id)
+        q = self._queued.get(self._key(flow))
+        while q and len(running) < flow.concurrency.limit:
+            next_id, ref = q.popleft()
+            if ref.is_alive:
+                running.add(next_id)
+                ref.tell_nowait(Dequeue())
+
+
+class Engine:
+    """Everything the actors of one runtime share."""
+
+    def __init__(
+        self,
+        *,
+        system: ActorSystem,
+        store: Store,
+        files: FileStorage,
+        clock: Clock,
+        observer: Observer | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.system = system
+        self.store = store
+        self.files = files
+        self.clock = clock
+        self.timers = Timers(clock)
+        self.observer = observer or Observer()
+        self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.slots = Slots()
+        self.flows: dict[tuple[str, str, int], Flow] = {}
+        self.live: dict[str, ActorRef] = {}
+        self._waiters: dict[str, list[anyio.Event]] = {}
+        self._ended: dict[str, Execution] = {}
+        self._child_watchers: dict[str, ActorRef] = {}
+        self._state_waiters: dict[str, list[tuple[frozenset[State], anyio.Event]]] = {}
+        self._prefix = os.urandom(5).hex()
+        self._ids = itertools.count(1)
+        self.accepting = True
+
+    def new_id(self) -> str:
+        """A process-unique, roughly time-ordered id."""
+        return f"{self._prefix}{next(self._ids):08x}"
+
+    # -- flows -----------------------------------------------------------------------
+    def register(self, flow: Flow) -> None:
+        """Make ``flow`` known (for subflows and recovery)."""
+        self.flows[(flow.namespace, flow.id, flow.revision)] = flow
+
+    def find_flow(self, namespace: str, flow_id: str, revision: int | None = None) -> Flow | None:
+        """A registered flow; the latest revision when ``revision`` is None."""
+        if revision is not None:
+            return self.flows.get((namespace, flow_id, revision))
+        found = [f for (ns, fid, _), f in self.flows.items() if ns == namespace and fid == flow_id]
+        return max(found, key=lambda f: f.revision) if found else None
+
+    # -- persistence -----------------------------------------------------------------
+    def _check(self) -> None:
+        failed = self.store.failed
+        if failed is not None:
+            self.accepting = False
+            raise RuntimeClosedError(f"storage failed, no more work is accepted: {failed}")
+
+    def save_execution(self, ex: Execution, new: Sequence[StateEntry]) -> Any:
+        """Queue an execution snapshot; returns the commit to await for durability."""
+        if new:
+            self.observer.execution_changed(ex)
+            waiters = self._state_waiters.get(ex.id)
+            if waiters:
+                for states, event in waiters:
+                    if ex.state in states:
+                        event.set()
+        return self.store.write(execution_ops(ex, self.owner, new))
+
+    def save_task_run(
+        self, tr: TaskRun, new: Sequence[StateEntry], attempt: Attempt | None, final: bool
+    ) -> Any:
+        """Queue a task-run snapshot (and attempt, outputs, metrics when final)."""
+        if new:
+            self.observer.task_run_changed(tr, None)
+        return self.store.write(task_run_ops(tr, new, attempt=attempt, final=final))
+
+    def log(self, execution_id: str, task_run_id: str | None, level: str, message: str) -> None:
+        """Store one log line of a task run."""
+        trace_id, span_id = self.observer.log_ids()
+        row = LogRow(execution_id, task_run_id, self.clock.now(), level, message, trace_id, span_id)
+        self.store.write((AppendLog(row),))
+
+    def observe_metric(
+        self, ctx: TaskContext, kind: str, name: str, value: float, tags: dict[str, str]
+    ) -> None:
+        """Forward a task metric to the observer (OTel instruments)."""
+        self.observer.metric(ctx, kind, name, value, tags)
+
+    # -- executions ------------------------------------------------------------------
+    def spawn_execution(
+        self, flow: Flow, record: Execution, task_runs: list[TaskRun], mode: str, first: Any
+    ) -> ActorRef:
+        """Start the actor of an execution and send it ``first``."""
+        from actorflow.runtime._execution import ExecutionActor
+
+        if not self.accepting:
+            raise RuntimeClosedError("the runtime does not accept work any more")
+        self.register(flow)
+        ref = self.system.spawn(
+            lambda: ExecutionActor(self, flow, record, task_runs, mode), mailbox_size=4096
+        )
+        self.live[record.id] = ref
+        self._ended.pop(record.id, None)  # a restart runs the same id again
+        ref.tell_nowait(first)
+        return ref
+
+    def execution_ended(self, flow: Flow, ex: Execution, commit: Any) -> None:
+        """Called by an execution actor once terminal (its snapshot is queued in ``commit``)."""
+        self.live.pop(ex.id, None)
+        self.slots.release(flow, ex.id)
+        watcher = self._child_watchers.pop(ex.id, None)
+
+        async def notify() -> None:
+            try:
+                await commit
+            finally:
+                self._ended[ex.id] = ex
+                for event in self._waiters.pop(ex.id, ()):
+                    event.set()
+                if watcher is not None:
+                    watcher.tell_nowait(Complete(ex.state, _child_outputs(ex), ex.error))
+                if len(self._ended) > 10_000:
+                    self._ended.pop(next(iter(self._ended)))
+
+        self.system_task(notify)
+
+    def system_task(self, fn: Any) -> None:
+        """Run ``fn`` in the runtime's task group (set by the Runtime)."""
+        self._start_soon(fn)
+
+    _start_soon: Any = None
+
+    async def wait(self, execution_id: str) -> Execution | None:
+        """Wait until the execution is terminal; None if it is not live here."""
+        if execution_id in self._ended:
+            return self._ended[execution_id]
+        if execution_id not in self.live:
+            return None
+        event = anyio.Event()
+        self._waiters.setdefault(execution_id, []).append(event)
+        await event.wait()
+        return self._ended.get(execution_id)
+
+    def state_waiter(self, execution_id: str, states: frozenset[State]) -> anyio.Event:
+        """An event set when the execution next saves one of ``states``."""
+        event = anyio.Event()
+        self._state_waiters.setdefault(execution_id, []).append((states, event))
+        return event
+
+    def drop_state_waiter(self, execution_id: str, event: anyio.Event) -> None:
+        """Forget a waiter from :meth:`state_waiter`."""
+        waiters = [w for w in self._state_waiters.get(execution_id, []) if w[1] is not event]
+        if waiters:
+            self._state_waiters[execution_id] = waiters
+        else:
+            self._state_waiters.pop(execution_id, None)
+
+    async def submit_child(
+        self,
+        scope: ExecutionScope,
+        tr: TaskRun,
+        task: Subflow,
+        inputs: dict[str, Any],
+        *,
+        watcher: ActorRef,
+    ) -> str:
+        """Start a subflow execution linked to task run ``tr``."""
+        from actorflow.runtime._execution import new_execution_record
+
+        namespace = task.namespace or scope.record.namespace
+        flow = self.find_flow(namespace, task.flow_id)
+        if flow is None:
+            raise ExecutionNotFound(f"subflow {namespace}.{task.flow_id} is not registered")
+        valid = validate_inputs(flow.inputs, inputs, where=f"subflow {namespace}.{flow.id}")
+        record = new_execution_record(
+            engine=self,
+            flow=flow,
+            inputs=valid,
+            parent_execution_id=scope.record.id,
+            parent_task_run_id=tr.id,
+            traceparent=scope.record.traceparent,
+        )
+        if task.wait:
+            self._child_watchers[record.id] = watcher
+        await self.save_execution(record, record.history)
+        self.spawn_execution(flow, record, [], "start", Start())
+        return record.id
+
+    def watch_child(self, child_id: str, watcher: ActorRef) -> None:
+        """After recovery: tell ``watcher`` when child execution ``child_id`` ends."""
+        done = self._ended.get(child_id)
+        if done is not None:
+            watcher.tell_nowait(Complete(done.state, _child_outputs(done), done.error))
+        else:
+            self._child_watchers[child_id] = watcher
+
+    def kill_child(self, child_id: str) -> None:
+        """Kill a subflow's child execution (cascade)."""
+        ref = self.live.get(child_id)
+        if ref is not None and ref.is_alive:
+            ref.tell_nowait(Kill())
+
+    def require_live(self, execution_id: str) -> ActorRef:
+        """The actor of a live execution, else IllegalOperation/ExecutionNotFound."""
+        ref = self.live.get(execution_id)
+        if ref is None or not ref.is_alive:
+            if execution_id in self._ended:
+                state = self._ended[execution_id].state
+                raise IllegalOperation(f"execution {execution_id} is already {state.value}")
+            raise ExecutionNotFound(f"no live execution {execution_id}")
+        return ref
+
+
+def _child_outputs(ex: Execution) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tr in ex.task_runs:
+        if tr.outputs:
+            if tr.value is None:
+                out[tr.task_id] = tr.outputs
+            else:
+                out.setdefault(tr.task_id, {})[tr.value] = tr.outputs
+    return out

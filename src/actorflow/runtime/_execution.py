@@ -1,0 +1,554 @@
+"""The execution actor: one per execution; it supervises the task-run actors of that execution.
+
+It decides which task runs come next (through frames), keeps the live tree, and sets the
+execution's state. Children are linked actors: if a task-run actor crashes (a runtime bug, not
+a task failure, which is an ordinary FAILED attempt) the execution restarts it from the last
+snapshot it reported, at most three times, then fails that task run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from actorflow._errors import IllegalOperation
+from actorflow.actors import Actor, Kill, Pause, Resume, Terminated
+from actorflow.runtime._context import TaskContext
+from actorflow.runtime._flow import ConcurrencyBehavior, Flow
+from actorflow.runtime._frames import MAIN, Frame, Spec, make_frame
+from actorflow.runtime._messages import (
+    Dequeue,
+    Recover,
+    Restart,
+    ResumeWith,
+    Snapshot,
+    Start,
+    TaskRunChanged,
+)
+from actorflow.runtime._records import Execution, StateEntry, TaskRun
+from actorflow.runtime._states import State, check_transition
+from actorflow.runtime._taskrun import TaskRunActor, validate_resume
+from actorflow.runtime._tasks import Flowable, Task
+from actorflow.runtime._tasks import Pause as PauseTask
+from actorflow.runtime._template import render, truthy
+
+if TYPE_CHECKING:
+    from actorflow.actors import ActorRef
+    from actorflow.runtime._engine import Engine
+
+_MAX_CHILD_RESTARTS = 3
+
+
+class ExecutionScope:
+    """What the task runs of one execution share: engine, flow, ids, inputs, outputs."""
+
+    def __init__(self, engine: Engine, flow: Flow, record: Execution, exec_ref: ActorRef) -> None:
+        self.engine = engine
+        self.flow = flow
+        self.record = record
+        self.exec_ref = exec_ref
+        self.outputs: dict[str, Any] = {}
+
+    def variables(self, tr: TaskRun | None = None) -> dict[str, Any]:
+        """Template variables for ``tr`` (or the execution)."""
+        ex = self.record
+        return {
+            "inputs": ex.inputs,
+            "outputs": self.outputs,
+            "taskrun": {
+                "id": tr.id if tr else None,
+                "value": tr.value if tr else None,
+                "iteration": tr.iteration if tr else None,
+                "attempts_count": len(tr.attempts) if tr else 0,
+                "attemptsCount": len(tr.attempts) if tr else 0,
+            },
+            "task": {"id": tr.task_id if tr else None},
+            "execution": {"id": ex.id, "state": ex.state.value},
+            "flow": {"id": ex.flow_id, "namespace": ex.namespace, "revision": ex.flow_revision},
+        }
+
+    def task_context(self, tr: TaskRun, attempt: int) -> TaskContext:
+        """The context passed to a task's attempt."""
+        ex = self.record
+        value: Any = tr.value
+        return TaskContext(
+            engine=self.engine,
+            execution_id=ex.id,
+            task_run_id=tr.id,
+            task_id=tr.task_id,
+            namespace=ex.namespace,
+            flow_id=ex.flow_id,
+            flow_revision=ex.flow_revision,
+            inputs=ex.inputs,
+            outputs=self.outputs,
+            attempt=attempt,
+            value=value,
+            iteration=tr.iteration,
+        )
+
+    def record_outputs(self, tr: TaskRun) -> None:
+        """Expose ``tr``'s outputs as ``outputs.<task_id>`` (``[value]`` inside loops)."""
+        if tr.value is None:
+            self.outputs[tr.task_id] = tr.outputs
+        else:
+            per_value = self.outputs.setdefault(tr.task_id, {})
+            if isinstance(per_value, dict):
+                per_value[tr.value] = tr.outputs
+
+
+class ExecutionActor(Actor):
+    """Runs one execution to a terminal state."""
+
+    def __init__(
+        self, engine: Engine, flow: Flow, record: Execution, task_runs: list[TaskRun], mode: str
+    ) -> None:
+        self.engine = engine
+        self.flow = flow
+        self.ex = msgspec.structs.replace(record, task_runs=()) if record.task_runs else record
+        self.runs: dict[str, TaskRun] = {tr.id: tr for tr in task_runs}
+        self.frames: dict[str | None, Frame] = {}
+        self.live: dict[str, ActorRef] = {}
+        self.child_restarts: dict[str, int] = {}
+        self.mode = mode
+        self.manual_pause = False
+        self._pending: list[StateEntry] = []
+        self.scope: ExecutionScope
+
+    # -- state -----------------------------------------------------------------------
+    def _to(self, state: State, **changes: Any) -> None:
+        check_transition("execution", self.ex.id, self.ex.state, state)
+        entry = StateEntry(state, self.engine.clock.now())
+        self._pending.append(entry)
+        self.ex = msgspec.structs.replace(
+            self.ex, state=state, history=(*self.ex.history, entry), **changes
+        )
+        self.scope.record = self.ex
+
+    def _save(self) -> Any:
+        commit = self.engine.save_execution(self.ex, self._pending)
+        self._pending = []
+        return commit
+
+    def _set_run(self, tr: TaskRun, state: State, **changes: Any) -> TaskRun:
+        """Change a task run this actor owns (flowables, never-dispatched leaves)."""
+        check_transition("task run", tr.id, tr.state, state)
+        entry = StateEntry(state, self.engine.clock.now())
+        new = msgspec.structs.replace(tr, state=state, history=(*tr.history, entry), **changes)
+        self.runs[tr.id] = new
+        self.engine.save_task_run(new, (entry,), None, new.state.terminal)
+        if new.state.terminal:
+            self.scope.record_outputs(new)
+        return new
+
+    def snapshot(self) -> Execution:
+        """The live tree."""
+        return msgspec.structs.replace(self.ex, task_runs=tuple(self.runs.values()))
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def on_start(self) -> None:
+        self.scope = ExecutionScope(self.engine, self.flow, self.ex, self.context.self_ref)
+        for tr in self.runs.values():
+            if tr.state.terminal:
+                self.scope.record_outputs(tr)
+
+    async def receive(self, message: Any) -> Any:
+        try:
+            return await self._handle(message)
+        except IllegalOperation as exc:
+            return exc
+
+    async def _handle(self, message: Any) -> Any:
+        if isinstance(message, TaskRunChanged):
+            self._child_changed(message.task_run)
+        elif isinstance(message, Start):
+            self._start()
+        elif isinstance(message, Dequeue):
+            if self.ex.state is State.QUEUED:
+                self._to(State.RUNNING)
+                self._save()
+                self._process([self._top()])
+        elif isinstance(message, Snapshot):
+            return self.snapshot()
+        elif isinstance(message, Kill):
+            self._kill()
+        elif isinstance(message, Pause):
+            self._pause()
+        elif isinstance(message, ResumeWith | Resume):
+            inputs = message.inputs if isinstance(message, ResumeWith) else {}
+            await self._resume(inputs)
+        elif isinstance(message, Recover | Restart):
+            self._rebuild()
+        elif isinstance(message, Terminated):
+            self._child_terminated(message)
+        return None
+
+    def _start(self) -> None:
+        if self.ex.state is not State.CREATED:
+            return
+        decision = self.engine.slots.admit(self.flow, self.ex.id, self.context.self_ref)
+        if decision is ConcurrencyBehavior.QUEUE:
+            self._to(State.QUEUED)
+            self._save()
+            return
+        if decision is ConcurrencyBehavior.CANCEL:
+            self._finish(State.CANCELLED)
+            return
+        if decision is ConcurrencyBehavior.FAIL:
+            self._finish(State.FAILED, error="flow concurrency limit exceeded")
+            return
+        self._to(State.RUNNING)
+        self._save()
+        self._process([self._top()])
+
+    def _top(self) -> Frame:
+        frame = self.frames.get(None)
+        if frame is None:
+            f = self.flow
+            frame = Frame(self.runs, None, f.tasks, f.errors, f.finally_)
+            self.frames[None] = frame
+        return frame
+
+    # -- rebuild (restart, recovery) -----------------------------------------------
+    def _rebuild(self) -> None:
+        """Rebuild frames from the task runs and continue where they stand."""
+        if self.mode == "recover":
+            self.engine.slots.restore(self.flow, self.ex.id, self.context.self_ref, self.ex.state)
+        if self.ex.state is State.CREATED:
+            self._start()
+            return
+        if self.ex.state is State.QUEUED:
+            return
+        top = self._top()
+        for tr in self.runs.values():
+            parent = self._frame_of(tr)
+            if parent is not None:
+                parent.add(tr)
+        if self.ex.state is State.RESTARTED:
+            self._to(State.RUNNING)
+            self._save()
+        if self.ex.state is State.PAUSED and not any(
+            tr.state is State.PAUSED for tr in self.runs.values()
+        ):
+            self.manual_pause = True
+        dirty: list[Frame] = [top]
+        for tr in list(self.runs.values()):
+            if tr.state.terminal:
+                continue
+            task = self.flow.task(tr.task_id)
+            if isinstance(task, Flowable) and (
+                not isinstance(task, PauseTask) or _pause_done(tr, task)
+            ):
+                if tr.state in (State.CREATED, State.RESTARTED):
+                    tr = self._set_run(tr, State.RUNNING)
+                frame = self._ensure_frame(tr, task)
+                if frame is not None:
+                    dirty.append(frame)
+            else:
+                self._spawn(tr, task, Recover())
+        if self.ex.state is State.KILLING:
+            self._kill_live()
+        self._process(dirty)
+
+    def _frame_of(self, tr: TaskRun) -> Frame | None:
+        """The frame that owns ``tr`` (building its ancestors' frames as needed)."""
+        pid = tr.parent_task_run_id
+        if pid is None:
+            return self._top()
+        frame = self.frames.get(pid)
+        if frame is None:
+            owner = self.runs.get(pid)
+            if owner is None:
+                return None
+            task = self.flow.task(owner.task_id)
+            assert isinstance(task, Flowable)
+            frame = self._ensure_frame(owner, task)
+        return frame
+
+    def _ensure_frame(self, owner: TaskRun, task: Flowable) -> Frame | None:
+        frame = self.frames.get(owner.id)
+        if frame is not None:
+            return frame
+        try:
+            frame = make_frame(
+                self.runs,
+                owner,
+                task,
+                lambda v, field: render(
+                    v, self.scope.variables(owner), where=f"task {task.id!r} field {field!r}"
+                ),
+                truthy,
+            )
+        except Exception as exc:
+            current = self.runs[owner.id]
+            if not current.state.terminal:
+                failed = self._set_run(current, State.FAILED, error=f"{type(exc).__name__}: {exc}")
+                parent = self._frame_of(failed)
+                if parent is not None:
+                    parent.changed(current.state, failed)
+            return None
+        self.frames[owner.id] = frame
+        extra = frame.outputs()
+        if extra and any(owner.outputs.get(k) != v for k, v in extra.items()):
+            current = self.runs[owner.id]
+            updated = msgspec.structs.replace(current, outputs={**current.outputs, **extra})
+            self.runs[owner.id] = updated
+            self.engine.save_task_run(updated, (), None, False)
+        return frame
+
+    # -- scheduling ------------------------------------------------------------------
+    def _process(self, frames: list[Frame]) -> None:
+        """Create what can run, then settle frames whose children all ended."""
+        killing = self.ex.state is State.KILLING
+        if self.ex.state is not State.RUNNING and not killing:
+            return
+        work = frames
+        while work:
+            frame = work.pop()
+            if not killing:
+                specs = frame.nexts()
+                while specs:
+                    for spec in specs:
+                        child = self._create(spec, frame)
+                        if child is not None:
+                            work.append(child)
+                    specs = frame.nexts()
+                    if self.ex.state is not State.RUNNING:
+                        return
+            state = frame.result(killing)
+            if state is None:
+                continue
+            if frame.owner_id is None:
+                self._finish(state)
+                return
+            owner = self.runs[frame.owner_id]
+            if owner.state.terminal:
+                continue
+            old = owner.state
+            owner = self._set_run(owner, state, error=frame.error)
+            parent = self._frame_of(owner)
+            if parent is not None:
+                parent.changed(old, owner)
+                work.append(parent)
+
+    def _create(self, spec: Spec, frame: Frame) -> Frame | None:
+        """Create and dispatch one child task run; returns a new frame to process."""
+        now = self.engine.clock.now()
+        tr = TaskRun(
+            id=self.engine.new_id(),
+            execution_id=self.ex.id,
+            task_id=spec.task.id,
+            state=State.CREATED,
+            history=(StateEntry(State.CREATED, now),),
+            parent_task_run_id=frame.owner_id,
+            value=spec.value,
+            iteration=spec.iteration,
+            branch=spec.branch,
+        )
+        self.runs[tr.id] = tr
+        frame.add(tr)
+        self.engine.save_task_run(tr, tr.history, None, False)
+        task = spec.task
+        if task.run_if is not None:
+            try:
+                run_if = task.run_if
+                if callable(run_if):
+                    ok = bool(run_if(self.scope.variables(tr)))
+                else:
+                    value = render(
+                        run_if, self.scope.variables(tr), where=f"task {task.id!r} field 'run_if'"
+                    )
+                    ok = truthy(value)
+            except Exception as exc:
+                self._settle(tr, frame, State.FAILED, error=f"run_if: {exc}")
+                return None
+            if not ok:
+                self._settle(tr, frame, State.SKIPPED)
+                return None
+        if isinstance(task, Flowable) and not isinstance(task, PauseTask):
+            tr = self._set_run(tr, State.RUNNING)
+            return self._ensure_frame(tr, task) or frame
+        self._spawn(tr, task, Start())
+        return None
+
+    def _settle(self, tr: TaskRun, frame: Frame, state: State, error: str | None = None) -> None:
+        new = self._set_run(tr, state, error=error)
+        frame.changed(tr.state, new)
+
+    def _spawn(self, tr: TaskRun, task: Task, first: Any) -> None:
+        scope = self.scope
+        ref = self.context.spawn(lambda: TaskRunActor(scope, task, tr), mailbox_size=16)
+        self.live[tr.id] = ref
+        ref.tell_nowait(first)
+
+    def _child_changed(self, tr: TaskRun) -> None:
+        old = self.runs.get(tr.id)
+        if old is None:
+            return
+        self.runs[tr.id] = tr
+        if tr.state.terminal:
+            self.live.pop(tr.id, None)
+            self.scope.record_outputs(tr)
+        elif old.state is State.PAUSED and tr.state is State.RUNNING:
+            # A Pause with tasks handed over: its children run in a frame of ours.
+            task = self.flow.task(tr.task_id)
+            if isinstance(task, PauseTask) and task.tasks:
+                self.live.pop(tr.id, None)
+                self.scope.record_outputs(tr)
+                self._ensure_frame(tr, task)
+        frame = self._frame_of(tr)
+        if frame is not None:
+            frame.changed(old.state, tr)
+        if tr.state is State.PAUSED and self.ex.state is State.RUNNING:
+            self._to(State.PAUSED)
+            self._save()
+            return
+        if (
+            old.state is State.PAUSED
+            and self.ex.state is State.PAUSED
+            and not self.manual_pause
+            and not any(r.state is State.PAUSED for r in self.runs.values())
+        ):
+            self._to(State.RESTARTED)
+            self._to(State.RUNNING)
+            self._save()
+            self._process(list(self.frames.values()))
+            return
+        if self.ex.state is State.KILLING:
+            if not self.live:
+                self._process(list(self.frames.values()))
+            return
+        if frame is not None and tr.state.terminal:
+            self._process([frame])
+
+    def _child_terminated(self, msg: Terminated) -> None:
+        """A task-run actor stopped; restart it from its last snapshot if it crashed."""
+        tr_id = next((i for i, r in self.live.items() if r is msg.ref), None)
+        if tr_id is None or msg.error is None:
+            return
+        tr = self.runs[tr_id]
+        count = self.child_restarts.get(tr_id, 0) + 1
+        self.child_restarts[tr_id] = count
+        task = self.flow.task(tr.task_id)
+        if count <= _MAX_CHILD_RESTARTS and not tr.state.terminal:
+            self._spawn(tr, task, Recover())
+            return
+        self.live.pop(tr_id, None)
+        if not tr.state.terminal:
+            target = State.KILLED if tr.state is State.KILLING else State.FAILED
+            if tr.state in (State.PAUSED, State.RETRYING, State.CREATED, State.RESTARTED):
+                target = State.KILLED if target is State.KILLED else State.FAILED
+            new = self._set_run(tr, target, error=f"task-run actor crashed: {msg.error}")
+            self._child_changed_settled(tr, new)
+
+    def _child_changed_settled(self, old: TaskRun, new: TaskRun) -> None:
+        frame = self._frame_of(new)
+        if frame is not None:
+            frame.changed(old.state, new)
+            self._process([frame])
+
+    # -- control ---------------------------------------------------------------------
+    def _kill(self) -> None:
+        state = self.ex.state
+        if state.terminal:
+            raise IllegalOperation(f"execution {self.ex.id} is already {state.value}")
+        if state is State.KILLING:
+            return
+        if state in (State.CREATED, State.QUEUED):
+            self.engine.slots.forget(self.flow, self.ex.id)
+            self._finish(State.KILLED)
+            return
+        self._to(State.KILLING)
+        self._save()
+        self._kill_live()
+        if not self.live:
+            self._process(list(self.frames.values()))
+
+    def _kill_live(self) -> None:
+        for ref in list(self.live.values()):
+            ref.tell_nowait(Kill())
+
+    def _pause(self) -> None:
+        if self.ex.state is not State.RUNNING:
+            raise IllegalOperation(
+                f"execution {self.ex.id} is {self.ex.state.value}; only RUNNING can be paused"
+            )
+        self.manual_pause = True
+        self._to(State.PAUSED)
+        self._save()
+
+    async def _resume(self, inputs: dict[str, Any]) -> None:
+        if self.ex.state is not State.PAUSED:
+            raise IllegalOperation(f"execution {self.ex.id} is not paused ({self.ex.state.value})")
+        paused = next((tr for tr in self.runs.values() if tr.state is State.PAUSED), None)
+        if paused is None:
+            if inputs:
+                raise IllegalOperation("a manually paused execution takes no resume inputs")
+            self.manual_pause = False
+            self._to(State.RUNNING)
+            await self._save()
+            self._process(list(self.frames.values()))
+            return
+        task = self.flow.task(paused.task_id)
+        assert isinstance(task, PauseTask)
+        try:
+            valid = validate_resume(task, inputs, f"resume of task {task.id!r}")
+        except Exception as exc:
+            raise IllegalOperation(str(exc)) from exc
+        self.manual_pause = False
+        ref = self.live.get(paused.id)
+        if ref is not None:
+            ref.tell_nowait(ResumeWith(valid))
+
+    def _finish(self, state: State, error: str | None = None) -> None:
+        for tr in list(self.runs.values()):
+            if not tr.state.terminal and tr.id not in self.live:
+                # Flowables still open when the execution ends (kill) end with it.
+                self._set_run(tr, State.KILLED if state is State.KILLED else state)
+        changes: dict[str, Any] = {"error": error} if error else {}
+        if self.ex.state is State.CREATED and state is State.KILLED:
+            self._to(State.KILLED, **changes)
+        else:
+            self._to(state, **changes)
+        commit = self._save()
+        self.engine.execution_ended(self.flow, self.snapshot(), commit)
+        self.context.stop()
+
+
+def _pause_done(tr: TaskRun, task: PauseTask) -> bool:
+    """Whether a Pause task run is past its pause (its own tasks run in a frame)."""
+    if not task.tasks:
+        return False
+    if tr.state is State.RESTARTED:
+        return any(e.state is State.PAUSED for e in tr.history)
+    return tr.state is State.RUNNING and any(e.state is State.PAUSED for e in tr.history)
+
+
+def new_execution_record(
+    *,
+    engine: Engine,
+    flow: Flow,
+    inputs: dict[str, Any],
+    parent_execution_id: str | None = None,
+    parent_task_run_id: str | None = None,
+    labels: dict[str, str] | None = None,
+    traceparent: str | None = None,
+) -> Execution:
+    """A CREATED execution of ``flow``."""
+    return Execution(
+        id=engine.new_id(),
+        namespace=flow.namespace,
+        flow_id=flow.id,
+        flow_revision=flow.revision,
+        state=State.CREATED,
+        history=(StateEntry(State.CREATED, engine.clock.now()),),
+        inputs=inputs,
+        parent_execution_id=parent_execution_id,
+        parent_task_run_id=parent_task_run_id,
+        labels={**flow.labels, **(labels or {})},
+        traceparent=traceparent,
+        flow_source=flow.source,
+    )
+
+
+__all__ = ["MAIN", "ExecutionActor", "ExecutionScope", "new_execution_record"]

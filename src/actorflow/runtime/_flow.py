@@ -1,0 +1,244 @@
+"""Flows: the definition an execution runs, with inputs, validation and a task index."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from actorflow._errors import FlowValidationError, InputError, Problem
+from actorflow.runtime._retry import Retry
+from actorflow.runtime._tasks import Dag, Flowable, Task
+
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Input:
+    """A declared input of a flow (or of a Pause's resume).
+
+    ``type`` is one of string, int, float, bool, json, list, dict, any.
+    """
+
+    name: str
+    type: str = "string"
+    default: Any = _MISSING
+    required: bool = True
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in _COERCE:
+            raise FlowValidationError(
+                [Problem(f"unknown input type {self.type!r}", field=f"inputs.{self.name}.type")]
+            )
+
+
+def _to_bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.lower() in {"true", "false", "1", "0", "yes", "no"}:
+        return v.lower() in {"true", "1", "yes"}
+    if isinstance(v, int):
+        return bool(v)
+    raise ValueError(f"not a boolean: {v!r}")
+
+
+def _to_int(v: Any) -> int:
+    if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+        raise ValueError(f"not an integer: {v!r}")
+    return int(v)
+
+
+def _to_json(v: Any) -> Any:
+    return json.loads(v) if isinstance(v, str) else v
+
+
+def _typed(kind: type) -> Any:
+    def conv(v: Any) -> Any:
+        v = _to_json(v)
+        if not isinstance(v, kind):
+            raise ValueError(f"expected a {kind.__name__}, got {type(v).__name__}")
+        return v
+
+    return conv
+
+
+_COERCE: Mapping[str, Any] = {
+    "string": str,
+    "int": _to_int,
+    "float": float,
+    "bool": _to_bool,
+    "json": _to_json,
+    "list": _typed(list),
+    "dict": _typed(dict),
+    "any": lambda v: v,
+}
+
+
+def validate_inputs(
+    declared: Sequence[Input], given: Mapping[str, Any] | None, *, where: str
+) -> dict[str, Any]:
+    """Coerce ``given`` to the declared inputs; InputError lists every problem."""
+    given = dict(given or {})
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for inp in declared:
+        if inp.name in given:
+            raw = given.pop(inp.name)
+            try:
+                out[inp.name] = _COERCE[inp.type](raw)
+            except (ValueError, TypeError) as exc:
+                problems.append(f"input {inp.name!r} ({inp.type}): {exc}")
+        elif inp.default is not _MISSING:
+            out[inp.name] = inp.default
+        elif inp.required:
+            problems.append(f"missing required input {inp.name!r}")
+        else:
+            out[inp.name] = None
+    for extra in given:
+        problems.append(f"unknown input {extra!r}")
+    if problems:
+        raise InputError(f"{where}: " + "; ".join(problems))
+    return out
+
+
+class ConcurrencyBehavior(enum.StrEnum):
+    """What happens to an execution over the flow's concurrency limit."""
+
+    QUEUE = "QUEUE"
+    CANCEL = "CANCEL"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Concurrency:
+    """At most ``limit`` RUNNING or PAUSED executions of the flow."""
+
+    limit: int
+    behavior: ConcurrencyBehavior = ConcurrencyBehavior.QUEUE
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flow:
+    """A workflow definition.
+
+    Attributes:
+        id, namespace, revision: identity; executions record them.
+        inputs: declared inputs, validated at submit.
+        tasks, errors, finally_: the top level; ``errors`` run after a failure,
+            ``finally_`` always.
+        retry: default retry for every runnable task without its own (or an ancestor's).
+        concurrency: limit on concurrent executions of this flow.
+        source: the flow file's text, kept with executions so recovery can reload it.
+    """
+
+    id: str
+    namespace: str = "default"
+    revision: int = 1
+    inputs: Sequence[Input] = ()
+    tasks: Sequence[Task] = ()
+    errors: Sequence[Task] = ()
+    finally_: Sequence[Task] = ()
+    retry: Retry | None = None
+    concurrency: Concurrency | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+    source: str | None = None
+    source_path: str | None = None
+    _index: dict[str, tuple[Task, Flowable | None]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        problems: list[Problem] = []
+        if not self.id:
+            problems.append(Problem("flow id must not be empty", field="id"))
+        if not [t for t in self.tasks if not t.disabled]:
+            problems.append(Problem("a flow needs at least one task", field="tasks"))
+        for task, parent in self._walk(self.top_level(), None):
+            if not task.id:
+                problems.append(Problem("task id must not be empty", field="tasks"))
+            elif task.id in self._index:
+                problems.append(Problem(f"duplicate task id {task.id!r}", field=task.id))
+            else:
+                self._index[task.id] = (task, parent)
+            if isinstance(task, Dag):
+                problems.extend(_check_dag(task))
+        if self.concurrency is not None and self.concurrency.limit < 1:
+            problems.append(Problem("concurrency.limit must be >= 1", field="concurrency.limit"))
+        if problems:
+            raise FlowValidationError([_with_file(p, self.source_path) for p in problems])
+
+    def top_level(self) -> Sequence[Task]:
+        """The flow's own tasks, errors and finally tasks."""
+        return (*self.tasks, *self.errors, *self.finally_)
+
+    def _walk(
+        self, tasks: Sequence[Task], parent: Flowable | None
+    ) -> Iterator[tuple[Task, Flowable | None]]:
+        for t in tasks:
+            yield t, parent
+            if isinstance(t, Flowable):
+                yield from self._walk(t.children(), t)
+
+    def task(self, task_id: str) -> Task:
+        """The task with that id (KeyError if none)."""
+        return self._index[task_id][0]
+
+    def parent_of(self, task_id: str) -> Flowable | None:
+        """The flowable that contains ``task_id`` (None at top level)."""
+        return self._index[task_id][1]
+
+    def retry_for(self, task_id: str) -> Retry | None:
+        """The task's retry, else its nearest ancestor's, else the flow's."""
+        task: Task | None = self.task(task_id)
+        while task is not None:
+            if task.retry is not None:
+                return task.retry
+            task = self.parent_of(task.id)
+        return self.retry
+
+    def error_task_ids(self) -> frozenset[str]:
+        """Ids of every task inside an ``errors`` branch (removed by restart)."""
+        ids: set[str] = set()
+        stack: list[Sequence[Task]] = [self.errors]
+        for t, _ in self._walk(self.top_level(), None):
+            if isinstance(t, Flowable):
+                stack.append(t.errors)
+        for branch in stack:
+            for t, _ in self._walk(branch, None):
+                ids.add(t.id)
+        return frozenset(ids)
+
+
+def _with_file(p: Problem, path: str | None) -> Problem:
+    return p if p.file is not None or path is None else Problem(p.message, path, p.line, p.field)
+
+
+def _check_dag(dag: Dag) -> list[Problem]:
+    problems: list[Problem] = []
+    ids = [n.task.id for n in dag.nodes]
+    deps = {n.task.id: list(n.depends_on) for n in dag.nodes}
+    for node in dag.nodes:
+        for d in node.depends_on:
+            if d not in deps:
+                problems.append(
+                    Problem(f"depends on unknown task id {d!r}", field=f"{node.task.id}.depends_on")
+                )
+    # Kahn's algorithm: whatever is left once no node is free is on a cycle.
+    remaining = {i: {d for d in deps[i] if d in deps} for i in ids}
+    while True:
+        free = [i for i, ds in remaining.items() if not ds]
+        if not free:
+            break
+        for i in free:
+            del remaining[i]
+        for ds in remaining.values():
+            ds.difference_update(free)
+    if remaining:
+        problems.append(
+            Problem(f"cyclic dependency between {sorted(remaining)}", field=f"{dag.id}.nodes")
+        )
+    return problems

@@ -1,0 +1,87 @@
+"""Messages of execution and task-run actors: frozen, tagged msgspec Structs.
+
+Kill, Pause and Resume come from the actor kernel (system lane: they never wait behind work).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from actorflow.actors import Kill, Pause, Resume, SystemMessage
+from actorflow.runtime._records import TaskRun
+from actorflow.runtime._states import State
+
+__all__ = [
+    "Complete",
+    "Dequeue",
+    "Fail",
+    "Kill",
+    "Pause",
+    "PauseElapsed",
+    "Recover",
+    "Restart",
+    "Resume",
+    "ResumeWith",
+    "Retry",
+    "Snapshot",
+    "Start",
+    "TaskRunChanged",
+]
+
+
+class Start(msgspec.Struct, frozen=True, tag=True):
+    """Begin: an execution starts its first task runs; a task run its first attempt."""
+
+
+class Restart(msgspec.Struct, frozen=True, tag=True):
+    """Run a RESTARTED task run again (a new attempt) or resume a restarted execution."""
+
+
+class Recover(msgspec.Struct, frozen=True, tag=True):
+    """Continue from a snapshot loaded after a crash."""
+
+
+class Retry(SystemMessage, frozen=True, tag=True):
+    """The retry delay of a RETRYING task run elapsed: start the next attempt."""
+
+
+class PauseElapsed(SystemMessage, frozen=True, tag=True):
+    """A Pause task's ``delay`` or ``timeout`` elapsed."""
+
+    kind: str
+
+
+class ResumeWith(SystemMessage, frozen=True, tag=True):
+    """Resume a paused execution or Pause task run with validated inputs."""
+
+    inputs: dict[str, Any] = {}
+
+
+class Complete(msgspec.Struct, frozen=True, tag=True):
+    """A subflow's child execution ended with ``state`` and ``outputs``."""
+
+    state: State
+    outputs: dict[str, Any] = {}
+    error: str | None = None
+
+
+class Fail(msgspec.Struct, frozen=True, tag=True):
+    """Fail the task run from outside with ``error``."""
+
+    error: str
+
+
+class Dequeue(msgspec.Struct, frozen=True, tag=True):
+    """A slot of the flow's concurrency limit is free: a QUEUED execution may run."""
+
+
+class TaskRunChanged(msgspec.Struct, frozen=True, tag=True):
+    """A task-run actor reports its new snapshot to its execution."""
+
+    task_run: TaskRun
+
+
+class Snapshot(msgspec.Struct, frozen=True, tag=True):
+    """Ask an execution actor for its current tree."""

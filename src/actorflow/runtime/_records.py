@@ -1,0 +1,138 @@
+"""Records of executions, task runs and attempts: frozen msgspec Structs, also the snapshots.
+
+New fields must get defaults so stored snapshots stay readable.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from actorflow.runtime._states import State
+
+
+class StateEntry(msgspec.Struct, frozen=True, array_like=True):
+    """One entry of a state history."""
+
+    state: State
+    date: float
+
+
+class Attempt(msgspec.Struct, frozen=True, tag="attempt"):
+    """One try of a task run."""
+
+    number: int
+    state: State
+    start: float
+    end: float | None = None
+    error: str | None = None
+    error_type: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, or None while running."""
+        return None if self.end is None else self.end - self.start
+
+
+class Metric(msgspec.Struct, frozen=True, tag="metric"):
+    """An aggregated metric of a task run: counters sum values, timers sum seconds."""
+
+    name: str
+    kind: str
+    value: float
+    tags: dict[str, str] = {}
+    count: int = 1
+
+
+class TaskRun(msgspec.Struct, frozen=True, tag="task_run"):
+    """One run of one task inside an execution."""
+
+    id: str
+    execution_id: str
+    task_id: str
+    state: State
+    history: tuple[StateEntry, ...]
+    parent_task_run_id: str | None = None
+    value: str | None = None
+    iteration: int | None = None
+    branch: str = "tasks"
+    attempts: tuple[Attempt, ...] = ()
+    outputs: dict[str, Any] = {}
+    metrics: tuple[Metric, ...] = ()
+    due: float | None = None
+    child_execution_id: str | None = None
+    error: str | None = None
+
+    @property
+    def start_date(self) -> float:
+        """When the task run was created."""
+        return self.history[0].date
+
+    @property
+    def end_date(self) -> float | None:
+        """When it ended (or paused), else None."""
+        if self.state.terminal or self.state is State.PAUSED:
+            return self.history[-1].date
+        return None
+
+    @property
+    def duration(self) -> float:
+        """Seconds from creation to the last change (to now while running)."""
+        end = self.history[-1].date if len(self.history) > 1 else time.time()
+        return end - self.history[0].date
+
+
+class Execution(msgspec.Struct, frozen=True, tag="execution"):
+    """One run of a flow, with its task runs when read as a tree."""
+
+    id: str
+    namespace: str
+    flow_id: str
+    flow_revision: int
+    state: State
+    history: tuple[StateEntry, ...]
+    inputs: dict[str, Any] = {}
+    task_runs: tuple[TaskRun, ...] = ()
+    outputs: dict[str, Any] = {}
+    parent_execution_id: str | None = None
+    parent_task_run_id: str | None = None
+    original_execution_id: str | None = None
+    attempt_number: int = 1
+    labels: dict[str, str] = {}
+    traceparent: str | None = None
+    flow_source: str | None = None
+    error: str | None = None
+
+    @property
+    def start_date(self) -> float:
+        """When the execution was created."""
+        return self.history[0].date
+
+    @property
+    def end_date(self) -> float | None:
+        """When it ended, else None."""
+        return self.history[-1].date if self.state.terminal else None
+
+    @property
+    def duration(self) -> float:
+        """Seconds from creation to the last change (to now while running)."""
+        end = self.history[-1].date if self.state.terminal else time.time()
+        return end - self.history[0].date
+
+    def task_run(self, task_id: str, value: str | None = None) -> TaskRun:
+        """The last task run of ``task_id`` (and loop ``value``); KeyError if none."""
+        for tr in reversed(self.task_runs):
+            if tr.task_id == task_id and (value is None or tr.value == value):
+                return tr
+        raise KeyError(f"no task run for task {task_id!r} in execution {self.id}")
+
+    def metric(self, name: str, **tags: str) -> float:
+        """Sum of a metric over every task run, optionally filtered by tags."""
+        total = 0.0
+        for tr in self.task_runs:
+            for m in tr.metrics:
+                if m.name == name and all(m.tags.get(k) == v for k, v in tags.items()):
+                    total += m.value
+        return total

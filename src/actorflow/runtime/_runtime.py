@@ -1,0 +1,583 @@
+"""The embedding API: ``async with Runtime.open("actorflow.db") as rt: ...``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from actorflow._errors import ExecutionNotFound, IllegalOperation
+from actorflow.actors import Kill, Pause, open_actor_system
+from actorflow.runtime._clock import Clock
+from actorflow.runtime._engine import Engine, Observer
+from actorflow.runtime._execution import new_execution_record
+from actorflow.runtime._flow import Flow, validate_inputs
+from actorflow.runtime._messages import Recover, Restart, ResumeWith, Snapshot, Start
+from actorflow.runtime._persist import decode_any, decode_execution, decode_task_run
+from actorflow.runtime._records import Execution, StateEntry, TaskRun
+from actorflow.runtime._states import TERMINAL, State, check_transition
+from actorflow.runtime._tasks import Flowable
+from actorflow.storage import (
+    DeleteTaskRuns,
+    FileStorage,
+    LogRow,
+    MetricRow,
+    Store,
+    open_store,
+)
+
+_TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)
+_COMMAND_POLL = 0.2
+_HEARTBEAT = 2.0
+_STALE_AFTER = 15.0
+
+
+class ExecutionHandle:
+    """What ``submit`` returns: the id, and shortcuts to wait for or control the execution."""
+
+    def __init__(self, runtime: Runtime, record: Execution) -> None:
+        self.runtime = runtime
+        self.record = record
+        self.id = record.id
+
+    async def wait(self, timeout: float | None = None) -> Execution:
+        """Wait until terminal; returns the full tree."""
+        return await self.runtime.wait(self.id, timeout=timeout)
+
+    async def get(self) -> Execution:
+        """The current tree."""
+        return await self.runtime.get(self.id)
+
+    def __repr__(self) -> str:
+        return f"<ExecutionHandle {self.record.namespace}.{self.record.flow_id} {self.id}>"
+
+
+class Runtime:
+    """An embedded workflow runtime on an actor system and a store."""
+
+    def __init__(self, engine: Engine, store: Store) -> None:
+        self.engine = engine
+        self.store = store
+        self._last_command = 0
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        path: str | os.PathLike[str] = "actorflow.db",
+        *,
+        flows: Iterable[Flow] = (),
+        store: Store | None = None,
+        files: FileStorage | str | os.PathLike[str] | None = None,
+        clock: Clock | None = None,
+        observer: Observer | None = None,
+        tracing: Any = None,
+        recover: bool = True,
+    ) -> AsyncIterator[Runtime]:
+        """Open a runtime on the database at ``path`` (``":memory:"`` keeps nothing).
+
+        Unfinished executions whose owner process is gone are resumed, provided their flow is
+        in ``flows`` (or registered later with :meth:`register`) or was loaded from a file.
+        """
+        own_store = store is None
+        store = store or open_store(str(path))
+        if files is None:
+            root = (
+                Path(f"{path}.files")
+                if str(path) not in (":memory:", "memory://")
+                else Path(os.environ.get("TMPDIR", "/tmp")) / f"actorflow-files-{os.getpid()}"
+            )
+            files = FileStorage(root)
+        elif not isinstance(files, FileStorage):
+            files = FileStorage(Path(files))
+        if own_store:
+            await store.open()
+        try:
+            if observer is None and tracing is not None:
+                from actorflow.runtime._tracing import make_observer
+
+                observer = make_observer(tracing)
+            async with (
+                open_actor_system(name="actorflow") as system,
+                anyio.create_task_group() as tg,
+            ):
+                engine = Engine(
+                    system=system,
+                    store=store,
+                    files=files,
+                    clock=clock or Clock(),
+                    observer=observer,
+                )
+                engine._start_soon = tg.start_soon
+                rt = cls(engine, store)
+                for flow in flows:
+                    engine.register(flow)
+                await store.register_owner(engine.owner, _STALE_AFTER)
+                tg.start_soon(engine.timers.run)
+                tg.start_soon(rt._housekeeping)
+                if recover:
+                    await rt.recover()
+                try:
+                    yield rt
+                finally:
+                    engine.accepting = False
+                    tg.cancel_scope.cancel()
+                    await system.shutdown()
+                    with anyio.CancelScope(shield=True):
+                        with contextlib.suppress(Exception):
+                            await store.flush()
+                        with contextlib.suppress(Exception):
+                            await store.release_owner(engine.owner)
+        finally:
+            if own_store:
+                with anyio.CancelScope(shield=True):
+                    await store.close()
+
+    # -- flows and submission --------------------------------------------------------
+    def register(self, flow: Flow) -> None:
+        """Make a flow known: for subflows, and to resume its unfinished executions."""
+        self.engine.register(flow)
+
+    async def submit(
+        self,
+        flow: Flow,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        traceparent: str | None = None,
+    ) -> ExecutionHandle:
+        """Create an execution of ``flow`` and start it; returns once it is stored."""
+        engine = self.engine
+        engine._check()
+        valid = validate_inputs(flow.inputs, inputs, where=f"flow {flow.namespace}.{flow.id}")
+        if traceparent is None:
+            traceparent = engine.observer.current_traceparent()
+        record = new_execution_record(
+            engine=engine,
+            flow=flow,
+            inputs=valid,
+            labels=dict(labels or {}),
+            traceparent=traceparent,
+        )
+        commit = engine.save_execution(record, record.history)
+        engine.spawn_execution(flow, record, [], "start", Start())
+        await commit
+        return ExecutionHandle(self, record)
+
+    async def run(
+        self, flow: Flow, inputs: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Execution:
+        """Submit and wait: the finished tree."""
+        handle = await self.submit(flow, inputs)
+        return await handle.wait(timeout)
+
+    # -- reading ---------------------------------------------------------------------
+    async def get(self, execution_id: str) -> Execution:
+        """The full tree of an execution (live or stored)."""
+        ref = self.engine.live.get(execution_id)
+        if ref is not None and ref.is_alive:
+            with contextlib.suppress(Exception):
+                snap = await ref.ask(Snapshot(), timeout=5.0)
+                if isinstance(snap, Execution):
+                    return snap
+        ended = self.engine._ended.get(execution_id)
+        if ended is not None:
+            return ended
+        return await self._load(execution_id)
+
+    async def _load(self, execution_id: str) -> Execution:
+        row = await self.store.get_execution(execution_id)
+        if row is None:
+            raise ExecutionNotFound(f"no execution with id {execution_id!r}")
+        ex = decode_execution(row.data)
+        runs = [decode_task_run(r.data) for r in await self.store.task_runs(execution_id)]
+        return msgspec.structs.replace(ex, task_runs=tuple(runs))
+
+    async def wait(self, execution_id: str, *, timeout: float | None = None) -> Execution:
+        """Wait until the execution is terminal (its final state is stored); returns the tree."""
+        with anyio.fail_after(timeout):
+            done = await self.engine.wait(execution_id)
+            if done is not None:
+                return done
+            # Not running here: another process may own it; follow the store.
+            while True:
+                ex = await self._load(execution_id)
+                if ex.state.terminal:
+                    return ex
+                await anyio.sleep(_COMMAND_POLL)
+
+    async def wait_for(
+        self, execution_id: str, *states: State, timeout: float | None = None
+    ) -> Execution:
+        """Wait until a live execution reaches one of ``states`` (e.g. PAUSED); returns the tree."""
+        wanted = frozenset(states) | TERMINAL
+        engine = self.engine
+        with anyio.fail_after(timeout):
+            # Register first, then look: no change can slip between the two.
+            event = engine.state_waiter(execution_id, wanted)
+            try:
+                snap = await self.get(execution_id)
+                if snap.state not in wanted:
+                    if execution_id not in engine.live:
+                        raise IllegalOperation(f"execution {execution_id} is not running here")
+                    await event.wait()
+            finally:
+                engine.drop_state_waiter(execution_id, event)
+            await self.store.flush()
+            return await self.get(execution_id)
+
+    async def executions(
+        self,
+        *,
+        flow: str | None = None,
+        namespace: str | None = None,
+        state: State | str | Collection[State | str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Execution]:
+        """Stored executions, newest first (without task runs; use :meth:`get` for a tree)."""
+        states = None
+        if state is not None:
+            items = [state] if isinstance(state, str | State) else list(state)
+            states = [State(s).value for s in items]
+        await self.store.flush()
+        rows = await self.store.list_executions(
+            flow_id=flow, namespace=namespace, states=states, since=since, until=until,
+            limit=limit, offset=offset,
+        )  # fmt: skip
+        return [decode_execution(r.data) for r in rows]
+
+    async def logs(self, execution_id: str, task_run_id: str | None = None) -> list[LogRow]:
+        """Stored log lines of an execution (or one task run)."""
+        await self.store.flush()
+        return await self.store.logs(execution_id, task_run_id)
+
+    async def metrics(
+        self, *, execution_id: str | None = None, name: str | None = None, **tags: str
+    ) -> list[MetricRow]:
+        """Stored metrics, filtered by execution, name and tags."""
+        await self.store.flush()
+        return await self.store.metrics(execution_id=execution_id, name=name, tags=tags or None)
+
+    async def read_file(self, uri: str) -> bytes:
+        """Content of an ``actorflow://`` file written by a task."""
+        return await self.engine.files.get(uri)
+
+    # -- control ---------------------------------------------------------------------
+    async def _control(
+        self, execution_id: str, message: Any, command: str, payload: Any = None
+    ) -> None:
+        ref = self.engine.live.get(execution_id)
+        if ref is not None and ref.is_alive:
+            result = await ref.ask(message, timeout=30.0)
+            if isinstance(result, Exception):
+                raise result
+            await self.store.flush()
+            return
+        ex = await self._load(execution_id)
+        if ex.state.terminal:
+            raise IllegalOperation(f"execution {execution_id} is already {ex.state.value}")
+        # Owned by another process (or waiting for its flow): hand it over through the store.
+        await self.store.post_command(execution_id, command, msgspec.json.encode(payload))
+
+    async def kill(self, execution_id: str) -> None:
+        """Kill: KILLING, running task runs cancelled, then KILLED (subflows too)."""
+        await self._control(execution_id, Kill(), "kill")
+
+    async def pause(self, execution_id: str) -> None:
+        """Pause a RUNNING execution: no new task run starts; running ones finish."""
+        await self._control(execution_id, Pause(), "pause")
+
+    async def resume(self, execution_id: str, inputs: Mapping[str, Any] | None = None) -> None:
+        """Resume a PAUSED execution; ``inputs`` go to the Pause task it waits on."""
+        await self._control(
+            execution_id, ResumeWith(dict(inputs or {})), "resume", dict(inputs or {})
+        )
+
+    async def restart(self, execution_id: str) -> ExecutionHandle:
+        """Run failed task runs of a FAILED, KILLED or WARNING execution again (same id)."""
+        if execution_id in self.engine.live:
+            raise IllegalOperation(f"execution {execution_id} is still running")
+        ex = await self._load(execution_id)
+        if ex.state not in (State.FAILED, State.KILLED, State.WARNING):
+            raise IllegalOperation(
+                f"execution {execution_id} is {ex.state.value}; only FAILED, KILLED or WARNING"
+                " executions can be restarted"
+            )
+        flow = self._flow_for(ex)
+        now = self.engine.clock.now()
+        removed = _errors_subtrees(flow, ex.task_runs)
+        runs = [tr for tr in ex.task_runs if tr.id not in removed]
+        by_id = {tr.id: tr for tr in runs}
+        targets = {
+            tr.id for tr in runs if tr.state in (State.FAILED, State.KILLED, State.CANCELLED)
+        }
+        targets = {
+            t for t in targets if not isinstance(flow.task(by_id[t].task_id), Flowable)
+        } or targets
+        if not targets:
+            raise IllegalOperation(f"execution {execution_id}: no task found to restart")
+        reopen = set(targets)
+        for t in targets:
+            pid = by_id[t].parent_task_run_id
+            while pid is not None:
+                reopen.add(pid)
+                pid = by_id[pid].parent_task_run_id
+        new_runs: list[TaskRun] = []
+        for tr in runs:
+            if tr.id in reopen and tr.state.terminal:
+                check_transition("task run", tr.id, tr.state, State.RESTARTED)
+                entry = StateEntry(State.RESTARTED, now)
+                tr = msgspec.structs.replace(
+                    tr, state=State.RESTARTED, history=(*tr.history, entry)
+                )
+                self.engine.save_task_run(tr, (entry,), None, False)
+            new_runs.append(tr)
+        if removed:
+            self.store.write((DeleteTaskRuns(ex.id, tuple(sorted(removed))),))
+        check_transition("execution", ex.id, ex.state, State.RESTARTED)
+        entry = StateEntry(State.RESTARTED, now)
+        record = msgspec.structs.replace(
+            ex, state=State.RESTARTED, history=(*ex.history, entry), task_runs=(),
+            attempt_number=ex.attempt_number + 1, error=None,
+        )  # fmt: skip
+        await self.engine.save_execution(record, (entry,))
+        self.engine.spawn_execution(flow, record, new_runs, "restart", Restart())
+        return ExecutionHandle(self, record)
+
+    async def replay(
+        self, execution_id: str, *, task_run_id: str | None = None, task_id: str | None = None
+    ) -> ExecutionHandle:
+        """A new execution linked to the original that runs again from a task run (or from the
+        beginning): everything before it is kept, it and what follows run again."""
+        ex = await self._load(execution_id)
+        if not ex.state.terminal:
+            raise IllegalOperation(f"execution {execution_id} is {ex.state.value}; wait for it")
+        flow = self._flow_for(ex)
+        now = self.engine.clock.now()
+        engine = self.engine
+        base = new_execution_record(
+            engine=engine, flow=flow, inputs=dict(ex.inputs), labels=dict(ex.labels),
+            traceparent=ex.traceparent,
+        )  # fmt: skip
+        base = msgspec.structs.replace(
+            base, original_execution_id=ex.id, attempt_number=ex.attempt_number + 1
+        )
+        if task_run_id is None and task_id is None:
+            await engine.save_execution(base, base.history)
+            engine.spawn_execution(flow, base, [], "start", Start())
+            return ExecutionHandle(self, base)
+        if task_run_id is None:
+            try:
+                task_run_id = ex.task_run(str(task_id)).id
+            except KeyError as exc:
+                raise IllegalOperation(
+                    f"execution {execution_id} has no task run of {task_id!r}"
+                ) from exc
+        runs = list(ex.task_runs)
+        by_id = {tr.id: tr for tr in runs}
+        if task_run_id not in by_id:
+            raise IllegalOperation(f"execution {execution_id} has no task run {task_run_id!r}")
+        chain: list[str] = []
+        pid: str | None = task_run_id
+        while pid is not None:
+            chain.append(pid)
+            pid = by_id[pid].parent_task_run_id
+        # Along the chain, keep the siblings created before each chain member (with all
+        # they contain); the replayed task run's own children and everything after go.
+        order = {tr.id: i for i, tr in enumerate(runs)}
+        children: dict[str | None, list[str]] = {}
+        for tr in runs:
+            children.setdefault(tr.parent_task_run_id, []).append(tr.id)
+        keep: set[str] = set(chain)
+        stack: list[str] = []
+        for member in chain:
+            parent = by_id[member].parent_task_run_id
+            stack.extend(i for i in children.get(parent, ()) if order[i] < order[member])
+        while stack:
+            i = stack.pop()
+            if i not in keep:
+                keep.add(i)
+                stack.extend(children.get(i, ()))
+        ids = {old: engine.new_id() for old in keep}
+        new_runs: list[TaskRun] = []
+        for tr in runs:
+            if tr.id not in keep:
+                continue
+            changes: dict[str, Any] = {
+                "id": ids[tr.id],
+                "execution_id": base.id,
+                "parent_task_run_id": ids.get(tr.parent_task_run_id or ""),
+            }
+            if tr.id in chain:
+                entry = StateEntry(State.RESTARTED, now)
+                changes["state"] = State.RESTARTED
+                changes["history"] = (*tr.history, entry)
+                if tr.id != task_run_id:
+                    # Ancestors decide again from their kept children.
+                    changes["outputs"] = tr.outputs
+            new = msgspec.structs.replace(tr, **changes)
+            engine.save_task_run(new, new.history, None, new.state.terminal)
+            new_runs.append(new)
+        entry = StateEntry(State.RESTARTED, now)
+        record = msgspec.structs.replace(
+            base, state=State.RESTARTED, history=(*base.history, entry)
+        )
+        await engine.save_execution(record, record.history)
+        engine.spawn_execution(flow, record, new_runs, "restart", Restart())
+        return ExecutionHandle(self, record)
+
+    async def purge(
+        self, *, older_than: float | None = None, execution_ids: Collection[str] | None = None
+    ) -> list[str]:
+        """Delete ended executions (with their files) that ended more than ``older_than``
+        seconds ago, or by id; running ones are never deleted."""
+        await self.store.flush()
+        rows = []
+        if execution_ids:
+            for i in execution_ids:
+                row = await self.store.get_execution(i)
+                if row is not None and row.state in _TERMINAL_NAMES:
+                    rows.append(row)
+        if older_than is not None:
+            cutoff = time.time() - older_than
+            offset = 0
+            while True:
+                page = await self.store.list_executions(
+                    states=_TERMINAL_NAMES, limit=1000, offset=offset, newest_first=False
+                )
+                rows.extend(r for r in page if r.ended is not None and r.ended < cutoff)
+                if len(page) < 1000:
+                    break
+                offset += 1000
+        if not rows:
+            return []
+        deleted = await self.store.purge(execution_ids=[r.id for r in rows])
+        gone = set(deleted)
+        for row in rows:
+            if row.id in gone:
+                await self.engine.files.delete_execution(row.namespace, row.flow_id, row.id)
+        return deleted
+
+    def _flow_for(self, ex: Execution) -> Flow:
+        flow = self.engine.find_flow(ex.namespace, ex.flow_id, ex.flow_revision)
+        if flow is None and ex.flow_source is not None:
+            flow = _load_source(ex.flow_source)
+            if flow is not None:
+                self.engine.register(flow)
+        if flow is None:
+            raise IllegalOperation(
+                f"flow {ex.namespace}.{ex.flow_id} revision {ex.flow_revision} is not registered"
+            )
+        return flow
+
+    # -- recovery and background -------------------------------------------------------
+    async def recover(self) -> list[str]:
+        """Resume unfinished executions whose owner is gone; returns their ids."""
+        store = self.store
+        for owner in await _dead_local_owners(store):
+            await store.release_owner(owner)
+        rows = await store.claim_orphans(self.engine.owner, _TERMINAL_NAMES, _STALE_AFTER)
+        resumed: list[str] = []
+        for row in rows:
+            ex = decode_execution(row.data)
+            try:
+                flow = self._flow_for(ex)
+            except IllegalOperation:
+                continue
+            runs = [decode_task_run(r.data) for r in await store.task_runs(ex.id)]
+            self.engine.spawn_execution(flow, ex, runs, "recover", Recover())
+            resumed.append(ex.id)
+        return resumed
+
+    async def _housekeeping(self) -> None:
+        """Heartbeat the ownership, apply commands from other processes."""
+        next_beat = 0.0
+        while True:
+            await anyio.sleep(_COMMAND_POLL)
+            now = time.monotonic()
+            try:
+                if now >= next_beat:
+                    await self.store.heartbeat(self.engine.owner)
+                    next_beat = now + _HEARTBEAT
+                for cmd in await self.store.commands_after(self._last_command):
+                    self._last_command = cmd.id
+                    await self._apply(cmd.execution_id, cmd.kind, cmd.payload)
+            except Exception:
+                continue
+
+    async def _apply(self, execution_id: str, kind: str, payload: bytes) -> None:
+        ref = self.engine.live.get(execution_id)
+        if ref is None or not ref.is_alive:
+            return
+        message: Any
+        if kind == "kill":
+            message = Kill()
+        elif kind == "pause":
+            message = Pause()
+        elif kind == "resume":
+            message = ResumeWith(dict(decode_any_json(payload) or {}))
+        else:
+            return
+        with contextlib.suppress(Exception):
+            await ref.ask(message, timeout=30.0)
+
+
+def decode_any_json(payload: bytes) -> Any:
+    """JSON payload of a command."""
+    return msgspec.json.decode(payload) if payload else None
+
+
+def _errors_subtrees(flow: Flow, runs: tuple[TaskRun, ...]) -> set[str]:
+    """Task runs of ``errors`` branches and everything under them (restart removes them)."""
+    removed = {tr.id for tr in runs if tr.branch == "errors"}
+    changed = True
+    while changed:
+        changed = False
+        for tr in runs:
+            if tr.id not in removed and tr.parent_task_run_id in removed:
+                removed.add(tr.id)
+                changed = True
+    return removed
+
+
+def _load_source(source: str) -> Flow | None:
+    try:
+        from actorflow.runtime._loader import load_flow_text  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return load_flow_text(source)  # type: ignore[no-any-return]
+
+
+async def _dead_local_owners(store: Store) -> list[str]:
+    """Owners registered from this host whose process is gone (crashed)."""
+    owners_fn = getattr(store, "owners", None)
+    if owners_fn is None:
+        return []
+    host = os.uname().nodename
+    dead: list[str] = []
+    for owner in await owners_fn():
+        name = owner[0] if isinstance(owner, tuple) else owner
+        parts = str(name).split(":")
+        if len(parts) >= 2 and parts[0] == host and parts[1].isdigit():
+            pid = int(parts[1])
+            if pid == os.getpid():
+                continue
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                dead.append(name)
+            except PermissionError:
+                pass
+    return dead
+
+
+__all__ = ["ExecutionHandle", "Runtime", "decode_any"]

@@ -1,0 +1,425 @@
+"""The task-run actor: one per running leaf task (runnable, Pause or Subflow).
+
+It owns its :class:`TaskRun` record, runs attempts, waits for retries (a timer sends it
+``Retry``), pauses, and reports every change to its execution actor. A ``Kill`` interrupts a
+running attempt at once through ``on_interrupt`` (the attempt's cancel scope).
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+
+from actorflow._errors import InputError
+from actorflow.actors import Actor, Kill
+from actorflow.runtime._clock import TimerHandle
+from actorflow.runtime._flow import validate_inputs
+from actorflow.runtime._messages import (
+    Complete,
+    Fail,
+    PauseElapsed,
+    Recover,
+    Restart,
+    ResumeWith,
+    Retry,
+    Start,
+    TaskRunChanged,
+)
+from actorflow.runtime._records import Attempt, StateEntry, TaskRun
+from actorflow.runtime._states import State, check_transition
+from actorflow.runtime._tasks import Pause, PauseBehavior, Runnable, Subflow, Task
+
+if TYPE_CHECKING:
+    from actorflow.runtime._execution import ExecutionScope
+
+
+def normalize_outputs(result: Any) -> dict[str, Any]:
+    """A task's return value as an outputs mapping of plain, storable values."""
+    if result is None:
+        return {}
+    plain = msgspec.to_builtins(result, str_keys=True)
+    return plain if isinstance(plain, dict) else {"value": plain}
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class TaskRunActor(Actor):
+    """Runs one task run to a terminal state and reports to its execution."""
+
+    def __init__(self, scope: ExecutionScope, task: Task, record: TaskRun) -> None:
+        self.scope = scope
+        self.task = task
+        self.record = record
+        self._cancel: anyio.CancelScope | None = None
+        self._killed = False
+        self._timer: TimerHandle | None = None
+        self._pending: list[StateEntry] = []
+
+    # -- state -----------------------------------------------------------------------
+    def _to(self, state: State, **changes: Any) -> None:
+        check_transition("task run", self.record.id, self.record.state, state)
+        entry = StateEntry(state, self.scope.engine.clock.now())
+        self._pending.append(entry)
+        self.record = msgspec.structs.replace(
+            self.record, state=state, history=(*self.record.history, entry), **changes
+        )
+
+    def _publish(self, attempt: Attempt | None = None) -> None:
+        """Persist the new snapshot and tell the execution; stop once terminal."""
+        final = self.record.state.terminal
+        self.scope.engine.save_task_run(self.record, self._pending, attempt, final)
+        self._pending = []
+        self.scope.exec_ref.tell_nowait(TaskRunChanged(self.record))
+        if final:
+            self.context.stop()
+
+    # -- messages --------------------------------------------------------------------
+    def on_interrupt(self, message: Any) -> None:
+        if isinstance(message, Kill) and self._cancel is not None:
+            self._killed = True
+            self._cancel.cancel()
+
+    async def receive(self, message: Any) -> Any:
+        state = self.record.state
+        if isinstance(message, Start | Restart):
+            if state in (State.CREATED, State.RESTARTED):
+                await self._begin()
+        elif isinstance(message, Recover):
+            await self._recover()
+        elif isinstance(message, Retry):
+            if state is State.RETRYING:
+                self._timer = None
+                if isinstance(self.task, Subflow):
+                    await self._start_subflow()
+                else:
+                    await self._attempt()
+        elif isinstance(message, Kill):
+            self._kill()
+        elif isinstance(message, ResumeWith):
+            self._resume_pause(message.inputs)
+        elif isinstance(message, PauseElapsed):
+            self._pause_elapsed(message.kind)
+        elif isinstance(message, Complete):
+            self._subflow_ended(message)
+        elif isinstance(message, Fail) and not state.terminal:
+            self._end_attempt(State.FAILED, error=message.error)
+        return None
+
+    async def _begin(self) -> None:
+        if isinstance(self.task, Pause):
+            self._start_pause()
+        elif isinstance(self.task, Subflow):
+            await self._start_subflow()
+        else:
+            await self._attempt()
+
+    async def _recover(self) -> None:
+        """Continue after a crash from the stored snapshot."""
+        state = self.record.state
+        if state in (State.CREATED, State.RESTARTED):
+            await self._begin()
+        elif state is State.RETRYING:
+            self._arm_retry(self.record.due or self.scope.engine.clock.now())
+        elif state is State.PAUSED:
+            self._arm_pause()
+        elif state is State.KILLING:
+            self._to(State.KILLED)
+            self._publish()
+        elif state is State.RUNNING:
+            if isinstance(self.task, Pause):
+                self._to(State.PAUSED)
+                self._publish()
+                self._arm_pause()
+                return
+            if isinstance(self.task, Subflow) and self.record.child_execution_id:
+                self.scope.engine.watch_child(self.record.child_execution_id, self.context.self_ref)
+                return
+            # The attempt in flight died with the process: record it, then try again.
+            now = self.scope.engine.clock.now()
+            attempts = list(self.record.attempts)
+            if attempts and attempts[-1].end is None:
+                attempts[-1] = msgspec.structs.replace(
+                    attempts[-1], state=State.FAILED, end=now, error="interrupted"
+                )
+                self.record = msgspec.structs.replace(self.record, attempts=tuple(attempts))
+                self.scope.engine.save_task_run(self.record, (), attempts[-1], False)
+            await self._run_attempt()
+
+    # -- runnable attempts -----------------------------------------------------------
+    async def _attempt(self) -> None:
+        self._to(State.RUNNING, due=None)
+        await self._run_attempt()
+
+    async def _run_attempt(self) -> None:
+        engine = self.scope.engine
+        number = len(self.record.attempts) + 1
+        attempt = Attempt(number=number, state=State.RUNNING, start=engine.clock.now())
+        self.record = msgspec.structs.replace(
+            self.record, attempts=(*self.record.attempts, attempt)
+        )
+        self._publish(attempt)
+        ctx = self.scope.task_context(self.record, number)
+        assert isinstance(self.task, Runnable)
+        error: BaseException | None = None
+        result: Any = None
+        self._killed = False
+        span = engine.observer.attempt_started(self.scope, self.record, number)
+        with anyio.CancelScope() as cancel:
+            self._cancel = cancel
+            try:
+                if self.task.timeout is not None:
+                    with anyio.fail_after(self.task.timeout):
+                        result = await self.task.run(ctx)
+                else:
+                    result = await self.task.run(ctx)
+                outputs = normalize_outputs(result)
+            except TimeoutError as exc:
+                if self.task.timeout is not None and not str(exc):
+                    exc = TimeoutError(f"Timeout after {self.task.timeout}s")
+                    ctx.log.error(str(exc))
+                error = exc
+            except Exception as exc:
+                error = exc
+        self._cancel = None
+        metrics = ctx.metric.snapshot()
+        if metrics:
+            self.record = msgspec.structs.replace(
+                self.record, metrics=_merge(self.record.metrics, metrics)
+            )
+        if cancel.cancelled_caught or self._killed:
+            engine.observer.attempt_ended(span, State.KILLED, None)
+            self._end_attempt(State.KILLED, error="killed")
+            return
+        if error is None:
+            engine.observer.attempt_ended(span, State.SUCCESS, None)
+            state = State.SUCCESS
+            retry = self.scope.flow.retry_for(self.task.id)
+            if retry is not None and retry.warning_on_retry and number > 2:
+                state = State.WARNING
+            if state is State.WARNING and self.task.allow_warning:
+                state = State.SUCCESS
+            self._end_attempt(state, attempt_state=State.SUCCESS, outputs=outputs)
+            return
+        engine.observer.attempt_ended(span, State.FAILED, error)
+        if not isinstance(error, TimeoutError):
+            ctx.log.error("".join(traceback.format_exception_only(error)).strip())
+        self._failed(error)
+
+    def _failed(self, error: BaseException) -> None:
+        retry = self.scope.flow.retry_for(self.task.id)
+        now = self.scope.engine.clock.now()
+        due = None
+        if retry is not None:
+            due = retry.next_start(
+                attempts_done=len(self.record.attempts),
+                first_start=self.record.attempts[0].start,
+                last_end=now,
+                error=error,
+            )
+        if due is None:
+            self._end_attempt(self._allowed(State.FAILED), attempt_state=State.FAILED, exc=error)
+            return
+        self._close_attempt(State.FAILED, exc=error)
+        self._to(State.RETRYING, due=due)
+        self._publish(self.record.attempts[-1])
+        self._arm_retry(due)
+
+    def _arm_retry(self, due: float) -> None:
+        ref = self.context.self_ref
+        self._timer = self.scope.engine.timers.call_at(due, lambda: ref.tell_nowait(Retry()))
+
+    def _allowed(self, state: State) -> State:
+        if state is State.FAILED and self.task.allow_failure:
+            state = State.WARNING
+        if state is State.WARNING and self.task.allow_warning:
+            state = State.SUCCESS
+        return state
+
+    def _close_attempt(
+        self, state: State, *, error: str | None = None, exc: BaseException | None = None
+    ) -> Attempt | None:
+        if not self.record.attempts or self.record.attempts[-1].end is not None:
+            return None
+        last = self.record.attempts[-1]
+        closed = msgspec.structs.replace(
+            last,
+            state=state,
+            end=self.scope.engine.clock.now(),
+            error=_describe(exc) if exc is not None else error,
+            error_type=type(exc).__name__ if exc is not None else None,
+        )
+        self.record = msgspec.structs.replace(
+            self.record, attempts=(*self.record.attempts[:-1], closed)
+        )
+        return closed
+
+    def _end_attempt(
+        self,
+        state: State,
+        *,
+        attempt_state: State | None = None,
+        outputs: dict[str, Any] | None = None,
+        error: str | None = None,
+        exc: BaseException | None = None,
+    ) -> None:
+        closed = self._close_attempt(attempt_state or state, error=error, exc=exc)
+        changes: dict[str, Any] = {}
+        if outputs is not None:
+            changes["outputs"] = outputs
+        if exc is not None or error is not None:
+            changes["error"] = _describe(exc) if exc is not None else error
+        self._to(state, **changes)
+        self._publish(closed)
+
+    def _kill(self) -> None:
+        state = self.record.state
+        if state.terminal:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if isinstance(self.task, Subflow) and self.record.child_execution_id:
+            self.scope.engine.kill_child(self.record.child_execution_id)
+        if state is State.RUNNING and self.record.attempts:
+            self._end_attempt(State.KILLED, error="killed")
+        else:
+            self._to(State.KILLED)
+            self._publish()
+
+    # -- Pause -----------------------------------------------------------------------
+    def _start_pause(self) -> None:
+        self._to(State.RUNNING)
+        self._to(State.PAUSED)
+        self._publish()
+        self._arm_pause()
+
+    def _arm_pause(self) -> None:
+        assert isinstance(self.task, Pause)
+        paused_at = self.record.history[-1].date
+        ref = self.context.self_ref
+        if self.task.delay is not None:
+            when, kind = paused_at + self.task.delay, "delay"
+        elif self.task.timeout is not None:
+            when, kind = paused_at + self.task.timeout, "timeout"
+        else:
+            return
+        self._timer = self.scope.engine.timers.call_at(
+            when, lambda: ref.tell_nowait(PauseElapsed(kind))
+        )
+
+    def _resume_pause(self, inputs: dict[str, Any]) -> None:
+        if self.record.state is not State.PAUSED:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._to(State.RUNNING, outputs=dict(inputs))
+        self._continue_pause(State.SUCCESS)
+
+    def _continue_pause(self, state: State, error: str | None = None) -> None:
+        """After the pause: run the Pause's own tasks (the execution takes over), or end."""
+        assert isinstance(self.task, Pause)
+        if state is State.SUCCESS and self.task.tasks:
+            self.scope.engine.save_task_run(self.record, self._pending, None, False)
+            self._pending = []
+            self.scope.exec_ref.tell_nowait(TaskRunChanged(self.record))
+            self.context.stop()
+            return
+        self._to(state, error=error)
+        self._publish()
+
+    def _pause_elapsed(self, kind: str) -> None:
+        if self.record.state is not State.PAUSED:
+            return  # resumed by hand first: a leftover timer must not act (Kestra #18507)
+        assert isinstance(self.task, Pause)
+        self._timer = None
+        behavior = self.task.behavior
+        if behavior is None:
+            behavior = PauseBehavior.RESUME if kind == "delay" else PauseBehavior.FAIL
+        target = {
+            PauseBehavior.RESUME: State.SUCCESS,
+            PauseBehavior.WARN: State.WARNING,
+            PauseBehavior.FAIL: State.FAILED,
+            PauseBehavior.CANCEL: State.CANCELLED,
+        }[behavior]
+        self._to(State.RUNNING)
+        error = f"pause {kind} elapsed" if target is State.FAILED else None
+        self._continue_pause(self._allowed(target), error)
+
+    # -- Subflow ---------------------------------------------------------------------
+    async def _start_subflow(self) -> None:
+        assert isinstance(self.task, Subflow)
+        self._to(State.RUNNING, due=None)
+        engine = self.scope.engine
+        attempt = Attempt(
+            number=len(self.record.attempts) + 1, state=State.RUNNING, start=engine.clock.now()
+        )
+        self.record = msgspec.structs.replace(
+            self.record, attempts=(*self.record.attempts, attempt)
+        )
+        ctx = self.scope.task_context(self.record, attempt.number)
+        try:
+            inputs = ctx.render(dict(self.task.inputs), field="inputs")
+            child_id = await engine.submit_child(
+                self.scope, self.record, self.task, inputs, watcher=self.context.self_ref
+            )
+        except Exception as exc:
+            self._end_attempt(self._allowed(State.FAILED), attempt_state=State.FAILED, exc=exc)
+            return
+        self.record = msgspec.structs.replace(self.record, child_execution_id=child_id)
+        if not self.task.wait:
+            self._end_attempt(State.SUCCESS, outputs={"execution_id": child_id})
+            return
+        self._publish(attempt)
+
+    def _subflow_ended(self, msg: Complete) -> None:
+        assert isinstance(self.task, Subflow)
+        if self.record.state is not State.RUNNING:
+            return
+        outputs = {
+            "execution_id": self.record.child_execution_id,
+            "state": msg.state.value,
+            "outputs": msg.outputs,
+        }
+        state = State.SUCCESS
+        if self.task.transmit_failed and msg.state in (State.FAILED, State.KILLED, State.WARNING):
+            state = msg.state
+        if state in (State.FAILED, State.KILLED):
+            self.record = msgspec.structs.replace(self.record, outputs=outputs)
+            if state is State.KILLED:
+                self._end_attempt(State.KILLED, error="child execution killed")
+            else:
+                self._failed(RuntimeError(msg.error or f"child execution {msg.state.value}"))
+            return
+        self._end_attempt(self._allowed(state), attempt_state=state, outputs=outputs)
+
+
+def _merge(old: tuple[Any, ...], new: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Sum metrics of several attempts by (name, kind, tags)."""
+    out: dict[tuple[Any, ...], Any] = {}
+    for m in (*old, *new):
+        key = (m.name, m.kind, tuple(sorted(m.tags.items())))
+        prev = out.get(key)
+        out[key] = (
+            m
+            if prev is None
+            else msgspec.structs.replace(
+                prev, value=prev.value + m.value, count=prev.count + m.count
+            )
+        )
+    return tuple(out.values())
+
+
+def validate_resume(task: Pause, inputs: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    """Check resume inputs against the Pause task's ``on_resume`` declarations."""
+    if not task.on_resume:
+        if inputs:
+            raise InputError(f"{where}: this pause takes no inputs, got {sorted(inputs)}")
+        return {}
+    return validate_inputs(task.on_resume, inputs, where=where)

@@ -1,0 +1,284 @@
+"""Task definitions: runnable tasks (leaves) and flowables (containers).
+
+A task definition is immutable; running it creates task runs. Template strings in task fields
+(``"{{ inputs.x }}"``) are rendered when the task run starts.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from actorflow.runtime._retry import Retry
+
+if TYPE_CHECKING:
+    from actorflow.runtime._context import TaskContext
+
+
+@dataclass(frozen=True, kw_only=True)
+class Task:
+    """Options every task has.
+
+    Attributes:
+        id: unique in the flow.
+        retry: policy for failed attempts; defaults to the nearest ancestor's, then the flow's.
+        timeout: seconds; a slower attempt fails (and retries apply).
+        allow_failure: a FAILED task run ends WARNING instead.
+        allow_warning: a WARNING task run ends SUCCESS instead.
+        run_if: bool, template string or callable of the context variables; false -> SKIPPED.
+        disabled: the task is left out entirely (no task run).
+    """
+
+    id: str
+    retry: Retry | None = None
+    timeout: float | None = None
+    allow_failure: bool = False
+    allow_warning: bool = False
+    run_if: Any = None
+    disabled: bool = False
+    description: str = ""
+
+    flowable = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Runnable(Task):
+    """A leaf task that does work in its own task-run actor."""
+
+    async def run(self, ctx: TaskContext) -> Any:  # pragma: no cover - abstract
+        """Do the work; return outputs (mapping, Struct, other value or None)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Call(Runnable):
+    """Calls a Python callable with rendered ``params`` as keyword arguments."""
+
+    fn: Callable[..., Any]
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    async def run(self, ctx: TaskContext) -> Any:
+        params = ctx.render(self.params, field="params") if self.params else {}
+        if _is_async(self.fn):
+            return await self.fn(ctx, **params)
+        return await ctx.run_sync(functools.partial(self.fn, ctx, **params))
+
+
+@functools.cache
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    )
+
+
+class TaskFunction:
+    """What ``@task`` returns: call it with an id and params to get a flow step."""
+
+    def __init__(self, fn: Callable[..., Any], options: Mapping[str, Any]) -> None:
+        self.fn = fn
+        self.options = dict(options)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, id: str | None = None, /, **params: Any) -> Call:
+        opts = {k: params.pop(k) for k in list(params) if k in _TASK_OPTIONS}
+        return Call(
+            id=id or self.fn.__name__, fn=self.fn, params=params, **{**self.options, **opts}
+        )
+
+
+_TASK_OPTIONS = frozenset(
+    {"retry", "timeout", "allow_failure", "allow_warning", "run_if", "disabled", "description"}
+)
+
+
+def task(fn: Callable[..., Awaitable[Any] | Any] | None = None, **options: Any) -> Any:
+    """Turn a function ``fn(ctx, **params)`` (async, or sync run in a worker thread) into a task.
+
+    ``@task`` or ``@task(retry=..., timeout=...)``; then ``fetch("fetch_a", url=...)`` is a step.
+    """
+    unknown = set(options) - _TASK_OPTIONS
+    if unknown:
+        raise TypeError(f"@task got unknown options: {sorted(unknown)}")
+    if fn is None:
+        return lambda f: TaskFunction(f, options)
+    return TaskFunction(fn, options)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Log(Runnable):
+    """Logs a rendered message."""
+
+    message: str
+    level: str = "INFO"
+
+    async def run(self, ctx: TaskContext) -> Any:
+        ctx.log.log(self.level, str(ctx.render(self.message, field="message")))
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Return(Runnable):
+    """Outputs ``{"value": <rendered value>}``."""
+
+    value: Any
+
+    async def run(self, ctx: TaskContext) -> Any:
+        return {"value": ctx.render(self.value, field="value")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sleep(Runnable):
+    """Sleeps ``duration`` seconds (cancellable by kill and timeout)."""
+
+    duration: float | str
+
+    async def run(self, ctx: TaskContext) -> Any:
+        await ctx.sleep(float(ctx.render(self.duration, field="duration")))
+        return None
+
+
+class TaskFailure(Exception):
+    """Raised by the Fail task."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fail(Runnable):
+    """Fails with ``message`` (only when ``condition`` is truthy, if given)."""
+
+    message: str = "Task failure"
+    condition: Any = None
+
+    async def run(self, ctx: TaskContext) -> Any:
+        if self.condition is None or ctx.truthy(ctx.render(self.condition, field="condition")):
+            raise TaskFailure(str(ctx.render(self.message, field="message")))
+        return None
+
+
+class PauseBehavior(enum.StrEnum):
+    """What a Pause does when its timeout elapses."""
+
+    RESUME = "RESUME"
+    WARN = "WARN"
+    FAIL = "FAIL"
+    CANCEL = "CANCEL"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Subflow(Task):
+    """Runs another flow as a child execution and (with ``wait``) takes its outcome."""
+
+    flow_id: str
+    namespace: str | None = None
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    wait: bool = True
+    transmit_failed: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flowable(Task):
+    """A container of tasks, resolved by the execution actor."""
+
+    tasks: Sequence[Task] = ()
+    errors: Sequence[Task] = ()
+    finally_: Sequence[Task] = ()
+
+    flowable = True
+
+    def children(self) -> Sequence[Task]:
+        """Every directly contained task (for validation and lookup)."""
+        return (*self.tasks, *self.errors, *self.finally_)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pause(Flowable):
+    """Pauses the execution until resumed, or until ``delay`` / ``timeout`` elapses.
+
+    ``delay`` resumes automatically; ``timeout`` applies ``behavior`` (default FAIL when only a
+    timeout is set, as Kestra's maintainers describe). ``on_resume`` declares the inputs a resume
+    must give; they become this task run's outputs. ``tasks`` (Kestra's deprecated form) run
+    after the resume, inside the Pause task run.
+    """
+
+    delay: float | None = None
+    timeout: float | None = None
+    behavior: PauseBehavior | None = None
+    on_resume: Sequence[Any] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sequential(Flowable):
+    """Runs ``tasks`` one after another; a failure stops the rest."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllowFailure(Sequential):
+    """A Sequential whose failure ends WARNING (its ``errors`` still run)."""
+
+    allow_failure: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Parallel(Flowable):
+    """Runs ``tasks`` at once, at most ``concurrency`` at a time (0 = no limit)."""
+
+    concurrency: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForEach(Flowable):
+    """Runs ``tasks`` (in order) once per value of ``values``; ``concurrency`` groups at a time."""
+
+    values: Any = ()
+    concurrency: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class If(Flowable):
+    """Runs ``then`` when ``condition`` is truthy, else ``else_``."""
+
+    condition: Any = None
+    then: Sequence[Task] = ()
+    else_: Sequence[Task] = ()
+
+    def children(self) -> Sequence[Task]:
+        return (*self.then, *self.else_, *self.errors, *self.finally_)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Switch(Flowable):
+    """Runs the case matching ``value`` (its string form), else ``defaults``; none -> FAILED."""
+
+    value: Any = None
+    cases: Mapping[str, Sequence[Task]] = field(default_factory=dict)
+    defaults: Sequence[Task] = ()
+
+    def children(self) -> Sequence[Task]:
+        return (
+            *(t for ts in self.cases.values() for t in ts),
+            *self.defaults,
+            *self.errors,
+            *self.finally_,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DagTask:
+    """A Dag node: a task and the ids it waits for."""
+
+    task: Task
+    depends_on: Sequence[str] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dag(Flowable):
+    """Runs each node once all its ``depends_on`` ended (any terminal state)."""
+
+    nodes: Sequence[DagTask] = ()
+    concurrency: int = 0
+
+    def children(self) -> Sequence[Task]:
+        return (*(n.task for n in self.nodes), *self.errors, *self.finally_)

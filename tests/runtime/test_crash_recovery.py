@@ -1,0 +1,101 @@
+"""Crash recovery with real processes killed by SIGKILL at random moments."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from actorflow.runtime._states import EXECUTION_TRANSITIONS, TASK_RUN_TRANSITIONS, State
+
+WORKER = Path(__file__).with_name("crash_worker.py")
+sys.path.insert(0, str(WORKER.parent))
+from crash_worker import EXPECTED  # noqa: E402
+
+
+def _side_effects(path: Path) -> Counter[str]:
+    if not path.exists():
+        return Counter()
+    return Counter(line.split()[0] for line in path.read_text().splitlines() if line.strip())
+
+
+def _completed(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        try:
+            rows = conn.execute(
+                "SELECT id FROM task_runs WHERE state IN ('SUCCESS','WARNING','FAILED','SKIPPED')"
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return set()
+    return {r[0] for r in rows}
+
+
+def _check_histories(db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT execution_id, task_run_id, state FROM state_history ORDER BY rowid"
+        ).fetchall()
+    seqs: dict[tuple[str, str | None], list[str]] = {}
+    for ex_id, tr_id, state in rows:
+        seqs.setdefault((ex_id, tr_id), []).append(state)
+    for (ex_id, tr_id), seq in seqs.items():
+        table = EXECUTION_TRANSITIONS if tr_id is None else TASK_RUN_TRANSITIONS
+        assert seq[0] == "CREATED", (ex_id, tr_id, seq)
+        for a, b in itertools.pairwise(seq):
+            assert State(b) in table[State(a)], f"{ex_id}/{tr_id}: {a} -> {b} in {seq}"
+
+
+def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
+    """Killed 20+ times, the executions still end as they would have, completed task runs never
+    run again, and every stored history follows the transition tables."""
+    db, side = tmp_path / "crash.db", tmp_path / "side.log"
+    rng = random.Random(20261122)
+    cmd = [sys.executable, str(WORKER), str(db), str(side), "4"]
+    kills = 0
+    for _ in range(22):
+        before_done = _completed(db)
+        before_runs = _side_effects(side)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            proc.wait(timeout=rng.uniform(0.5, 1.6))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        else:
+            out, err = proc.communicate()
+            assert proc.returncode == 0, err.decode()[-3000:]
+            if b"done" in out:
+                break
+        after_runs = _side_effects(side)
+        for tr_id in before_done:
+            assert after_runs[tr_id] == before_runs[tr_id], f"completed task run {tr_id} ran again"
+    final = subprocess.run(cmd, capture_output=True, timeout=120)
+    assert final.returncode == 0, final.stderr.decode()[-3000:]
+    assert kills >= 20, f"only {kills} kills happened"
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT flow_id, state FROM executions").fetchall()
+    assert len(rows) == 4 * len(EXPECTED)
+    for flow_id, state in rows:
+        assert state == EXPECTED[flow_id], (flow_id, state)
+    _check_histories(db)
+
+
+@pytest.mark.parametrize("n", [1])
+def test_worker_alone_reaches_expected_states(tmp_path: Path, n: int) -> None:
+    """Without crashes the worker's executions end in their expected states."""
+    db, side = tmp_path / "ok.db", tmp_path / "side.log"
+    done = subprocess.run(
+        [sys.executable, str(WORKER), str(db), str(side), str(n)], capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    with sqlite3.connect(db) as conn:
+        rows = dict(conn.execute("SELECT flow_id, state FROM executions").fetchall())
+    assert rows == EXPECTED
