@@ -1,0 +1,161 @@
+"""Actor references and their two-lane mailboxes.
+
+The ordinary lane is a bounded deque; the system lane is unbounded and always drained first.
+``tell`` appends without yielding while there is room (no await on the fast path); only a full
+ordinary lane makes ``tell`` wait, which is the backpressure.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from actorflow._errors import AskTimeout, DeadActorError, MailboxFull
+from actorflow.actors._messages import Stop, SystemMessage
+
+if TYPE_CHECKING:
+    from actorflow.actors._actor import Actor
+    from actorflow.actors._system import ActorSystem
+
+
+class Reply:
+    """A one-shot slot for the answer to an ask."""
+
+    __slots__ = ("_event", "error", "is_set", "value")
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.is_set = False
+
+    def set(self, value: Any = None, error: BaseException | None = None) -> None:
+        """Deliver the answer (first one wins)."""
+        if not self.is_set:
+            self.is_set = True
+            self.value, self.error = value, error
+            self._event.set()
+
+    async def wait(self) -> Any:
+        """The answer, or its exception re-raised."""
+        await self._event.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+Envelope = tuple[Any, Reply | None]
+
+
+class ActorRef:
+    """Address of an actor: send it messages; it outlives nothing (a dead ref drops letters)."""
+
+    __slots__ = (
+        "_actor",
+        "_busy",
+        "_capacity",
+        "_done",
+        "_ordinary",
+        "_room",
+        "_scope",
+        "_stopping",
+        "_system",
+        "_system_lane",
+        "_wake",
+        "alive",
+        "name",
+    )
+
+    def __init__(self, system: ActorSystem, name: str, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"mailbox_size must be >= 1, got {capacity}")
+        self._system = system
+        self.name = name
+        self._capacity = capacity
+        self._system_lane: deque[Envelope] = deque()
+        self._ordinary: deque[Envelope] = deque()
+        self._wake: anyio.Event | None = None
+        self._room: list[anyio.Event] = []
+        self._done = anyio.Event()
+        self._actor: Actor | None = None
+        self._busy = False
+        self._stopping = False
+        self._scope: anyio.CancelScope | None = None
+        self.alive = True
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self.name}{'' if self.alive else ' (dead)'}>"
+
+    @property
+    def is_alive(self) -> bool:
+        """False once the actor has stopped."""
+        return self.alive
+
+    def _push(self, message: Any, reply: Reply | None) -> None:
+        if not self.alive:
+            self._system.dead_letters.record(self.name, message)
+            if reply is not None:
+                reply.set(error=DeadActorError(f"actor {self.name} is stopped"))
+            return
+        if isinstance(message, SystemMessage):
+            self._system_lane.append((message, reply))
+            actor = self._actor
+            if self._busy and actor is not None and not isinstance(message, Stop):
+                actor.on_interrupt(message)
+        else:
+            if len(self._ordinary) >= self._capacity:
+                raise MailboxFull(f"mailbox of {self.name} is full ({self._capacity} messages)")
+            self._ordinary.append((message, reply))
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set()
+
+    def tell_nowait(self, message: Any) -> None:
+        """Send without waiting; MailboxFull if the ordinary lane is full."""
+        self._push(message, None)
+
+    async def tell(self, message: Any) -> None:
+        """Send; waits for room only when the ordinary lane is full (backpressure)."""
+        while (
+            self.alive
+            and not isinstance(message, SystemMessage)
+            and len(self._ordinary) >= self._capacity
+        ):
+            room = anyio.Event()
+            self._room.append(room)
+            await room.wait()
+        self._push(message, None)
+
+    async def ask(self, message: Any, *, timeout: float | None = 5.0) -> Any:
+        """Send and wait for ``receive``'s return value.
+
+        Raises:
+            AskTimeout: no reply within ``timeout`` seconds.
+            DeadActorError: the actor is stopped or stopped before replying.
+        """
+        reply = Reply()
+        if not self.alive:
+            raise DeadActorError(f"actor {self.name} is stopped")
+        while not isinstance(message, SystemMessage) and len(self._ordinary) >= self._capacity:
+            room = anyio.Event()
+            self._room.append(room)
+            await room.wait()
+        self._push(message, reply)
+        if timeout is None:
+            return await reply.wait()
+        with anyio.move_on_after(timeout):
+            return await reply.wait()
+        raise AskTimeout(f"no reply from {self.name} within {timeout}s to {type(message).__name__}")
+
+    async def stop(self) -> None:
+        """Ask the actor to stop after its current message and wait until it has."""
+        if self.alive:
+            self._push(Stop(), None)
+        await self._done.wait()
+
+    async def join(self) -> None:
+        """Wait until the actor has stopped."""
+        await self._done.wait()

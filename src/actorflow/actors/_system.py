@@ -1,0 +1,251 @@
+"""The actor system: owns the task group in which every actor's one task runs."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from actorflow._errors import ActorNameTaken, ActorNotFound, DeadActorError
+from actorflow.actors._actor import Actor, ActorContext
+from actorflow.actors._messages import Stop, Terminated
+from actorflow.actors._ref import ActorRef
+
+_log = logging.getLogger("actorflow.actors")
+BATCH = 256  # messages handled before yielding to other tasks
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message sent to an actor that had stopped."""
+
+    recipient: str
+    message: Any
+
+
+class DeadLetters:
+    """Count and last N of the messages that found no live actor."""
+
+    def __init__(self, capacity: int) -> None:
+        self.count = 0
+        self.recent: deque[DeadLetter] = deque(maxlen=capacity)
+
+    def record(self, recipient: str, message: Any) -> None:
+        """Remember one dead letter."""
+        self.count += 1
+        self.recent.append(DeadLetter(recipient, message))
+
+
+class ActorSystem:
+    """Spawns actors, finds them by name, records dead letters, crashes and escalations."""
+
+    def __init__(
+        self,
+        tg: anyio.abc.TaskGroup,
+        name: str,
+        dead_letter_capacity: int,
+        on_escalation: Callable[[str, BaseException], None] | None,
+    ) -> None:
+        self._tg = tg
+        self.name = name
+        self._actors: dict[str, ActorRef] = {}
+        self._top: dict[str, ActorRef] = {}
+        self._ids = itertools.count(1)
+        self.dead_letters = DeadLetters(dead_letter_capacity)
+        self.crashes: list[tuple[str, BaseException]] = []
+        self.escalations: list[tuple[str, BaseException]] = []
+        self._on_escalation = on_escalation
+        self._closing = False
+
+    def spawn(
+        self, factory: Callable[[], Actor], *, name: str | None = None, mailbox_size: int = 1024
+    ) -> ActorRef:
+        """Start a top-level actor; messages told before it starts are queued."""
+        ref = self._spawn(factory, name, mailbox_size, None, None)
+        self._top[ref.name] = ref
+        return ref
+
+    def _spawn(
+        self,
+        factory: Callable[[], Actor],
+        name: str | None,
+        mailbox_size: int,
+        parent: ActorRef | None,
+        restart_error: BaseException | None,
+    ) -> ActorRef:
+        if self._closing:
+            raise DeadActorError(f"actor system {self.name} is shutting down")
+        if name is None:
+            name = f"$a{next(self._ids)}"
+        elif name in self._actors:
+            raise ActorNameTaken(f"an actor named {name!r} is already running")
+        ref = ActorRef(self, name, mailbox_size)
+        self._actors[name] = ref
+        self._tg.start_soon(self._run, ref, factory, parent, restart_error, name=name)
+        return ref
+
+    def lookup(self, name: str) -> ActorRef:
+        """The live actor named ``name``; ActorNotFound otherwise."""
+        ref = self._actors.get(name)
+        if ref is None:
+            raise ActorNotFound(f"no live actor named {name!r}")
+        return ref
+
+    def get(self, name: str) -> ActorRef | None:
+        """The live actor named ``name``, or None."""
+        return self._actors.get(name)
+
+    def __len__(self) -> int:
+        return len(self._actors)
+
+    async def _run(
+        self,
+        ref: ActorRef,
+        factory: Callable[[], Actor],
+        parent: ActorRef | None,
+        restart_error: BaseException | None,
+    ) -> None:
+        error: BaseException | None = None
+        ctx: ActorContext | None = None
+        with anyio.CancelScope() as scope:
+            ref._scope = scope
+            try:
+                actor = factory()
+                ctx = ActorContext(ref.name, ref, self, parent)
+                actor.context = ctx
+                ref._actor = actor
+                if restart_error is not None:
+                    await actor.on_restart(restart_error)
+                await actor.on_start()
+                await self._loop(ref, actor)
+                await actor.on_stop()
+            except Exception as exc:
+                error = exc
+            finally:
+                # Shielded: cleanup must finish even when the system is being cancelled.
+                with anyio.CancelScope(shield=True):
+                    await self._cleanup(ref, ctx, parent, error)
+
+    async def _loop(self, ref: ActorRef, actor: Actor) -> None:
+        system_lane, ordinary = ref._system_lane, ref._ordinary
+        while not ref._stopping:
+            if not system_lane and not ordinary:
+                wake = anyio.Event()
+                ref._wake = wake
+                await wake.wait()
+                continue
+            for _ in range(BATCH):
+                if system_lane:
+                    message, reply = system_lane.popleft()
+                elif ordinary:
+                    message, reply = ordinary.popleft()
+                else:
+                    break
+                if type(message) is Stop:
+                    ref._stopping = True
+                    break
+                ref._busy = True
+                try:
+                    result = await actor.receive(message)
+                except Exception as exc:
+                    if reply is not None:
+                        reply.set(error=exc)
+                    raise
+                finally:
+                    ref._busy = False
+                if reply is not None:
+                    reply.set(result)
+                if ref._stopping:
+                    break
+            if ref._room and len(ordinary) < ref._capacity:
+                waiters, ref._room = ref._room, []
+                for room in waiters:
+                    room.set()
+            await anyio.lowlevel.checkpoint()
+
+    async def _cleanup(
+        self,
+        ref: ActorRef,
+        ctx: ActorContext | None,
+        parent: ActorRef | None,
+        error: BaseException | None,
+    ) -> None:
+        if ctx is not None:
+            for child in reversed(list(ctx.children.values())):
+                await stop_within(child, 5.0)
+        ref.alive = False
+        ref._stopping = True
+        self._actors.pop(ref.name, None)
+        self._top.pop(ref.name, None)
+        for lane in (ref._system_lane, ref._ordinary):
+            while lane:
+                message, reply = lane.popleft()
+                if reply is not None:
+                    reply.set(error=DeadActorError(f"actor {ref.name} stopped before replying"))
+                if not isinstance(message, Stop):
+                    self.dead_letters.record(ref.name, message)
+        for room in ref._room:
+            room.set()
+        ref._room = []
+        ref._done.set()
+        if parent is not None and parent.alive:
+            parent_actor = parent._actor
+            if parent_actor is not None:
+                parent_actor.context.children.pop(ref.name, None)
+            parent._push(
+                Terminated(ref=ref, name=ref.name, error=repr(error) if error else None, exc=error),
+                None,
+            )
+        elif error is not None:
+            self.crashes.append((ref.name, error))
+            _log.error("actor %s crashed: %r", ref.name, error)
+
+    def escalate(self, name: str, error: BaseException) -> None:
+        """A root supervisor gave up: record it and tell the host."""
+        self.escalations.append((name, error))
+        _log.error("supervisor %s escalated: %r", name, error)
+        if self._on_escalation is not None:
+            self._on_escalation(name, error)
+
+    async def shutdown(self) -> None:
+        """Stop every top-level actor in reverse spawn order (children first, each)."""
+        for ref in reversed(list(self._top.values())):
+            await stop_within(ref, 5.0)
+        self._closing = True
+
+
+async def stop_within(ref: ActorRef, timeout: float) -> None:
+    """Stop ``ref`` gracefully; cancel it if it does not stop within ``timeout`` seconds."""
+    if not ref.alive:
+        return
+    ref._push(Stop(), None)
+    with anyio.move_on_after(timeout):
+        await ref._done.wait()
+        return
+    if ref._scope is not None:
+        ref._scope.cancel()
+    await ref._done.wait()
+
+
+@contextlib.asynccontextmanager
+async def open_actor_system(
+    *,
+    name: str = "actorflow",
+    dead_letter_capacity: int = 100,
+    on_escalation: Callable[[str, BaseException], None] | None = None,
+) -> AsyncIterator[ActorSystem]:
+    """``async with open_actor_system() as system``: every actor stops when the block ends."""
+    async with anyio.create_task_group() as tg:
+        system = ActorSystem(tg, name, dead_letter_capacity, on_escalation)
+        try:
+            yield system
+        finally:
+            with anyio.CancelScope(shield=True):
+                await system.shutdown()
