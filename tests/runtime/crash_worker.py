@@ -29,7 +29,7 @@ def _mark(ctx: af.TaskContext) -> None:
 @af.task
 async def step(ctx: af.TaskContext, n: int = 0) -> dict[str, int]:
     _mark(ctx)
-    await anyio.sleep(0.002)
+    await anyio.sleep(0.01)
     return {"n": n}
 
 
@@ -50,7 +50,7 @@ async def broken(ctx: af.TaskContext) -> None:
 
 RETRY = af.Retry.constant(0.01, max_attempts=6)
 FLOWS = {
-    "seq": af.Flow(id="seq", namespace="crash", tasks=[step(f"s{i}", n=i) for i in range(8)]),
+    "seq": af.Flow(id="seq", namespace="crash", tasks=[step(f"s{i}", n=i) for i in range(12)]),
     "par": af.Flow(
         id="par",
         namespace="crash",
@@ -68,7 +68,7 @@ FLOWS = {
     "pause": af.Flow(
         id="pause",
         namespace="crash",
-        tasks=[step("before"), af.Pause(id="wait", delay=0.05), step("resumed")],
+        tasks=[step("before"), af.Pause(id="wait", delay=0.2), step("resumed")],
     ),
     "each": af.Flow(
         id="each",

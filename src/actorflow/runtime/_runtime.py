@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from pathlib import Path
@@ -88,56 +89,45 @@ class Runtime:
         own_store = store is None
         store = store or open_store(str(path))
         if files is None:
+            in_memory = str(path) in (":memory:", "memory://")
             root = (
-                Path(f"{path}.files")
-                if str(path) not in (":memory:", "memory://")
-                else Path(os.environ.get("TMPDIR", "/tmp")) / f"actorflow-files-{os.getpid()}"
+                Path(tempfile.mkdtemp(prefix="actorflow-files-")) if in_memory else Path(f"{path}.files")
             )
             files = FileStorage(root)
         elif not isinstance(files, FileStorage):
             files = FileStorage(Path(files))
-        if own_store:
-            await store.open()
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            if own_store:
+                await stack.enter_async_context(store)  # type: ignore[arg-type]
             if observer is None and tracing is not None:
                 from actorflow.runtime._tracing import make_observer
 
                 observer = make_observer(tracing)
-            async with (
-                open_actor_system(name="actorflow") as system,
-                anyio.create_task_group() as tg,
-            ):
-                engine = Engine(
-                    system=system,
-                    store=store,
-                    files=files,
-                    clock=clock or Clock(),
-                    observer=observer,
-                )
-                engine._start_soon = tg.start_soon
-                rt = cls(engine, store)
-                for flow in flows:
-                    engine.register(flow)
-                await store.register_owner(engine.owner, _STALE_AFTER)
-                tg.start_soon(engine.timers.run)
-                tg.start_soon(rt._housekeeping)
-                if recover:
-                    await rt.recover()
-                try:
-                    yield rt
-                finally:
-                    engine.accepting = False
-                    tg.cancel_scope.cancel()
-                    await system.shutdown()
-                    with anyio.CancelScope(shield=True):
-                        with contextlib.suppress(Exception):
-                            await store.flush()
-                        with contextlib.suppress(Exception):
-                            await store.release_owner(engine.owner)
-        finally:
-            if own_store:
+            system = await stack.enter_async_context(open_actor_system(name="actorflow"))
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            engine = Engine(
+                system=system, store=store, files=files, clock=clock or Clock(), observer=observer
+            )
+            engine._start_soon = tg.start_soon
+            rt = cls(engine, store)
+            for flow in flows:
+                engine.register(flow)
+            await store.register_owner(engine.owner, _STALE_AFTER)
+            tg.start_soon(engine.timers.run)
+            tg.start_soon(rt._housekeeping)
+            if recover:
+                await rt.recover()
+            try:
+                yield rt
+            finally:
+                engine.accepting = False
+                tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
-                    await store.close()
+                    await system.shutdown()
+                    with contextlib.suppress(Exception):
+                        await store.flush()
+                    with contextlib.suppress(Exception):
+                        await store.release_owner(engine.owner)
 
     # -- flows and submission --------------------------------------------------------
     def register(self, flow: Flow) -> None:

@@ -1,0 +1,173 @@
+"""Rows the store keeps and the write operations that carry them.
+
+Rows have indexed columns plus ``data``: an opaque msgspec snapshot only the runtime reads.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ExecutionRow(msgspec.Struct, frozen=True):
+    """One execution (indexed columns + snapshot)."""
+
+    id: str
+    namespace: str
+    flow_id: str
+    flow_revision: int
+    state: str
+    created: float
+    updated: float
+    ended: float | None = None
+    parent_execution_id: str | None = None
+    owner: str | None = None
+    data: bytes = b""
+
+
+class TaskRunRow(msgspec.Struct, frozen=True):
+    """One task run (indexed columns + snapshot)."""
+
+    id: str
+    execution_id: str
+    task_id: str
+    state: str
+    created: float
+    updated: float
+    ended: float | None = None
+    parent_task_run_id: str | None = None
+    value: str | None = None
+    data: bytes = b""
+
+
+class AttemptRow(msgspec.Struct, frozen=True):
+    """One attempt of a task run."""
+
+    execution_id: str
+    task_run_id: str
+    number: int
+    state: str
+    start: float
+    end: float | None = None
+    error: str | None = None
+
+
+class HistoryRow(msgspec.Struct, frozen=True):
+    """One state change; ``task_run_id`` None is the execution's own."""
+
+    execution_id: str
+    task_run_id: str | None
+    state: str
+    ts: float
+
+
+class MetricRow(msgspec.Struct, frozen=True):
+    """An aggregated metric of a task run (kind: counter, timer or duration).
+
+    Execution-level metrics use ``task_run_id == ""``.
+    """
+
+    execution_id: str
+    task_run_id: str
+    name: str
+    kind: str
+    tags: dict[str, str]
+    value: float
+    count: int = 1
+
+
+class LogRow(msgspec.Struct, frozen=True):
+    """One log line of a task run (or of the execution when ``task_run_id`` is None)."""
+
+    execution_id: str
+    task_run_id: str | None
+    ts: float
+    level: str
+    message: str
+    trace_id: str | None = None
+    span_id: str | None = None
+
+
+class OutputRow(msgspec.Struct, frozen=True):
+    """The outputs of a task run (msgpack)."""
+
+    execution_id: str
+    task_run_id: str
+    data: bytes
+
+
+class CommandRow(msgspec.Struct, frozen=True):
+    """A control command for an execution owned by another process."""
+
+    id: int
+    execution_id: str
+    kind: str
+    payload: bytes
+    created: float
+
+
+class UpsertExecution(msgspec.Struct, frozen=True, tag=True):
+    """Insert or replace an execution row."""
+
+    row: ExecutionRow
+
+
+class UpsertTaskRun(msgspec.Struct, frozen=True, tag=True):
+    """Insert or replace a task-run row."""
+
+    row: TaskRunRow
+
+
+class UpsertAttempt(msgspec.Struct, frozen=True, tag=True):
+    """Insert or replace an attempt (key: task run, number)."""
+
+    row: AttemptRow
+
+
+class AppendHistory(msgspec.Struct, frozen=True, tag=True):
+    """Append a state-history entry."""
+
+    row: HistoryRow
+
+
+class UpsertMetric(msgspec.Struct, frozen=True, tag=True):
+    """Insert or replace a metric (key: task run, name, kind, tags)."""
+
+    row: MetricRow
+
+
+class AppendLog(msgspec.Struct, frozen=True, tag=True):
+    """Append a log line."""
+
+    row: LogRow
+
+
+class UpsertOutput(msgspec.Struct, frozen=True, tag=True):
+    """Insert or replace the outputs of a task run."""
+
+    row: OutputRow
+
+
+class DeleteTaskRuns(msgspec.Struct, frozen=True, tag=True):
+    """Delete task runs (and their attempts, outputs, metrics) of an execution."""
+
+    execution_id: str
+    task_run_ids: tuple[str, ...]
+
+
+class DeleteExecution(msgspec.Struct, frozen=True, tag=True):
+    """Delete an execution with everything it owns."""
+
+    execution_id: str
+
+
+Op = (
+    UpsertExecution
+    | UpsertTaskRun
+    | UpsertAttempt
+    | AppendHistory
+    | UpsertMetric
+    | AppendLog
+    | UpsertOutput
+    | DeleteTaskRuns
+    | DeleteExecution
+)

@@ -1,0 +1,198 @@
+"""The store interface the runtime writes through, and the commit handle of the writer."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Generator, Iterable, Mapping
+from types import EllipsisType
+from typing import Any, Protocol
+
+import anyio
+
+from actorflow.storage._rows import (
+    AttemptRow,
+    CommandRow,
+    ExecutionRow,
+    HistoryRow,
+    LogRow,
+    MetricRow,
+    Op,
+    OutputRow,
+    TaskRunRow,
+)
+
+
+class Commit:
+    """Awaitable: resolves when the transaction holding some writes committed."""
+
+    __slots__ = ("_done", "error")
+
+    def __init__(self) -> None:
+        self._done: anyio.Event | None = None
+        self.error: BaseException | None = None
+
+    def resolve(self, error: BaseException | None = None) -> None:
+        """Mark committed (or failed with ``error``)."""
+        self.error = error
+        if self._done is None:
+            self._done = _SET
+        else:
+            self._done.set()
+
+    @property
+    def done(self) -> bool:
+        """Whether the transaction finished."""
+        return self._done is _SET or (self._done is not None and self._done.is_set())
+
+    async def wait(self) -> None:
+        """Wait for the commit; raises its error if it failed."""
+        if self._done is None:
+            self._done = anyio.Event()
+        if self._done is not _SET:
+            await self._done.wait()
+        if self.error is not None:
+            raise self.error
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self.wait().__await__()
+
+
+class _Set:
+    """Marker for a commit resolved before anyone waited (no Event needed)."""
+
+    def is_set(self) -> bool:
+        return True
+
+    def set(self) -> None:
+        """Already set."""
+
+    async def wait(self) -> None:
+        """Never waits."""
+
+
+_SET: Any = _Set()
+
+COMMITTED = Commit()
+COMMITTED.resolve()
+
+
+class Store(Protocol):
+    """Where the runtime keeps executions; one writer with group commit."""
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The error that stopped the writer, if any."""
+        ...
+
+    async def open(self) -> None:
+        """Connect (and migrate)."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and disconnect."""
+        ...
+
+    def write(self, ops: Iterable[Op]) -> Commit:
+        """Queue writes; await the result for durability."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
+        ...
+
+    async def get_execution(self, execution_id: str) -> ExecutionRow | None:
+        """One execution row."""
+        ...
+
+    async def list_executions(
+        self,
+        *,
+        flow_id: str | None = None,
+        namespace: str | None = None,
+        states: Collection[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[ExecutionRow]:
+        """Executions filtered by flow, namespace, states and creation time."""
+        ...
+
+    async def unfinished_executions(self, terminal_states: Collection[str]) -> list[ExecutionRow]:
+        """Executions whose state is not terminal."""
+        ...
+
+    async def task_runs(self, execution_id: str) -> list[TaskRunRow]:
+        """Task runs of an execution in creation order."""
+        ...
+
+    async def attempts(self, execution_id: str, task_run_id: str | None = None) -> list[AttemptRow]:
+        """Attempts of an execution (or one task run)."""
+        ...
+
+    async def history(
+        self, execution_id: str, task_run_id: str | None | EllipsisType = ...
+    ) -> list[HistoryRow]:
+        """State history in insertion order (``...`` = every entry of the execution)."""
+        ...
+
+    async def metrics(
+        self,
+        *,
+        execution_id: str | None = None,
+        task_run_id: str | None = None,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> list[MetricRow]:
+        """Metrics filtered by execution, task run, name and a subset of tags."""
+        ...
+
+    async def logs(
+        self, execution_id: str, task_run_id: str | None = None, *, limit: int | None = None
+    ) -> list[LogRow]:
+        """Log lines in order."""
+        ...
+
+    async def outputs(self, execution_id: str) -> list[OutputRow]:
+        """Outputs of every task run of an execution."""
+        ...
+
+    async def purge(
+        self,
+        *,
+        older_than: float | None = None,
+        execution_ids: Collection[str] | None = None,
+        states: Collection[str] | None = None,
+    ) -> list[str]:
+        """Delete executions with all their rows; returns the deleted ids."""
+        ...
+
+    async def post_command(self, execution_id: str, kind: str, payload: bytes = b"") -> int:
+        """Store a command for the process that owns the execution (durable on return)."""
+        ...
+
+    async def commands_after(self, last_id: int) -> list[CommandRow]:
+        """Commands with an id above ``last_id``."""
+        ...
+
+    async def register_owner(self, owner: str, ttl: float) -> None:
+        """Announce a live runtime process."""
+        ...
+
+    async def heartbeat(self, owner: str) -> None:
+        """Keep an owner alive."""
+        ...
+
+    async def release_owner(self, owner: str) -> None:
+        """Forget an owner (its executions become claimable)."""
+        ...
+
+    async def owners(self) -> list[tuple[str, float]]:
+        """Registered owners with their last heartbeat."""
+        ...
+
+    async def claim_orphans(
+        self, owner: str, terminal_states: Collection[str], stale_after: float
+    ) -> list[ExecutionRow]:
+        """Take unfinished executions whose owner is gone; returns them."""
+        ...
