@@ -72,7 +72,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
             proc.wait()
             kills += 1
         else:
-            out, err = proc.communicate()
+            _, err = proc.communicate()
             assert proc.returncode == 0, err.decode()[-3000:]
             per_flow += 2  # all done: the next run submits more, so there is more to kill
         after_runs = _side_effects(side)

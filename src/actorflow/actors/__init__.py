@@ -36,4 +36,5 @@ __all__ = [
     "SystemMessage",
     "Terminated",
     "WhichChildren",
+    "open_actor_system",
 ]

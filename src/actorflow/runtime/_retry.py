@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import random
+import random as _random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from actorflow._errors import FlowError
 
@@ -55,27 +55,25 @@ class Retry:
             raise FlowError(f"retry.factor must be >= 1, got {self.factor}")
 
     @classmethod
-    def constant(cls, interval: float, **kw: object) -> Retry:
+    def constant(cls, interval: float, **kw: Any) -> Retry:
         """Retry every ``interval`` seconds."""
-        return cls(kind="constant", interval=interval, **kw)  # type: ignore[arg-type]
+        return cls(kind="constant", interval=interval, **kw)
 
     @classmethod
     def exponential(
-        cls, interval: float, *, max_interval: float, factor: float = 2.0, **kw: object
+        cls, interval: float, *, max_interval: float, factor: float = 2.0, **kw: Any
     ) -> Retry:
         """Retry after ``interval * factor**(n-1)`` seconds, capped at ``max_interval``."""
-        return cls(  # type: ignore[misc]
+        return cls(
             kind="exponential", interval=interval, max_interval=max_interval, factor=factor, **kw
         )
 
     @classmethod
-    def random(cls, min_interval: float, max_interval: float, **kw: object) -> Retry:
+    def random(cls, min_interval: float, max_interval: float, **kw: Any) -> Retry:
         """Retry after a uniform random delay in ``[min_interval, max_interval)``."""
-        return cls(  # type: ignore[misc]
-            kind="random", min_interval=min_interval, max_interval=max_interval, **kw
-        )
+        return cls(kind="random", min_interval=min_interval, max_interval=max_interval, **kw)
 
-    def delay(self, attempts_done: int, rng: random.Random | None = None) -> float:
+    def delay(self, attempts_done: int, rng: _random.Random | None = None) -> float:
         """Seconds to wait after the ``attempts_done``-th attempt failed."""
         if self.kind == "constant":
             return self.interval
@@ -83,7 +81,7 @@ class Retry:
             d = self.interval * self.factor ** (attempts_done - 1)
             return min(d, self.max_interval) if self.max_interval is not None else d
         assert self.max_interval is not None
-        return (rng or random).uniform(self.min_interval, self.max_interval)
+        return float((rng or _random).uniform(self.min_interval, self.max_interval))
 
     def retryable(self, error: BaseException) -> bool:
         """Whether this error may be retried at all."""

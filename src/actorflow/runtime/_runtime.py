@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import tempfile
 import time
@@ -91,7 +92,9 @@ class Runtime:
         if files is None:
             in_memory = str(path) in (":memory:", "memory://")
             root = (
-                Path(tempfile.mkdtemp(prefix="actorflow-files-")) if in_memory else Path(f"{path}.files")
+                Path(tempfile.mkdtemp(prefix="actorflow-files-"))
+                if in_memory
+                else Path(f"{path}.files")
             )
             files = FileStorage(root)
         elif not isinstance(files, FileStorage):
@@ -100,9 +103,8 @@ class Runtime:
             if own_store:
                 await stack.enter_async_context(store)  # type: ignore[arg-type]
             if observer is None and tracing is not None:
-                from actorflow.runtime._tracing import make_observer
-
-                observer = make_observer(tracing)
+                tracing_mod = importlib.import_module("actorflow.runtime._tracing")
+                observer = tracing_mod.make_observer(tracing)
             system = await stack.enter_async_context(open_actor_system(name="actorflow"))
             tg = await stack.enter_async_context(anyio.create_task_group())
             engine = Engine(
@@ -541,10 +543,11 @@ def _errors_subtrees(flow: Flow, runs: tuple[TaskRun, ...]) -> set[str]:
 
 def _load_source(source: str) -> Flow | None:
     try:
-        from actorflow.runtime._loader import load_flow_text  # type: ignore[attr-defined]
+        loader = importlib.import_module("actorflow.runtime._loader")
     except ImportError:
         return None
-    return load_flow_text(source)  # type: ignore[no-any-return]
+    flow: Flow = loader.load_flow_text(source)
+    return flow
 
 
 async def _dead_local_owners(store: Store) -> list[str]:

@@ -153,7 +153,9 @@ class MemoryStore:
     async def unfinished_executions(self, terminal_states: Collection[str]) -> list[ExecutionRow]:
         """Executions not in a terminal state."""
         done = set(terminal_states)
-        return sorted((r for r in self._execs.values() if r.state not in done), key=lambda r: r.created)
+        return sorted(
+            (r for r in self._execs.values() if r.state not in done), key=lambda r: r.created
+        )
 
     async def task_runs(self, execution_id: str) -> list[TaskRunRow]:
         """Task runs in creation order."""
@@ -164,11 +166,12 @@ class MemoryStore:
         return [
             a
             for a in self._attempts.values()
-            if a.execution_id == execution_id and (task_run_id is None or a.task_run_id == task_run_id)
+            if a.execution_id == execution_id
+            and (task_run_id is None or a.task_run_id == task_run_id)
         ]
 
     async def history(
-        self, execution_id: str, task_run_id: str | None | EllipsisType = ...
+        self, execution_id: str, task_run_id: str | EllipsisType | None = ...
     ) -> list[HistoryRow]:
         """State history in insertion order."""
         return [
@@ -203,7 +206,8 @@ class MemoryStore:
         out = [
             lg
             for lg in self._logs
-            if lg.execution_id == execution_id and (task_run_id is None or lg.task_run_id == task_run_id)
+            if lg.execution_id == execution_id
+            and (task_run_id is None or lg.task_run_id == task_run_id)
         ]
         return out[:limit] if limit is not None else out
 
@@ -223,7 +227,10 @@ class MemoryStore:
         found = [
             r.id
             for r in self._execs.values()
-            if (r.id in ids or (older_than is not None and r.ended is not None and r.ended < older_than))
+            if (
+                r.id in ids
+                or (older_than is not None and r.ended is not None and r.ended < older_than)
+            )
             and (states is None or r.state in states)
         ]
         self._delete(set(found))
@@ -267,7 +274,9 @@ class MemoryStore:
             if r.state in done:
                 continue
             if r.owner != owner and (r.owner is None or r.owner not in fresh):
-                r = ExecutionRow(**{f: getattr(r, f) for f in r.__struct_fields__} | {"owner": owner})
+                r = ExecutionRow(
+                    **{f: getattr(r, f) for f in r.__struct_fields__} | {"owner": owner}
+                )
                 self._execs[r.id] = r
             if r.owner == owner:
                 out.append(r)

@@ -47,7 +47,9 @@ from actorflow.storage._store import Commit
 T = TypeVar("T")
 _HEADER = b"SQLite format 3\x00"
 _EXEC_COLS = "id, namespace, flow_id, flow_revision, state, created, updated, ended, parent_execution_id, owner, data"  # noqa: E501
-_TR_COLS = "id, execution_id, task_id, state, created, updated, ended, parent_task_run_id, value, data"  # noqa: E501
+_TR_COLS = (
+    "id, execution_id, task_id, state, created, updated, ended, parent_task_run_id, value, data"
+)
 
 
 def _tags(tags: Mapping[str, str]) -> str:
@@ -76,7 +78,9 @@ def _inspect(path: Path) -> int:
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        raise DatabaseInvalid(f"{path}: corrupt or unreadable database ({exc}); left untouched") from exc
+        raise DatabaseInvalid(
+            f"{path}: corrupt or unreadable database ({exc}); left untouched"
+        ) from exc
     if row is None:
         raise DatabaseInvalid(f"{path}: schema_version table is empty; left untouched")
     version = int(row[0])
@@ -172,7 +176,7 @@ class SQLiteStore:
         conn = self._writer
         # aiosqlite's own queueing runs the callable in its connection thread; one hop for a
         # whole transaction instead of one per statement.
-        return await conn._execute(fn, conn._conn, *args)  # type: ignore[no-any-return]
+        return await conn._execute(fn, conn._conn, *args)  # type: ignore[no-untyped-call,no-any-return]
 
     # -- writing ------------------------------------------------------------------------
     def write(self, ops: Iterable[Op]) -> Commit:
@@ -236,7 +240,9 @@ class SQLiteStore:
 
     async def get_execution(self, execution_id: str) -> ExecutionRow | None:
         """One execution row."""
-        rows = await self._rows(f"SELECT {_EXEC_COLS} FROM executions WHERE id = ?", (execution_id,))
+        rows = await self._rows(
+            f"SELECT {_EXEC_COLS} FROM executions WHERE id = ?", (execution_id,)
+        )
         return ExecutionRow(*rows[0]) if rows else None
 
     async def list_executions(
@@ -252,7 +258,8 @@ class SQLiteStore:
         newest_first: bool = True,
     ) -> list[ExecutionRow]:
         """Executions filtered by flow, namespace, states and creation time."""
-        where, params = ["1=1"], []
+        where: list[str] = ["1=1"]
+        params: list[Any] = []
         for col, val in (("flow_id", flow_id), ("namespace", namespace)):
             if val is not None:
                 where.append(f"{col} = ?")
@@ -299,16 +306,16 @@ class SQLiteStore:
         if task_run_id is None:
             rows = await self._rows(sql + " WHERE execution_id = ? ORDER BY rowid", (execution_id,))
         else:
-            rows = await self._rows(
-                sql + " WHERE task_run_id = ? ORDER BY number", (task_run_id,)
-            )
+            rows = await self._rows(sql + " WHERE task_run_id = ? ORDER BY number", (task_run_id,))
         return [AttemptRow(*r) for r in rows]
 
     async def history(
-        self, execution_id: str, task_run_id: str | None | EllipsisType = ...
+        self, execution_id: str, task_run_id: str | EllipsisType | None = ...
     ) -> list[HistoryRow]:
         """State history in insertion order."""
-        sql = "SELECT execution_id, task_run_id, state, ts FROM state_history WHERE execution_id = ?"
+        sql = (
+            "SELECT execution_id, task_run_id, state, ts FROM state_history WHERE execution_id = ?"
+        )
         params: list[Any] = [execution_id]
         if task_run_id is None:
             sql += " AND task_run_id IS NULL"
@@ -326,8 +333,13 @@ class SQLiteStore:
         tags: Mapping[str, str] | None = None,
     ) -> list[MetricRow]:
         """Metrics; ``tags`` matches metrics carrying at least those tags."""
-        where, params = ["1=1"], []
-        for col, val in (("execution_id", execution_id), ("task_run_id", task_run_id), ("name", name)):
+        where: list[str] = ["1=1"]
+        params: list[Any] = []
+        for col, val in (
+            ("execution_id", execution_id),
+            ("task_run_id", task_run_id),
+            ("name", name),
+        ):
             if val is not None:
                 where.append(f"{col} = ?")
                 params.append(val)
@@ -386,18 +398,23 @@ class SQLiteStore:
     async def commands_after(self, last_id: int) -> list[CommandRow]:
         """Commands newer than ``last_id``."""
         rows = await self._rows(
-            "SELECT id, execution_id, kind, payload, created FROM commands WHERE id > ? ORDER BY id",
+            "SELECT id, execution_id, kind, payload, created FROM commands"
+            " WHERE id > ? ORDER BY id",
             (last_id,),
         )
         return [CommandRow(*r) for r in rows]
 
     async def register_owner(self, owner: str, ttl: float) -> None:
         """Announce a live runtime."""
-        await self._call(_exec, "INSERT OR REPLACE INTO owners VALUES (?, ?, ?)", (owner, time.time(), ttl))
+        await self._call(
+            _exec, "INSERT OR REPLACE INTO owners VALUES (?, ?, ?)", (owner, time.time(), ttl)
+        )
 
     async def heartbeat(self, owner: str) -> None:
         """Keep an owner alive."""
-        await self._call(_exec, "UPDATE owners SET heartbeat = ? WHERE owner = ?", (time.time(), owner))
+        await self._call(
+            _exec, "UPDATE owners SET heartbeat = ? WHERE owner = ?", (time.time(), owner)
+        )
 
     async def release_owner(self, owner: str) -> None:
         """Forget an owner."""
@@ -431,29 +448,27 @@ def _apply_batch(conn: sqlite3.Connection, batch: list[Op]) -> None:
     logs: list[tuple[Any, ...]] = []
     deletes: list[Op] = []
     for op in batch:
-        t = type(op)
-        if t is UpsertTaskRun:
-            runs[op.row.id] = op.row  # type: ignore[union-attr]
-        elif t is AppendHistory:
-            h: HistoryRow = op.row  # type: ignore[union-attr,assignment]
+        if isinstance(op, UpsertTaskRun):
+            runs[op.row.id] = op.row
+        elif isinstance(op, AppendHistory):
+            h = op.row
             history.append((h.execution_id, h.task_run_id, h.state, h.ts))
-        elif t is UpsertExecution:
-            execs[op.row.id] = op.row  # type: ignore[union-attr]
-        elif t is UpsertAttempt:
-            a: AttemptRow = op.row  # type: ignore[union-attr,assignment]
-            attempts[(a.task_run_id, a.number)] = a
-        elif t is UpsertMetric:
-            m: MetricRow = op.row  # type: ignore[union-attr,assignment]
+        elif isinstance(op, UpsertExecution):
+            execs[op.row.id] = op.row
+        elif isinstance(op, UpsertAttempt):
+            attempts[(op.row.task_run_id, op.row.number)] = op.row
+        elif isinstance(op, UpsertMetric):
+            m = op.row
             tags = _tags(m.tags)
             metrics[(m.task_run_id, m.name, m.kind, tags)] = (
                 m.execution_id, m.task_run_id, m.name, m.kind, tags, m.value, m.count,
             )  # fmt: skip
-        elif t is AppendLog:
-            lg: LogRow = op.row  # type: ignore[union-attr,assignment]
+        elif isinstance(op, AppendLog):
+            lg = op.row
             logs.append((lg.execution_id, lg.task_run_id, lg.ts, lg.level, lg.message,
                          lg.trace_id, lg.span_id))  # fmt: skip
-        elif t is UpsertOutput:
-            outputs[op.row.task_run_id] = op.row  # type: ignore[union-attr]
+        elif isinstance(op, UpsertOutput):
+            outputs[op.row.task_run_id] = op.row
         else:
             deletes.append(op)
     conn.execute("BEGIN")
@@ -482,10 +497,13 @@ def _apply_batch(conn: sqlite3.Connection, batch: list[Op]) -> None:
                 history,
             )
         if metrics:
-            conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?)", list(metrics.values()))
+            conn.executemany(
+                "INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?)", list(metrics.values())
+            )
         if logs:
             conn.executemany(
-                "INSERT INTO logs (execution_id, task_run_id, ts, level, message, trace_id, span_id)"
+                "INSERT INTO logs"
+                " (execution_id, task_run_id, ts, level, message, trace_id, span_id)"
                 " VALUES (?,?,?,?,?,?,?)",
                 logs,
             )
@@ -528,7 +546,8 @@ def _purge(
     ids: list[str],
     states: Collection[str] | None,
 ) -> list[str]:
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     if ids:
         where.append(f"id IN ({','.join('?' * len(ids))})")
         params.extend(ids)
@@ -553,7 +572,9 @@ def _purge(
     return found
 
 
-def _post_command(conn: sqlite3.Connection, execution_id: str, kind: str, payload: bytes, now: float) -> int:  # noqa: E501
+def _post_command(
+    conn: sqlite3.Connection, execution_id: str, kind: str, payload: bytes, now: float
+) -> int:
     cur = conn.execute(
         "INSERT INTO commands (execution_id, kind, payload, created) VALUES (?,?,?,?)",
         (execution_id, kind, payload, now),
@@ -561,7 +582,9 @@ def _post_command(conn: sqlite3.Connection, execution_id: str, kind: str, payloa
     return int(cur.lastrowid or 0)
 
 
-def _claim(conn: sqlite3.Connection, owner: str, terminal: list[str], fresh_after: float) -> list[Any]:  # noqa: E501
+def _claim(
+    conn: sqlite3.Connection, owner: str, terminal: list[str], fresh_after: float
+) -> list[Any]:
     marks = ",".join("?" * len(terminal))
     conn.execute("BEGIN IMMEDIATE")
     try:
