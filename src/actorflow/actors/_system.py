@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from actorflow._errors import ActorNameTaken, ActorNotFound, DeadActorError
+from actorflow._errors import ActorNameTaken, ActorNotFound, DeadActorError, EscalationError
 from actorflow.actors._actor import Actor, ActorContext
 from actorflow.actors._messages import Stop, Terminated
 from actorflow.actors._ref import ActorRef
@@ -203,6 +203,8 @@ class ActorSystem:
                 Terminated(ref=ref, name=ref.name, error=repr(error) if error else None, exc=error),
                 None,
             )
+        elif isinstance(error, EscalationError):
+            self.escalate(ref.name, error)
         elif error is not None:
             self.crashes.append((ref.name, error))
             _log.error("actor %s crashed: %r", ref.name, error)

@@ -1,0 +1,226 @@
+"""Mailboxes, refs, ask/tell, dead letters, interrupts and shutdown of the actor kernel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from actorflow import AskTimeout, DeadActorError, MailboxFull
+from actorflow.actors import Actor, Kill, Pause, open_actor_system
+
+pytestmark = pytest.mark.anyio
+
+
+class Recorder(Actor):
+    def __init__(self, log: list[Any], gate: anyio.Event | None = None) -> None:
+        self.log = log
+        self.gate = gate
+
+    async def receive(self, message: Any) -> Any:
+        if self.gate is not None and message == "block":
+            await self.gate.wait()
+        if message == "boom":
+            raise RuntimeError("boom")
+        self.log.append(message)
+        return message
+
+
+async def test_messages_from_one_sender_arrive_in_order() -> None:
+    """Messages told by one sender are received in the order sent."""
+    log: list[Any] = []
+    async with open_actor_system() as system:
+        ref = system.spawn(lambda: Recorder(log), mailbox_size=10_000)
+        for i in range(5000):
+            ref.tell_nowait(i)
+        assert await ref.ask("end") == "end"
+    assert log == [*range(5000), "end"]
+
+
+async def test_full_mailbox_applies_backpressure() -> None:
+    """tell_nowait raises MailboxFull on a full lane; tell waits until there is room."""
+    log: list[Any] = []
+    gate = anyio.Event()
+    async with open_actor_system() as system:
+        ref = system.spawn(lambda: Recorder(log, gate), mailbox_size=2)
+        ref.tell_nowait("block")
+        await anyio.wait_all_tasks_blocked()
+        ref.tell_nowait(1)
+        ref.tell_nowait(2)
+        with pytest.raises(MailboxFull):
+            ref.tell_nowait(3)
+        sent = anyio.Event()
+
+        async def sender() -> None:
+            await ref.tell(3)
+            sent.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sender)
+            await anyio.wait_all_tasks_blocked()
+            assert not sent.is_set()
+            gate.set()
+        assert sent.is_set()
+        await ref.ask("end")
+    assert log == ["block", 1, 2, 3, "end"]
+
+
+async def test_system_messages_overtake_a_full_mailbox() -> None:
+    """A system message is accepted by a full mailbox and handled before queued ones."""
+    log: list[Any] = []
+    gate = anyio.Event()
+    async with open_actor_system() as system:
+        ref = system.spawn(lambda: Recorder(log, gate), mailbox_size=2)
+        ref.tell_nowait("block")
+        await anyio.wait_all_tasks_blocked()
+        ref.tell_nowait(1)
+        ref.tell_nowait(2)
+        ref.tell_nowait(Pause())
+        gate.set()
+        await ref.ask("end")
+    assert log == ["block", Pause(), 1, 2, "end"]
+
+
+class Worker(Actor):
+    def __init__(self) -> None:
+        self.scope: anyio.CancelScope | None = None
+        self.outcome: list[str] = []
+
+    def on_interrupt(self, message: Any) -> None:
+        if isinstance(message, Kill) and self.scope is not None:
+            self.scope.cancel()
+
+    async def receive(self, message: Any) -> Any:
+        if message == "work":
+            with anyio.CancelScope() as self.scope:
+                await anyio.sleep_forever()
+            self.outcome.append("interrupted")
+        elif isinstance(message, Kill):
+            self.outcome.append("kill handled")
+        return self.outcome
+
+
+async def test_on_interrupt_reaches_a_busy_actor() -> None:
+    """A Kill told during a long receive calls on_interrupt at once, then reaches receive."""
+    worker = Worker()
+    async with open_actor_system() as system:
+        ref = system.spawn(lambda: worker)
+        ref.tell_nowait("work")
+        await anyio.wait_all_tasks_blocked()
+        ref.tell_nowait(Kill())
+        assert await ref.ask("status") == ["interrupted", "kill handled"]
+
+
+async def test_ask_timeout_and_dead_actor() -> None:
+    """ask raises AskTimeout without a reply, DeadActorError for a stopped actor."""
+    gate = anyio.Event()
+    async with open_actor_system() as system:
+        ref = system.spawn(lambda: Recorder([], gate))
+        with pytest.raises(AskTimeout):
+            await ref.ask("block", timeout=0.01)
+        gate.set()
+        await ref.stop()
+        assert not ref.is_alive
+        with pytest.raises(DeadActorError):
+            await ref.ask("x")
+
+
+async def test_ask_reraises_and_the_actor_crashes() -> None:
+    """An exception in receive reaches the asker; the unsupervised actor stops, recorded."""
+    async with open_actor_system() as system:
+        ref = system.spawn(lambda: Recorder([]), name="crasher")
+        with pytest.raises(RuntimeError, match="boom"):
+            await ref.ask("boom")
+        await ref.join()
+        assert system.crashes and system.crashes[0][0] == "crasher"
+
+
+async def test_dead_letters_are_counted_and_kept() -> None:
+    """Messages to a stopped actor are dead letters: counted, last N kept."""
+    async with open_actor_system(dead_letter_capacity=3) as system:
+        ref = system.spawn(lambda: Recorder([]), name="gone")
+        await ref.stop()
+        for i in range(5):
+            ref.tell_nowait(i)
+        assert system.dead_letters.count == 5
+        assert [d.message for d in system.dead_letters.recent] == [2, 3, 4]
+        assert all(d.recipient == "gone" for d in system.dead_letters.recent)
+
+
+async def test_a_crash_does_not_affect_siblings() -> None:
+    """One actor crashing leaves its siblings and the system running."""
+    log: list[Any] = []
+    async with open_actor_system() as system:
+        bad = system.spawn(lambda: Recorder([]))
+        good = system.spawn(lambda: Recorder(log))
+        bad.tell_nowait("boom")
+        await bad.join()
+        assert await good.ask("still here") == "still here"
+    assert log == ["still here"]
+
+
+class Parent(Actor):
+    def __init__(self, order: list[str]) -> None:
+        self.order = order
+
+    async def on_start(self) -> None:
+        for name in ("c1", "c2", "c3"):
+            self.context.spawn(lambda n=name: Named(n, self.order), name=name)
+
+    async def on_stop(self) -> None:
+        self.order.append("parent")
+
+
+class Named(Actor):
+    def __init__(self, name: str, order: list[str]) -> None:
+        self.name = name
+        self.order = order
+
+    async def on_stop(self) -> None:
+        self.order.append(self.name)
+
+
+async def test_children_stop_in_reverse_start_order() -> None:
+    """Stopping a parent stops its children last-started first, then the parent itself."""
+    order: list[str] = []
+    async with open_actor_system() as system:
+        ref = system.spawn(lambda: Parent(order))
+        await anyio.wait_all_tasks_blocked()
+        await ref.stop()
+    assert order == ["parent", "c3", "c2", "c1"] or order == ["c3", "c2", "c1", "parent"]
+    assert order.index("c3") < order.index("c2") < order.index("c1")
+
+
+async def test_system_exit_stops_top_level_actors_in_reverse_order() -> None:
+    """Leaving the system block stops top-level actors in reverse spawn order."""
+    order: list[str] = []
+    async with open_actor_system() as system:
+        for name in ("a", "b", "c"):
+            system.spawn(lambda n=name: Named(n, order), name=name)
+        await anyio.wait_all_tasks_blocked()
+    assert order == ["c", "b", "a"]
+
+
+async def test_cancellation_is_not_swallowed() -> None:
+    """Cancelling the host scope cancels actors; the cancellation propagates."""
+    with anyio.move_on_after(0.05) as scope:
+        async with open_actor_system() as system:
+            ref = system.spawn(lambda: Recorder([], anyio.Event()))
+            ref.tell_nowait("block")
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    assert not ref.is_alive
+
+
+async def test_lookup_by_name() -> None:
+    """Named actors are found by name; unknown names raise ActorNotFound; names are unique."""
+    from actorflow import ActorNameTaken, ActorNotFound
+
+    async with open_actor_system() as system:
+        ref = system.spawn(lambda: Recorder([]), name="x")
+        assert system.lookup("x") is ref
+        with pytest.raises(ActorNameTaken):
+            system.spawn(lambda: Recorder([]), name="x")
+        with pytest.raises(ActorNotFound):
+            system.lookup("nope")
