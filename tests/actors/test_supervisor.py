@@ -99,7 +99,7 @@ async def test_restart_types(restart: Restart, crash_restarts: bool, stop_restar
     for how, expect in (("crash", crash_restarts), ("stop", stop_restarts)):
         starts: dict[str, int] = {}
         async with open_actor_system() as system:
-            sup = system.spawn(lambda: Supervisor(specs(starts, [], restart)))
+            sup = system.spawn(lambda s=starts: Supervisor(specs(s, [], restart)))
             (await child(sup, "a")).tell_nowait(how)
             await anyio.wait_all_tasks_blocked()
             assert starts["a"] == (2 if expect else 1), (restart, how)
