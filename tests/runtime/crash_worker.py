@@ -15,7 +15,7 @@ import anyio
 
 import actorflow as af
 
-SIDE = sys.argv[2]
+SIDE = sys.argv[2] if len(sys.argv) > 2 else os.devnull
 
 
 def _mark(ctx: af.TaskContext) -> None:
