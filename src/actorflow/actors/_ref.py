@@ -7,7 +7,9 @@ ordinary lane makes ``tell`` wait, which is the backpressure.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -20,13 +22,45 @@ if TYPE_CHECKING:
     from actorflow.actors._system import ActorSystem
 
 
+class FutureSignal:
+    """A one-shot signal on a bare asyncio future: cheaper than an Event on the hot path."""
+
+    __slots__ = ("_fut",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._fut: asyncio.Future[None] = loop.create_future()
+
+    def set(self) -> None:
+        """Wake the waiter (idempotent)."""
+        if not self._fut.done():
+            self._fut.set_result(None)
+
+    def is_set(self) -> bool:
+        """Whether :meth:`set` was called."""
+        return self._fut.done()
+
+    async def wait(self) -> None:
+        """Until set."""
+        await self._fut
+
+
+Signal = anyio.Event | FutureSignal
+
+
+def signal_factory(loop: asyncio.AbstractEventLoop | None) -> Callable[[], Signal]:
+    """Future-based signals on asyncio, anyio Events elsewhere (trio)."""
+    if loop is None:
+        return anyio.Event
+    return lambda: FutureSignal(loop)
+
+
 class Reply:
     """A one-shot slot for the answer to an ask."""
 
     __slots__ = ("_event", "error", "is_set", "value")
 
-    def __init__(self) -> None:
-        self._event = anyio.Event()
+    def __init__(self, event: Signal) -> None:
+        self._event = event
         self.value: Any = None
         self.error: BaseException | None = None
         self.is_set = False
@@ -76,7 +110,7 @@ class ActorRef:
         self._capacity = capacity
         self._system_lane: deque[Envelope] = deque()
         self._ordinary: deque[Envelope] = deque()
-        self._wake: anyio.Event | None = None
+        self._wake: Signal | None = None
         self._room: list[anyio.Event] = []
         self._done = anyio.Event()
         self._actor: Actor | None = None
@@ -136,7 +170,7 @@ class ActorRef:
             AskTimeout: no reply within ``timeout`` seconds.
             DeadActorError: the actor is stopped or stopped before replying.
         """
-        reply = Reply()
+        reply = Reply(self._system._signal())
         if not self.alive:
             raise DeadActorError(f"actor {self.name} is stopped")
         while not isinstance(message, SystemMessage) and len(self._ordinary) >= self._capacity:

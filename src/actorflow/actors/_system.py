@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -16,7 +17,7 @@ import anyio.lowlevel
 from actorflow._errors import ActorNameTaken, ActorNotFound, DeadActorError, EscalationError
 from actorflow.actors._actor import Actor, ActorContext
 from actorflow.actors._messages import Stop, Terminated
-from actorflow.actors._ref import ActorRef
+from actorflow.actors._ref import ActorRef, signal_factory
 
 _log = logging.getLogger("actorflow.actors")
 BATCH = 256  # messages handled before yielding to other tasks
@@ -63,6 +64,13 @@ class ActorSystem:
         self.escalations: list[tuple[str, BaseException]] = []
         self._on_escalation = on_escalation
         self._closing = False
+        # On asyncio, spawning with loop.create_task is ~5x faster than anyio's start_soon;
+        # the actor task still runs under its own anyio CancelScope and never raises.
+        self._aio_loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        with contextlib.suppress(RuntimeError):  # no running asyncio loop: trio
+            self._aio_loop = asyncio.get_running_loop()
+        self._signal = signal_factory(self._aio_loop)
 
     def spawn(
         self, factory: Callable[[], Actor], *, name: str | None = None, mailbox_size: int = 1024
@@ -88,7 +96,12 @@ class ActorSystem:
             raise ActorNameTaken(f"an actor named {name!r} is already running")
         ref = ActorRef(self, name, mailbox_size)
         self._actors[name] = ref
-        self._tg.start_soon(self._run, ref, factory, parent, restart_error, name=name)
+        if self._aio_loop is not None:
+            task = self._aio_loop.create_task(self._run(ref, factory, parent, restart_error))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self._tg.start_soon(self._run, ref, factory, parent, restart_error, name=name)
         return ref
 
     def lookup(self, name: str) -> ActorRef:
@@ -137,7 +150,7 @@ class ActorSystem:
         system_lane, ordinary = ref._system_lane, ref._ordinary
         while not ref._stopping:
             if not system_lane and not ordinary:
-                wake = anyio.Event()
+                wake = self._signal()
                 ref._wake = wake
                 await wake.wait()
                 continue
@@ -168,7 +181,9 @@ class ActorSystem:
                 waiters, ref._room = ref._room, []
                 for room in waiters:
                     room.set()
-            await anyio.lowlevel.checkpoint()
+            if system_lane or ordinary:
+                # Only a full batch yields here; an empty mailbox yields by waiting.
+                await anyio.lowlevel.checkpoint()
 
     async def _cleanup(
         self,
@@ -221,6 +236,16 @@ class ActorSystem:
         for ref in reversed(list(self._top.values())):
             await stop_within(ref, 5.0)
         self._closing = True
+        for ref in list(self._actors.values()):
+            await stop_within(ref, 5.0)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    def cancel_all(self) -> None:
+        """Cancel every actor at once (the host is being cancelled)."""
+        for ref in list(self._actors.values()):
+            if ref._scope is not None:
+                ref._scope.cancel()
 
 
 async def stop_within(ref: ActorRef, timeout: float) -> None:
@@ -248,6 +273,9 @@ async def open_actor_system(
         system = ActorSystem(tg, name, dead_letter_capacity, on_escalation)
         try:
             yield system
+        except BaseException:
+            system.cancel_all()
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await system.shutdown()
