@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from actorflow import AskTimeout, DeadActorError, MailboxFull
-from actorflow.actors import Actor, Kill, Pause, open_actor_system
+from actorflow.actors import Actor, Kill, Pause, Stop, Terminated, open_actor_system
 
 pytestmark = pytest.mark.anyio
 
@@ -224,3 +224,118 @@ async def test_lookup_by_name() -> None:
             system.spawn(lambda: Recorder([]), name="x")
         with pytest.raises(ActorNotFound):
             system.lookup("nope")
+
+
+async def test_a_blocked_sender_gets_the_slot_as_soon_as_it_frees() -> None:
+    """A sender waiting for room is woken when receive takes a message, not after the batch."""
+    sent = anyio.Event()
+    log: list[Any] = []
+
+    class WaitsForSender(Actor):
+        async def receive(self, message: Any) -> Any:
+            if message == 1:
+                await sent.wait()  # would deadlock if the slot were freed only after receive
+            log.append(message)
+
+    async with open_actor_system() as system:
+        ref = system.spawn(WaitsForSender, mailbox_size=1)
+        with anyio.fail_after(5):
+            await ref.tell(1)
+            await ref.tell(2)  # lane full: waits until the actor takes 1
+            sent.set()
+            await ref.ask("end")
+    assert log == [1, 2, "end"]
+
+
+async def test_a_cancelled_sender_hands_its_slot_on() -> None:
+    """A waiting sender that is cancelled after being woken passes the free slot to the next."""
+    gate = anyio.Event()
+    log: list[Any] = []
+    async with open_actor_system() as system:
+        ref = system.spawn(lambda: Recorder(log, gate), mailbox_size=1)
+        ref.tell_nowait("block")
+        await anyio.wait_all_tasks_blocked()
+        ref.tell_nowait(1)
+        async with anyio.create_task_group() as tg:
+            first = anyio.CancelScope()
+
+            async def doomed() -> None:
+                with first:
+                    await ref.tell("never")
+
+            tg.start_soon(doomed)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(ref.tell, 2)
+            await anyio.wait_all_tasks_blocked()
+            gate.set()
+            first.cancel()
+        await ref.ask("end")
+    assert log == ["block", 1, 2, "end"]
+
+
+async def test_a_pending_ask_fails_when_the_actor_stops() -> None:
+    """Asks queued behind a Stop, or in flight when the actor is cancelled, get DeadActorError."""
+    gate = anyio.Event()
+    async with open_actor_system() as system:
+        ref = system.spawn(lambda: Recorder([], gate))
+        results: list[BaseException] = []
+
+        async def ask(message: str) -> None:
+            try:
+                await ref.ask(message, timeout=None)
+            except DeadActorError as exc:
+                results.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask, "block")
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(ask, "queued")
+            await anyio.wait_all_tasks_blocked()
+            ref._scope.cancel()  # type: ignore[union-attr]  # what a shutdown timeout does
+        assert len(results) == 2 and not ref.is_alive
+
+
+async def test_context_stop_from_outside_receive_wakes_an_idle_actor() -> None:
+    """context.stop() called while the actor idles stops it without another message."""
+    actor = Recorder([])
+    async with open_actor_system() as system:
+        ref = system.spawn(lambda: actor)
+        await ref.ask("started")
+        actor.context.stop()
+        with anyio.fail_after(5):
+            await ref.join()
+        assert system.dead_letters.count == 0
+
+
+async def test_parent_gets_terminated_with_the_childs_error() -> None:
+    """A linked child's crash reaches the parent as Terminated with error text and exception."""
+    seen: list[Terminated] = []
+    got = anyio.Event()
+
+    class Watcher(Actor):
+        async def on_start(self) -> None:
+            self.context.spawn(lambda: Recorder([]), name="kid").tell_nowait("boom")
+            self.context.spawn(lambda: Recorder([]), name="calm").tell_nowait(Stop())
+
+        async def receive(self, message: Any) -> Any:
+            if isinstance(message, Terminated):
+                seen.append(message)
+                if len(seen) == 2:
+                    got.set()
+
+    async with open_actor_system() as system:
+        system.spawn(Watcher)
+        await got.wait()
+        assert not system.crashes  # the parent was told; the crash is not unsupervised
+    by_name = {t.name: t for t in seen}
+    assert by_name["calm"].error is None and by_name["calm"].exc is None
+    assert by_name["kid"].error is not None and "boom" in by_name["kid"].error
+    assert isinstance(by_name["kid"].exc, RuntimeError)
+
+
+async def test_an_error_in_the_block_propagates_unwrapped() -> None:
+    """An exception raised inside `async with open_actor_system()` surfaces as itself."""
+    with pytest.raises(KeyError):
+        async with open_actor_system() as system:
+            system.spawn(lambda: Recorder([]))
+            raise KeyError("mine")

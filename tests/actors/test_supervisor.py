@@ -6,8 +6,6 @@ from typing import Any
 
 import anyio
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from actorflow import EscalationError
 from actorflow.actors import (
@@ -191,39 +189,3 @@ async def test_a_crashing_child_leaves_siblings_alone_under_one_for_one() -> Non
         (await child(sup, "a")).tell_nowait("crash")
         assert await c.ask("hi") == "hi"
         assert starts["c"] == 1
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-          HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from(["msg", "msg", "crash"])),
-                max_size=30))  # fmt: skip
-def test_random_traffic_to_a_supervised_tree(
-    anyio_backend: str, traffic: list[tuple[str, str]]
-) -> None:
-    """No message to a live child is lost; restarts never exceed the intensity limit."""
-
-    async def scenario() -> None:
-        starts: dict[str, int] = {}
-        got: list[tuple[str, Any]] = []
-        clock = Clock()
-        async with open_actor_system() as system:
-            sup = system.spawn(
-                lambda: Supervisor(specs(starts, got), max_restarts=4, within=60, clock=clock)
-            )
-            sent: list[tuple[str, Any]] = []
-            for i, (cid, kind) in enumerate(traffic):
-                ref = await child(sup, cid) if sup.is_alive else None
-                if ref is None or not ref.is_alive:
-                    continue
-                if kind == "crash":
-                    ref.tell_nowait("crash")
-                else:
-                    ref.tell_nowait(i)
-                    sent.append((cid, i))
-                await anyio.wait_all_tasks_blocked()
-            restarts = sum(starts.values()) - 3
-            assert restarts <= 4 or not sup.is_alive
-            if sup.is_alive:
-                assert sorted(got) == sorted(sent)
-
-    anyio.run(scenario, backend=anyio_backend)

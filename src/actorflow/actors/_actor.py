@@ -68,4 +68,4 @@ class ActorContext:
 
     def stop(self) -> None:
         """Stop after the current message."""
-        self.self_ref._stopping = True
+        self.self_ref._request_stop()

@@ -8,6 +8,7 @@ ordinary lane makes ``tell`` wait, which is the backpressure.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,7 @@ class Reply:
 
 
 Envelope = tuple[Any, Reply | None]
+_log = logging.getLogger("actorflow.actors")
 
 
 class ActorRef:
@@ -91,6 +93,7 @@ class ActorRef:
         "_busy",
         "_capacity",
         "_done",
+        "_inflight",
         "_ordinary",
         "_room",
         "_scope",
@@ -111,10 +114,11 @@ class ActorRef:
         self._system_lane: deque[Envelope] = deque()
         self._ordinary: deque[Envelope] = deque()
         self._wake: Signal | None = None
-        self._room: list[anyio.Event] = []
+        self._room: deque[anyio.Event] = deque()
         self._done = anyio.Event()
         self._actor: Actor | None = None
         self._busy = False
+        self._inflight: Reply | None = None
         self._stopping = False
         self._scope: anyio.CancelScope | None = None
         self.alive = True
@@ -137,7 +141,11 @@ class ActorRef:
             self._system_lane.append((message, reply))
             actor = self._actor
             if self._busy and actor is not None and not isinstance(message, Stop):
-                actor.on_interrupt(message)
+                try:
+                    actor.on_interrupt(message)
+                except Exception:
+                    # The sender must not pay for the recipient's hook; the message still goes in.
+                    _log.exception("on_interrupt of %s failed for %r", self.name, message)
         else:
             if len(self._ordinary) >= self._capacity:
                 raise MailboxFull(f"mailbox of {self.name} is full ({self._capacity} messages)")
@@ -147,12 +155,20 @@ class ActorRef:
             self._wake = None
             wake.set()
 
+    def _request_stop(self) -> None:
+        """Stop after the current message, waking an idle actor so it notices."""
+        self._stopping = True
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set()
+
     def tell_nowait(self, message: Any) -> None:
         """Send without waiting; MailboxFull if the ordinary lane is full."""
         self._push(message, None)
 
-    async def tell(self, message: Any) -> None:
-        """Send; waits for room only when the ordinary lane is full (backpressure)."""
+    async def _room_for(self, message: Any) -> None:
+        """Wait while the ordinary lane is full (system messages never wait)."""
         while (
             self.alive
             and not isinstance(message, SystemMessage)
@@ -160,7 +176,25 @@ class ActorRef:
         ):
             room = anyio.Event()
             self._room.append(room)
-            await room.wait()
+            try:
+                await room.wait()
+            except BaseException:
+                if room.is_set():
+                    # We were handed a free slot but will not use it: hand it on.
+                    self._free_slot()
+                else:
+                    self._room.remove(room)
+                raise
+
+    def _free_slot(self) -> None:
+        """One slot freed up: wake the longest-waiting sender."""
+        if self._room:
+            self._room.popleft().set()
+
+    async def tell(self, message: Any) -> None:
+        """Send; waits for room only when the ordinary lane is full (backpressure)."""
+        if len(self._ordinary) >= self._capacity and not isinstance(message, SystemMessage):
+            await self._room_for(message)
         self._push(message, None)
 
     async def ask(self, message: Any, *, timeout: float | None = 5.0) -> Any:
@@ -170,17 +204,16 @@ class ActorRef:
             AskTimeout: no reply within ``timeout`` seconds.
             DeadActorError: the actor is stopped or stopped before replying.
         """
-        reply = Reply(self._system._signal())
         if not self.alive:
             raise DeadActorError(f"actor {self.name} is stopped")
-        while not isinstance(message, SystemMessage) and len(self._ordinary) >= self._capacity:
-            room = anyio.Event()
-            self._room.append(room)
-            await room.wait()
-        self._push(message, reply)
+        reply = Reply(self._system._signal())
         if timeout is None:
+            await self._room_for(message)
+            self._push(message, reply)
             return await reply.wait()
         with anyio.move_on_after(timeout):
+            await self._room_for(message)
+            self._push(message, reply)
             return await reply.wait()
         raise AskTimeout(f"no reply from {self.name} within {timeout}s to {type(message).__name__}")
 

@@ -157,14 +157,18 @@ class ActorSystem:
             for _ in range(BATCH):
                 if system_lane:
                     message, reply = system_lane.popleft()
+                    if type(message) is Stop:
+                        ref._stopping = True
+                        break
                 elif ordinary:
                     message, reply = ordinary.popleft()
+                    if ref._room:
+                        # Free the slot at once: a blocked sender may be what receive awaits.
+                        ref._free_slot()
                 else:
                     break
-                if type(message) is Stop:
-                    ref._stopping = True
-                    break
                 ref._busy = True
+                ref._inflight = reply
                 try:
                     result = await actor.receive(message)
                 except Exception as exc:
@@ -173,14 +177,11 @@ class ActorSystem:
                     raise
                 finally:
                     ref._busy = False
+                ref._inflight = None
                 if reply is not None:
                     reply.set(result)
                 if ref._stopping:
                     break
-            if ref._room and len(ordinary) < ref._capacity:
-                waiters, ref._room = ref._room, []
-                for room in waiters:
-                    room.set()
             if system_lane or ordinary:
                 # Only a full batch yields here; an empty mailbox yields by waiting.
                 await anyio.lowlevel.checkpoint()
@@ -199,16 +200,19 @@ class ActorSystem:
         ref._stopping = True
         self._actors.pop(ref.name, None)
         self._top.pop(ref.name, None)
+        if ref._inflight is not None:  # cancelled inside receive
+            ref._inflight.set(error=DeadActorError(f"actor {ref.name} stopped before replying"))
+            ref._inflight = None
         for lane in (ref._system_lane, ref._ordinary):
             while lane:
                 message, reply = lane.popleft()
                 if reply is not None:
                     reply.set(error=DeadActorError(f"actor {ref.name} stopped before replying"))
-                if not isinstance(message, Stop):
+                # Stop and Terminated are kernel traffic, not letters anyone wrote.
+                if not isinstance(message, Stop | Terminated):
                     self.dead_letters.record(ref.name, message)
-        for room in ref._room:
-            room.set()
-        ref._room = []
+        while ref._room:
+            ref._room.popleft().set()
         ref._done.set()
         if parent is not None and parent.alive:
             parent_actor = parent._actor
@@ -229,7 +233,11 @@ class ActorSystem:
         self.escalations.append((name, error))
         _log.error("supervisor %s escalated: %r", name, error)
         if self._on_escalation is not None:
-            self._on_escalation(name, error)
+            try:
+                self._on_escalation(name, error)
+            except Exception:
+                # Runs in an actor's cleanup: a faulty host callback must not break shutdown.
+                _log.exception("on_escalation callback failed for %s", name)
 
     async def shutdown(self) -> None:
         """Stop every top-level actor in reverse spawn order (children first, each)."""
@@ -268,14 +276,21 @@ async def open_actor_system(
     dead_letter_capacity: int = 100,
     on_escalation: Callable[[str, BaseException], None] | None = None,
 ) -> AsyncIterator[ActorSystem]:
-    """``async with open_actor_system() as system``: every actor stops when the block ends."""
+    """``async with open_actor_system() as system``: every actor stops when the block ends.
+
+    An exception from the block propagates as itself (not wrapped in an ExceptionGroup).
+    """
+    error: BaseException | None = None
     async with anyio.create_task_group() as tg:
         system = ActorSystem(tg, name, dead_letter_capacity, on_escalation)
         try:
             yield system
-        except BaseException:
+        except BaseException as exc:
+            # Re-raised below, outside the task group, so the caller sees it unwrapped.
+            error = exc
             system.cancel_all()
-            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await system.shutdown()
+    if error is not None:
+        raise error
