@@ -49,7 +49,10 @@ from actorflow.runtime import (
     Switch,
     TaskContext,
     TaskRun,
+    load_flow,
+    load_flow_text,
     task,
+    task_type,
 )
 
 __all__ = [
@@ -97,5 +100,8 @@ __all__ = [
     "TaskContext",
     "TaskRun",
     "TemplateError",
+    "load_flow",
+    "load_flow_text",
     "task",
+    "task_type",
 ]

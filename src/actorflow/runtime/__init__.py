@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from actorflow.runtime._builtin import HttpRequest, OutputValues, ShellCommands
 from actorflow.runtime._clock import Clock, FakeClock
 from actorflow.runtime._context import MetricRecorder, TaskContext, TaskLogger, TaskStorage
 from actorflow.runtime._engine import Observer
 from actorflow.runtime._flow import Concurrency, ConcurrencyBehavior, Flow, Input
+from actorflow.runtime._loader import load_flow, load_flow_text, load_flows
 from actorflow.runtime._records import Attempt, Execution, Metric, StateEntry, TaskRun
+from actorflow.runtime._registry import TaskType, register_task_type, task_type
 from actorflow.runtime._retry import NonRetryableError, Retry
 from actorflow.runtime._runtime import ExecutionHandle, Runtime
+from actorflow.runtime._schema import flow_schema
 from actorflow.runtime._states import (
     EXECUTION_TRANSITIONS,
     MISTRAL_VIEW,
@@ -58,6 +62,7 @@ __all__ = [
     "Flow",
     "Flowable",
     "ForEach",
+    "HttpRequest",
     "If",
     "Input",
     "Log",
@@ -66,6 +71,7 @@ __all__ = [
     "MistralState",
     "NonRetryableError",
     "Observer",
+    "OutputValues",
     "Parallel",
     "Pause",
     "PauseBehavior",
@@ -74,6 +80,7 @@ __all__ = [
     "Runnable",
     "Runtime",
     "Sequential",
+    "ShellCommands",
     "Sleep",
     "State",
     "StateEntry",
@@ -86,5 +93,12 @@ __all__ = [
     "TaskLogger",
     "TaskRun",
     "TaskStorage",
+    "TaskType",
+    "flow_schema",
+    "load_flow",
+    "load_flow_text",
+    "load_flows",
+    "register_task_type",
     "task",
+    "task_type",
 ]

@@ -1,0 +1,530 @@
+"""Built-in task types of flow files (with Kestra's aliases), and the runnables only files need:
+output values, HTTP requests and shell commands."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+import anyio
+import msgspec
+
+from actorflow.runtime._registry import (
+    REGISTRY,
+    ChildTask,
+    DurationOrTemplate,
+    FlowableSpec,
+    Id,
+    InputSpec,
+    Registry,
+    Spec,
+    SpecError,
+    TaskSpec,
+    TaskType,
+    common,
+    flowable_common,
+    tasks_of,
+)
+from actorflow.runtime._tasks import (
+    AllowFailure,
+    Dag,
+    DagTask,
+    Fail,
+    ForEach,
+    If,
+    Log,
+    Parallel,
+    Pause,
+    PauseBehavior,
+    Return,
+    Runnable,
+    Sequential,
+    Sleep,
+    Subflow,
+    Switch,
+    Task,
+    TaskFailure,
+)
+
+if TYPE_CHECKING:
+    from actorflow.runtime._context import TaskContext
+
+_MAX_CAPTURE = 1 << 20
+_KILL_GRACE = 2.0
+
+
+# -- runnables that exist for flow files ----------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class OutputValues(Runnable):
+    """Outputs ``{"values": <rendered values>}`` (Kestra's OutputValues)."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    async def run(self, ctx: TaskContext) -> Any:
+        return {"values": ctx.render(dict(self.values), field="values")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpRequest(Runnable):
+    """An HTTP(S) request; outputs ``code``, ``headers`` and ``body`` (JSON decoded if JSON).
+
+    Status >= 400 fails the task unless ``allow_failed``. Only http and https URIs are accepted.
+    """
+
+    uri: str
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Any = None
+    content_type: str | None = None
+    allow_failed: bool = False
+
+    async def run(self, ctx: TaskContext) -> Any:
+        uri = str(ctx.render(self.uri, field="uri"))
+        if not uri.lower().startswith(("http://", "https://")):
+            raise ValueError(f"uri must be http:// or https://, got {uri!r}")
+        headers = {
+            str(k): str(v) for k, v in ctx.render(dict(self.headers), field="headers").items()
+        }
+        body = ctx.render(self.body, field="body")
+        data: bytes | None = None
+        content_type = self.content_type
+        if body is not None:
+            if isinstance(body, str | bytes):
+                data = body.encode() if isinstance(body, str) else body
+            else:
+                data = json.dumps(body).encode()
+                content_type = content_type or "application/json"
+        if content_type:
+            headers.setdefault("Content-Type", content_type)
+        request = urllib.request.Request(uri, data=data, headers=headers, method=self.method)
+        timeout = self.timeout or 60.0
+
+        def send() -> tuple[int, dict[str, str], bytes]:
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as resp:
+                    return resp.status, dict(resp.headers.items()), resp.read(_MAX_CAPTURE)
+            except urllib.error.HTTPError as exc:
+                return exc.code, dict(exc.headers.items()), exc.read(_MAX_CAPTURE)
+
+        code, resp_headers, raw = await ctx.run_sync(send)
+        text = raw.decode("utf-8", errors="replace")
+        out_body: Any = text
+        if "json" in resp_headers.get("Content-Type", "").lower():
+            with contextlib.suppress(ValueError):
+                out_body = json.loads(text)
+        ctx.log.info(f"{self.method} {uri} -> {code}")
+        if code >= 400 and not self.allow_failed:
+            raise TaskFailure(f"{self.method} {uri} failed with status {code}: {text[:200]}")
+        return {"code": code, "headers": resp_headers, "body": out_body, "uri": uri}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShellCommands(Runnable):
+    """Runs ``commands`` as one script with ``interpreter``; outputs exit code, stdout, stderr.
+
+    A non-zero exit fails the task. On kill or timeout the whole process group gets SIGTERM,
+    then SIGKILL after a grace period, so no child process outlives the task run.
+    """
+
+    commands: tuple[str, ...]
+    interpreter: tuple[str, ...] = ("/bin/sh", "-c")
+    env: Mapping[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    fail_fast: bool = True
+
+    async def run(self, ctx: TaskContext) -> Any:
+        lines = [str(ctx.render(c, field=f"commands[{i}]")) for i, c in enumerate(self.commands)]
+        script = "\n".join((["set -e"] if self.fail_fast else []) + lines)
+        env = {
+            **os.environ,
+            **{k: str(v) for k, v in ctx.render(dict(self.env), field="env").items()},
+        }
+        out: list[bytes] = []
+        err: list[bytes] = []
+        process = await anyio.open_process(
+            [*self.interpreter, script],
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=self.working_dir,
+            start_new_session=True,
+        )
+        try:
+            async with anyio.create_task_group() as tg:
+                assert process.stdout is not None and process.stderr is not None
+                tg.start_soon(_pump, process.stdout, out, ctx, "INFO")
+                tg.start_soon(_pump, process.stderr, err, ctx, "WARNING")
+                code = await process.wait()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await _terminate(process)
+            raise
+        stdout = b"".join(out).decode(errors="replace")
+        stderr = b"".join(err).decode(errors="replace")
+        if code != 0:
+            tail = stderr.strip().splitlines()[-3:]
+            detail = f": {' | '.join(tail)}" if tail else ""
+            raise TaskFailure(f"command exited with code {code}{detail}")
+        return {"exit_code": code, "stdout": stdout, "stderr": stderr}
+
+
+async def _pump(stream: Any, sink: list[bytes], ctx: TaskContext, level: str) -> None:
+    size = 0
+    pending = b""
+    async for chunk in stream:
+        if size < _MAX_CAPTURE:
+            sink.append(chunk[: _MAX_CAPTURE - size])
+            size += len(chunk)
+        pending += chunk
+        *done, pending = pending.split(b"\n")
+        for line in done:
+            ctx.log.log(level, line.decode(errors="replace"))
+    if pending:
+        ctx.log.log(level, pending.decode(errors="replace"))
+
+
+async def _terminate(process: Any) -> None:
+    """SIGTERM the process group, SIGKILL it if it is still there after the grace period."""
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with anyio.move_on_after(_KILL_GRACE):
+        await process.wait()
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    await process.wait()
+
+
+# -- file schema of the built-in types --------------------------------------------------------
+Level = Literal["TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"]
+_LEVELS = {"TRACE": "DEBUG", "WARN": "WARNING"}
+
+
+class LogSpec(TaskSpec, kw_only=True):
+    """``log``: log a message (or each of a list of messages)."""
+
+    message: str | list[str]
+    level: Level = "INFO"
+
+
+class ReturnSpec(TaskSpec, kw_only=True):
+    """``return``: outputs ``value`` (Kestra's ``format``)."""
+
+    aliases: ClassVar[Mapping[str, str]] = {"format": "value"}
+    value: Any = None
+
+
+class OutputSpec(TaskSpec, kw_only=True):
+    """``output``: outputs ``values`` (a mapping, templates rendered)."""
+
+    values: dict[str, Any]
+
+
+class SleepSpec(TaskSpec, kw_only=True):
+    """``sleep``: wait ``duration``."""
+
+    duration: DurationOrTemplate
+
+
+class FailSpec(TaskSpec, kw_only=True):
+    """``fail``: fail with ``message``, only when ``condition`` is truthy if it is given."""
+
+    aliases: ClassVar[Mapping[str, str]] = {"errorMessage": "message"}
+    message: str = "Task failure"
+    condition: Any = None
+
+
+class PauseSpec(FlowableSpec, kw_only=True):
+    """``pause``: wait for a resume, or for ``delay``; ``timeout`` applies ``behavior``."""
+
+    aliases: ClassVar[Mapping[str, str]] = {"pauseDuration": "delay"}
+    delay: DurationOrTemplate | None = None
+    behavior: Literal["RESUME", "WARN", "FAIL", "CANCEL"] | None = None
+    on_resume: list[InputSpec] = []
+    tasks: list[ChildTask] = []
+
+
+class SequentialSpec(FlowableSpec, kw_only=True):
+    """``sequential``: ``tasks`` one after another."""
+
+    tasks: list[ChildTask]
+
+
+class ParallelSpec(FlowableSpec, kw_only=True):
+    """``parallel``: ``tasks`` at once, at most ``concurrency`` (0: no limit)."""
+
+    aliases: ClassVar[Mapping[str, str]] = {"concurrent": "concurrency"}
+    tasks: list[ChildTask]
+    concurrency: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class ForEachSpec(FlowableSpec, kw_only=True):
+    """``foreach``: ``tasks`` once per value (``{{ taskrun.value }}``), ``concurrency`` groups
+    at a time (0: no limit)."""
+
+    aliases: ClassVar[Mapping[str, str]] = {"concurrencyLimit": "concurrency"}
+    values: list[Any] | str
+    tasks: list[ChildTask]
+    concurrency: Annotated[int, msgspec.Meta(ge=0)] = 1
+
+
+class IfSpec(FlowableSpec, kw_only=True):
+    """``if``: ``then`` when ``condition`` is truthy, else ``else``."""
+
+    condition: Any
+    then: list[ChildTask]
+    else_: list[ChildTask] = msgspec.field(default_factory=list, name="else")
+
+
+class SwitchSpec(FlowableSpec, kw_only=True):
+    """``switch``: the case whose key equals ``value``, else ``defaults``."""
+
+    value: Any
+    cases: dict[str, list[ChildTask]] = {}
+    defaults: list[ChildTask] = []
+
+
+class DagNodeSpec(Spec, kw_only=True):
+    """One node of a ``dag``: a task and the ids of the nodes it waits for."""
+
+    task: ChildTask
+    depends_on: list[str] = []
+
+
+class DagSpec(FlowableSpec, kw_only=True):
+    """``dag``: each task starts once the tasks it depends on ended."""
+
+    aliases: ClassVar[Mapping[str, str]] = {"concurrent": "concurrency"}
+    tasks: list[DagNodeSpec]
+    concurrency: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class SubflowSpec(TaskSpec, kw_only=True):
+    """``subflow``: run another registered flow as a child execution."""
+
+    namespace: str | None = None
+    flow_id: Id
+    inputs: dict[str, Any] = {}
+    wait: bool = True
+    transmit_failed: bool = True
+
+
+class HttpSpec(TaskSpec, kw_only=True):
+    """``http``: an HTTP(S) request; outputs ``code``, ``headers``, ``body``."""
+
+    aliases: ClassVar[Mapping[str, str]] = {"url": "uri"}
+    uri: str
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
+    headers: dict[str, str] = {}
+    body: Any = None
+    content_type: str | None = None
+    allow_failed: bool = False
+
+
+class ShellSpec(TaskSpec, kw_only=True):
+    """``shell``: run ``commands`` as one script (``set -e`` unless ``fail_fast: false``)."""
+
+    commands: Annotated[list[str], msgspec.Meta(min_length=1)]
+    interpreter: Annotated[list[str], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["/bin/sh", "-c"]
+    )
+    env: dict[str, str] = {}
+    working_dir: str | None = None
+    fail_fast: bool = True
+
+
+# -- builders -----------------------------------------------------------------------------
+def _log(s: LogSpec) -> Task:
+    message = "\n".join(s.message) if isinstance(s.message, list) else s.message
+    return Log(message=message, level=_LEVELS.get(s.level, s.level), **common(s))
+
+
+def _pause(s: PauseSpec) -> Task:
+    on_resume = []
+    for i, spec in enumerate(s.on_resume):
+        try:
+            on_resume.append(spec.to_input())
+        except SpecError as exc:
+            raise SpecError(*((("on_resume", i, *p), m) for p, m in exc.problems)) from exc
+    return Pause(
+        delay=s.delay,  # type: ignore[arg-type]  # a template delay renders when it runs
+        behavior=PauseBehavior(s.behavior) if s.behavior else None,
+        on_resume=tuple(on_resume),
+        tasks=tasks_of(s.tasks),
+        **flowable_common(s),
+    )
+
+
+def _dag(s: DagSpec) -> Task:
+    nodes = [DagTask(task=n.task.task, depends_on=tuple(n.depends_on)) for n in s.tasks]
+    ids = {n.task.id for n in nodes}
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for i, n in enumerate(nodes):
+        for j, dep in enumerate(n.depends_on):
+            if dep not in ids:
+                problems.append((("tasks", i, "depends_on", j), f"unknown task id {dep!r}"))
+    if not problems:
+        remaining = {n.task.id: set(n.depends_on) for n in nodes}
+        while True:
+            free = [k for k, deps in remaining.items() if not deps]
+            if not free:
+                break
+            for k in free:
+                del remaining[k]
+            for deps in remaining.values():
+                deps.difference_update(free)
+        if remaining:
+            problems.append((("tasks",), f"cyclic dependency between {sorted(remaining)}"))
+    if problems:
+        raise SpecError(*problems)
+    return Dag(nodes=tuple(nodes), concurrency=s.concurrency, **flowable_common(s))
+
+
+_K = "io.kestra.plugin.core."
+_OLD = "io.kestra.core.tasks."
+
+BUILTINS: tuple[TaskType, ...] = (
+    TaskType("log", LogSpec, _log, (f"{_K}log.Log", f"{_OLD}log.Log")),
+    TaskType(
+        "return",
+        ReturnSpec,
+        lambda s: Return(value=s.value, **common(s)),
+        (f"{_K}debug.Return", f"{_OLD}debugs.Return"),
+    ),
+    TaskType(
+        "output",
+        OutputSpec,
+        lambda s: OutputValues(values=s.values, **common(s)),
+        (f"{_K}output.OutputValues",),
+    ),
+    TaskType(
+        "sleep",
+        SleepSpec,
+        lambda s: Sleep(duration=s.duration, **common(s)),
+        (f"{_K}flow.Sleep",),
+    ),
+    TaskType(
+        "fail",
+        FailSpec,
+        lambda s: Fail(message=s.message, condition=s.condition, **common(s)),
+        (f"{_K}execution.Fail", f"{_K}flow.Fail", f"{_OLD}executions.Fail"),
+    ),
+    TaskType("pause", PauseSpec, _pause, (f"{_K}flow.Pause", f"{_OLD}flows.Pause")),
+    TaskType(
+        "sequential",
+        SequentialSpec,
+        lambda s: Sequential(tasks=tasks_of(s.tasks), **flowable_common(s)),
+        (f"{_K}flow.Sequential", f"{_OLD}flows.Sequential"),
+    ),
+    TaskType(
+        "allow_failure",
+        SequentialSpec,
+        lambda s: AllowFailure(
+            tasks=tasks_of(s.tasks), **{**flowable_common(s), "allow_failure": True}
+        ),
+        (f"{_K}flow.AllowFailure",),
+    ),
+    TaskType(
+        "parallel",
+        ParallelSpec,
+        lambda s: Parallel(
+            tasks=tasks_of(s.tasks), concurrency=s.concurrency, **flowable_common(s)
+        ),
+        (f"{_K}flow.Parallel", f"{_OLD}flows.Parallel"),
+    ),
+    TaskType(
+        "foreach",
+        ForEachSpec,
+        lambda s: ForEach(
+            values=s.values,
+            tasks=tasks_of(s.tasks),
+            concurrency=s.concurrency,
+            **flowable_common(s),
+        ),
+        (f"{_K}flow.ForEach",),
+    ),
+    TaskType(
+        "if",
+        IfSpec,
+        lambda s: If(
+            condition=s.condition,
+            then=tasks_of(s.then),
+            else_=tasks_of(s.else_),
+            **flowable_common(s),
+        ),
+        (f"{_K}flow.If", f"{_OLD}flows.If"),
+    ),
+    TaskType(
+        "switch",
+        SwitchSpec,
+        lambda s: Switch(
+            value=s.value,
+            cases={k: tasks_of(v) for k, v in s.cases.items()},
+            defaults=tasks_of(s.defaults),
+            **flowable_common(s),
+        ),
+        (f"{_K}flow.Switch", f"{_OLD}flows.Switch"),
+    ),
+    TaskType("dag", DagSpec, _dag, (f"{_K}flow.Dag", f"{_OLD}flows.Dag")),
+    TaskType(
+        "subflow",
+        SubflowSpec,
+        lambda s: Subflow(
+            flow_id=s.flow_id,
+            namespace=s.namespace,
+            inputs=s.inputs,
+            wait=s.wait,
+            transmit_failed=s.transmit_failed,
+            **common(s),
+        ),
+        (f"{_K}flow.Subflow", f"{_OLD}flows.Subflow"),
+    ),
+    TaskType(
+        "http",
+        HttpSpec,
+        lambda s: HttpRequest(
+            uri=s.uri,
+            method=s.method,
+            headers=s.headers,
+            body=s.body,
+            content_type=s.content_type,
+            allow_failed=s.allow_failed,
+            **common(s),
+        ),
+        (f"{_K}http.Request",),
+    ),
+    TaskType(
+        "shell",
+        ShellSpec,
+        lambda s: ShellCommands(
+            commands=tuple(s.commands),
+            interpreter=tuple(s.interpreter),
+            env=s.env,
+            working_dir=s.working_dir,
+            fail_fast=s.fail_fast,
+            **common(s),
+        ),
+        ("io.kestra.plugin.scripts.shell.Commands",),
+    ),
+)
+
+
+def register_builtins(registry: Registry) -> None:
+    """Add every built-in type (and its Kestra aliases) to ``registry``."""
+    for task_type in BUILTINS:
+        registry.add(task_type, replace=True)
+
+
+register_builtins(REGISTRY)
+
+
+__all__ = ["BUILTINS", "HttpRequest", "Id", "OutputValues", "ShellCommands", "register_builtins"]
