@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from actorflow._errors import AskTimeout, DeadActorError, MailboxFull
 from actorflow.actors._messages import Stop, SystemMessage
@@ -73,6 +74,12 @@ class Reply:
             self.value, self.error = value, error
             self._event.set()
 
+    def expire(self, name: str, timeout: float, message: Any) -> None:
+        """No answer in time: the asker gets AskTimeout (unless the answer won the race)."""
+        self.set(
+            error=AskTimeout(f"no reply from {name} within {timeout}s to {type(message).__name__}")
+        )
+
     async def wait(self) -> Any:
         """The answer, or its exception re-raised."""
         await self._event.wait()
@@ -115,7 +122,7 @@ class ActorRef:
         self._ordinary: deque[Envelope] = deque()
         self._wake: Signal | None = None
         self._room: deque[anyio.Event] = deque()
-        self._done = anyio.Event()
+        self._done: anyio.Event | None = None  # made on first join: most actors never get one
         self._actor: Actor | None = None
         self._busy = False
         self._inflight: Reply | None = None
@@ -206,6 +213,23 @@ class ActorRef:
         """
         if not self.alive:
             raise DeadActorError(f"actor {self.name} is stopped")
+        loop = self._system._aio_loop
+        if loop is None or (
+            len(self._ordinary) >= self._capacity and not isinstance(message, SystemMessage)
+        ):
+            return await self._ask_slow(message, timeout)
+        # asyncio fast path: a bare future and a loop timer cost far less than a cancel scope.
+        reply = Reply(FutureSignal(loop))
+        self._push(message, reply)
+        if timeout is None:
+            return await reply.wait()
+        timer = loop.call_later(timeout, reply.expire, self.name, timeout, message)
+        try:
+            return await reply.wait()
+        finally:
+            timer.cancel()
+
+    async def _ask_slow(self, message: Any, timeout: float | None) -> Any:
         reply = Reply(self._system._signal())
         if timeout is None:
             await self._room_for(message)
@@ -215,14 +239,20 @@ class ActorRef:
             await self._room_for(message)
             self._push(message, reply)
             return await reply.wait()
-        raise AskTimeout(f"no reply from {self.name} within {timeout}s to {type(message).__name__}")
+        reply.expire(self.name, timeout, message)  # a late answer is dropped
+        return await reply.wait()
 
     async def stop(self) -> None:
         """Ask the actor to stop after its current message and wait until it has."""
         if self.alive:
             self._push(Stop(), None)
-        await self._done.wait()
+        await self.join()
 
     async def join(self) -> None:
         """Wait until the actor has stopped."""
+        if not self.alive:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._done is None:
+            self._done = anyio.Event()
         await self._done.wait()

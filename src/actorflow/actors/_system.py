@@ -142,9 +142,12 @@ class ActorSystem:
             except Exception as exc:
                 error = exc
             finally:
-                # Shielded: cleanup must finish even when the system is being cancelled.
-                with anyio.CancelScope(shield=True):
-                    await self._cleanup(ref, ctx, parent, error)
+                if ctx is not None and ctx.children:
+                    # Shielded: children must stop even when the system is being cancelled.
+                    with anyio.CancelScope(shield=True):
+                        for child in reversed(list(ctx.children.values())):
+                            await stop_within(child, 5.0)
+                self._cleanup(ref, parent, error)
 
     async def _loop(self, ref: ActorRef, actor: Actor) -> None:
         system_lane, ordinary = ref._system_lane, ref._ordinary
@@ -186,16 +189,8 @@ class ActorSystem:
                 # Only a full batch yields here; an empty mailbox yields by waiting.
                 await anyio.lowlevel.checkpoint()
 
-    async def _cleanup(
-        self,
-        ref: ActorRef,
-        ctx: ActorContext | None,
-        parent: ActorRef | None,
-        error: BaseException | None,
-    ) -> None:
-        if ctx is not None:
-            for child in reversed(list(ctx.children.values())):
-                await stop_within(child, 5.0)
+    def _cleanup(self, ref: ActorRef, parent: ActorRef | None, error: BaseException | None) -> None:
+        # Synchronous on purpose: nothing can interleave between death and the notices.
         ref.alive = False
         ref._stopping = True
         self._actors.pop(ref.name, None)
@@ -213,7 +208,8 @@ class ActorSystem:
                     self.dead_letters.record(ref.name, message)
         while ref._room:
             ref._room.popleft().set()
-        ref._done.set()
+        if ref._done is not None:
+            ref._done.set()
         if parent is not None and parent.alive:
             parent_actor = parent._actor
             if parent_actor is not None:
@@ -262,11 +258,11 @@ async def stop_within(ref: ActorRef, timeout: float) -> None:
         return
     ref._push(Stop(), None)
     with anyio.move_on_after(timeout):
-        await ref._done.wait()
+        await ref.join()
         return
     if ref._scope is not None:
         ref._scope.cancel()
-    await ref._done.wait()
+    await ref.join()
 
 
 @contextlib.asynccontextmanager
