@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import anyio
@@ -166,7 +167,7 @@ class Parent(Actor):
 
     async def on_start(self) -> None:
         for name in ("c1", "c2", "c3"):
-            self.context.spawn(lambda n=name: Named(n, self.order), name=name)
+            self.context.spawn(partial(Named, name, self.order), name=name)
 
     async def on_stop(self) -> None:
         self.order.append("parent")
@@ -197,7 +198,7 @@ async def test_system_exit_stops_top_level_actors_in_reverse_order() -> None:
     order: list[str] = []
     async with open_actor_system() as system:
         for name in ("a", "b", "c"):
-            system.spawn(lambda n=name: Named(n, order), name=name)
+            system.spawn(partial(Named, name, order), name=name)
         await anyio.wait_all_tasks_blocked()
     assert order == ["c", "b", "a"]
 
@@ -339,3 +340,40 @@ async def test_an_error_in_the_block_propagates_unwrapped() -> None:
         async with open_actor_system() as system:
             system.spawn(lambda: Recorder([]))
             raise KeyError("mine")
+
+
+async def test_kill_stops_an_actor_by_default_and_stop_never_interrupts() -> None:
+    """An actor that does not handle Kill is stopped by it; Stop never calls on_interrupt."""
+    interrupts: list[Any] = []
+    gate = anyio.Event()
+
+    class Plain(Recorder):
+        def on_interrupt(self, message: Any) -> None:
+            interrupts.append(message)
+
+    async with open_actor_system() as system:
+        killed = system.spawn(Actor)  # the base receive handles Kill
+        killed.tell_nowait(Kill("enough"))
+        with anyio.fail_after(5):
+            await killed.join()
+        busy = system.spawn(lambda: Plain([], gate))
+        busy.tell_nowait("block")
+        await anyio.wait_all_tasks_blocked()
+        busy.tell_nowait(Stop())
+        assert interrupts == []
+        gate.set()
+        await busy.join()
+        assert not system.crashes
+
+
+async def test_ask_times_out_while_waiting_for_room() -> None:
+    """An ask to a full mailbox that never frees up raises AskTimeout, not a hang."""
+    gate = anyio.Event()
+    async with open_actor_system() as system:
+        ref = system.spawn(lambda: Recorder([], gate), mailbox_size=1)
+        ref.tell_nowait("block")
+        await anyio.wait_all_tasks_blocked()
+        ref.tell_nowait(1)
+        with pytest.raises(AskTimeout):
+            await ref.ask(2, timeout=0.01)
+        gate.set()

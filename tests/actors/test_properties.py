@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 from typing import Any
 
 import anyio
@@ -90,7 +91,7 @@ def test_random_traffic_to_a_supervised_tree(
         escalated: list[str] = []
 
         def make() -> Supervisor:
-            specs = [ChildSpec(c, lambda c=c: Child(c, got, starts)) for c in IDS]
+            specs = [ChildSpec(c, partial(Child, c, got, starts)) for c in IDS]
             sups.append(Supervisor(specs, strategy=strategy, max_restarts=MAX_RESTARTS,
                                    within=60, clock=lambda: 0.0))  # fmt: skip
             return sups[-1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import anyio
@@ -55,7 +56,7 @@ def specs(
     starts: dict[str, int], got: list[Any], restart: Restart = Restart.PERMANENT
 ) -> list[ChildSpec]:
     return [
-        ChildSpec(id=c, factory=lambda c=c: Child(c, starts, got), restart=restart)
+        ChildSpec(id=c, factory=partial(Child, c, starts, got), restart=restart)
         for c in ("a", "b", "c")
     ]
 
@@ -97,7 +98,7 @@ async def test_restart_types(restart: Restart, crash_restarts: bool, stop_restar
     for how, expect in (("crash", crash_restarts), ("stop", stop_restarts)):
         starts: dict[str, int] = {}
         async with open_actor_system() as system:
-            sup = system.spawn(lambda s=starts: Supervisor(specs(s, [], restart)))
+            sup = system.spawn(partial(Supervisor, specs(starts, [], restart)))
             (await child(sup, "a")).tell_nowait(how)
             await anyio.wait_all_tasks_blocked()
             assert starts["a"] == (2 if expect else 1), (restart, how)
@@ -189,3 +190,23 @@ async def test_a_crashing_child_leaves_siblings_alone_under_one_for_one() -> Non
         (await child(sup, "a")).tell_nowait("crash")
         assert await c.ask("hi") == "hi"
         assert starts["c"] == 1
+
+
+async def test_supervisor_stops_children_in_reverse_start_order() -> None:
+    """Stopping a supervisor stops its children last-started first."""
+    order: list[str] = []
+
+    class Logged(Actor):
+        def __init__(self, cid: str) -> None:
+            self.cid = cid
+
+        async def on_stop(self) -> None:
+            order.append(self.cid)
+
+    async with open_actor_system() as system:
+        sup = system.spawn(
+            lambda: Supervisor([ChildSpec(c, partial(Logged, c)) for c in "abc"]), name="s"
+        )
+        assert [r.name for _, r in await sup.ask(WhichChildren())] == ["s/a", "s/b", "s/c"]
+        await sup.stop()
+    assert order == ["c", "b", "a"]
