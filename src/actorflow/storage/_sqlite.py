@@ -474,8 +474,15 @@ def _apply_batch(conn: sqlite3.Connection, batch: list[Op]) -> None:
     conn.execute("BEGIN")
     try:
         if execs:
+            # An upsert, not INSERT OR REPLACE: REPLACE deletes the old row, and the
+            # foreign key's ON DELETE CASCADE would take the execution's task runs with it.
             conn.executemany(
-                f"INSERT OR REPLACE INTO executions ({_EXEC_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO executions ({_EXEC_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(id) DO UPDATE SET namespace=excluded.namespace,"
+                " flow_id=excluded.flow_id, flow_revision=excluded.flow_revision,"
+                " state=excluded.state, created=excluded.created, updated=excluded.updated,"
+                " ended=excluded.ended, parent_execution_id=excluded.parent_execution_id,"
+                " owner=excluded.owner, data=excluded.data",
                 [_astuple(r) for r in execs.values()],
             )
         if runs:
