@@ -67,6 +67,8 @@ class Runtime:
         self.engine = engine
         self.store = store
         self._last_command = 0
+        # Restarted here at (wall time): older commands were meant for the previous run.
+        self._restarted_at: dict[str, float] = {}
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -342,6 +344,7 @@ class Runtime:
             attempt_number=ex.attempt_number + 1, error=None,
         )  # fmt: skip
         await self.engine.save_execution(record, (entry,))
+        self._restarted_at[execution_id] = time.time()
         self.engine.spawn_execution(flow, record, new_runs, "restart", Restart())
         return ExecutionHandle(self, record)
 
@@ -502,6 +505,8 @@ class Runtime:
                     next_beat = now + _HEARTBEAT
                 for cmd in await self.store.commands_after(self._last_command):
                     self._last_command = cmd.id
+                    if cmd.created < self._restarted_at.get(cmd.execution_id, 0.0):
+                        continue
                     await self._apply(cmd.execution_id, cmd.kind, cmd.payload)
             except Exception:
                 continue
