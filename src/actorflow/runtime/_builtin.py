@@ -20,6 +20,7 @@ import msgspec
 from actorflow.runtime._registry import (
     REGISTRY,
     ChildTask,
+    Duration,
     DurationOrTemplate,
     FlowableSpec,
     Id,
@@ -247,7 +248,7 @@ class PauseSpec(FlowableSpec, kw_only=True):
     """``pause``: wait for a resume, or for ``delay``; ``timeout`` applies ``behavior``."""
 
     aliases: ClassVar[Mapping[str, str]] = {"pauseDuration": "delay"}
-    delay: DurationOrTemplate | None = None
+    delay: Duration | None = None
     behavior: Literal["RESUME", "WARN", "FAIL", "CANCEL"] | None = None
     on_resume: list[InputSpec] = []
     tasks: list[ChildTask] = []
@@ -356,7 +357,7 @@ def _pause(s: PauseSpec) -> Task:
         except SpecError as exc:
             raise SpecError(*((("on_resume", i, *p), m) for p, m in exc.problems)) from exc
     return Pause(
-        delay=s.delay,  # type: ignore[arg-type]  # a template delay renders when it runs
+        delay=s.delay,
         behavior=PauseBehavior(s.behavior) if s.behavior else None,
         on_resume=tuple(on_resume),
         tasks=tasks_of(s.tasks),

@@ -1,0 +1,489 @@
+"""The ``actorflow`` command: run and validate flow files, read and control executions.
+
+Every command opens the embedded SQLite database (``--db``, else ``$ACTORFLOW_DB``, else
+``actorflow.db`` in the current directory). Several processes can share it: a kill, pause or
+resume given here reaches the process that runs the execution through the database.
+Exit codes: 0 success, 1 failed execution or command, 2 invalid flow, inputs or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+from rich.console import Console
+from rich.text import Text
+
+from actorflow._errors import (
+    ActorflowError,
+    ExecutionNotFound,
+    FlowValidationError,
+    IllegalOperation,
+    InputError,
+)
+from actorflow.runtime._display import (
+    Progress,
+    execution_header,
+    execution_tree,
+    executions_table,
+    fmt_time,
+    state_text,
+    timeline,
+    timeline_rows,
+    to_json,
+)
+from actorflow.runtime._flow import Flow, validate_inputs
+from actorflow.runtime._loader import load_flow, load_flows, parse_duration
+from actorflow.runtime._records import Execution
+from actorflow.runtime._runtime import ExecutionHandle, Runtime
+from actorflow.runtime._states import State
+from actorflow.runtime._tasks import Flowable, Subflow, Task
+
+_CHILD_FLAG = "--_detached-child"
+_CONTROL_WAIT = 10.0
+_POLL = 0.05
+
+
+class CliError(Exception):
+    """A failure to report on stderr with an exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _db(args: argparse.Namespace) -> str:
+    return str(args.db or os.environ.get("ACTORFLOW_DB") or "actorflow.db")
+
+
+def _inputs(pairs: Sequence[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"--input expects key=value, got {pair!r}", 2)
+        out[key] = value
+    return out
+
+
+def _console(err: bool = False) -> Console:
+    console = Console(stderr=err, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        # Piped output is read by people and scripts alike: never crop it to 80 columns.
+        console.width = max(console.width, 160)
+    return console
+
+
+def _error(message: str) -> None:
+    _console(err=True).print(Text.assemble(("error: ", "red"), message))
+
+
+def _problems(exc: FlowValidationError, console: Console) -> None:
+    console.print(f"[red]{len(exc.problems)} problem(s)[/red] in flow:", highlight=False)
+    for p in exc.problems:
+        console.print(f"  {p}", markup=False, highlight=False)
+
+
+def _has_subflows(tasks: Sequence[Task]) -> bool:
+    for t in tasks:
+        if isinstance(t, Subflow):
+            return True
+        if isinstance(t, Flowable) and _has_subflows(t.children()):
+            return True
+    return False
+
+
+def _flows_for(flow: Flow, path: str, dirs: Sequence[str]) -> list[Flow]:
+    """The flow and, when it calls subflows, the flows of its directory and ``--flow-dir``."""
+    flows = [flow]
+    search = list(dirs)
+    if _has_subflows(flow.top_level()) and not search:
+        search.append(str(Path(path).parent))
+    for d in search:
+        found, _failed = load_flows(d)
+        flows.extend(f for f in found if (f.namespace, f.id) != (flow.namespace, flow.id))
+    return flows
+
+
+# -- running ---------------------------------------------------------------------------------
+async def _follow(
+    rt: Runtime, handle: ExecutionHandle, console: Console, as_json: bool, quiet: bool
+) -> int:
+    ex = await handle.wait()
+    await rt.store.flush()
+    ex = await rt.get(ex.id)
+    if as_json:
+        print(to_json(ex))
+    elif not quiet:
+        console.print(execution_header(ex))
+        if ex.error:
+            console.print(Text(f"  {ex.error}", style="red"))
+    return 0 if ex.state in (State.SUCCESS, State.WARNING) else 1
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    console = _console()
+    try:
+        flow = load_flow(args.flow)
+    except FlowValidationError as exc:
+        _problems(exc, _console(err=True))
+        return 2
+    inputs = _inputs(args.input)
+    # Inputs are checked before anything starts: a typo creates nothing.
+    validate_inputs(flow.inputs, inputs, where=f"flow {flow.namespace}.{flow.id}")
+    if args.detach:
+        return _detach(args)
+    child = getattr(args, "detached_child", False)
+    quiet = child or args.json
+    progress = None if quiet else Progress(console)
+    flows = _flows_for(flow, args.flow, args.flow_dir or ())
+    async with Runtime.open(_db(args), flows=flows, observer=progress, recover=False) as rt:
+        handle = await rt.submit(flow, inputs)
+        if child:
+            print(handle.id, flush=True)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+        return await _follow(rt, handle, console, args.json, quiet)
+
+
+def _detach(args: argparse.Namespace) -> int:
+    """Run the flow in a background process; print its execution id once stored."""
+    argv = [sys.executable, "-m", "actorflow.runtime._cli", "run", args.flow, "--db", _db(args)]
+    for pair in args.input or ():
+        argv += ["--input", pair]
+    for d in args.flow_dir or ():
+        argv += ["--flow-dir", d]
+    argv.append(_CHILD_FLAG)
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    line = proc.stdout.readline().strip()
+    if not line:
+        err = proc.stderr.read()
+        code = proc.wait()
+        sys.stderr.write(err)
+        return code or 1
+    if args.json:
+        print(json.dumps({"id": line, "pid": proc.pid}))
+    else:
+        print(line)
+    return 0
+
+
+async def cmd_validate(args: argparse.Namespace) -> int:
+    results: list[dict[str, Any]] = []
+    code = 0
+    err = _console(err=True)
+    for path in args.flows:
+        try:
+            flow = load_flow(path)
+            results.append({"file": path, "valid": True, "id": flow.id, "problems": []})
+            if not args.json:
+                _console().print(f"[green]✔[/green] {path}: flow {flow.namespace}.{flow.id}")
+        except FlowValidationError as exc:
+            code = 2
+            results.append(
+                {
+                    "file": path,
+                    "valid": False,
+                    "problems": [
+                        {"message": p.message, "file": p.file, "line": p.line, "field": p.field}
+                        for p in exc.problems
+                    ],
+                }
+            )
+            if not args.json:
+                _problems(exc, err)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return code
+
+
+async def cmd_schema(args: argparse.Namespace) -> int:
+    from actorflow.runtime._schema import flow_schema
+
+    print(json.dumps(flow_schema(), indent=2))
+    return 0
+
+
+# -- reading ---------------------------------------------------------------------------------
+def _open(args: argparse.Namespace) -> Any:
+    if not Path(_db(args)).exists():
+        raise CliError(f"no database at {_db(args)} (use --db or ACTORFLOW_DB)")
+    return Runtime.open(_db(args), recover=False)
+
+
+async def _get(rt: Runtime, execution_id: str) -> Execution:
+    try:
+        return await rt.get(execution_id)
+    except ExecutionNotFound:
+        raise CliError(f"no execution with id {execution_id!r}") from None
+
+
+async def cmd_executions(args: argparse.Namespace) -> int:
+    states = [s.strip().upper() for v in args.state or () for s in v.split(",") if s.strip()]
+    bad = [s for s in states if s not in State.__members__]
+    if bad:
+        raise CliError(f"unknown state(s) {bad}; use {', '.join(State.__members__)}", 2)
+    async with _open(args) as rt:
+        rows = await rt.executions(
+            flow=args.flow, namespace=args.namespace, state=states or None, limit=args.limit
+        )
+    if args.json:
+        print(to_json(rows))
+    else:
+        _console().print(executions_table(rows))
+    return 0
+
+
+async def cmd_show(args: argparse.Namespace) -> int:
+    async with _open(args) as rt:
+        ex = await _get(rt, args.id)
+    if args.json:
+        print(to_json(ex))
+    else:
+        _console().print(execution_tree(ex))
+    return 0
+
+
+async def cmd_timeline(args: argparse.Namespace) -> int:
+    async with _open(args) as rt:
+        ex = await _get(rt, args.id)
+    if args.json:
+        print(json.dumps({"id": ex.id, "state": ex.state.value, "rows": timeline_rows(ex)}))
+        return 0
+    console = _console()
+    console.print(execution_header(ex))
+    width = args.width or (console.width if console.is_terminal else 100)
+    console.print(timeline(ex, width), end="")
+    return 0
+
+
+async def cmd_logs(args: argparse.Namespace) -> int:
+    async with _open(args) as rt:
+        ex = await _get(rt, args.id)
+        names = {tr.id: (tr.task_id, tr.value) for tr in ex.task_runs}
+        rows = await rt.logs(ex.id)
+    if args.task:
+        rows = [
+            r for r in rows if r.task_run_id and names.get(r.task_run_id, ("",))[0] == args.task
+        ]
+    if args.json:
+        out = []
+        for r in rows:
+            task_id, value = names.get(r.task_run_id or "", (None, None))
+            out.append(
+                {"ts": r.ts, "level": r.level, "message": r.message, "task_id": task_id,
+                 "value": value, "task_run_id": r.task_run_id}
+            )  # fmt: skip
+        print(json.dumps(out, indent=2))
+        return 0
+    console = _console()
+    styles = {"ERROR": "red", "CRITICAL": "bold red", "WARNING": "yellow", "DEBUG": "dim"}
+    for r in rows:
+        task_id, value = names.get(r.task_run_id or "", ("-", None))
+        who = f"{task_id}[{value}]" if value is not None else task_id
+        console.print(
+            f"[dim]{fmt_time(r.ts)}[/dim] [{styles.get(r.level, 'cyan')}]{r.level:<7}[/] "
+            f"[bold]{who}[/bold] ",
+            end="",
+        )
+        console.print(r.message, markup=False, highlight=False)
+    return 0
+
+
+# -- control ---------------------------------------------------------------------------------
+def _expect(kind: str, ex: Execution) -> bool:
+    """Whether a control command has visibly been applied."""
+    if kind == "kill":
+        return ex.state.terminal
+    if kind == "pause":
+        return ex.state is State.PAUSED or ex.state.terminal
+    return ex.state is not State.PAUSED
+
+
+async def cmd_control(args: argparse.Namespace) -> int:
+    kind = args.command
+    async with _open(args) as rt:
+        before = await _get(rt, args.id)
+        try:
+            if kind == "kill":
+                await rt.kill(before.id)
+            elif kind == "pause":
+                await rt.pause(before.id)
+            else:
+                await rt.resume(before.id, _inputs(args.input))
+        except (IllegalOperation, InputError) as exc:
+            raise CliError(str(exc)) from None
+        # The owning process polls the database; wait (bounded) until it has acted.
+        deadline = time.monotonic() + args.wait
+        ex = before
+        while True:
+            ex = await rt.get(before.id)
+            if _expect(kind, ex) or time.monotonic() >= deadline:
+                break
+            await anyio.sleep(_POLL)
+    done = _expect(kind, ex)
+    if args.json:
+        print(json.dumps({"id": ex.id, "command": kind, "applied": done, "state": ex.state}))
+    else:
+        console = _console()
+        if done:
+            console.print(Text(f"{kind}: execution {ex.id} is now "), state_text(ex.state), sep="")
+        else:
+            console.print(
+                f"{kind}: command stored for {ex.id}, but no running process applied it within "
+                f"{args.wait:g}s (state {ex.state.value}); is its `actorflow run` still alive?"
+            )
+    return 0 if done else 1
+
+
+async def cmd_restart(args: argparse.Namespace) -> int:
+    console = _console()
+    progress = None if args.json else Progress(console)
+    async with Runtime.open(_db(args), observer=progress, recover=False) as rt:
+        await _get(rt, args.id)
+        try:
+            if args.command == "restart":
+                handle = await rt.restart(args.id)
+            else:
+                handle = await rt.replay(args.id, task_id=args.from_task)
+        except IllegalOperation as exc:
+            raise CliError(str(exc)) from None
+        return await _follow(rt, handle, console, args.json, False)
+
+
+async def cmd_purge(args: argparse.Namespace) -> int:
+    try:
+        older = parse_duration(args.older_than)
+    except ValueError as exc:
+        raise CliError(f"--older-than: {exc}", 2) from None
+    async with _open(args) as rt:
+        deleted = await rt.purge(older_than=older)
+    if args.json:
+        print(json.dumps({"deleted": deleted}))
+    else:
+        _console().print(f"purged {len(deleted)} execution(s) older than {args.older_than}")
+    return 0
+
+
+# -- argument parsing ------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", help="SQLite database (default: $ACTORFLOW_DB or actorflow.db)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    parser = argparse.ArgumentParser(
+        prog="actorflow", description="Run workflow files and inspect their executions."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[common])
+
+    p = add("run", "run a flow file and show its progress")
+    p.add_argument("flow", help="flow file (YAML or JSON)")
+    p.add_argument("--input", "-i", action="append", metavar="K=V", help="an input value")
+    p.add_argument("--detach", action="store_true", help="run in the background, print the id")
+    p.add_argument("--flow-dir", action="append", metavar="DIR", help="flows for subflows")
+    p.add_argument(_CHILD_FLAG, dest="detached_child", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_run)
+    p = add("validate", "check flow files; every problem with file, line and field")
+    p.add_argument("flows", nargs="+", metavar="FLOW")
+    p.set_defaults(func=cmd_validate)
+    p = add("schema", "print the JSON Schema of flow files")
+    p.set_defaults(func=cmd_schema)
+    p = add("executions", "list executions, newest first")
+    p.add_argument("--flow", help="flow id")
+    p.add_argument("--namespace", help="namespace")
+    p.add_argument("--state", action="append", help="state(s), e.g. FAILED or RUNNING,PAUSED")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_executions)
+    for name, text in (
+        ("show", "the tree of task runs: states, attempts, durations, outputs, metrics"),
+        ("timeline", "a Gantt chart of task runs and attempts"),
+        ("logs", "log lines of an execution"),
+    ):
+        p = add(name, text)
+        p.add_argument("id", help="execution id")
+        if name == "logs":
+            p.add_argument("--task", help="only this task id")
+        if name == "timeline":
+            p.add_argument("--width", type=int, help="chart width in columns")
+        p.set_defaults(func={"show": cmd_show, "timeline": cmd_timeline, "logs": cmd_logs}[name])
+    for name, text in (
+        ("pause", "pause a running execution"),
+        ("resume", "resume a paused execution"),
+        ("kill", "kill an execution"),
+    ):
+        p = add(name, text)
+        p.add_argument("id", help="execution id")
+        if name == "resume":
+            p.add_argument("--input", "-i", action="append", metavar="K=V")
+        p.add_argument("--wait", type=float, default=_CONTROL_WAIT, help="seconds to wait")
+        p.set_defaults(func=cmd_control)
+    p = add("restart", "run the failed task runs of an execution again (same id)")
+    p.add_argument("id", help="execution id")
+    p.add_argument("--input", "-i", action="append", metavar="K=V", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_restart, from_task=None)
+    p = add("replay", "a new execution that runs again from a task")
+    p.add_argument("id", help="execution id")
+    p.add_argument("--from", dest="from_task", metavar="TASK", help="task id to run again from")
+    p.set_defaults(func=cmd_restart)
+    p = add("purge", "delete ended executions older than a duration")
+    p.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h, PT1H")
+    p.set_defaults(func=cmd_purge)
+    return parser
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    # Errors raised inside ``Runtime.open`` come out of its task group wrapped in a group.
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``actorflow`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = anyio.run(args.func, args)
+    except BaseException as raised:
+        exc = _unwrap(raised)
+        if isinstance(exc, CliError):
+            _error(str(exc))
+            return exc.code
+        if isinstance(exc, FlowValidationError):
+            _problems(exc, _console(err=True))
+            return 2
+        if isinstance(exc, InputError):
+            _error(str(exc))
+            return 2
+        if isinstance(exc, ActorflowError):
+            _error(str(exc))
+            return 1
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        raise
+    return code
+
+
+__all__ = ["build_parser", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())
