@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 
 from actorflow._errors import ExecutionNotFound, IllegalOperation, RuntimeClosedError
 from actorflow.actors import ActorSystem, Kill
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
     from actorflow.runtime._context import TaskContext
     from actorflow.runtime._execution import ExecutionScope
     from actorflow.runtime._tasks import Subflow
+
+
+_log = logging.getLogger("actorflow.engine")
 
 
 class Observer:
@@ -47,6 +52,13 @@ class Observer:
         self, ctx: TaskContext, kind: str, name: str, value: float, tags: dict[str, str]
     ) -> None:
         """A task recorded a metric."""
+
+    def bind(self, engine: Engine) -> None:
+        """Called once by the engine that uses this observer."""
+
+    def execution_traceparent(self, ex: Execution) -> str | None:
+        """The trace context to keep in the execution's snapshot."""
+        return ex.traceparent
 
     def current_traceparent(self) -> str | None:
         """The caller's trace context to join, as a W3C traceparent."""
@@ -131,6 +143,8 @@ class Engine:
         self.clock = clock
         self.timers = Timers(clock)
         self.observer = observer or Observer()
+        self.observer.bind(self)
+        self.tracing = type(self.observer) is not Observer
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
         self.slots = Slots()
         self.flows: dict[tuple[str, str, int], Flow] = {}
@@ -169,7 +183,16 @@ class Engine:
     def save_execution(self, ex: Execution, new: Sequence[StateEntry]) -> Any:
         """Queue an execution snapshot; returns the commit to await for durability."""
         if new:
-            self.observer.execution_changed(ex)
+            if self.tracing:
+                try:
+                    self.observer.execution_changed(ex)
+                    tp = self.observer.execution_traceparent(ex)
+                except Exception:  # tracing must never break an execution
+                    _log.exception("observer failed on execution %s", ex.id)
+                    tp = ex.traceparent
+                if tp != ex.traceparent:
+                    # Keep the execution span's context: a recovered run continues the trace.
+                    ex = msgspec.structs.replace(ex, traceparent=tp)
             waiters = self._state_waiters.get(ex.id)
             if waiters:
                 for states, event in waiters:
@@ -181,8 +204,11 @@ class Engine:
         self, tr: TaskRun, new: Sequence[StateEntry], attempt: Attempt | None, final: bool
     ) -> Any:
         """Queue a task-run snapshot (and attempt, outputs, metrics when final)."""
-        if new:
-            self.observer.task_run_changed(tr, None)
+        if new and self.tracing:
+            try:
+                self.observer.task_run_changed(tr, None)
+            except Exception:  # tracing must never break an execution
+                _log.exception("observer failed on task run %s", tr.id)
         return self.store.write(task_run_ops(tr, new, attempt=attempt, final=final))
 
     def log(self, execution_id: str, task_run_id: str | None, level: str, message: str) -> None:

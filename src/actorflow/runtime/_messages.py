@@ -35,12 +35,15 @@ class Start(msgspec.Struct, frozen=True, tag=True):
     """Begin: an execution starts its first task runs; a task run its first attempt."""
 
 
-class Restart(msgspec.Struct, frozen=True, tag=True):
-    """Run a RESTARTED task run again (a new attempt) or resume a restarted execution."""
+class Restart(SystemMessage, frozen=True, tag=True):
+    """Run a RESTARTED task run again (a new attempt) or resume a restarted execution.
+
+    A system message, so the rebuild happens before any Kill/Pause/Resume sent right after.
+    """
 
 
-class Recover(msgspec.Struct, frozen=True, tag=True):
-    """Continue from a snapshot loaded after a crash."""
+class Recover(SystemMessage, frozen=True, tag=True):
+    """Continue from a snapshot loaded after a crash (system lane, like Restart)."""
 
 
 class Retry(SystemMessage, frozen=True, tag=True):

@@ -169,7 +169,11 @@ class TaskRunActor(Actor):
         error: BaseException | None = None
         result: Any = None
         self._killed = False
-        span = engine.observer.attempt_started(self.scope, self.record, number)
+        span = (
+            engine.observer.attempt_started(self.scope, self.record, number)
+            if engine.tracing
+            else None
+        )
         with anyio.CancelScope() as cancel:
             self._cancel = cancel
             try:
@@ -193,11 +197,13 @@ class TaskRunActor(Actor):
                 self.record, metrics=_merge(self.record.metrics, metrics)
             )
         if cancel.cancelled_caught or self._killed:
-            engine.observer.attempt_ended(span, State.KILLED, None)
+            if span is not None:
+                engine.observer.attempt_ended(span, State.KILLED, None)
             self._end_attempt(State.KILLED, error="killed")
             return
         if error is None:
-            engine.observer.attempt_ended(span, State.SUCCESS, None)
+            if span is not None:
+                engine.observer.attempt_ended(span, State.SUCCESS, None)
             state = State.SUCCESS
             retry = self.scope.flow.retry_for(self.task.id)
             if retry is not None and retry.warning_on_retry and number > 2:
@@ -206,7 +212,8 @@ class TaskRunActor(Actor):
                 state = State.SUCCESS
             self._end_attempt(state, attempt_state=State.SUCCESS, outputs=outputs)
             return
-        engine.observer.attempt_ended(span, State.FAILED, error)
+        if span is not None:
+            engine.observer.attempt_ended(span, State.FAILED, error)
         if not isinstance(error, TimeoutError):
             ctx.log.error("".join(traceback.format_exception_only(error)).strip())
         self._failed(error)
