@@ -139,8 +139,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     bare = anyio.run(bare_seq, seq_n)
     mem = anyio.run(seq_rate, ":memory:", seq_n)
-    rows.append(row("engine", f"(2) {seq_n} sequential tasks, memory store", mem, bare, "task runs/s",
-                    per_task_run_us=1e6 / mem))  # fmt: skip
+    rows.append(row("engine", f"(2) {seq_n} sequential tasks, memory store", mem, bare,
+                    "task runs/s", per_task_run_us=1e6 / mem))  # fmt: skip
     disk = anyio.run(seq_rate, str(tmpdb()), seq_n)
     rows.append(row("engine", f"(2) {seq_n} sequential tasks, SQLite, tracing off", disk, bare,
                     "task runs/s"))  # fmt: skip
