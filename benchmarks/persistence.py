@@ -33,6 +33,7 @@ async def _seq(path: str, n: int) -> float:
 
 async def _concurrent(path: str, executions: int, tasks: int) -> float:
     flow = af.Flow(id=f"c{tasks}", namespace="bench", tasks=[noop(f"t{i}") for i in range(tasks)])
+
     async def one(rt: af.Runtime) -> None:
         ex = await rt.run(flow)
         assert ex.state is af.State.SUCCESS
