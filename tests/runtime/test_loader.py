@@ -387,3 +387,25 @@ async def test_sandbox_escape_fails_the_task_run(tmp_path: Path) -> None:
     assert ex.state is State.FAILED
     error = ex.task_run("bad").error or ""
     assert "task 'bad' field 'message'" in error and "unsafe" in error
+
+
+@pytest.mark.anyio
+async def test_stored_flow_that_no_longer_loads(tmp_path: Path) -> None:
+    """A stored flow whose user type is gone gives a clear IllegalOperation, not a crash."""
+    from actorflow import IllegalOperation
+    from actorflow.runtime._registry import REGISTRY
+
+    def boom(ctx: TaskContext) -> None:
+        raise RuntimeError("boom")
+
+    register_task_type("acme.vanishing", boom)
+    try:
+        flow = load_flow_text("id: gone\ntasks:\n  - {id: b, type: acme.vanishing}\n")
+        async with Runtime.open(tmp_path / "x.db") as rt:
+            ex = await rt.run(flow, timeout=20)
+        assert ex.state is State.FAILED
+    finally:
+        REGISTRY.remove("acme.vanishing")
+    async with Runtime.open(tmp_path / "x.db") as rt:
+        with pytest.raises(IllegalOperation, match=r"unknown task type 'acme\.vanishing'"):
+            await rt.restart(ex.id)

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from actorflow._errors import ExecutionNotFound, IllegalOperation
+from actorflow._errors import ExecutionNotFound, FlowError, IllegalOperation
 from actorflow.actors import Kill, Pause, open_actor_system
 from actorflow.runtime._clock import Clock
 from actorflow.runtime._engine import Engine, Observer
@@ -465,7 +465,11 @@ class Runtime:
     def _flow_for(self, ex: Execution) -> Flow:
         flow = self.engine.find_flow(ex.namespace, ex.flow_id, ex.flow_revision)
         if flow is None and ex.flow_source is not None:
-            flow = _load_source(ex.flow_source)
+            try:
+                flow = _load_source(ex.flow_source)
+            except FlowError as exc:
+                # E.g. a type registered in the process that ran it: recovery skips it.
+                raise IllegalOperation(f"stored flow of {ex.id} does not load: {exc}") from exc
             if flow is not None:
                 self.engine.register(flow)
         if flow is None:
