@@ -23,13 +23,17 @@ from cli_helpers import (
 
 LONG = """
 id: long
+inputs:
+  - id: marker
+    type: string
 tasks:
   - id: nap
-    type: sleep
-    duration: 120
+    type: shell
+    commands:
+      - test -f "{{ inputs.marker }}" || sleep 120
   - id: after
-    type: log
-    message: never reached
+    type: sleep
+    duration: 0.6
 """
 
 FAILING = """
@@ -133,9 +137,12 @@ def test_timeline_logs_and_filters(tmp_path: Path) -> None:
 
 
 def test_kill_from_a_second_process(tmp_path: Path) -> None:
-    """A kill issued by another process reaches the running one through the database."""
+    """A kill issued by another process reaches the running one through the database; a
+    later restart in a third process is not hit by that old kill."""
     db = tmp_path / "x.db"
-    runner = start("run", _write(tmp_path, "long.yaml", LONG), "--db", db)
+    marker = tmp_path / "marker"
+    flow = _write(tmp_path, "long.yaml", LONG)
+    runner = start("run", flow, "--input", f"marker={marker}", "--db", db)
     try:
         [(ex_id,)] = poll(
             "the sleep task to run",
@@ -149,10 +156,14 @@ def test_kill_from_a_second_process(tmp_path: Path) -> None:
     finally:
         if runner.poll() is None:
             runner.kill()
-    assert code == 1 and "✘ nap KILLED" in out and "after" not in out
+    assert code == 1 and "✘ nap KILLED" in out and "▶ after" not in out
     assert query(db, "SELECT state FROM executions WHERE id = ?", ex_id) == [("KILLED",)]
     # CLI start-up plus at most one 0.2 s poll of the runner; generous for slow CI machines.
     assert elapsed < 5.0, f"the kill took {elapsed:.2f}s to land"
+    marker.write_text("")
+    # `after` outlives a few command polls of the restarting process.
+    out = af("restart", ex_id, "--db", db).stdout
+    assert "✔ nap SUCCESS" in out and "✔ after SUCCESS" in out
 
 
 def test_restart_and_replay(tmp_path: Path) -> None:
