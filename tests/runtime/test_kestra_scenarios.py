@@ -694,3 +694,12 @@ async def test_s35_shapes(rt: Runtime) -> None:
                     Log(id="b", message="x", disabled=True),
                     Log(id="c", message="x"))  # fmt: skip
     assert len((await rt.run(disabled)).task_runs) == 2
+
+
+async def test_errors_inside_the_runtime_block_are_not_wrapped(tmp_path: Any) -> None:
+    """An exception raised in `async with Runtime.open()` reaches the caller as itself."""
+    from actorflow import InputError
+
+    with pytest.raises(InputError, match="missing required input 'x'"):
+        async with Runtime.open(":memory:", files=tmp_path) as rt:
+            await rt.submit(flow("needs-input", Log(id="a", message="a"), inputs=[Input(name="x")]))

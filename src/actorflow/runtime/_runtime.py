@@ -101,6 +101,7 @@ class Runtime:
             files = FileStorage(root)
         elif not isinstance(files, FileStorage):
             files = FileStorage(Path(files))
+        body_error: Exception | None = None
         async with contextlib.AsyncExitStack() as stack:
             if own_store:
                 await stack.enter_async_context(store)  # type: ignore[arg-type]
@@ -123,6 +124,10 @@ class Runtime:
                 await rt.recover()
             try:
                 yield rt
+            except Exception as exc:
+                # Re-raised below, outside the task groups, so callers get their own
+                # exception and not an ExceptionGroup wrapping it.
+                body_error = exc
             finally:
                 engine.accepting = False
                 tg.cancel_scope.cancel()
@@ -132,6 +137,8 @@ class Runtime:
                         await store.flush()
                     with contextlib.suppress(Exception):
                         await store.release_owner(engine.owner)
+        if body_error is not None:
+            raise body_error
 
     # -- flows and submission --------------------------------------------------------
     def register(self, flow: Flow) -> None:
