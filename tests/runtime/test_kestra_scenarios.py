@@ -703,3 +703,28 @@ async def test_errors_inside_the_runtime_block_are_not_wrapped(tmp_path: Any) ->
     with pytest.raises(InputError, match="missing required input 'x'"):
         async with Runtime.open(":memory:", files=tmp_path) as rt:
             await rt.submit(flow("needs-input", Log(id="a", message="a"), inputs=[Input(name="x")]))
+
+
+async def test_a_crashed_task_run_actor_restarts_from_its_snapshot(tmp_path: Any) -> None:
+    """A task-run actor that crashes (a runtime fault, not a task failure) is restarted by its
+    execution from its last snapshot: the interrupted attempt is recorded, a new one runs."""
+    from actorflow.runtime import Observer
+
+    class FaultyOnce(Observer):
+        def __init__(self) -> None:
+            self.faults = 0
+
+        def attempt_started(self, scope: Any, tr: Any, number: int) -> Any:
+            if self.faults == 0:
+                self.faults += 1
+                raise RuntimeError("observer fault")
+            return None
+
+    observer = FaultyOnce()
+    async with Runtime.open(":memory:", files=tmp_path, observer=observer) as rt:
+        rt.engine.tracing = True  # route attempts through the faulty observer
+        ex = await rt.run(flow("crashy", Log(id="a", message="a")))
+    assert ex.state is State.SUCCESS
+    attempts = run_of(ex, "a").attempts
+    assert [a.state for a in attempts] == [State.FAILED, State.SUCCESS]
+    assert attempts[0].error == "interrupted"

@@ -40,6 +40,13 @@ if TYPE_CHECKING:
 _MAX_CHILD_RESTARTS = 3
 
 
+class ChildCrashed(msgspec.Struct, frozen=True, tag=True):
+    """A task-run actor crashed (re-queued behind the snapshots it sent before)."""
+
+    ref: Any
+    error: str
+
+
 class ExecutionScope:
     """What the task runs of one execution share: engine, flow, ids, inputs, outputs."""
 
@@ -180,6 +187,11 @@ class ExecutionActor(Actor):
         elif isinstance(message, Recover | Restart):
             self._rebuild()
         elif isinstance(message, Terminated):
+            if message.error is not None:
+                # Terminated comes on the system lane, ahead of the snapshots the child sent
+                # before crashing: handle it after them, on the ordinary lane.
+                self.context.self_ref.tell_nowait(ChildCrashed(message.ref, message.error))
+        elif isinstance(message, ChildCrashed):
             self._child_terminated(message)
         return None
 
@@ -421,10 +433,10 @@ class ExecutionActor(Actor):
         if frame is not None and tr.state.terminal:
             self._process([frame])
 
-    def _child_terminated(self, msg: Terminated) -> None:
+    def _child_terminated(self, msg: ChildCrashed) -> None:
         """A task-run actor stopped; restart it from its last snapshot if it crashed."""
         tr_id = next((i for i, r in self.live.items() if r is msg.ref), None)
-        if tr_id is None or msg.error is None:
+        if tr_id is None:
             return
         tr = self.runs[tr_id]
         count = self.child_restarts.get(tr_id, 0) + 1
@@ -436,8 +448,6 @@ class ExecutionActor(Actor):
         self.live.pop(tr_id, None)
         if not tr.state.terminal:
             target = State.KILLED if tr.state is State.KILLING else State.FAILED
-            if tr.state in (State.PAUSED, State.RETRYING, State.CREATED, State.RESTARTED):
-                target = State.KILLED if target is State.KILLED else State.FAILED
             new = self._set_run(tr, target, error=f"task-run actor crashed: {msg.error}")
             self._child_changed_settled(tr, new)
 

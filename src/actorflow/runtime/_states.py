@@ -119,7 +119,7 @@ TASK_RUN_TRANSITIONS: Mapping[State, frozenset[State]] = {
     S.RUNNING: _TASK_RUN_FINISHED | {S.PAUSED, S.RETRYING, S.KILLING},
     S.KILLING: frozenset({S.KILLED}),
     S.PAUSED: frozenset({S.RUNNING, S.KILLED, S.FAILED, S.WARNING, S.CANCELLED, S.SUCCESS}),
-    S.RETRYING: frozenset({S.RUNNING, S.KILLED}),
+    S.RETRYING: frozenset({S.RUNNING, S.KILLED, S.FAILED}),
     S.RESTARTED: frozenset({S.RUNNING, S.KILLED, S.SKIPPED, S.FAILED}),
     # Restart re-opens failed leaves and their (possibly successful) ancestors.
     S.SUCCESS: frozenset({S.RESTARTED}),
