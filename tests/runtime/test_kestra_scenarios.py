@@ -728,3 +728,30 @@ async def test_a_crashed_task_run_actor_restarts_from_its_snapshot(tmp_path: Any
     attempts = run_of(ex, "a").attempts
     assert [a.state for a in attempts] == [State.FAILED, State.SUCCESS]
     assert attempts[0].error == "interrupted"
+
+
+async def test_a_crashed_execution_actor_restarts_from_the_store(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An execution actor that crashes is restarted by the guardian from its stored snapshot
+    and the execution still completes; completed task runs are not run again."""
+    from actorflow.runtime import _execution
+
+    original = _execution.ExecutionActor._child_changed
+    crashes = {"left": 1}
+
+    def faulty(self: Any, tr: TaskRun) -> None:
+        if tr.task_id == "b" and tr.state is State.SUCCESS and crashes["left"]:
+            crashes["left"] -= 1
+            raise RuntimeError("injected execution actor fault")
+        original(self, tr)
+
+    monkeypatch.setattr(_execution.ExecutionActor, "_child_changed", faulty)
+    async with Runtime.open(tmp_path / "g.db") as rt:
+        f = flow(
+            "guarded", Log(id="a", message="a"), Log(id="b", message="b"), Log(id="c", message="c")
+        )
+        ex = await rt.run(f, timeout=10)
+    assert crashes["left"] == 0
+    assert ex.state is State.SUCCESS
+    assert [len(tr.attempts) for tr in ex.task_runs] == [1, 1, 1]

@@ -156,6 +156,10 @@ class Engine:
         self._prefix = os.urandom(5).hex()
         self._ids = itertools.count(1)
         self.accepting = True
+        from actorflow.runtime._guardian import Guardian
+
+        self.guardian = Guardian(self)
+        self._guardian_ref = system.spawn(lambda: self.guardian, name=f"executions-{self.owner}")
 
     def new_id(self) -> str:
         """A process-unique, roughly time-ordered id."""
@@ -233,9 +237,14 @@ class Engine:
         if not self.accepting:
             raise RuntimeClosedError("the runtime does not accept work any more")
         self.register(flow)
-        ref = self.system.spawn(
-            lambda: ExecutionActor(self, flow, record, task_runs, mode), mailbox_size=4096
+        ref = self.system._spawn(
+            lambda: ExecutionActor(self, flow, record, task_runs, mode),
+            None,
+            4096,
+            self._guardian_ref,
+            None,
         )
+        self.guardian.adopt(ref, record.id, flow)
         self.live[record.id] = ref
         self._ended.pop(record.id, None)  # a restart runs the same id again
         ref.tell_nowait(first)
