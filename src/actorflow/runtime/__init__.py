@@ -43,6 +43,7 @@ from actorflow.runtime._tasks import (
     TaskFunction,
     task,
 )
+from actorflow.runtime._tracing import Tracing, TracingObserver
 
 __all__ = [
     "EXECUTION_TRANSITIONS",
@@ -94,6 +95,8 @@ __all__ = [
     "TaskRun",
     "TaskStorage",
     "TaskType",
+    "Tracing",
+    "TracingObserver",
     "flow_schema",
     "load_flow",
     "load_flow_text",
