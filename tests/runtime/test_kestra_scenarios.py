@@ -33,6 +33,7 @@ from actorflow.runtime import (
     TaskRun,
 )
 from actorflow.runtime._tasks import AllowFailure
+from actorflow.runtime._tasks import task as af_task
 
 pytestmark = pytest.mark.anyio
 
@@ -755,3 +756,57 @@ async def test_a_crashed_execution_actor_restarts_from_the_store(
     assert crashes["left"] == 0
     assert ex.state is State.SUCCESS
     assert [len(tr.attempts) for tr in ex.task_runs] == [1, 1, 1]
+
+
+async def test_recovery_continues_when_a_pause_ended_while_down(tmp_path: Any) -> None:
+    """A PAUSED execution whose Pause task run was stored as ended (the process died before the
+    execution saw it) resumes on recovery instead of staying paused forever."""
+    import msgspec
+
+    from actorflow.runtime._persist import decode_task_run, task_run_ops
+    from actorflow.runtime._records import StateEntry
+    from actorflow.storage import SQLiteStore
+
+    f = flow("pause-then-crash", Pause(id="wait", delay=5.0), Log(id="after", message="go"))
+    db = tmp_path / "p.db"
+    async with Runtime.open(db, flows=[f]) as rt:
+        handle = await rt.submit(f)
+        await rt.wait_for(handle.id, State.PAUSED)
+    async with SQLiteStore(db) as store:
+        row = next(r for r in await store.task_runs(handle.id) if r.task_id == "wait")
+        tr = decode_task_run(row.data)
+        ended = (StateEntry(State.RUNNING, 1.0), StateEntry(State.SUCCESS, 1.0))
+        tr = msgspec.structs.replace(tr, state=State.SUCCESS, history=(*tr.history, *ended))
+        await store.write(task_run_ops(tr, ended, final=True))
+    async with Runtime.open(db, flows=[f]) as rt:
+        ex = await rt.wait(handle.id, timeout=10)
+    assert ex.state is State.SUCCESS
+    assert hist(ex)[-3:] == [State.RESTARTED, State.RUNNING, State.SUCCESS]
+    assert run_of(ex, "after").state is State.SUCCESS
+
+
+async def test_a_manual_pause_survives_recovery(tmp_path: Any) -> None:
+    """A manually paused execution stays PAUSED after a restart of the process until resumed."""
+    import anyio
+
+    gate = anyio.Event()
+
+    @af_task
+    async def slow(ctx: Any) -> None:
+        await gate.wait()
+
+    f = flow("manual", slow("a"), Log(id="b", message="b"))
+    db = tmp_path / "m.db"
+    async with Runtime.open(db, flows=[f]) as rt:
+        handle = await rt.submit(f)
+        await rt.wait_for(handle.id, State.RUNNING)
+        await rt.pause(handle.id)
+        gate.set()
+        await rt.wait_for(handle.id, State.PAUSED)
+        await anyio.wait_all_tasks_blocked()
+    async with Runtime.open(db, flows=[f]) as rt:
+        ex = await rt.get(handle.id)
+        assert ex.state is State.PAUSED and ex.manual_pause
+        await rt.resume(handle.id)
+        ex = await rt.wait(handle.id, timeout=10)
+    assert ex.state is State.SUCCESS

@@ -118,7 +118,6 @@ class ExecutionActor(Actor):
         self.live: dict[str, ActorRef] = {}
         self.child_restarts: dict[str, int] = {}
         self.mode = mode
-        self.manual_pause = False
         self._pending: list[StateEntry] = []
         self.scope: ExecutionScope
 
@@ -239,10 +238,15 @@ class ExecutionActor(Actor):
         if self.ex.state is State.RESTARTED:
             self._to(State.RUNNING)
             self._save()
-        if self.ex.state is State.PAUSED and not any(
-            tr.state is State.PAUSED for tr in self.runs.values()
+        if (
+            self.ex.state is State.PAUSED
+            and not self.ex.manual_pause
+            and not any(tr.state is State.PAUSED for tr in self.runs.values())
         ):
-            self.manual_pause = True
+            # Its Pause task ended while no process ran it: continue as a resume would.
+            self._to(State.RESTARTED)
+            self._to(State.RUNNING)
+            self._save()
         dirty: list[Frame] = [top]
         for tr in list(self.runs.values()):
             if tr.state.terminal:
@@ -418,7 +422,7 @@ class ExecutionActor(Actor):
         if (
             old.state is State.PAUSED
             and self.ex.state is State.PAUSED
-            and not self.manual_pause
+            and not self.ex.manual_pause
             and not any(r.state is State.PAUSED for r in self.runs.values())
         ):
             self._to(State.RESTARTED)
@@ -483,8 +487,7 @@ class ExecutionActor(Actor):
             raise IllegalOperation(
                 f"execution {self.ex.id} is {self.ex.state.value}; only RUNNING can be paused"
             )
-        self.manual_pause = True
-        self._to(State.PAUSED)
+        self._to(State.PAUSED, manual_pause=True)
         self._save()
 
     async def _resume(self, inputs: dict[str, Any]) -> None:
@@ -494,8 +497,7 @@ class ExecutionActor(Actor):
         if paused is None:
             if inputs:
                 raise IllegalOperation("a manually paused execution takes no resume inputs")
-            self.manual_pause = False
-            self._to(State.RUNNING)
+            self._to(State.RUNNING, manual_pause=False)
             await self._save()
             self._process(list(self.frames.values()))
             return
@@ -505,7 +507,9 @@ class ExecutionActor(Actor):
             valid = validate_resume(task, inputs, f"resume of task {task.id!r}")
         except Exception as exc:
             raise IllegalOperation(str(exc)) from exc
-        self.manual_pause = False
+        if self.ex.manual_pause:
+            self.ex = msgspec.structs.replace(self.ex, manual_pause=False)
+            self.scope.record = self.ex
         ref = self.live.get(paused.id)
         if ref is not None:
             ref.tell_nowait(ResumeWith(valid))

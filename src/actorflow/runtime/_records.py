@@ -104,6 +104,7 @@ class Execution(msgspec.Struct, frozen=True, tag="execution"):
     traceparent: str | None = None
     flow_source: str | None = None
     error: str | None = None
+    manual_pause: bool = False
 
     @property
     def start_date(self) -> float:
