@@ -4,45 +4,71 @@ from __future__ import annotations
 
 import http.server
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import StatusCode
 
 import actorflow as af
 from actorflow.runtime import Runtime, State
-from actorflow.runtime._tracing import DURATION_METRIC, Tracing
+from actorflow.runtime._tracing import DURATION_METRIC, Tracing, TracingObserver
 
 pytestmark = pytest.mark.anyio
 
 
+@dataclass
+class Otel:
+    provider: TracerProvider
+    exporter: InMemorySpanExporter
+    meters: MeterProvider
+    reader: InMemoryMetricReader
+
+    @property
+    def tracing(self) -> Tracing:
+        return Tracing(self.provider, self.meters)
+
+    def spans(self) -> tuple[ReadableSpan, ...]:
+        return self.exporter.get_finished_spans()
+
+    def one(self, name: str) -> ReadableSpan:
+        found = [s for s in self.spans() if s.name == name]
+        assert len(found) == 1, f"{len(found)} spans named {name!r}"
+        return found[0]
+
+
 @pytest.fixture
-def otel() -> Iterator[
-    tuple[TracerProvider, InMemorySpanExporter, MeterProvider, InMemoryMetricReader]
-]:
+def otel() -> Iterator[Otel]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
-    meters = MeterProvider(metric_readers=[reader])
-    yield provider, exporter, meters, reader
+    yield Otel(provider, exporter, MeterProvider(metric_readers=[reader]), reader)
     provider.shutdown()
 
 
-def by_name(spans: tuple[ReadableSpan, ...] | list[ReadableSpan]) -> dict[str, ReadableSpan]:
-    return {s.name: s for s in spans}
+def attr(span: ReadableSpan, key: str) -> Any:
+    return (span.attributes or {})[key]
 
 
-def parent_name(span: ReadableSpan, spans: Any) -> str | None:
-    ids = {s.context.span_id: s.name for s in spans}
-    return ids.get(span.parent.span_id) if span.parent else None
+def seconds(span: ReadableSpan) -> float:
+    assert span.start_time is not None and span.end_time is not None
+    return (span.end_time - span.start_time) / 1e9
+
+
+def parent_of(span: ReadableSpan, spans: Sequence[ReadableSpan]) -> str | None:
+    names = {s.context.span_id: s.name for s in spans if s.context is not None}
+    return names.get(span.parent.span_id) if span.parent is not None else None
 
 
 @af.task
@@ -55,160 +81,328 @@ async def work(ctx: af.TaskContext, fail_first: bool = False) -> dict[str, int]:
     return {"n": ctx.attempt}
 
 
-async def test_span_tree_of_flowables_retries_and_subflows(otel: Any, tmp_path: Path) -> None:
-    """Execution > task runs (flowable nesting) > attempts; retries add attempt spans;
-    a subflow is its own execution span; the caller's span is the parent."""
-    provider, exporter, meters, _ = otel
-    child = af.Flow(id="child", tasks=[work("inner")])
-    flow = af.Flow(
-        id="traced",
-        tasks=[
-            af.Sequential(id="seq", tasks=[work("a")]),
-            af.Parallel(id="par", tasks=[work("b"), work("c", fail_first=True,
-                                                          retry=af.Retry.constant(0, max_attempts=2))]),
-            af.ForEach(id="each", values=[1, 2], tasks=[work("d")]),
-            af.Subflow(id="sub", flow_id="child"),
-        ],
-    )  # fmt: skip
-    tracer = provider.get_tracer("host")
-    async with Runtime.open(tmp_path / "t.db", flows=[child],
-                            tracing=Tracing(provider, meters)) as rt:  # fmt: skip
-        with tracer.start_as_current_span("http request") as caller:
-            ex = await rt.run(flow)
+async def test_sequential_tree_attributes_and_events(otel: Otel) -> None:
+    """Execution > Sequential > task > attempt, each with actorflow.* attributes and state events;
+    the span the task opens itself nests under its attempt."""
+    user_tracer = otel.provider.get_tracer("user")
+
+    @af.task
+    async def traced_inside(ctx: af.TaskContext) -> None:
+        with user_tracer.start_as_current_span("user work"):
+            pass
+
+    flow = af.Flow(id="seq", namespace="team", tasks=[
+        af.Sequential(id="outer", tasks=[work("a"), traced_inside("own")]),
+    ])  # fmt: skip
+    async with Runtime.open(":memory:", tracing=otel.tracing) as rt:
+        ex = await rt.run(flow)
+    spans = otel.spans()
+    root, outer, a = otel.one("execution team.seq"), otel.one("task outer"), otel.one("task a")
+    assert root.parent is None
+    assert parent_of(outer, spans) == "execution team.seq"
+    assert parent_of(a, spans) == "task outer"
+    attempts = [s for s in spans if s.name == "attempt 1"]
+    assert {parent_of(s, spans) for s in attempts} == {"task a", "task own"}
+    assert parent_of(otel.one("user work"), spans) == "attempt 1"
+    tr = ex.task_run("a")
+    for span in (root, outer, a, *attempts):
+        assert attr(span, "actorflow.execution.id") == ex.id
+        assert attr(span, "actorflow.flow.id") == "seq"
+        assert attr(span, "actorflow.flow.namespace") == "team"
+        assert attr(span, "actorflow.flow.revision") == flow.revision
+        assert attr(span, "actorflow.state") == "SUCCESS"
+    assert attr(a, "actorflow.task.id") == "a" and attr(a, "actorflow.task_run.id") == tr.id
+    attempt_a = next(s for s in attempts if attr(s, "actorflow.task.id") == "a")
+    assert attr(attempt_a, "actorflow.attempt.number") == 1
+    assert attr(attempt_a, "actorflow.task_run.id") == tr.id
+    assert [e.name for e in a.events] == [h.state.value for h in tr.history]
+    assert [e.name for e in root.events] == [h.state.value for h in ex.history]
+    assert all(s.status.status_code is not StatusCode.ERROR for s in spans)
+
+
+async def test_caller_span_is_the_parent(otel: Otel) -> None:
+    """An execution submitted inside the caller's span is its child, in the caller's trace."""
+    async with Runtime.open(":memory:", tracing=otel.tracing) as rt:
+        with otel.provider.get_tracer("host").start_as_current_span("http request") as caller:
+            await rt.run(af.Flow(id="called", tasks=[work("a")]))
+    root = otel.one("execution default.called")
+    assert root.parent is not None
+    assert root.parent.span_id == caller.get_span_context().span_id
+    assert all(s.context.trace_id == caller.get_span_context().trace_id for s in otel.spans())
+
+
+async def test_parallel_and_retried_tasks(otel: Otel) -> None:
+    """Parallel branches are children of the Parallel span; a retried task has one attempt span
+    per attempt, the failed one with the exception recorded and error status."""
+    retry = af.Retry.constant(0, max_attempts=2)
+    flow = af.Flow(id="par", tasks=[
+        af.Parallel(id="both", tasks=[work("b"), work("c", fail_first=True, retry=retry)]),
+    ])  # fmt: skip
+    async with Runtime.open(":memory:", tracing=otel.tracing) as rt:
+        ex = await rt.run(flow)
     assert ex.state is State.SUCCESS
-    spans = exporter.get_finished_spans()
-    names = [s.name for s in spans]
-    root = by_name(spans)["execution default.traced"]
-    assert root.parent is not None and root.parent.span_id == caller.get_span_context().span_id
-    assert root.context.trace_id == caller.get_span_context().trace_id
-    assert root.attributes["actorflow.state"] == "SUCCESS"
-    assert [e.name for e in root.events][:2] == ["CREATED", "RUNNING"]
-    assert parent_name(by_name(spans)["task a"], spans) == "task seq"
-    assert parent_name(by_name(spans)["task seq"], spans) == "execution default.traced"
-    d_spans = [s for s in spans if s.name == "task d"]
-    assert len(d_spans) == 2 and {s.attributes["actorflow.task_run.value"] for s in d_spans} == {
-        "1",
-        "2",
-    }
-    assert all(parent_name(s, spans) == "task each" for s in d_spans)
-    c_attempts = [
-        s
-        for s in spans
-        if s.name.startswith("attempt") and s.attributes["actorflow.task.id"] == "c"
-    ]
-    assert sorted(s.attributes["actorflow.attempt.number"] for s in c_attempts) == [1, 2]
-    failed = next(s for s in c_attempts if s.attributes["actorflow.attempt.number"] == 1)
-    assert failed.status.status_code is StatusCode.ERROR
-    assert any(e.name == "exception" for e in failed.events)
-    assert all(parent_name(s, spans) == "task c" for s in c_attempts)
-    sub_exec = by_name(spans)["execution default.child"]
-    assert (
-        parent_name(sub_exec, spans) == "execution default.traced"
-        or sub_exec.context.trace_id == root.context.trace_id
+    spans = otel.spans()
+    assert parent_of(otel.one("task b"), spans) == "task both"
+    assert parent_of(otel.one("task c"), spans) == "task both"
+    c_attempts = sorted(
+        (s for s in spans if s.name.startswith("attempt") and attr(s, "actorflow.task.id") == "c"),
+        key=lambda s: attr(s, "actorflow.attempt.number"),
     )
-    assert "task inner" in names
+    assert [s.name for s in c_attempts] == ["attempt 1", "attempt 2"]
+    assert all(parent_of(s, spans) == "task c" for s in c_attempts)
+    failed, ok = c_attempts
+    assert failed.status.status_code is StatusCode.ERROR
+    assert attr(failed, "actorflow.state") == "FAILED"
+    exc = next(e for e in failed.events if e.name == "exception")
+    assert (exc.attributes or {})["exception.type"] == "ConnectionError"
+    assert ok.status.status_code is StatusCode.UNSET
+    c = otel.one("task c")
+    assert "RETRYING" in [e.name for e in c.events]
+    assert attr(c, "actorflow.state") == "SUCCESS"
 
 
-async def test_durations_stored_equal_span_durations(otel: Any, tmp_path: Path) -> None:
-    """The duration metric of each task run and execution equals its span's duration."""
-    provider, exporter, meters, _ = otel
-    flow = af.Flow(id="dur", tasks=[work("a"), work("b")])
-    async with Runtime.open(tmp_path / "d.db", tracing=Tracing(provider, meters)) as rt:
+async def test_foreach_and_subflow(otel: Otel) -> None:
+    """ForEach iterations are task spans under the ForEach span with their loop value; a
+    subflow's execution span is a child of its Subflow task-run span, in the same trace."""
+    child = af.Flow(id="child", tasks=[work("inner")])
+    flow = af.Flow(id="parent", tasks=[
+        af.ForEach(id="each", values=[1, 2], tasks=[work("d")]),
+        af.Subflow(id="sub", flow_id="child"),
+    ])  # fmt: skip
+    async with Runtime.open(":memory:", flows=[child], tracing=otel.tracing) as rt:
+        ex = await rt.run(flow)
+    assert ex.state is State.SUCCESS
+    spans = otel.spans()
+    d_spans = [s for s in spans if s.name == "task d"]
+    assert sorted(attr(s, "actorflow.task_run.value") for s in d_spans) == ["1", "2"]
+    assert all(parent_of(s, spans) == "task each" for s in d_spans)
+    sub_exec = otel.one("execution default.child")
+    assert parent_of(sub_exec, spans) == "task sub"
+    assert parent_of(otel.one("task inner"), spans) == "execution default.child"
+    assert attr(otel.one("task inner"), "actorflow.flow.id") == "child"
+    assert len({s.context.trace_id for s in spans}) == 1
+
+
+async def test_failed_and_killed_runs_set_error_status(otel: Otel) -> None:
+    """A FAILED task run and execution, and a KILLED one, end their spans with error status."""
+    async with Runtime.open(":memory:", tracing=otel.tracing) as rt:
+        failed = await rt.run(af.Flow(id="bad", tasks=[af.Fail(id="boom", message="no")]))
+        handle = await rt.submit(af.Flow(id="long", tasks=[af.Sleep(id="nap", duration=60)]))
+        await rt.wait_for(handle.id, State.RUNNING)
+        await anyio.wait_all_tasks_blocked()
+        await rt.kill(handle.id)
+        killed = await handle.wait()
+        spans = otel.spans()  # before close: nothing was left open for close to end
+    assert failed.state is State.FAILED and killed.state is State.KILLED
+    for name, state in [("task boom", "FAILED"), ("execution default.bad", "FAILED"),
+                        ("task nap", "KILLED"), ("execution default.long", "KILLED")]:  # fmt: skip
+        span = next(s for s in spans if s.name == name)
+        assert attr(span, "actorflow.state") == state
+        assert span.status.status_code is StatusCode.ERROR
+    nap_attempt = next(
+        s for s in spans if s.name == "attempt 1" and parent_of(s, spans) == "task nap"
+    )
+    assert attr(nap_attempt, "actorflow.state") == "KILLED"
+
+
+async def test_durations_stored_equal_span_durations(otel: Otel, tmp_path: Path) -> None:
+    """The duration metric of each task run and of the execution equals its span's duration."""
+    flow = af.Flow(id="dur", tasks=[af.Sequential(id="s", tasks=[work("a")]), work("b")])
+    async with Runtime.open(tmp_path / "d.db", tracing=otel.tracing) as rt:
         ex = await rt.run(flow)
         stored = await rt.metrics(execution_id=ex.id, name=DURATION_METRIC)
-    spans = by_name(exporter.get_finished_spans())
-    by_run = {m.task_run_id: m.value for m in stored}
-    for task_id in ("a", "b"):
+    by_run = {m.task_run_id: m for m in stored}
+    assert len(stored) == 4  # execution, s, a, b: attempts are not stored twice
+    for task_id in ("s", "a", "b"):
         tr = ex.task_run(task_id)
-        span = spans[f"task {task_id}"]
-        assert by_run[tr.id] == pytest.approx((span.end_time - span.start_time) / 1e9)
-        assert by_run[tr.id] == pytest.approx(tr.duration, abs=1e-6)
-    root = spans["execution default.dur"]
-    assert by_run[""] == pytest.approx((root.end_time - root.start_time) / 1e9)
+        span = otel.one(f"task {task_id}")
+        assert by_run[tr.id].kind == "duration"
+        assert by_run[tr.id].value == pytest.approx(seconds(span), abs=1e-6)
+        assert by_run[tr.id].value == pytest.approx(tr.duration, abs=1e-6)
+        assert by_run[tr.id].tags == {"span": f"task {task_id}"}
+    root = otel.one("execution default.dur")
+    assert by_run[""].value == pytest.approx(seconds(root), abs=1e-6)
+    assert by_run[""].value == pytest.approx(ex.duration, abs=1e-6)
 
 
-async def test_metrics_go_to_otel_instruments_and_logs_carry_ids(otel: Any, tmp_path: Path) -> None:
-    """Counters reach an OTel Counter, timers a Histogram; logs carry trace and span ids."""
-    provider, exporter, meters, reader = otel
-    async with Runtime.open(tmp_path / "m.db", tracing=Tracing(provider, meters)) as rt:
-        ex = await rt.run(af.Flow(id="m", tasks=[work("a")]))
-        logs = await rt.logs(ex.id)
-    data = reader.get_metrics_data()
-    points = {
-        m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-    }
-    assert points["items"].data.data_points[0].value == 2
-    assert points["items"].data.data_points[0].attributes["kind"] == "x"
-    assert points["step"].data.data_points[0].sum == 0.5
-    attempt = next(s for s in exporter.get_finished_spans() if s.name == "attempt 1")
-    line = next(lg for lg in logs if lg.message == "working")
-    assert line.trace_id == format(attempt.context.trace_id, "032x")
-    assert line.span_id == format(attempt.context.span_id, "016x")
-
-
-async def test_recovered_execution_continues_the_trace(otel: Any, tmp_path: Path) -> None:
-    """An execution resumed by a new runtime on the same database stays in the same trace."""
-    provider, exporter, meters, _ = otel
-    flow = af.Flow(id="resumable", tasks=[work("a"), af.Pause(id="wait"), work("b")])
-    db = tmp_path / "r.db"
-    async with Runtime.open(db, flows=[flow], tracing=Tracing(provider, meters)) as rt:
-        handle = await rt.submit(flow)
-        await rt.wait_for(handle.id, State.PAUSED)
-    first_trace = next(
-        s for s in exporter.get_finished_spans() if s.name == "task a"
-    ).context.trace_id
-    async with Runtime.open(db, flows=[flow], tracing=Tracing(provider, meters)) as rt:
-        await rt.resume(handle.id)
-        ex = await rt.wait(handle.id)
-    assert ex.state is State.SUCCESS
-    b = next(s for s in exporter.get_finished_spans() if s.name == "task b")
-    assert b.context.trace_id == first_trace
-
-
-async def test_sampling_off_records_nothing(tmp_path: Path) -> None:
-    """With an always-off sampler no span is recorded and the execution still runs."""
-    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-
+async def test_sampled_out_spans_still_store_durations() -> None:
+    """With an always-off sampler nothing is exported, yet every duration is stored."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=ALWAYS_OFF)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     async with Runtime.open(":memory:", tracing=provider) as rt:
         ex = await rt.run(af.Flow(id="quiet", tasks=[work("a")]))
+        stored = await rt.metrics(execution_id=ex.id, name=DURATION_METRIC)
     assert ex.state is State.SUCCESS
     assert exporter.get_finished_spans() == ()
+    by_run = {m.task_run_id: m.value for m in stored}
+    assert by_run[ex.task_run("a").id] == pytest.approx(ex.task_run("a").duration)
+    assert by_run[""] == pytest.approx(ex.duration)
+
+
+async def test_two_runtimes_on_one_provider_store_their_own_durations(otel: Otel) -> None:
+    """Runtimes sharing a tracer provider each store the durations of their own spans only."""
+    flow = af.Flow(id="shared", tasks=[work("a")])
+    async with (
+        Runtime.open(":memory:", tracing=otel.tracing) as one,
+        Runtime.open(":memory:", tracing=otel.tracing) as two,
+    ):
+        ex1, ex2 = await one.run(flow), await two.run(flow)
+        rows1 = await one.metrics(name=DURATION_METRIC)
+        rows2 = await two.metrics(name=DURATION_METRIC)
+    assert {m.execution_id for m in rows1} == {ex1.id}
+    assert {m.execution_id for m in rows2} == {ex2.id}
+    assert len(rows1) == len(rows2) == 2
+
+
+async def test_metrics_go_to_otel_instruments_and_logs_carry_ids(otel: Otel) -> None:
+    """Counters reach an OTel Counter, timers a Histogram; logs carry the attempt's trace and
+    span ids, the failure line of a failed attempt included."""
+    async with Runtime.open(":memory:", tracing=otel.tracing) as rt:
+        ex = await rt.run(af.Flow(id="m", tasks=[work("a")]))
+        logs = await rt.logs(ex.id)
+        bad = await rt.run(af.Flow(id="f", tasks=[work("c", fail_first=True)]))
+        bad_logs = await rt.logs(bad.id)
+    data = otel.reader.get_metrics_data()
+    assert data is not None
+    points = {
+        m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
+    items: Any = points["items"].data
+    by_task = {p.attributes["actorflow.task.id"]: p for p in items.data_points}
+    assert by_task["a"].value == 2 and by_task["c"].value == 2
+    assert by_task["a"].attributes == {"kind": "x", "actorflow.flow.id": "m",
+                                       "actorflow.task.id": "a"}  # fmt: skip
+    step: Any = points["step"].data
+    assert sum(p.sum for p in step.data_points) == 1.0
+    attempt = next(
+        s for s in otel.spans() if s.name == "attempt 1" and attr(s, "actorflow.task.id") == "a"
+    )
+    line = next(lg for lg in logs if lg.message == "working")
+    assert line.trace_id == format(attempt.context.trace_id, "032x")
+    assert line.span_id == format(attempt.context.span_id, "016x")
+    failed = next(
+        s for s in otel.spans() if s.name == "attempt 1" and attr(s, "actorflow.task.id") == "c"
+    )
+    error_line = next(lg for lg in bad_logs if lg.level == "ERROR")
+    assert error_line.span_id == format(failed.context.span_id, "016x")
+
+
+async def test_metric_names_otel_rejects_do_not_break_tasks(otel: Otel) -> None:
+    """A metric name that is not a valid OTel instrument name is fixed for OTel, kept in storage."""
+
+    @af.task
+    async def odd(ctx: af.TaskContext) -> None:
+        ctx.metric.counter("rows read!", 3)
+        ctx.metric.timer("2nd pass", 0.25)
+
+    async with Runtime.open(":memory:", tracing=otel.tracing) as rt:
+        ex = await rt.run(af.Flow(id="odd", tasks=[odd("o")]))
+    assert ex.state is State.SUCCESS
+    assert ex.metric("rows read!") == 3
+    data = otel.reader.get_metrics_data()
+    assert data is not None
+    names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    assert {"rows_read_", "m_2nd_pass"} <= names
+
+
+async def test_recovered_execution_continues_the_trace(otel: Otel, tmp_path: Path) -> None:
+    """A runtime closing mid-pause ends the open spans; the runtime resuming the execution from
+    the same database continues the same trace under the first execution span."""
+    flow = af.Flow(id="resumable", tasks=[work("a"), af.Pause(id="wait"), work("b")])
+    db = tmp_path / "r.db"
+    async with Runtime.open(db, flows=[flow], tracing=otel.tracing) as rt:
+        with otel.provider.get_tracer("host").start_as_current_span("caller"):
+            handle = await rt.submit(flow)
+        await rt.wait_for(handle.id, State.PAUSED)
+    first = otel.one("execution default.resumable")
+    assert attr(first, "actorflow.interrupted") is True
+    assert attr(otel.one("task wait"), "actorflow.interrupted") is True
+    otel.exporter.clear()
+    async with Runtime.open(db, flows=[flow], tracing=otel.tracing) as rt:
+        await rt.resume(handle.id)
+        ex = await rt.wait(handle.id)
+        stored = await rt.metrics(execution_id=ex.id, name=DURATION_METRIC)
+    assert ex.state is State.SUCCESS
+    spans = otel.spans()
+    assert {s.context.trace_id for s in spans} == {first.context.trace_id}
+    second = otel.one("execution default.resumable")
+    assert second.parent is not None and second.parent.span_id == first.context.span_id
+    assert parent_of(otel.one("task b"), spans) == "execution default.resumable"
+    assert attr(second, "actorflow.state") == "SUCCESS"
+    assert {m.task_run_id: m.value for m in stored}[""] == pytest.approx(ex.duration, abs=1e-6)
+
+
+async def test_host_global_provider_is_used_unless_tracing_false(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a host-configured global tracer provider, a runtime traces into it by default;
+    tracing=False turns that off."""
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: otel.provider)
+    flow = af.Flow(id="hosted", tasks=[work("a")])
+    async with Runtime.open(":memory:") as rt:
+        assert isinstance(rt.engine.observer, TracingObserver)
+        await rt.run(flow)
+    assert otel.one("task a")
+    otel.exporter.clear()
+    async with Runtime.open(":memory:", tracing=False) as rt:
+        assert not isinstance(rt.engine.observer, TracingObserver)
+        await rt.run(flow)
+    assert otel.spans() == ()
+
+
+async def test_tracing_off_by_default_without_host_provider() -> None:
+    """Without a host provider and without tracing=..., no observer is installed."""
+    async with Runtime.open(":memory:") as rt:
+        assert not rt.engine.tracing
+
+
+async def test_bad_tracing_value_is_a_clear_error() -> None:
+    """An unknown tracing= value names what is accepted."""
+    with pytest.raises(ValueError, match=r"tracing=.*'console'.*got 'jaeger'"):
+        async with Runtime.open(":memory:", tracing="jaeger"):
+            pass
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):
-    got: list[tuple[str, int]] = []
-    event = threading.Event()
+    paths: list[tuple[str, int]] = []
+    traces = threading.Event()
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        _Receiver.got.append((self.path, len(body)))
-        _Receiver.event.set()
+        _Receiver.paths.append((self.path, len(body)))
+        if self.path == "/v1/traces":
+            _Receiver.traces.set()
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
         self.end_headers()
 
     def log_message(self, *args: Any) -> None:
         pass
 
 
-async def test_otlp_export_to_a_local_receiver(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """With OTEL_EXPORTER_OTLP_ENDPOINT set, spans are exported over OTLP/HTTP."""
+@pytest.fixture
+def receiver() -> Iterator[str]:
     server = http.server.HTTPServer(("127.0.0.1", 0), _Receiver)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    try:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-        async with Runtime.open(":memory:", tracing="otlp") as rt:
-            await rt.run(af.Flow(id="exported", tasks=[work("a")]))
-            provider = rt.engine.observer._provider  # type: ignore[attr-defined]
-            provider.force_flush()
-        assert _Receiver.event.wait(10), "no OTLP request arrived"
-        assert _Receiver.got[0][0] == "/v1/traces" and _Receiver.got[0][1] > 0
-        provider.shutdown()
-    finally:
-        server.shutdown()
+    _Receiver.paths.clear()
+    _Receiver.traces.clear()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_otlp_export_to_a_local_receiver(
+    receiver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With OTEL_EXPORTER_OTLP_ENDPOINT set, tracing=True exports spans over OTLP/HTTP (flushed
+    when the runtime closes)."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver)
+    async with Runtime.open(":memory:", tracing=True) as rt:
+        await rt.run(af.Flow(id="exported", tasks=[work("a")]))
+    assert _Receiver.traces.wait(10), "no OTLP trace request arrived"
+    sizes = [size for path, size in _Receiver.paths if path == "/v1/traces"]
+    assert sizes and sizes[0] > 0
+    assert any(path == "/v1/metrics" for path, _ in _Receiver.paths)

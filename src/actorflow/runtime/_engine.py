@@ -68,6 +68,9 @@ class Observer:
         """Trace and span ids to attach to a log line."""
         return None, None
 
+    async def aclose(self) -> None:
+        """The runtime closes (its actors have stopped): end what is open, flush."""
+
 
 class Slots:
     """Flow concurrency limits: RUNNING or PAUSED executions per flow, FIFO queue beyond."""

@@ -105,7 +105,8 @@ class Runtime:
         async with contextlib.AsyncExitStack() as stack:
             if own_store:
                 await stack.enter_async_context(store)  # type: ignore[arg-type]
-            if observer is None and tracing is not None:
+            if observer is None and tracing is not False:
+                # None still traces into the host's global provider when it configured one.
                 tracing_mod = importlib.import_module("actorflow.runtime._tracing")
                 observer = tracing_mod.make_observer(tracing)
             system = await stack.enter_async_context(open_actor_system(name="actorflow"))
@@ -133,6 +134,8 @@ class Runtime:
                 tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
                     await system.shutdown()
+                    with contextlib.suppress(Exception):
+                        await engine.observer.aclose()
                     with contextlib.suppress(Exception):
                         await store.flush()
                     with contextlib.suppress(Exception):

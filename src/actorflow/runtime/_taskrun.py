@@ -212,10 +212,10 @@ class TaskRunActor(Actor):
                 state = State.SUCCESS
             self._end_attempt(state, attempt_state=State.SUCCESS, outputs=outputs)
             return
-        if span is not None:
-            engine.observer.attempt_ended(span, State.FAILED, error)
         if not isinstance(error, TimeoutError):
             ctx.log.error("".join(traceback.format_exception_only(error)).strip())
+        if span is not None:  # after the log line, so it carries the attempt's span id
+            engine.observer.attempt_ended(span, State.FAILED, error)
         self._failed(error)
 
     def _failed(self, error: BaseException) -> None:

@@ -1,39 +1,59 @@
 """OpenTelemetry: executions, task runs and attempts as spans; task metrics as instruments.
 
-Span names and attributes (the ``actorflow.*`` namespace):
+Spans (all ``SpanKind.INTERNAL``):
 
-=====================  ==========================================================
-span                   ``execution <namespace>.<flow>``, ``task <task id>``, ``attempt <n>``
-actorflow.execution.id  execution id (on every span)
-actorflow.flow.id / actorflow.flow.namespace / actorflow.flow.revision
-actorflow.task.id       task id (task-run and attempt spans)
-actorflow.task_run.id   task-run id
-actorflow.task_run.value  loop value (ForEach), when there is one
-actorflow.attempt.number  attempt number (attempt spans)
-actorflow.state         final state, set when the span ends
-=====================  ==========================================================
+* ``execution <namespace>.<flow>``: a child of the caller's current span when ``submit`` runs
+  inside one (else a root); a subflow's execution is a child of its ``Subflow`` task-run span;
+* ``task <task id>``: a child of its parent task run (flowable nesting) or of the execution;
+* ``attempt <n>``: a child of its task run, and the current span while the task's code runs,
+  so spans the task makes itself nest under it.
 
-Every state change is a span event named after the state, at the time of the change. Span
-start and end times are the state-history dates, so a span's duration equals the duration
-stored for its execution or task run (``kind="duration"`` metrics, recorded by
-:class:`DurationRecorder`, a span processor, or by the observer when the tracer provider is
-not the SDK's). The execution span's context is kept in the execution snapshot
-(``traceparent``), so a resumed or recovered execution continues the same trace.
+Attributes (the ``actorflow.*`` namespace):
+
+==============================  ==========================================================
+``actorflow.execution.id``      execution id (every span)
+``actorflow.flow.id``           flow id (every span)
+``actorflow.flow.namespace``    flow namespace (every span)
+``actorflow.flow.revision``     flow revision (every span)
+``actorflow.task.id``           task id (task-run and attempt spans)
+``actorflow.task_run.id``       task-run id (task-run and attempt spans)
+``actorflow.task_run.value``    loop value (ForEach iterations), when there is one
+``actorflow.attempt.number``    attempt number, from 1 (attempt spans)
+``actorflow.state``             final state, set when the span ends
+``actorflow.interrupted``       True on a span ended because its runtime closed
+==============================  ==========================================================
+
+Every state change is a span event named after the state, at the time of the change. A failed
+attempt records the exception and sets error status; FAILED, KILLED and CANCELLED task runs
+and executions set error status too.
+
+Execution and task-run spans start and end at their state-history dates, so a span's duration
+equals the record's. :class:`DurationRecorder`, a span processor, stores each one as a metric
+``actorflow.duration`` of kind ``duration`` (tag ``span`` = the span name) on the task run,
+and on the execution with ``task_run_id == ""``. Spans that are sampled out, or made by a
+tracer provider that is not the SDK's, get the same metric from the observer itself.
+
+The execution span's context is kept in the execution snapshot (``traceparent``). A runtime
+that closes ends its open spans (``actorflow.interrupted``); the runtime that resumes the
+execution starts a new execution span, a child of that one, covering the execution from its
+creation: the trace goes on.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import re
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, Span, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from actorflow._errors import StorageError
@@ -47,8 +67,13 @@ if TYPE_CHECKING:
     from actorflow.runtime._engine import Engine
     from actorflow.runtime._execution import ExecutionScope
 
+__all__ = ["DURATION_METRIC", "DurationRecorder", "Tracing", "TracingObserver", "make_observer"]
+
 _PROPAGATOR = TraceContextTextMapPropagator()
 _ERROR_STATES = frozenset({State.FAILED, State.KILLED, State.CANCELLED})
+_BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-/]")
+_OTLP_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+_KEEP_ENDED = 1024
 DURATION_METRIC = "actorflow.duration"
 
 
@@ -70,69 +95,139 @@ def context_of(traceparent: str | None) -> otel_context.Context | None:
     return _PROPAGATOR.extract({"traceparent": traceparent})
 
 
-class DurationRecorder(SpanProcessor):
-    """Stores every finished actorflow span's duration as a ``duration`` metric."""
+def instrument_name(name: str) -> str:
+    """``name`` made a valid OTel instrument name (the SDK raises on invalid ones)."""
+    fixed = _BAD_NAME_CHARS.sub("_", name)
+    if not fixed[:1].isalpha():
+        fixed = "m_" + fixed
+    return fixed[:255]
 
-    def __init__(self, sink: Callable[[MetricRow], None]) -> None:
-        self.sink = sink
+
+class DurationRecorder(SpanProcessor):
+    """Stores the duration of every finished execution or task-run span.
+
+    One per SDK provider, shared by every observer using it: each span goes to the observer
+    that started it (two runtimes on one provider store only their own spans).
+    """
+
+    def __init__(self) -> None:
+        self.owners: dict[int, Callable[[ReadableSpan], None]] = {}
 
     def on_end(self, span: ReadableSpan) -> None:
-        attrs = span.attributes or {}
-        execution_id = attrs.get("actorflow.execution.id")
-        if execution_id is None or span.start_time is None or span.end_time is None:
+        ctx = span.context
+        if ctx is None:
             return
-        if "actorflow.attempt.number" in attrs:
-            return  # attempts keep their own start/end on the attempt record
-        task_run_id = str(attrs.get("actorflow.task_run.id", ""))
-        self.sink(
-            MetricRow(
-                execution_id=str(execution_id),
-                task_run_id=task_run_id,
-                name=DURATION_METRIC,
-                kind="duration",
-                tags={"span": span.name},
-                value=(span.end_time - span.start_time) / 1e9,
-            )
-        )
+        sink = self.owners.pop(ctx.span_id, None)
+        if sink is not None:
+            sink(span)
+
+
+_RECORDERS: weakref.WeakKeyDictionary[TracerProvider, DurationRecorder] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _recorder_for(provider: TracerProvider) -> DurationRecorder:
+    recorder = _RECORDERS.get(provider)
+    if recorder is None:
+        recorder = _RECORDERS[provider] = DurationRecorder()
+        provider.add_span_processor(recorder)
+    return recorder
 
 
 @dataclass(frozen=True)
 class Tracing:
-    """Explicit providers for :meth:`Runtime.open` (``tracing=Tracing(...)``)."""
+    """Explicit providers for :meth:`Runtime.open` (``tracing=Tracing(...)``).
+
+    ``None`` means the global provider (a no-op one unless the host set it).
+    """
 
     tracer_provider: Any = None
     meter_provider: Any = None
 
 
+class _Open:
+    """An open execution or task-run span."""
+
+    __slots__ = ("attrs", "execution_id", "span", "traceparent")
+
+    def __init__(self, span: Span, execution_id: str, attrs: dict[str, Any]) -> None:
+        self.span = span
+        self.execution_id = execution_id
+        self.attrs = attrs
+        self.traceparent: str | None = None
+
+
 class TracingObserver(Observer):
     """Builds the span tree from the engine's state changes."""
 
-    def __init__(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+    def __init__(
+        self, tracer_provider: Any = None, meter_provider: Any = None, *, owned: bool = False
+    ) -> None:
         self.tracer = trace.get_tracer("actorflow", tracer_provider=tracer_provider)
         self.meter = metrics.get_meter("actorflow", meter_provider=meter_provider)
-        self._provider: Any = tracer_provider or trace.get_tracer_provider()
-        self._exec: dict[str, tuple[Span, str | None, dict[str, Any]]] = {}
-        self._runs: dict[str, Span] = {}
-        self._counters: dict[str, Any] = {}
-        self._histograms: dict[str, Any] = {}
+        self.tracer_provider: Any = tracer_provider or trace.get_tracer_provider()
+        self.meter_provider: Any = meter_provider
+        # Providers this observer made itself: shut down (flushed) when the runtime closes.
+        self._owned = owned
+        self._exec: dict[str, _Open] = {}
+        self._runs: dict[str, _Open] = {}
+        # Ended execution spans, for task runs that end after their execution (kill).
+        self._ended: dict[str, _Open] = {}
+        self._deferred: dict[str, dict[str, TaskRun]] = {}
+        self._attempts: dict[int, Span] = {}
+        self._instruments: dict[tuple[str, str], Any] = {}
         self._engine: Engine | None = None
-        sdk = self._provider if isinstance(self._provider, TracerProvider) else None
-        # Durations come from a span processor when the provider is the SDK's; otherwise the
-        # observer records them itself (same start and end dates).
-        self._own_durations = sdk is None
-        if sdk is not None:
-            sdk.add_span_processor(DurationRecorder(self._store_metric))
+        self._recorder: DurationRecorder | None = None
+        if isinstance(self.tracer_provider, TracerProvider):
+            self._recorder = _recorder_for(self.tracer_provider)
 
     def bind(self, engine: Engine) -> None:
-        """Called by the engine: storage for duration metrics."""
+        """Called by the engine: the clock for attempt spans, storage for durations."""
         self._engine = engine
 
-    def _store_metric(self, row: MetricRow) -> None:
+    # -- durations ------------------------------------------------------------------------
+    def _store(self, execution_id: str, task_run_id: str, span_name: str, seconds: float) -> None:
         engine = self._engine
         if engine is None or not engine.accepting:
-            return  # a provider outlives runtimes: spans of a closed one are not stored
+            return  # spans ended by a closing runtime measure nothing
+        row = MetricRow(
+            execution_id, task_run_id, DURATION_METRIC, "duration", {"span": span_name}, seconds
+        )
+        # A failed store fails the execution's own writes; a duration is not worth more.
         with contextlib.suppress(StorageError):
             engine.store.write((UpsertMetric(row),))
+
+    def _span_ended(self, span: ReadableSpan) -> None:
+        attrs = span.attributes or {}
+        if span.start_time is None or span.end_time is None:
+            return
+        self._store(
+            str(attrs.get("actorflow.execution.id", "")),
+            str(attrs.get("actorflow.task_run.id", "")),
+            span.name,
+            (span.end_time - span.start_time) / 1e9,
+        )
+
+    def _start(self, name: str, parent: otel_context.Context | None, attrs: dict[str, Any],
+               start: float) -> Span:  # fmt: skip
+        span = self.tracer.start_span(name, context=parent, attributes=attrs, start_time=_ns(start))
+        if self._recorder is not None and span.is_recording():
+            self._recorder.owners[span.get_span_context().span_id] = self._span_ended
+        return span
+
+    def _end(self, entry: _Open, name: str, task_run_id: str, state: State, error: str | None,
+             end: float, duration: float) -> None:  # fmt: skip
+        span = entry.span
+        if span.is_recording():
+            span.set_attribute("actorflow.state", state.value)
+            if state in _ERROR_STATES:
+                span.set_status(Status(StatusCode.ERROR, error or state.value))
+            if self._recorder is not None:
+                span.end(end_time=_ns(end))  # the recorder stores the duration
+                return
+        span.end(end_time=_ns(end))
+        self._store(entry.execution_id, task_run_id, name, duration)
 
     # -- executions ---------------------------------------------------------------------
     def current_traceparent(self) -> str | None:
@@ -142,133 +237,123 @@ class TracingObserver(Observer):
     def execution_traceparent(self, ex: Execution) -> str | None:
         """The execution span's own context, to keep in the snapshot."""
         entry = self._exec.get(ex.id)
-        return entry[1] if entry is not None else ex.traceparent
+        return entry.traceparent if entry is not None else ex.traceparent
 
     def execution_changed(self, ex: Execution) -> None:
         entry = self._exec.get(ex.id)
+        last = ex.history[-1]
         if entry is None:
-            attrs: dict[str, Any] = {
-                "actorflow.execution.id": ex.id,
-                "actorflow.flow.id": ex.flow_id,
-                "actorflow.flow.namespace": ex.namespace,
-                "actorflow.flow.revision": ex.flow_revision,
-            }
-            start = ex.history[0].date if len(ex.history) == 1 else ex.history[-1].date
-            span = self.tracer.start_span(
-                f"execution {ex.namespace}.{ex.flow_id}",
-                context=context_of(ex.traceparent),
-                attributes=attrs,
-                start_time=_ns(start),
-            )
-            entry = (span, traceparent_of(span), attrs)
-            self._exec[ex.id] = entry
-            if span.is_recording():
-                for e in ex.history if len(ex.history) == 1 else ex.history[-1:]:
-                    span.add_event(e.state.value, timestamp=_ns(e.date))
-        else:
-            span = entry[0]
-            if span.is_recording():
-                span.add_event(ex.state.value, timestamp=_ns(ex.history[-1].date))
+            entry = self._open_execution(ex)
+        elif entry.span.is_recording():
+            entry.span.add_event(last.state.value, timestamp=_ns(last.date))
         if ex.state.terminal:
-            span = entry[0]
-            if span.is_recording():
-                span.set_attribute("actorflow.state", ex.state.value)
-                if ex.state in _ERROR_STATES:
-                    span.set_status(Status(StatusCode.ERROR, ex.error or ex.state.value))
-            span.end(end_time=_ns(ex.history[-1].date))
-            self._exec.pop(ex.id, None)
-            if self._own_durations:
-                self._store_metric(MetricRow(ex.id, "", DURATION_METRIC, "duration",
-                                             {"span": "execution"}, ex.duration))  # fmt: skip
+            del self._exec[ex.id]
+            self._ended[ex.id] = entry
+            if len(self._ended) > _KEEP_ENDED:
+                del self._ended[next(iter(self._ended))]
+            name = f"execution {ex.namespace}.{ex.flow_id}"
+            self._end(entry, name, "", ex.state, ex.error, last.date, ex.duration)
+
+    def _open_execution(self, ex: Execution) -> _Open:
+        attrs: dict[str, Any] = {
+            "actorflow.execution.id": ex.id,
+            "actorflow.flow.id": ex.flow_id,
+            "actorflow.flow.namespace": ex.namespace,
+            "actorflow.flow.revision": ex.flow_revision,
+        }
+        parent = context_of(ex.traceparent)
+        caller = self._runs.get(ex.parent_task_run_id or "")
+        if caller is not None:
+            parent = trace.set_span_in_context(caller.span)  # a subflow's Subflow task run
+        span = self._start(f"execution {ex.namespace}.{ex.flow_id}", parent, attrs,
+                           ex.history[0].date)  # fmt: skip
+        entry = self._exec[ex.id] = _Open(span, ex.id, attrs)
+        entry.traceparent = traceparent_of(span) or ex.traceparent
+        if span.is_recording():
+            # A first sight shows the whole history; a resumed run (new span) its last step.
+            for e in ex.history if ex.traceparent is None else ex.history[-1:]:
+                span.add_event(e.state.value, timestamp=_ns(e.date))
+        for tr in self._deferred.pop(ex.id, {}).values():
+            self.task_run_changed(tr, None)
+        return entry
 
     # -- task runs ------------------------------------------------------------------------
     def task_run_changed(self, tr: TaskRun, ex: Execution | None) -> None:
-        span = self._runs.get(tr.id)
-        if span is None:
-            parent: Span | None = None
-            if tr.parent_task_run_id is not None:
-                parent = self._runs.get(tr.parent_task_run_id)
-            entry = self._exec.get(tr.execution_id)
-            if parent is None and entry is not None:
-                parent = entry[0]
-            ctx = trace.set_span_in_context(parent) if parent is not None else None
-            attrs: dict[str, Any] = {
-                "actorflow.execution.id": tr.execution_id,
-                "actorflow.task.id": tr.task_id,
-                "actorflow.task_run.id": tr.id,
-            }
-            if entry is not None:
-                attrs.update({k: v for k, v in entry[2].items() if k.startswith("actorflow.flow")})
+        entry = self._runs.get(tr.id)
+        last = tr.history[-1]
+        if entry is None:
+            execution = self._exec.get(tr.execution_id) or self._ended.get(tr.execution_id)
+            if execution is None:
+                # Recovered or restarted: task runs change before their execution does; their
+                # spans wait for the execution span (they start and end at their own dates).
+                self._deferred.setdefault(tr.execution_id, {})[tr.id] = tr
+                return
+            # Flowable children may be seen before their parent: spans start on first sight.
+            parent = self._runs.get(tr.parent_task_run_id or "") or execution
+            attrs = {**execution.attrs, "actorflow.task.id": tr.task_id,
+                     "actorflow.task_run.id": tr.id}  # fmt: skip
             if tr.value is not None:
                 attrs["actorflow.task_run.value"] = tr.value
-            span = self.tracer.start_span(
-                f"task {tr.task_id}",
-                context=ctx,
-                attributes=attrs,
-                start_time=_ns(tr.history[0].date),
-            )
-            self._runs[tr.id] = span
+            ctx = trace.set_span_in_context(parent.span)
+            span = self._start(f"task {tr.task_id}", ctx, attrs, tr.history[0].date)
+            entry = self._runs[tr.id] = _Open(span, tr.execution_id, attrs)
             if span.is_recording():
                 for e in tr.history:
                     span.add_event(e.state.value, timestamp=_ns(e.date))
-        elif span.is_recording():
-            span.add_event(tr.state.value, timestamp=_ns(tr.history[-1].date))
+        elif entry.span.is_recording():
+            entry.span.add_event(last.state.value, timestamp=_ns(last.date))
         if tr.state.terminal:
-            if span.is_recording():
-                span.set_attribute("actorflow.state", tr.state.value)
-                if tr.state in _ERROR_STATES:
-                    span.set_status(Status(StatusCode.ERROR, tr.error or tr.state.value))
-            span.end(end_time=_ns(tr.history[-1].date))
             del self._runs[tr.id]
-            if self._own_durations:
-                tags = {"span": f"task {tr.task_id}"}
-                row = MetricRow(
-                    tr.execution_id, tr.id, DURATION_METRIC, "duration", tags, tr.duration
-                )
-                self._store_metric(row)
+            self._end(entry, f"task {tr.task_id}", tr.id, tr.state, tr.error, last.date,
+                      tr.duration)  # fmt: skip
 
     # -- attempts ---------------------------------------------------------------------------
     def attempt_started(self, scope: ExecutionScope, tr: TaskRun, number: int) -> Any:
-        parent = self._runs.get(tr.id)
-        ctx = trace.set_span_in_context(parent) if parent is not None else None
+        run = self._runs.get(tr.id)
+        ctx = trace.set_span_in_context(run.span) if run is not None else None
+        attrs: dict[str, Any] = dict(run.attrs) if run is not None else {}
+        attrs["actorflow.attempt.number"] = number
+        start = tr.attempts[-1].start if tr.attempts else None
         span = self.tracer.start_span(
             f"attempt {number}",
             context=ctx,
-            attributes={
-                "actorflow.execution.id": tr.execution_id,
-                "actorflow.task.id": tr.task_id,
-                "actorflow.task_run.id": tr.id,
-                "actorflow.attempt.number": number,
-            },
+            attributes=attrs,
+            start_time=_ns(start) if start is not None else None,
         )
+        self._attempts[id(span)] = span
+        # Current for the task's code: attach and detach both run in the task-run actor's task.
         token = otel_context.attach(trace.set_span_in_context(span))
         return span, token
 
     def attempt_ended(self, token: Any, state: State, error: BaseException | None) -> None:
         span, ctx_token = token
         otel_context.detach(ctx_token)
+        self._attempts.pop(id(span), None)
         if span.is_recording():
             span.set_attribute("actorflow.state", state.value)
             if error is not None:
                 span.record_exception(error)
             if state in _ERROR_STATES:
                 span.set_status(Status(StatusCode.ERROR, str(error) if error else state.value))
-        span.end()
+        engine = self._engine
+        span.end(end_time=_ns(engine.clock.now()) if engine is not None else None)
 
     # -- metrics and logs -----------------------------------------------------------------------
     def metric(self, ctx: TaskContext, kind: str, name: str, value: float,
                tags: dict[str, str]) -> None:  # fmt: skip
-        attrs = {**tags, "actorflow.flow.id": ctx.flow_id, "actorflow.task.id": ctx.task_id}
+        inst: Any = self._instruments.get((kind, name))
+        if inst is None:
+            if kind == "counter":
+                inst = self.meter.create_counter(instrument_name(name))
+            else:
+                inst = self.meter.create_histogram(instrument_name(name), unit="s")
+            self._instruments[(kind, name)] = inst
+        attrs: dict[str, Any] = {**tags, "actorflow.flow.id": ctx.flow_id,
+                                 "actorflow.task.id": ctx.task_id}  # fmt: skip
         if kind == "counter":
-            inst = self._counters.get(name) or self._counters.setdefault(
-                name, self.meter.create_counter(name)
-            )
             inst.add(value, attributes=attrs)
         else:
-            hist = self._histograms.get(name) or self._histograms.setdefault(
-                name, self.meter.create_histogram(name, unit="s")
-            )
-            hist.record(value, attributes=attrs)
+            inst.record(value, attributes=attrs)
 
     def log_ids(self) -> tuple[str | None, str | None]:
         sc = trace.get_current_span().get_span_context()
@@ -276,41 +361,90 @@ class TracingObserver(Observer):
             return None, None
         return format(sc.trace_id, "032x"), format(sc.span_id, "016x")
 
+    # -- closing --------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """End the spans still open (their runtime closes), and flush providers we made."""
+        now = self._engine.clock.now() if self._engine is not None else None
+        end = _ns(now) if now is not None else None
+        for span in self._attempts.values():
+            span.set_attribute("actorflow.interrupted", True)
+            span.end(end_time=end)
+        for entry in (*self._runs.values(), *self._exec.values()):
+            if entry.span.is_recording():
+                entry.span.set_attribute("actorflow.interrupted", True)
+            entry.span.end(end_time=end)
+        self._attempts.clear()
+        self._runs.clear()
+        self._exec.clear()
+        self._ended.clear()
+        self._deferred.clear()
+        if self._owned:
+            for provider in (self.tracer_provider, self.meter_provider):
+                if provider is not None and hasattr(provider, "shutdown"):
+                    # An exporter may wait on the network: not on the event loop.
+                    await anyio.to_thread.run_sync(provider.shutdown)
 
-def _sdk_provider(exporter: str | None) -> TracerProvider:
+
+def _own_providers(exporter: str | None) -> tuple[TracerProvider, Any]:
+    """An SDK tracer provider (and meter provider when exporting) for ``exporter``."""
+    import os
+
     provider = TracerProvider()
+    meter_provider: Any = None
     if exporter == "console":
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import (
+            ConsoleMetricExporter,
+            PeriodicExportingMetricReader,
+        )
+
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    elif exporter == "otlp" or any(
-        k in os.environ
-        for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    ):
+        reader = PeriodicExportingMetricReader(ConsoleMetricExporter())
+        meter_provider = MeterProvider(metric_readers=[reader])
+    elif exporter == "otlp" or any(k in os.environ for k in _OTLP_VARS):
         try:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         except ImportError as exc:  # pragma: no cover - depends on the optional extra
-            raise RuntimeError(
+            raise ImportError(
                 "OTLP export needs the optional extra: pip install 'actorflow[otlp]'"
             ) from exc
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    return provider
+        meter_provider = MeterProvider(
+            metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())]
+        )
+    return provider, meter_provider
 
 
-def make_observer(tracing: Any) -> TracingObserver:
-    """An observer for ``Runtime.open(tracing=...)``.
+def host_configured() -> bool:
+    """Whether the host application set a global tracer provider of its own."""
+    return not isinstance(trace.get_tracer_provider(), ProxyTracerProvider | NoOpTracerProvider)
 
-    ``True``: the host's global providers if it configured SDK ones, else an SDK provider of
-    our own (exporting through OTLP when ``OTEL_EXPORTER_OTLP_*`` is set). ``"console"`` /
-    ``"otlp"``: our own provider with that exporter. A ``TracerProvider`` or a
-    :class:`Tracing`: exactly those providers.
+
+def make_observer(tracing: Any) -> TracingObserver | None:
+    """The observer for ``Runtime.open(tracing=...)``; None when tracing stays off.
+
+    ``None`` (the default): the host's global providers if it configured a tracer provider,
+    else tracing off. ``True``: the host's providers if configured, else an SDK provider of our
+    own (exporting through OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set). ``"console"`` /
+    ``"otlp"``: our own providers with that exporter. A ``TracerProvider`` or a
+    :class:`Tracing`: exactly those providers. ``False``: off, whatever the host configured.
     """
+    if tracing is None or tracing is False:
+        return TracingObserver() if tracing is None and host_configured() else None
     if isinstance(tracing, Tracing):
         return TracingObserver(tracing.tracer_provider, tracing.meter_provider)
     if isinstance(tracing, TracerProvider):
         return TracingObserver(tracing)
-    if tracing is True and isinstance(trace.get_tracer_provider(), TracerProvider):
+    if tracing is True and host_configured():
         return TracingObserver()
-    if tracing in (True, "console", "otlp"):
-        return TracingObserver(_sdk_provider(tracing if isinstance(tracing, str) else None))
+    if tracing is True or tracing in ("console", "otlp"):
+        provider, meters = _own_providers(tracing if isinstance(tracing, str) else None)
+        return TracingObserver(provider, meters, owned=True)
     raise ValueError(
-        f"tracing must be True, 'console', 'otlp', a TracerProvider or Tracing; got {tracing!r}"
+        "Runtime.open(tracing=...) must be None, True, False, 'console', 'otlp', a "
+        f"TracerProvider or actorflow.runtime.Tracing; got {tracing!r}"
     )
