@@ -105,12 +105,13 @@ async def test_sequential_tree_attributes_and_events(otel: Otel) -> None:
     assert {parent_of(s, spans) for s in attempts} == {"task a", "task own"}
     assert parent_of(otel.one("user work"), spans) == "attempt 1"
     tr = ex.task_run("a")
+    assert attr(root, "actorflow.flow.namespace") == "team"
+    assert attr(root, "actorflow.flow.revision") == flow.revision
     for span in (root, outer, a, *attempts):
         assert attr(span, "actorflow.execution.id") == ex.id
-        assert attr(span, "actorflow.flow.id") == "seq"
-        assert attr(span, "actorflow.flow.namespace") == "team"
-        assert attr(span, "actorflow.flow.revision") == flow.revision
         assert attr(span, "actorflow.state") == "SUCCESS"
+    for span in (root, outer, a):
+        assert attr(span, "actorflow.flow.id") == "seq"
     assert attr(a, "actorflow.task.id") == "a" and attr(a, "actorflow.task_run.id") == tr.id
     attempt_a = next(s for s in attempts if attr(s, "actorflow.task.id") == "a")
     assert attr(attempt_a, "actorflow.attempt.number") == 1
@@ -238,6 +239,24 @@ async def test_sampled_out_spans_still_store_durations() -> None:
     by_run = {m.task_run_id: m.value for m in stored}
     assert by_run[ex.task_run("a").id] == pytest.approx(ex.task_run("a").duration)
     assert by_run[""] == pytest.approx(ex.duration)
+
+
+async def test_unsampled_caller_means_no_spans_but_durations_and_trace_ids(otel: Otel) -> None:
+    """Under the default parent-based sampler, an execution whose caller is not sampled records
+    no span; durations are still stored and log lines still carry the caller's trace id."""
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    async with Runtime.open(":memory:", tracing=otel.tracing) as rt:
+        handle = await rt.submit(
+            af.Flow(id="unsampled", tasks=[af.Sequential(id="s", tasks=[work("a")])]),
+            traceparent=f"00-{trace_id}-b7ad6b7169203331-00",
+        )
+        ex = await handle.wait()
+        stored = await rt.metrics(execution_id=ex.id, name=DURATION_METRIC)
+        logs = await rt.logs(ex.id)
+    assert ex.state is State.SUCCESS
+    assert otel.spans() == ()
+    assert {m.task_run_id for m in stored} == {"", ex.task_run("s").id, ex.task_run("a").id}
+    assert {lg.trace_id for lg in logs} == {trace_id}
 
 
 async def test_two_runtimes_on_one_provider_store_their_own_durations(otel: Otel) -> None:

@@ -12,9 +12,9 @@ Attributes (the ``actorflow.*`` namespace):
 
 ==============================  ==========================================================
 ``actorflow.execution.id``      execution id (every span)
-``actorflow.flow.id``           flow id (every span)
-``actorflow.flow.namespace``    flow namespace (every span)
-``actorflow.flow.revision``     flow revision (every span)
+``actorflow.flow.id``           flow id (execution and task-run spans)
+``actorflow.flow.namespace``    flow namespace (execution spans)
+``actorflow.flow.revision``     flow revision (execution spans)
 ``actorflow.task.id``           task id (task-run and attempt spans)
 ``actorflow.task_run.id``       task-run id (task-run and attempt spans)
 ``actorflow.task_run.value``    loop value (ForEach iterations), when there is one
@@ -26,6 +26,10 @@ Attributes (the ``actorflow.*`` namespace):
 Every state change is a span event named after the state, at the time of the change. A failed
 attempt records the exception and sets error status; FAILED, KILLED and CANCELLED task runs
 and executions set error status too.
+
+Samplers are respected: nothing is built for a span that is not recording, and under the SDK's
+default parent-based sampler the task runs and attempts of an execution that is not sampled
+share its non-recording span instead of asking the SDK for more.
 
 Execution and task-run spans start and end at their state-history dates, so a span's duration
 equals the record's. :class:`DurationRecorder`, a span processor, stores each one as a metric
@@ -53,6 +57,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, Span, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -147,14 +152,14 @@ class Tracing:
 
 
 class _Open:
-    """An open execution or task-run span."""
+    """An open execution or task-run span, with the attributes its children start from."""
 
-    __slots__ = ("attrs", "execution_id", "span", "traceparent")
+    __slots__ = ("child_attrs", "execution_id", "span", "traceparent")
 
-    def __init__(self, span: Span, execution_id: str, attrs: dict[str, Any]) -> None:
+    def __init__(self, span: Span, execution_id: str, child_attrs: dict[str, Any]) -> None:
         self.span = span
         self.execution_id = execution_id
-        self.attrs = attrs
+        self.child_attrs = child_attrs
         self.traceparent: str | None = None
 
 
@@ -179,8 +184,16 @@ class TracingObserver(Observer):
         self._instruments: dict[tuple[str, str], Any] = {}
         self._engine: Engine | None = None
         self._recorder: DurationRecorder | None = None
+        # Children of a span that is not sampled are not sampled either (the default
+        # ParentBased sampler): they share their parent's non-recording span, no SDK call.
+        self._prune = False
         if isinstance(self.tracer_provider, TracerProvider):
             self._recorder = _recorder_for(self.tracer_provider)
+            sampler = self.tracer_provider.sampler
+            self._prune = (
+                isinstance(sampler, ParentBased)
+                and getattr(sampler, "_local_parent_not_sampled", None) is ALWAYS_OFF
+            )
 
     def bind(self, engine: Engine) -> None:
         """Called by the engine: the clock for attempt spans, storage for durations."""
@@ -267,7 +280,8 @@ class TracingObserver(Observer):
             parent = trace.set_span_in_context(caller.span)  # a subflow's Subflow task run
         span = self._start(f"execution {ex.namespace}.{ex.flow_id}", parent, attrs,
                            ex.history[0].date)  # fmt: skip
-        entry = self._exec[ex.id] = _Open(span, ex.id, attrs)
+        child = {"actorflow.execution.id": ex.id, "actorflow.flow.id": ex.flow_id}
+        entry = self._exec[ex.id] = _Open(span, ex.id, child)
         entry.traceparent = traceparent_of(span) or ex.traceparent
         if span.is_recording():
             # A first sight shows the whole history; a resumed run (new span) its last step.
@@ -290,13 +304,17 @@ class TracingObserver(Observer):
                 return
             # Flowable children may be seen before their parent: spans start on first sight.
             parent = self._runs.get(tr.parent_task_run_id or "") or execution
-            attrs = {**execution.attrs, "actorflow.task.id": tr.task_id,
+            child = {"actorflow.execution.id": tr.execution_id, "actorflow.task.id": tr.task_id,
                      "actorflow.task_run.id": tr.id}  # fmt: skip
-            if tr.value is not None:
-                attrs["actorflow.task_run.value"] = tr.value
-            ctx = trace.set_span_in_context(parent.span)
-            span = self._start(f"task {tr.task_id}", ctx, attrs, tr.history[0].date)
-            entry = self._runs[tr.id] = _Open(span, tr.execution_id, attrs)
+            if self._prune and not parent.span.is_recording():
+                span = parent.span
+            else:
+                attrs = {**execution.child_attrs, **child}
+                if tr.value is not None:
+                    attrs["actorflow.task_run.value"] = tr.value
+                ctx = trace.set_span_in_context(parent.span)
+                span = self._start(f"task {tr.task_id}", ctx, attrs, tr.history[0].date)
+            entry = self._runs[tr.id] = _Open(span, tr.execution_id, child)
             if span.is_recording():
                 for e in tr.history:
                     span.add_event(e.state.value, timestamp=_ns(e.date))
@@ -310,17 +328,21 @@ class TracingObserver(Observer):
     # -- attempts ---------------------------------------------------------------------------
     def attempt_started(self, scope: ExecutionScope, tr: TaskRun, number: int) -> Any:
         run = self._runs.get(tr.id)
-        ctx = trace.set_span_in_context(run.span) if run is not None else None
-        attrs: dict[str, Any] = dict(run.attrs) if run is not None else {}
-        attrs["actorflow.attempt.number"] = number
-        start = tr.attempts[-1].start if tr.attempts else None
-        span = self.tracer.start_span(
-            f"attempt {number}",
-            context=ctx,
-            attributes=attrs,
-            start_time=_ns(start) if start is not None else None,
-        )
-        self._attempts[id(span)] = span
+        if run is not None and self._prune and not run.span.is_recording():
+            span = run.span
+        else:
+            ctx = trace.set_span_in_context(run.span) if run is not None else None
+            attrs: dict[str, Any] = dict(run.child_attrs) if run is not None else {}
+            attrs["actorflow.attempt.number"] = number
+            start = tr.attempts[-1].start if tr.attempts else None
+            span = self.tracer.start_span(
+                f"attempt {number}",
+                context=ctx,
+                attributes=attrs,
+                start_time=_ns(start) if start is not None else None,
+            )
+            if span.is_recording():
+                self._attempts[id(span)] = span
         # Current for the task's code: attach and detach both run in the task-run actor's task.
         token = otel_context.attach(trace.set_span_in_context(span))
         return span, token
@@ -368,7 +390,7 @@ class TracingObserver(Observer):
         end = _ns(now) if now is not None else None
         for span in self._attempts.values():
             span.set_attribute("actorflow.interrupted", True)
-            span.end(end_time=end)
+            span.end(end_time=end)  # a task cancelled by the closing runtime never ended it
         for entry in (*self._runs.values(), *self._exec.values()):
             if entry.span.is_recording():
                 entry.span.set_attribute("actorflow.interrupted", True)

@@ -1,0 +1,147 @@
+"""What tracing costs: task runs/s with tracing off, on, and on for executions not sampled.
+
+Workloads, on the in-memory store so the figure is the engine's and the tracer's (on SQLite
+the writer thread and the event loop share the GIL and any CPU work on the loop, tracing or
+not, moves the figure far more than its own cost: see ``benchmarks/engine.py``):
+
+* ``seq``: one execution of 1,000 sequential no-op tasks;
+* ``concurrent``: 1,000 executions of a 5-task flow submitted at once.
+
+"on": an SDK ``TracerProvider`` with a ``BatchSpanProcessor`` feeding an exporter that drops
+everything; two spans per task run (task run + attempt) plus one per execution, every state
+change an event, every duration stored. "unsampled": the SDK's parent-based sampler with an
+always-off root, i.e. the executions a sampler drops (90% of them at a 10% ratio): one
+non-recording span per execution, none per task run, durations still stored. A sampled
+workload costs about ``ratio * on + (1 - ratio) * unsampled``. The ratio column is x / off.
+
+Run: ``python -m benchmarks.tracing [--quick]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+import actorflow as af
+from benchmarks._common import noop, seq_flow
+
+RESULTS = Path(__file__).parent / "results"
+MODES = ("off", "on", "unsampled")
+
+
+class _Discard(SpanExporter):
+    """Counts spans and drops them."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def export(self, spans: Any) -> SpanExportResult:
+        self.spans += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+def _tracing(mode: str) -> tuple[Any, _Discard | None]:
+    if mode == "off":
+        return False, None
+    exporter = _Discard()
+    sampler = ParentBased(ALWAYS_OFF) if mode == "unsampled" else None
+    provider = TracerProvider(sampler=sampler) if sampler else TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=65536))
+    return provider, exporter
+
+
+async def seq(n: int, mode: str) -> tuple[float, int]:
+    """Task runs/s of one execution of ``n`` sequential tasks; spans exported."""
+    tracing, exporter = _tracing(mode)
+    flow = seq_flow(n)
+    async with af.Runtime.open(":memory:", tracing=tracing) as rt:
+        start = time.perf_counter()
+        ex = await rt.run(flow)
+        elapsed = time.perf_counter() - start
+    assert ex.state is af.State.SUCCESS
+    if isinstance(tracing, TracerProvider):
+        tracing.shutdown()
+    return n / elapsed, exporter.spans if exporter else 0
+
+
+async def concurrent(executions: int, mode: str) -> tuple[float, int]:
+    """Task runs/s of ``executions`` 5-task executions submitted at once; spans exported."""
+    tracing, exporter = _tracing(mode)
+    flow = af.Flow(id="five", namespace="bench", tasks=[noop(f"t{i}") for i in range(5)])
+    async with af.Runtime.open(":memory:", tracing=tracing) as rt:
+
+        async def one() -> None:
+            ex = await rt.run(flow)
+            assert ex.state is af.State.SUCCESS
+
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(executions):
+                tg.start_soon(one)
+        elapsed = time.perf_counter() - start
+    if isinstance(tracing, TracerProvider):
+        tracing.shutdown()
+    return executions * 5 / elapsed, exporter.spans if exporter else 0
+
+
+async def _measure(quick: bool) -> list[dict[str, Any]]:
+    n = 200 if quick else 1000
+    execs = 200 if quick else 1000
+    repeats = 1 if quick else 5
+    rows: list[dict[str, Any]] = []
+    workloads: list[tuple[str, int, Callable[[str], Awaitable[tuple[float, int]]]]] = [
+        (f"seq {n} tasks", n, functools.partial(seq, n)),
+        (f"{execs} concurrent 5-task executions", execs * 5, functools.partial(concurrent, execs)),
+    ]
+    for name, task_runs, fn in workloads:
+        await fn("off")  # warm-up: imports, first-time caches
+        results: dict[str, list[tuple[float, int]]] = {m: [] for m in MODES}
+        for _ in range(repeats):  # modes interleaved, so drift hits them alike
+            for mode in MODES:
+                results[mode].append(await fn(mode))
+        rates = {m: statistics.median(r[0] for r in results[m]) for m in MODES}
+        spans = {m: max(r[1] for r in results[m]) for m in MODES}
+        for mode in MODES:
+            rows.append(
+                {
+                    "benchmark": "tracing",
+                    "metric": f"{name}, tracing {mode}",
+                    "ours": rates[mode],
+                    "baseline": rates["off"] if mode != "off" else None,
+                    "ratio": rates[mode] / rates["off"] if mode != "off" else None,
+                    "unit": "task runs/s",
+                    "spans_per_task_run": spans[mode] / task_runs,
+                }
+            )
+    return rows
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Measure, print a table, write benchmarks/results/tracing.json; returns the rows."""
+    rows = anyio.run(_measure, quick)
+    width = max(len(r["metric"]) for r in rows)
+    print(f"{'workload':<{width}}  {'task runs/s':>12}  {'vs off':>7}  {'spans/run':>9}")
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}x" if r["ratio"] else ""
+        print(
+            f"{r['metric']:<{width}}  {r['ours']:>12,.0f}  {ratio:>7}  "
+            f"{r['spans_per_task_run']:>9.2f}"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "tracing.json").write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    run(quick="--quick" in sys.argv[1:])
