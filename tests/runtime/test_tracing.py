@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import cli_helpers as cli
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -425,3 +427,21 @@ async def test_otlp_export_to_a_local_receiver(
     sizes = [size for path, size in _Receiver.paths if path == "/v1/traces"]
     assert sizes and sizes[0] > 0
     assert any(path == "/v1/metrics" for path, _ in _Receiver.paths)
+
+
+def test_cli_exports_over_otlp_when_the_environment_says_so(receiver: str, tmp_path: Path) -> None:
+    """`actorflow run` traces into its own provider and exports over OTLP when
+    OTEL_EXPORTER_OTLP_ENDPOINT is set; its output is unchanged."""
+    proc = cli.af("run", cli.EXAMPLES / "hello.yaml", "--db", tmp_path / "c.db", "--json",
+                  OTEL_EXPORTER_OTLP_ENDPOINT=receiver)  # fmt: skip
+    assert json.loads(proc.stdout)["state"] == "SUCCESS"
+    assert _Receiver.traces.wait(10), "no OTLP trace request arrived"
+
+
+def test_cli_trace_console_writes_spans_to_stderr(tmp_path: Path) -> None:
+    """`actorflow run --trace console` prints spans on stderr; --json stdout stays JSON."""
+    proc = cli.af("run", cli.EXAMPLES / "hello.yaml", "--db", tmp_path / "c.db", "--json",
+                  "--trace", "console")  # fmt: skip
+    assert json.loads(proc.stdout)["state"] == "SUCCESS"
+    assert '"name": "execution examples.hello"' in proc.stderr
+    assert '"actorflow.task.id": "greet"' in proc.stderr

@@ -46,6 +46,7 @@ from actorflow.runtime._records import Execution
 from actorflow.runtime._runtime import ExecutionHandle, Runtime
 from actorflow.runtime._states import State
 from actorflow.runtime._tasks import Flowable, Subflow, Task
+from actorflow.runtime._tracing import cli_observer
 
 _CHILD_FLAG = "--_detached-child"
 _CONTROL_WAIT = 10.0
@@ -145,7 +146,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
     quiet = child or args.json
     progress = None if quiet else Progress(console)
     flows = _flows_for(flow, args.flow, args.flow_dir or ())
-    async with Runtime.open(_db(args), flows=flows, observer=progress, recover=False) as rt:
+    observer = cli_observer(progress, args.trace)
+    async with Runtime.open(_db(args), flows=flows, observer=observer, recover=False) as rt:
         handle = await rt.submit(flow, inputs)
         if child:
             print(handle.id, flush=True)
@@ -162,6 +164,8 @@ def _detach(args: argparse.Namespace) -> int:
         argv += ["--input", pair]
     for d in args.flow_dir or ():
         argv += ["--flow-dir", d]
+    if args.trace == "otlp":  # console output would go to the child's closed stderr
+        argv += ["--trace", "otlp"]
     argv.append(_CHILD_FLAG)
     proc = subprocess.Popen(
         argv,
@@ -356,7 +360,8 @@ async def cmd_control(args: argparse.Namespace) -> int:
 async def cmd_restart(args: argparse.Namespace) -> int:
     console = _console()
     progress = None if args.json else Progress(console)
-    async with Runtime.open(_db(args), observer=progress, recover=False) as rt:
+    observer = cli_observer(progress, args.trace)
+    async with Runtime.open(_db(args), observer=observer, recover=False) as rt:
         await _get(rt, args.id)
         try:
             if args.command == "restart":
@@ -388,6 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", help="SQLite database (default: $ACTORFLOW_DB or actorflow.db)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument(
+        "--trace",
+        choices=("console", "otlp"),
+        help="OpenTelemetry spans of what runs here, to stderr or over OTLP "
+        "(default: OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set)",
+    )
     parser = argparse.ArgumentParser(
         prog="actorflow", description="Run workflow files and inspect their executions."
     )

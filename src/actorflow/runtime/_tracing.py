@@ -47,10 +47,11 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 from opentelemetry import context as otel_context
@@ -72,7 +73,15 @@ if TYPE_CHECKING:
     from actorflow.runtime._engine import Engine
     from actorflow.runtime._execution import ExecutionScope
 
-__all__ = ["DURATION_METRIC", "DurationRecorder", "Tracing", "TracingObserver", "make_observer"]
+__all__ = [
+    "DURATION_METRIC",
+    "DurationRecorder",
+    "ObserverGroup",
+    "Tracing",
+    "TracingObserver",
+    "cli_observer",
+    "make_observer",
+]
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _ERROR_STATES = frozenset({State.FAILED, State.KILLED, State.CANCELLED})
@@ -407,7 +416,75 @@ class TracingObserver(Observer):
                     await anyio.to_thread.run_sync(provider.shutdown)
 
 
-def _own_providers(exporter: str | None) -> tuple[TracerProvider, Any]:
+class ObserverGroup(Observer):
+    """Several observers as one (the CLI's progress display beside tracing).
+
+    The first one gives the trace context (snapshot, caller, log ids): put tracing first.
+    """
+
+    def __init__(self, *observers: Observer) -> None:
+        self.observers = observers
+
+    def bind(self, engine: Engine) -> None:
+        for o in self.observers:
+            o.bind(engine)
+
+    def execution_changed(self, ex: Execution) -> None:
+        for o in self.observers:
+            o.execution_changed(ex)
+
+    def task_run_changed(self, tr: TaskRun, ex: Execution | None) -> None:
+        for o in self.observers:
+            o.task_run_changed(tr, ex)
+
+    def attempt_started(self, scope: ExecutionScope, tr: TaskRun, number: int) -> Any:
+        return [o.attempt_started(scope, tr, number) for o in self.observers]
+
+    def attempt_ended(self, token: Any, state: State, error: BaseException | None) -> None:
+        for o, t in reversed(list(zip(self.observers, token, strict=True))):
+            o.attempt_ended(t, state, error)
+
+    def metric(self, ctx: TaskContext, kind: str, name: str, value: float,
+               tags: dict[str, str]) -> None:  # fmt: skip
+        for o in self.observers:
+            o.metric(ctx, kind, name, value, tags)
+
+    def execution_traceparent(self, ex: Execution) -> str | None:
+        return self.observers[0].execution_traceparent(ex)
+
+    def current_traceparent(self) -> str | None:
+        return self.observers[0].current_traceparent()
+
+    def log_ids(self) -> tuple[str | None, str | None]:
+        return self.observers[0].log_ids()
+
+    async def aclose(self) -> None:
+        for o in self.observers:
+            await o.aclose()
+
+
+def cli_observer(progress: Observer | None, exporter: str | None) -> Observer | None:
+    """The CLI's observer: ``progress`` and, when asked (``--trace``) or when
+    ``OTEL_EXPORTER_OTLP_*`` is set, tracing into providers of our own (console output on
+    stderr, so it never mixes with ``--json``)."""
+    import os
+
+    if exporter is None and any(k in os.environ for k in _OTLP_VARS):
+        exporter = "otlp"
+    tracer: TracingObserver | None = None
+    if host_configured():
+        tracer = TracingObserver()
+    elif exporter is not None:
+        provider, meters = _own_providers(exporter, console=sys.stderr)
+        tracer = TracingObserver(provider, meters, owned=True)
+    if tracer is None:
+        return progress
+    return tracer if progress is None else ObserverGroup(tracer, progress)
+
+
+def _own_providers(
+    exporter: str | None, console: IO[str] | None = None
+) -> tuple[TracerProvider, Any]:
     """An SDK tracer provider (and meter provider when exporting) for ``exporter``."""
     import os
 
@@ -420,8 +497,9 @@ def _own_providers(exporter: str | None) -> tuple[TracerProvider, Any]:
             PeriodicExportingMetricReader,
         )
 
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-        reader = PeriodicExportingMetricReader(ConsoleMetricExporter())
+        out = console or sys.stdout
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=out)))
+        reader = PeriodicExportingMetricReader(ConsoleMetricExporter(out=out))
         meter_provider = MeterProvider(metric_readers=[reader])
     elif exporter == "otlp" or any(k in os.environ for k in _OTLP_VARS):
         try:
