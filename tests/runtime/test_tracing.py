@@ -354,6 +354,33 @@ async def test_recovered_execution_continues_the_trace(otel: Otel, tmp_path: Pat
     assert {m.task_run_id: m.value for m in stored}[""] == pytest.approx(ex.duration, abs=1e-6)
 
 
+async def test_restarted_execution_continues_the_trace(otel: Otel) -> None:
+    """A restarted execution's new spans are in its first trace, under its first span."""
+    runs: list[int] = []
+
+    @af.task
+    async def flaky_once(ctx: af.TaskContext) -> None:
+        runs.append(ctx.attempt)
+        if len(runs) == 1:
+            raise RuntimeError("first run fails")
+
+    flow = af.Flow(id="again", tasks=[work("a"), flaky_once("f")])
+    async with Runtime.open(":memory:", flows=[flow], tracing=otel.tracing) as rt:
+        failed = await rt.run(flow)
+        first = otel.one("execution default.again")
+        otel.exporter.clear()
+        handle = await rt.restart(failed.id)
+        ex = await handle.wait()
+    assert failed.state is State.FAILED and ex.state is State.SUCCESS
+    spans = otel.spans()
+    assert {s.context.trace_id for s in spans} == {first.context.trace_id}
+    second = otel.one("execution default.again")
+    assert second.parent is not None and second.parent.span_id == first.context.span_id
+    f = otel.one("task f")
+    assert parent_of(f, spans) == "execution default.again"
+    assert [e.name for e in f.events][-3:] == ["RESTARTED", "RUNNING", "SUCCESS"]
+
+
 async def test_host_global_provider_is_used_unless_tracing_false(
     otel: Otel, monkeypatch: pytest.MonkeyPatch
 ) -> None:

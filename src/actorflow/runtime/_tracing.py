@@ -95,6 +95,11 @@ def _ns(seconds: float) -> int:
     return int(seconds * 1e9)
 
 
+def _sampled(span: Span) -> bool:
+    # Not is_recording(): that is False for an ended span too.
+    return span.get_span_context().trace_flags.sampled
+
+
 def traceparent_of(span: Span) -> str | None:
     """A W3C traceparent for ``span`` (None if it is not valid)."""
     carrier: dict[str, str] = {}
@@ -283,7 +288,10 @@ class TracingObserver(Observer):
             "actorflow.flow.namespace": ex.namespace,
             "actorflow.flow.revision": ex.flow_revision,
         }
-        parent = context_of(ex.traceparent)
+        # Restarted here: under its previous span (the record in memory still holds the
+        # caller's context; only the stored snapshot holds the execution span's).
+        previous = self._ended.pop(ex.id, None)
+        parent = context_of(previous.traceparent if previous is not None else ex.traceparent)
         caller = self._runs.get(ex.parent_task_run_id or "")
         if caller is not None:
             parent = trace.set_span_in_context(caller.span)  # a subflow's Subflow task run
@@ -293,9 +301,9 @@ class TracingObserver(Observer):
         entry = self._exec[ex.id] = _Open(span, ex.id, child)
         entry.traceparent = traceparent_of(span) or ex.traceparent
         if span.is_recording():
-            # A first sight shows the whole history; a resumed run (new span) its last step.
-            for e in ex.history if ex.traceparent is None else ex.history[-1:]:
-                span.add_event(e.state.value, timestamp=_ns(e.date))
+            # A new execution has one state; a resumed one shows where it resumed.
+            last = ex.history[-1]
+            span.add_event(last.state.value, timestamp=_ns(last.date))
         for tr in self._deferred.pop(ex.id, {}).values():
             self.task_run_changed(tr, None)
         return entry
@@ -305,7 +313,9 @@ class TracingObserver(Observer):
         entry = self._runs.get(tr.id)
         last = tr.history[-1]
         if entry is None:
-            execution = self._exec.get(tr.execution_id) or self._ended.get(tr.execution_id)
+            execution = self._exec.get(tr.execution_id)
+            if execution is None and tr.state.terminal:
+                execution = self._ended.get(tr.execution_id)  # killed after its execution ended
             if execution is None:
                 # Recovered or restarted: task runs change before their execution does; their
                 # spans wait for the execution span (they start and end at their own dates).
@@ -315,7 +325,7 @@ class TracingObserver(Observer):
             parent = self._runs.get(tr.parent_task_run_id or "") or execution
             child = {"actorflow.execution.id": tr.execution_id, "actorflow.task.id": tr.task_id,
                      "actorflow.task_run.id": tr.id}  # fmt: skip
-            if self._prune and not parent.span.is_recording():
+            if self._prune and not _sampled(parent.span):
                 span = parent.span
             else:
                 attrs = {**execution.child_attrs, **child}
@@ -337,7 +347,7 @@ class TracingObserver(Observer):
     # -- attempts ---------------------------------------------------------------------------
     def attempt_started(self, scope: ExecutionScope, tr: TaskRun, number: int) -> Any:
         run = self._runs.get(tr.id)
-        if run is not None and self._prune and not run.span.is_recording():
+        if run is not None and self._prune and not _sampled(run.span):
             span = run.span
         else:
             ctx = trace.set_span_in_context(run.span) if run is not None else None
