@@ -16,6 +16,8 @@ def anyio_backend() -> str:
 @pytest.fixture(params=["sqlite", "memory"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """Every behavioural storage test runs against each backend."""
-    s: Store = SQLiteStore(tmp_path / "s.db") if request.param == "sqlite" else MemoryStore()
-    async with s:  # type: ignore[attr-defined]
+    s: SQLiteStore | MemoryStore = (
+        SQLiteStore(tmp_path / "s.db") if request.param == "sqlite" else MemoryStore()
+    )
+    async with s:
         yield s

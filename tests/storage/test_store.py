@@ -1,23 +1,25 @@
-"""The Store contract, against every backend."""
+"""The Store contract, against every backend (the `store` fixture is SQLite and memory)."""
 
 from __future__ import annotations
 
 import anyio
+import msgspec
 import pytest
+from storage_helpers import TERMINAL, FakeClock, ex, tr
 
+from actorflow import StorageUnavailable
 from actorflow.storage import (
     AppendHistory,
     AppendLog,
     AttemptRow,
     DeleteExecution,
     DeleteTaskRuns,
-    ExecutionRow,
     HistoryRow,
     LogRow,
     MetricRow,
+    Op,
     OutputRow,
     Store,
-    TaskRunRow,
     UpsertAttempt,
     UpsertExecution,
     UpsertMetric,
@@ -26,141 +28,272 @@ from actorflow.storage import (
 )
 
 pytestmark = pytest.mark.anyio
-TERMINAL = ("SUCCESS", "FAILED", "WARNING", "KILLED", "CANCELLED", "SKIPPED")
-
-
-def ex(i: str, state: str = "RUNNING", created: float = 1.0, **kw: object) -> ExecutionRow:
-    return ExecutionRow(id=i, namespace=kw.pop("namespace", "ns"), flow_id=kw.pop("flow_id", "f"),  # type: ignore[arg-type]
-                        flow_revision=1, state=state, created=created, updated=created,
-                        data=b"snap-" + i.encode(), **kw)  # type: ignore[arg-type]  # fmt: skip
-
-
-def tr(i: str, e: str, state: str = "RUNNING", created: float = 1.0) -> TaskRunRow:
-    return TaskRunRow(id=i, execution_id=e, task_id="t-" + i, state=state, created=created,
-                      updated=created, data=b"tr")  # fmt: skip
 
 
 async def test_every_row_type_round_trips(store: Store) -> None:
-    """Each op's row reads back as written."""
+    """Each op's row reads back exactly as written, every field included."""
+    e1 = ex("e1", "FAILED", created=1.0, ended=3.0, parent_execution_id="p", owner="o1")
+    t1 = tr("t1", "e1", "FAILED", created=1.5, ended=2.5, parent_task_run_id="t0", value="v")
+    attempt = AttemptRow("e1", "t1", 1, "FAILED", 1.0, 2.0, "boom")
+    metric = MetricRow("e1", "t1", "rows", "counter", {"b": "2", "a": "1"}, 5.0, 2)
+    log = LogRow("e1", "t1", 1.2, "INFO", "hello ✓", "trace", "span")
+    out = OutputRow("e1", "t1", b"\x81\xa1x\x01\x00")
     await store.write([
-        UpsertExecution(ex("e1")),
-        UpsertTaskRun(tr("t1", "e1")),
-        UpsertAttempt(AttemptRow("e1", "t1", 1, "FAILED", 1.0, 2.0, "boom")),
+        UpsertExecution(e1), UpsertTaskRun(t1), UpsertAttempt(attempt),
         AppendHistory(HistoryRow("e1", None, "CREATED", 1.0)),
         AppendHistory(HistoryRow("e1", "t1", "CREATED", 1.1)),
-        UpsertMetric(MetricRow("e1", "t1", "rows", "counter", {"b": "2", "a": "1"}, 5.0, 2)),
-        AppendLog(LogRow("e1", "t1", 1.2, "INFO", "hello", "trace", "span")),
-        UpsertOutput(OutputRow("e1", "t1", b"\x81\xa1x\x01")),
+        UpsertMetric(metric), AppendLog(log), UpsertOutput(out),
     ])  # fmt: skip
-    assert await store.get_execution("e1") == ex("e1")
-    assert await store.task_runs("e1") == [tr("t1", "e1")]
-    assert await store.attempts("e1") == [AttemptRow("e1", "t1", 1, "FAILED", 1.0, 2.0, "boom")]
-    assert [h.state for h in await store.history("e1")] == ["CREATED", "CREATED"]
-    assert [h.task_run_id for h in await store.history("e1", None)] == [None]
-    assert (await store.metrics(execution_id="e1"))[0].tags == {"a": "1", "b": "2"}
-    assert (await store.logs("e1"))[0] == LogRow("e1", "t1", 1.2, "INFO", "hello", "trace", "span")
-    assert (await store.outputs("e1"))[0].data == b"\x81\xa1x\x01"
+    assert await store.get_execution("e1") == e1
+    assert await store.task_runs("e1") == [t1]
+    assert await store.attempts("e1") == [attempt]
+    assert await store.attempts("e1", "t1") == [attempt]
+    assert await store.history("e1") == [HistoryRow("e1", None, "CREATED", 1.0),
+                                         HistoryRow("e1", "t1", "CREATED", 1.1)]  # fmt: skip
+    assert await store.metrics(execution_id="e1") == [metric]
+    assert await store.logs("e1") == [log]
+    assert await store.outputs("e1") == [out]
     assert await store.get_execution("nope") is None
+    assert await store.task_runs("nope") == [] and await store.history("nope") == []
 
 
-async def test_upserts_replace_and_keep_the_last(store: Store) -> None:
-    """Several upserts of one key in one batch and across batches keep the last one."""
+async def test_upserts_replace_every_column_and_keep_the_last(store: Store) -> None:
+    """Repeated upserts of one key, in one write and across writes, leave only the last row."""
     store.write([UpsertExecution(ex("e1", "CREATED")), UpsertExecution(ex("e1", "RUNNING"))])
-    await store.write(
-        [UpsertTaskRun(tr("t1", "e1", "CREATED")), UpsertTaskRun(tr("t1", "e1", "SUCCESS"))]
+    last_run = tr(
+        "t1", "e1", "SUCCESS", created=2.0, value="x", parent_task_run_id="p", task_id="b"
     )
-    await store.write([UpsertMetric(MetricRow("e1", "t1", "m", "counter", {}, 1.0)),
-                       UpsertMetric(MetricRow("e1", "t1", "m", "counter", {}, 3.0, 2))])  # fmt: skip
-    assert (await store.get_execution("e1")).state == "RUNNING"  # type: ignore[union-attr]
-    assert [r.state for r in await store.task_runs("e1")] == ["SUCCESS"]
-    assert [(m.value, m.count) for m in await store.metrics(name="m")] == [(3.0, 2)]
+    await store.write([UpsertTaskRun(tr("t1", "e1", "CREATED")), UpsertTaskRun(last_run)])
+    await store.write([
+        UpsertMetric(MetricRow("e1", "t1", "m", "counter", {"k": "v"}, 1.0)),
+        UpsertMetric(MetricRow("e1", "t1", "m", "counter", {"k": "v"}, 3.0, 2)),
+        UpsertMetric(MetricRow("e1", "t1", "m", "timer", {"k": "v"}, 0.5)),
+        UpsertAttempt(AttemptRow("e1", "t1", 1, "RUNNING", 1.0)),
+        UpsertAttempt(AttemptRow("e1", "t1", 1, "FAILED", 1.0, 2.0, "boom")),
+        UpsertOutput(OutputRow("e1", "t1", b"first")),
+        UpsertOutput(OutputRow("e1", "t1", b"last")),
+    ])  # fmt: skip
+    await store.write([UpsertMetric(MetricRow("e1", "t1", "m", "counter", {"k": "v"}, 7.0, 4))])
+    assert (await store.get_execution("e1")) == ex("e1", "RUNNING")
+    assert await store.task_runs("e1") == [last_run]
+    assert [(m.kind, m.value, m.count) for m in await store.metrics(name="m")] == [
+        ("counter", 7.0, 4),
+        ("timer", 0.5, 1),
+    ]
+    assert await store.attempts("e1") == [AttemptRow("e1", "t1", 1, "FAILED", 1.0, 2.0, "boom")]
+    assert [o.data for o in await store.outputs("e1")] == [b"last"]
+
+
+async def test_an_upsert_keeps_the_rows_place(store: Store) -> None:
+    """Updating a row does not move it: task runs stay in creation order, attempts in theirs."""
+    await store.write([UpsertExecution(ex("e")), UpsertTaskRun(tr("a", "e", created=1.0)),
+                       UpsertTaskRun(tr("b", "e", created=1.0)), UpsertTaskRun(tr("c", "e", created=0.5))])  # fmt: skip
+    await store.write([UpsertTaskRun(tr("a", "e", "SUCCESS", created=1.0))])
+    assert [r.id for r in await store.task_runs("e")] == ["c", "a", "b"]
+    await store.write([UpsertAttempt(AttemptRow("e", "a", 1, "FAILED", 1.0)),
+                       UpsertAttempt(AttemptRow("e", "b", 1, "RUNNING", 1.0))])  # fmt: skip
+    await store.write([UpsertAttempt(AttemptRow("e", "a", 1, "SUCCESS", 1.0))])
+    assert [(a.task_run_id, a.state) for a in await store.attempts("e")] == [
+        ("a", "SUCCESS"),
+        ("b", "RUNNING"),
+    ]
+
+
+async def test_ops_apply_in_order_across_deletes(store: Store) -> None:
+    """A delete in the middle of queued writes sees what came before it and not what follows."""
+    await store.write([UpsertExecution(ex("e")), UpsertTaskRun(tr("a", "e")), UpsertTaskRun(tr("b", "e"))])  # fmt: skip
+    store.write([UpsertTaskRun(tr("a", "e", "FAILED"))])
+    store.write([DeleteTaskRuns("e", ("a", "b"))])
+    store.write([UpsertTaskRun(tr("a", "e", "CREATED", created=5.0))])
+    await store.write([UpsertExecution(ex("gone")), AppendLog(LogRow("gone", None, 1.0, "INFO", "x")),
+                       DeleteExecution("gone"), UpsertExecution(ex("back")), DeleteExecution("back"),
+                       UpsertExecution(ex("back", "SUCCESS"))])  # fmt: skip
+    assert [(r.id, r.state) for r in await store.task_runs("e")] == [("a", "CREATED")]
+    assert await store.get_execution("gone") is None and await store.logs("gone") == []
+    assert (await store.get_execution("back")) == ex("back", "SUCCESS")
 
 
 async def test_list_filters_and_pages(store: Store) -> None:
-    """Executions filter by flow, namespace, state and time, newest first, with paging."""
-    ops = [UpsertExecution(ex(f"e{i}", "SUCCESS" if i % 2 else "RUNNING", created=float(i),
-                              flow_id="f" if i < 6 else "g")) for i in range(10)]  # fmt: skip
-    await store.write(ops)
-    assert [r.id for r in await store.list_executions(limit=3)] == ["e9", "e8", "e7"]
-    assert [r.id for r in await store.list_executions(limit=3, offset=3)] == ["e6", "e5", "e4"]
-    assert {r.id for r in await store.list_executions(flow_id="g")} == {"e6", "e7", "e8", "e9"}
-    assert {r.id for r in await store.list_executions(states=["SUCCESS"], since=4, until=8)} == {
-        "e5",
-        "e7",
-    }
-    assert [r.id for r in await store.list_executions(newest_first=False, limit=2)] == ["e0", "e1"]
-    assert {r.id for r in await store.unfinished_executions(TERMINAL)} == {
-        "e0",
-        "e2",
-        "e4",
-        "e6",
-        "e8",
-    }
+    """Executions filter by flow, namespace, states and creation time, newest first, in pages."""
+    await store.write([
+        UpsertExecution(ex(f"e{i}", "SUCCESS" if i % 2 else "RUNNING", created=float(i),
+                           flow_id="f" if i < 6 else "g", namespace="a" if i < 3 else "b"))
+        for i in range(10)
+    ])  # fmt: skip
+
+    async def ids(**kw: object) -> list[str]:
+        return [r.id for r in await store.list_executions(**kw)]  # type: ignore[arg-type]
+
+    assert await ids(limit=3) == ["e9", "e8", "e7"]
+    assert await ids(limit=3, offset=3) == ["e6", "e5", "e4"]
+    assert await ids(limit=3, offset=9) == ["e0"]
+    assert await ids(newest_first=False, limit=2) == ["e0", "e1"]
+    assert await ids(flow_id="g") == ["e9", "e8", "e7", "e6"]
+    assert await ids(namespace="a") == ["e2", "e1", "e0"]
+    assert await ids(flow_id="f", namespace="b", states=["RUNNING"]) == ["e4"]
+    assert await ids(states=["SUCCESS"], since=4, until=8) == ["e7", "e5"]
+    assert await ids(states=[]) == []
+    assert await ids(flow_id="nope") == []
+
+
+async def test_unfinished_executions_are_the_non_terminal_ones(store: Store) -> None:
+    """unfinished_executions lists every execution not in a terminal state, oldest first."""
+    states = ["RUNNING", "SUCCESS", "PAUSED", "FAILED", "CREATED", "KILLED"]
+    await store.write([UpsertExecution(ex(f"e{i}", s, created=float(10 - i))) for i, s in enumerate(states)])  # fmt: skip
+    assert [r.id for r in await store.unfinished_executions(TERMINAL)] == ["e4", "e2", "e0"]
+
+
+async def test_history_keeps_insertion_order(store: Store) -> None:
+    """History comes back in the order appended, whatever the timestamps, and filters by level."""
+    entries = [HistoryRow("e", None, "CREATED", 5.0), HistoryRow("e", "t1", "CREATED", 1.0),
+               HistoryRow("e", "t2", "CREATED", 3.0), HistoryRow("e", "t1", "RUNNING", 2.0),
+               HistoryRow("e", None, "RUNNING", 0.0)]  # fmt: skip
+    await store.write(
+        [UpsertExecution(ex("e")), AppendHistory(entries[0]), AppendHistory(entries[1])]
+    )
+    store.write([AppendHistory(entries[2])])
+    await store.write([AppendHistory(h) for h in entries[3:]])
+    assert await store.history("e") == entries
+    assert await store.history("e", None) == [entries[0], entries[4]]
+    assert await store.history("e", "t1") == [entries[1], entries[3]]
 
 
 async def test_metrics_filter_by_tag_subset(store: Store) -> None:
-    """A tags filter matches metrics carrying at least those tags."""
+    """A tags filter matches metrics carrying at least those tags; other filters combine."""
     await store.write([UpsertExecution(ex("e1"))] + [
         UpsertMetric(MetricRow("e1", f"t{i}", "rows", "counter", {"src": s, "env": "p"}, 1.0))
         for i, s in enumerate(["a", "b", "a"])
-    ])  # fmt: skip
-    assert len(await store.metrics(name="rows", tags={"src": "a"})) == 2
+    ] + [UpsertMetric(MetricRow("e1", "t0", "time", "timer", {}, 2.0))])  # fmt: skip
+    assert [m.task_run_id for m in await store.metrics(name="rows", tags={"src": "a"})] == [
+        "t0",
+        "t2",
+    ]
     assert len(await store.metrics(name="rows", tags={"env": "p"})) == 3
+    assert len(await store.metrics(tags={"env": "p", "src": "b"})) == 1
     assert await store.metrics(name="rows", tags={"src": "zzz"}) == []
+    assert await store.metrics(tags={"missing": "p"}) == []
+    assert [m.name for m in await store.metrics(task_run_id="t0")] == ["rows", "time"]
+    assert len(await store.metrics(execution_id="e1", tags={})) == 4
+    assert await store.metrics(execution_id="other") == []
+
+
+async def test_logs_filter_and_limit(store: Store) -> None:
+    """Logs come back in order, per task run or for the whole execution, limited on request."""
+    lines = [LogRow("e", "t1" if i % 2 else None, float(i), "INFO", f"line {i}") for i in range(6)]
+    await store.write([UpsertExecution(ex("e"))] + [AppendLog(lg) for lg in lines])
+    assert await store.logs("e") == lines
+    assert await store.logs("e", "t1") == lines[1::2]
+    assert await store.logs("e", limit=2) == lines[:2]
+    assert await store.logs("other") == []
 
 
 async def test_purge_deletes_everything_of_an_execution(store: Store) -> None:
-    """purge by age or id removes the executions with all their rows and returns the ids."""
-    await store.write([
-        UpsertExecution(ex("old", "SUCCESS", created=1.0, ended=2.0)),
-        UpsertExecution(ex("new", "SUCCESS", created=100.0, ended=101.0)),
-        UpsertExecution(ex("live", "RUNNING", created=1.0)),
-        UpsertTaskRun(tr("t1", "old")),
-        AppendLog(LogRow("old", "t1", 1.0, "INFO", "x")),
-        AppendHistory(HistoryRow("old", None, "SUCCESS", 2.0)),
-    ])  # fmt: skip
+    """purge by age or id removes executions with all their rows and returns their ids."""
+    ops: list[Op] = []
+    for e, state, ended in (
+        ("old", "SUCCESS", 2.0),
+        ("new", "SUCCESS", 101.0),
+        ("live", "RUNNING", None),
+    ):
+        ops += [UpsertExecution(ex(e, state, ended=ended)), UpsertTaskRun(tr(f"{e}-t", e)),
+                UpsertAttempt(AttemptRow(e, f"{e}-t", 1, "SUCCESS", 1.0)),
+                AppendHistory(HistoryRow(e, None, state, 2.0)),
+                UpsertMetric(MetricRow(e, f"{e}-t", "m", "counter", {}, 1.0)),
+                AppendLog(LogRow(e, f"{e}-t", 1.0, "INFO", "x")),
+                UpsertOutput(OutputRow(e, f"{e}-t", b"o"))]  # fmt: skip
+    await store.write(ops)
+    await store.post_command("old", "kill")
+    assert await store.purge() == []
     assert await store.purge(older_than=50.0, states=TERMINAL) == ["old"]
+    for read in (store.task_runs("old"), store.attempts("old"), store.history("old"),
+                 store.metrics(execution_id="old"), store.logs("old"), store.outputs("old")):  # fmt: skip
+        assert await read == []
     assert await store.get_execution("old") is None
-    assert await store.task_runs("old") == [] and await store.logs("old") == []
-    assert await store.history("old") == []
+    assert await store.commands_after(0) == []
     assert await store.purge(execution_ids=["live"], states=TERMINAL) == []
-    assert await store.purge(execution_ids=["new"]) == ["new"]
-    await store.write([DeleteExecution("live")])
-    assert await store.get_execution("live") is None
+    assert await store.purge(execution_ids=["new", "live", "unknown"]) == ["live", "new"]
+    assert await store.list_executions() == []
 
 
-async def test_delete_task_runs(store: Store) -> None:
-    """DeleteTaskRuns removes task runs and their attempts and outputs."""
+async def test_delete_task_runs_removes_what_they_own(store: Store) -> None:
+    """DeleteTaskRuns removes the task runs with their attempts, outputs and metrics, only them."""
     await store.write([UpsertExecution(ex("e")), UpsertTaskRun(tr("a", "e")), UpsertTaskRun(tr("b", "e")),
                        UpsertAttempt(AttemptRow("e", "a", 1, "FAILED", 1.0)),
+                       UpsertAttempt(AttemptRow("e", "b", 1, "SUCCESS", 1.0)),
+                       UpsertMetric(MetricRow("e", "a", "m", "counter", {}, 1.0)),
                        UpsertOutput(OutputRow("e", "a", b"x"))])  # fmt: skip
     await store.write([DeleteTaskRuns("e", ("a",))])
     assert [r.id for r in await store.task_runs("e")] == ["b"]
-    assert await store.attempts("e") == [] and await store.outputs("e") == []
+    assert [a.task_run_id for a in await store.attempts("e")] == ["b"]
+    assert await store.outputs("e") == [] and await store.metrics(execution_id="e") == []
+    assert await store.get_execution("e") is not None
 
 
-async def test_commands_are_ordered(store: Store) -> None:
-    """Commands come back in order after a given id."""
+async def test_commands_come_back_in_order(store: Store) -> None:
+    """Commands are numbered upwards and read back after a given id."""
     await store.write([UpsertExecution(ex("e"))])
     a = await store.post_command("e", "kill", b"{}")
     b = await store.post_command("e", "resume", b'{"x":1}')
-    assert [c.kind for c in await store.commands_after(0)] == ["kill", "resume"]
+    assert b > a > 0
+    cmds = await store.commands_after(0)
+    assert [(c.id, c.execution_id, c.kind, c.payload) for c in cmds] == [
+        (a, "e", "kill", b"{}"),
+        (b, "e", "resume", b'{"x":1}'),
+    ]
     assert [c.id for c in await store.commands_after(a)] == [b]
+    assert await store.commands_after(b) == []
 
 
-async def test_orphans_are_claimed_only_from_dead_owners(store: Store) -> None:
-    """Unfinished executions of a live owner stay; those of a gone owner are claimed."""
+async def test_orphans_are_claimed_only_from_gone_owners(store: Store) -> None:
+    """Executions of a live owner stay put; unowned, unregistered and released ones are taken."""
     for owner in ("alive", "dead", "me"):
         await store.register_owner(owner, 10)
     await store.write([UpsertExecution(ex("e1", owner="alive")), UpsertExecution(ex("e2", owner="dead")),
-                       UpsertExecution(ex("e3", owner=None)), UpsertExecution(ex("e4", "SUCCESS", owner=None))])  # fmt: skip
+                       UpsertExecution(ex("e3", owner=None, created=0.5)),
+                       UpsertExecution(ex("e4", "SUCCESS", owner=None)),
+                       UpsertExecution(ex("e5", owner="never-registered")),
+                       UpsertExecution(ex("e6", owner="me"))])  # fmt: skip
     await store.release_owner("dead")
     claimed = await store.claim_orphans("me", TERMINAL, stale_after=10)
-    assert sorted(r.id for r in claimed) == ["e2", "e3"]
+    assert [r.id for r in claimed] == ["e3", "e2", "e5"]
     assert all(r.owner == "me" for r in claimed)
+    assert (await store.get_execution("e2")).owner == "me"  # type: ignore[union-attr]
+    assert (await store.get_execution("e1")).owner == "alive"  # type: ignore[union-attr]
     assert await store.claim_orphans("other", TERMINAL, stale_after=10) == []
-    stale = await store.claim_orphans("other", TERMINAL, stale_after=-1)
-    assert sorted(r.id for r in stale) == ["e1", "e2", "e3"]
+
+
+async def test_a_stale_heartbeat_makes_executions_claimable(store: Store) -> None:
+    """An owner whose heartbeat is older than stale_after loses its executions; a beating one keeps them."""
+    clock = FakeClock()
+    store.clock = clock  # type: ignore[attr-defined]
+    await store.register_owner("a", 15)
+    await store.register_owner("b", 15)
+    await store.write([UpsertExecution(ex("ea", owner="a")), UpsertExecution(ex("eb", owner="b"))])
+    clock.now += 10
+    await store.heartbeat("b")
+    assert await store.claim_orphans("c", TERMINAL, stale_after=15) == []
+    clock.now += 10  # a: 20 s without a beat; b: 10 s
+    assert [r.id for r in await store.claim_orphans("c", TERMINAL, stale_after=15)] == ["ea"]
+    assert {o for o, _ in await store.owners()} == {"a", "b"}
+
+
+async def test_two_owners_never_claim_the_same_execution(store: Store) -> None:
+    """Concurrent claims by two owners split the orphans: each is taken exactly once."""
+    await store.write([UpsertExecution(ex(f"e{i}", owner=None)) for i in range(50)])
+    results: dict[str, list[str]] = {}
+
+    async def claim(owner: str) -> None:
+        await store.register_owner(owner, 10)
+        results[owner] = [r.id for r in await store.claim_orphans(owner, TERMINAL, 10)]
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(claim, "x")
+        tg.start_soon(claim, "y")
+    taken = results["x"] + results["y"]
+    assert sorted(taken) == sorted(f"e{i}" for i in range(50))
+    for owner, ids in results.items():
+        for i in ids:
+            assert (await store.get_execution(i)).owner == owner  # type: ignore[union-attr]
 
 
 async def test_concurrent_writers_lose_nothing(store: Store) -> None:
@@ -169,7 +302,7 @@ async def test_concurrent_writers_lose_nothing(store: Store) -> None:
     async def writer(k: int) -> None:
         for i in range(100):
             eid = f"e{k}-{i}"
-            commit = store.write([UpsertExecution(ex(eid)), UpsertTaskRun(tr(f"t{k}-{i}", eid)),
+            commit = store.write([UpsertExecution(ex(eid, created=float(i))), UpsertTaskRun(tr(f"t{k}-{i}", eid)),
                                   AppendHistory(HistoryRow(eid, None, "CREATED", 1.0))])  # fmt: skip
             if i % 10 == 0:
                 await commit
@@ -181,4 +314,56 @@ async def test_concurrent_writers_lose_nothing(store: Store) -> None:
     await store.flush()
     rows = await store.list_executions(limit=20_000)
     assert len(rows) == 10_000
-    assert len(await store.task_runs("e99-99")) == 1
+    assert {r.id for r in rows} == {f"e{k}-{i}" for k in range(100) for i in range(100)}
+    for k in (0, 57, 99):
+        for i in (0, 50, 99):
+            assert [r.id for r in await store.task_runs(f"e{k}-{i}")] == [f"t{k}-{i}"]
+            assert len(await store.history(f"e{k}-{i}")) == 1
+
+
+async def test_a_failed_write_is_never_silent(store: Store) -> None:
+    """An injected write failure fails the waiting commit with StorageUnavailable, sets
+    `failed`, refuses later writes and keeps what was committed before."""
+    await store.write([UpsertExecution(ex("kept"))])
+    store.fail_next = OSError("disk full")  # type: ignore[attr-defined]
+    commit = store.write([UpsertExecution(ex("lost")), UpsertTaskRun(tr("t", "kept"))])
+    with pytest.raises(StorageUnavailable, match="disk full"):
+        await commit
+    assert isinstance(store.failed, OSError)
+    with pytest.raises(StorageUnavailable, match="disk full"):
+        store.write([UpsertExecution(ex("later"))])
+    with pytest.raises(StorageUnavailable):
+        await store.flush()
+    with pytest.raises(StorageUnavailable):
+        await store.post_command("kept", "kill")
+    assert await store.get_execution("kept") == ex("kept")
+    assert await store.get_execution("lost") is None and await store.task_runs("kept") == []
+
+
+async def test_a_closed_store_refuses_writes(store: Store) -> None:
+    """After close, write raises StorageUnavailable instead of dropping the ops."""
+    await store.write([UpsertExecution(ex("e"))])
+    await store.close()
+    with pytest.raises(StorageUnavailable, match="closed"):
+        store.write([UpsertExecution(ex("f"))])
+    await store.open()
+    assert await store.get_execution("e") == ex("e")
+    await store.write([UpsertExecution(ex("f"))])
+
+
+async def test_flush_and_empty_writes(store: Store) -> None:
+    """flush returns once everything queued is readable; an empty write commits at once."""
+    await store.write([])
+    for i in range(20):
+        store.write([UpsertExecution(ex(f"e{i}"))])
+    await store.flush()
+    assert len(await store.list_executions()) == 20
+    await store.flush()
+
+
+async def test_rows_are_msgspec_round_trippable(store: Store) -> None:
+    """Rows read back encode and decode with msgspec like the rows written (tags included)."""
+    metric = MetricRow("e", "t", "m", "duration", {"x": "1"}, 0.25, 3)
+    await store.write([UpsertExecution(ex("e")), UpsertMetric(metric)])
+    (read,) = await store.metrics(execution_id="e")
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(read), type=MetricRow) == metric

@@ -27,16 +27,19 @@ from actorflow.storage._rows import (
     UpsertTaskRun,
 )
 from actorflow.storage._schema import CURRENT_VERSION
-from actorflow.storage._sqlite import SQLiteStore
+from actorflow.storage._sqlite import SQLiteStore, WriterStats
 from actorflow.storage._store import Commit, Store
 
 
-def open_store(url_or_path: str | os.PathLike[str]) -> Store:
-    """A store for a path (SQLite) or ``":memory:"`` / ``"memory://"`` (in memory)."""
-    text = str(url_or_path)
+def open_store(url_or_path: str | os.PathLike[str], *, read_only: bool = False) -> Store:
+    """A store for a path or ``sqlite://`` URL (SQLite), or ``":memory:"`` / ``"memory://"``.
+
+    The store is not opened yet: use it as ``async with`` (or call ``open``).
+    """
+    text = os.fspath(url_or_path)
     if text in (":memory:", "memory://"):
         return MemoryStore()
-    return SQLiteStore(text.removeprefix("sqlite://"))
+    return SQLiteStore(text.removeprefix("sqlite://"), read_only=read_only)
 
 
 __all__ = [
@@ -64,5 +67,6 @@ __all__ = [
     "UpsertMetric",
     "UpsertOutput",
     "UpsertTaskRun",
+    "WriterStats",
     "open_store",
 ]

@@ -1,11 +1,17 @@
-"""A store that keeps everything in memory: same semantics as SQLite, nothing persisted."""
+"""A store that keeps everything in memory: the SQLite store's semantics, nothing persisted.
+
+Writes apply at once, so every commit is already resolved. Orders match SQLite's: rows
+come back in first-insertion order (an upsert keeps a row's place), task runs by creation.
+"""
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from types import EllipsisType
+
+import msgspec
 
 from actorflow._errors import StorageUnavailable
 from actorflow.storage._rows import (
@@ -30,23 +36,40 @@ from actorflow.storage._rows import (
 )
 from actorflow.storage._store import COMMITTED, Commit
 
+_MetricKey = tuple[str, str, str, tuple[tuple[str, str], ...]]
+
+
+class _Rows:
+    """Everything one execution owns."""
+
+    __slots__ = ("attempts", "history", "logs", "outputs", "runs")
+
+    def __init__(self) -> None:
+        self.runs: dict[str, TaskRunRow] = {}
+        self.attempts: dict[tuple[str, int], AttemptRow] = {}
+        self.history: list[HistoryRow] = []
+        self.logs: list[LogRow] = []
+        self.outputs: dict[str, OutputRow] = {}
+
+
+_EMPTY = _Rows()
+
 
 class MemoryStore:
     """For tests, benchmarks (the no-persistence baseline) and ``":memory:"`` runtimes."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # wall time for heartbeats and command stamps (tests age them)
         self._execs: dict[str, ExecutionRow] = {}
-        self._runs: dict[str, TaskRunRow] = {}
-        self._attempts: dict[tuple[str, int], AttemptRow] = {}
-        self._history: list[HistoryRow] = []
-        self._metrics: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], MetricRow] = {}
-        self._logs: list[LogRow] = []
-        self._outputs: dict[str, OutputRow] = {}
+        self._rows: dict[str, _Rows] = {}
+        # One table, like SQLite's, so queries across executions keep insertion order.
+        self._metrics: dict[_MetricKey, MetricRow] = {}
         self._commands: list[CommandRow] = []
         self._owners: dict[str, float] = {}
         self._ids = itertools.count(1)
         self._failed: BaseException | None = None
-        self.fail_next: BaseException | None = None
+        self._closed = False
+        self.fail_next: BaseException | None = None  # test hook: the next write fails
 
     @property
     def failed(self) -> BaseException | None:
@@ -54,72 +77,100 @@ class MemoryStore:
         return self._failed
 
     async def open(self) -> None:
-        """Nothing to open."""
+        """Accept writes again after :meth:`close` (the data stays)."""
+        self._closed = False
 
     async def close(self) -> None:
-        """Nothing to close."""
+        """Refuse further writes."""
+        self._closed = True
 
     async def __aenter__(self) -> MemoryStore:
+        await self.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        return None
+        await self.close()
+
+    def _unavailable(self) -> StorageUnavailable:
+        if self._failed is not None:
+            return StorageUnavailable(f"memory store failed earlier: {self._failed}")
+        return StorageUnavailable("memory store is closed")
 
     def write(self, ops: Iterable[Op]) -> Commit:
-        """Apply ``ops`` at once; the returned commit is already resolved."""
-        if self._failed is not None:
-            raise StorageUnavailable(f"memory store failed earlier: {self._failed}")
-        if self.fail_next is not None:
-            self._failed, self.fail_next = self.fail_next, None
+        """Apply ``ops`` at once, all or nothing; the returned commit is already resolved."""
+        if self._failed is not None or self._closed:
+            raise self._unavailable()
+        ops = ops if isinstance(ops, list | tuple) else list(ops)
+        error = self.fail_next
+        self.fail_next = None
+        if error is not None:
+            self._failed = error
             failed = Commit()
-            failed.resolve(StorageUnavailable(f"a write failed: {self._failed}"))
+            failed.resolve(
+                StorageUnavailable(f"a write failed, storage stopped so nothing is lost: {error}")
+            )
             return failed
         for op in ops:
             self._apply(op)
         return COMMITTED
 
+    def _bucket(self, execution_id: str) -> _Rows:
+        rows = self._rows.get(execution_id)
+        if rows is None:
+            rows = self._rows[execution_id] = _Rows()
+        return rows
+
     def _apply(self, op: Op) -> None:
         if isinstance(op, UpsertTaskRun):
-            self._runs[op.row.id] = op.row
+            self._bucket(op.row.execution_id).runs[op.row.id] = op.row
         elif isinstance(op, AppendHistory):
-            self._history.append(op.row)
+            self._bucket(op.row.execution_id).history.append(op.row)
         elif isinstance(op, UpsertExecution):
             self._execs[op.row.id] = op.row
+        elif isinstance(op, AppendLog):
+            self._bucket(op.row.execution_id).logs.append(op.row)
         elif isinstance(op, UpsertAttempt):
-            self._attempts[(op.row.task_run_id, op.row.number)] = op.row
+            a = op.row
+            self._bucket(a.execution_id).attempts[(a.task_run_id, a.number)] = a
         elif isinstance(op, UpsertMetric):
             m = op.row
             self._metrics[(m.task_run_id, m.name, m.kind, tuple(sorted(m.tags.items())))] = m
-        elif isinstance(op, AppendLog):
-            self._logs.append(op.row)
         elif isinstance(op, UpsertOutput):
-            self._outputs[op.row.task_run_id] = op.row
+            self._bucket(op.row.execution_id).outputs[op.row.task_run_id] = op.row
         elif isinstance(op, DeleteTaskRuns):
-            gone = set(op.task_run_ids)
-            for i in gone:
-                self._runs.pop(i, None)
-                self._outputs.pop(i, None)
-            self._attempts = {k: v for k, v in self._attempts.items() if k[0] not in gone}
-            self._metrics = {k: v for k, v in self._metrics.items() if k[0] not in gone}
+            self._delete_task_runs(op.execution_id, set(op.task_run_ids))
         elif isinstance(op, DeleteExecution):
             self._delete({op.execution_id})
+        else:
+            raise TypeError(f"not a storage op: {op!r}")
+
+    def _delete_task_runs(self, execution_id: str, gone: set[str]) -> None:
+        rows = self._rows.get(execution_id)
+        if rows is None:
+            return
+        for i in gone:
+            rows.runs.pop(i, None)
+            rows.outputs.pop(i, None)
+        rows.attempts = {k: v for k, v in rows.attempts.items() if k[0] not in gone}
+        self._metrics = {
+            k: m
+            for k, m in self._metrics.items()
+            if not (m.execution_id == execution_id and m.task_run_id in gone)
+        }
 
     def _delete(self, ids: set[str]) -> None:
         for i in ids:
             self._execs.pop(i, None)
-        self._runs = {k: v for k, v in self._runs.items() if v.execution_id not in ids}
-        self._attempts = {k: v for k, v in self._attempts.items() if v.execution_id not in ids}
-        self._history = [h for h in self._history if h.execution_id not in ids]
-        self._metrics = {k: v for k, v in self._metrics.items() if v.execution_id not in ids}
-        self._logs = [lg for lg in self._logs if lg.execution_id not in ids]
-        self._outputs = {k: v for k, v in self._outputs.items() if v.execution_id not in ids}
+            self._rows.pop(i, None)
+        self._metrics = {k: m for k, m in self._metrics.items() if m.execution_id not in ids}
         self._commands = [c for c in self._commands if c.execution_id not in ids]
 
     async def flush(self) -> None:
         """Writes are applied at once; only reports an earlier failure."""
         if self._failed is not None:
-            raise StorageUnavailable(f"memory store failed: {self._failed}")
+            raise self._unavailable()
 
+    # -- reading ------------------------------------------------------------------------
     async def get_execution(self, execution_id: str) -> ExecutionRow | None:
         """One execution row."""
         return self._execs.get(execution_id)
@@ -136,7 +187,7 @@ class MemoryStore:
         offset: int = 0,
         newest_first: bool = True,
     ) -> list[ExecutionRow]:
-        """Executions filtered and ordered like the SQLite store."""
+        """Executions filtered by flow, namespace, states and creation time [since, until)."""
         wanted = set(states) if states is not None else None
         rows = [
             r
@@ -148,38 +199,34 @@ class MemoryStore:
             and (until is None or r.created < until)
         ]
         rows.sort(key=lambda r: (r.created, r.id), reverse=newest_first)
-        return rows[offset : offset + limit]
+        return rows[offset : offset + limit] if limit >= 0 else rows[offset:]
 
     async def unfinished_executions(self, terminal_states: Collection[str]) -> list[ExecutionRow]:
-        """Executions not in a terminal state."""
+        """Executions not in a terminal state, oldest first."""
         done = set(terminal_states)
-        return sorted(
-            (r for r in self._execs.values() if r.state not in done), key=lambda r: r.created
-        )
+        rows = [r for r in self._execs.values() if r.state not in done]
+        return sorted(rows, key=lambda r: (r.created, r.id))
 
     async def task_runs(self, execution_id: str) -> list[TaskRunRow]:
-        """Task runs in creation order."""
-        return [r for r in self._runs.values() if r.execution_id == execution_id]
+        """Task runs in creation order (ties: first stored first)."""
+        runs = self._rows.get(execution_id, _EMPTY).runs.values()
+        return sorted(runs, key=lambda r: r.created)
 
     async def attempts(self, execution_id: str, task_run_id: str | None = None) -> list[AttemptRow]:
-        """Attempts of an execution or a task run."""
-        return [
-            a
-            for a in self._attempts.values()
-            if a.execution_id == execution_id
-            and (task_run_id is None or a.task_run_id == task_run_id)
-        ]
+        """Attempts of an execution in insertion order, or of one task run by number."""
+        found = self._rows.get(execution_id, _EMPTY).attempts.values()
+        if task_run_id is None:
+            return list(found)
+        return sorted((a for a in found if a.task_run_id == task_run_id), key=lambda a: a.number)
 
     async def history(
         self, execution_id: str, task_run_id: str | EllipsisType | None = ...
     ) -> list[HistoryRow]:
-        """State history in insertion order."""
-        return [
-            h
-            for h in self._history
-            if h.execution_id == execution_id
-            and (isinstance(task_run_id, EllipsisType) or h.task_run_id == task_run_id)
-        ]
+        """State history in insertion order: ``...`` every entry, ``None`` the execution's."""
+        entries = self._rows.get(execution_id, _EMPTY).history
+        if isinstance(task_run_id, EllipsisType):
+            return list(entries)
+        return [h for h in entries if h.task_run_id == task_run_id]
 
     async def metrics(
         self,
@@ -190,30 +237,41 @@ class MemoryStore:
         tags: Mapping[str, str] | None = None,
     ) -> list[MetricRow]:
         """Metrics; ``tags`` matches metrics carrying at least those tags."""
+        wanted = (tags or {}).items()
         return [
             m
             for m in self._metrics.values()
             if (execution_id is None or m.execution_id == execution_id)
             and (task_run_id is None or m.task_run_id == task_run_id)
             and (name is None or m.name == name)
-            and all(m.tags.get(k) == v for k, v in (tags or {}).items())
+            and all(m.tags.get(k) == v for k, v in wanted)
         ]
 
     async def logs(
         self, execution_id: str, task_run_id: str | None = None, *, limit: int | None = None
     ) -> list[LogRow]:
-        """Log lines in order."""
-        out = [
-            lg
-            for lg in self._logs
-            if lg.execution_id == execution_id
-            and (task_run_id is None or lg.task_run_id == task_run_id)
-        ]
-        return out[:limit] if limit is not None else out
+        """Log lines in order (the first ``limit`` of them)."""
+        lines = self._rows.get(execution_id, _EMPTY).logs
+        if task_run_id is not None:
+            lines = [lg for lg in lines if lg.task_run_id == task_run_id]
+        return list(lines[:limit] if limit is not None and limit >= 0 else lines)
 
     async def outputs(self, execution_id: str) -> list[OutputRow]:
         """Outputs of an execution's task runs."""
-        return [o for o in self._outputs.values() if o.execution_id == execution_id]
+        return list(self._rows.get(execution_id, _EMPTY).outputs.values())
+
+    async def commands_after(self, last_id: int) -> list[CommandRow]:
+        """Commands with an id above ``last_id``, in order."""
+        return [c for c in self._commands if c.id > last_id]
+
+    async def owners(self) -> list[tuple[str, float]]:
+        """Registered owners with their last heartbeat."""
+        return list(self._owners.items())
+
+    # -- administration -----------------------------------------------------------------
+    def _check(self) -> None:
+        if self._failed is not None or self._closed:
+            raise self._unavailable()
 
     async def purge(
         self,
@@ -222,62 +280,65 @@ class MemoryStore:
         execution_ids: Collection[str] | None = None,
         states: Collection[str] | None = None,
     ) -> list[str]:
-        """Delete executions (ended before ``older_than``, or by id)."""
+        """Delete executions (ended before ``older_than``, or by id) with all their rows."""
+        self._check()
         ids = set(execution_ids or ())
+        wanted = set(states) if states is not None else None
         found = [
-            r.id
+            r
             for r in self._execs.values()
-            if (
-                r.id in ids
-                or (older_than is not None and r.ended is not None and r.ended < older_than)
-            )
-            and (states is None or r.state in states)
-        ]
-        self._delete(set(found))
-        return found
+            if (r.id in ids or (older_than is not None and r.ended is not None
+                                and r.ended < older_than))
+            and (wanted is None or r.state in wanted)
+        ]  # fmt: skip
+        found.sort(key=lambda r: (r.created, r.id))
+        self._delete({r.id for r in found})
+        return [r.id for r in found]
 
     async def post_command(self, execution_id: str, kind: str, payload: bytes = b"") -> int:
-        """Store a command."""
-        cmd = CommandRow(next(self._ids), execution_id, kind, payload, time.time())
+        """Store a command for the owning process."""
+        self._check()
+        cmd = CommandRow(next(self._ids), execution_id, kind, payload, self.clock())
         self._commands.append(cmd)
         return cmd.id
 
-    async def commands_after(self, last_id: int) -> list[CommandRow]:
-        """Commands newer than ``last_id``."""
-        return [c for c in self._commands if c.id > last_id]
-
     async def register_owner(self, owner: str, ttl: float) -> None:
-        """Announce a live runtime."""
-        self._owners[owner] = time.time()
+        """Announce a live runtime process."""
+        self._check()
+        self._owners[owner] = self.clock()
 
     async def heartbeat(self, owner: str) -> None:
         """Keep an owner alive."""
+        self._check()
         if owner in self._owners:
-            self._owners[owner] = time.time()
+            self._owners[owner] = self.clock()
 
     async def release_owner(self, owner: str) -> None:
-        """Forget an owner."""
+        """Forget an owner: its unfinished executions become claimable."""
+        self._check()
         self._owners.pop(owner, None)
-
-    async def owners(self) -> list[tuple[str, float]]:
-        """Registered owners and heartbeats."""
-        return list(self._owners.items())
 
     async def claim_orphans(
         self, owner: str, terminal_states: Collection[str], stale_after: float
     ) -> list[ExecutionRow]:
-        """Take unfinished executions whose owner is gone."""
-        fresh = {o for o, hb in self._owners.items() if hb >= time.time() - stale_after}
+        """Take unfinished executions whose owner is unset, unregistered or stale.
+
+        Returns only executions this call took: those ``owner`` already held are left out.
+        """
+        self._check()
+        fresh_after = self.clock() - stale_after
+        live = {o for o, beat in self._owners.items() if beat >= fresh_after}
         done = set(terminal_states)
+        taken = [
+            r
+            for r in self._execs.values()
+            if r.state not in done
+            and (r.owner is None or (r.owner != owner and r.owner not in live))
+        ]
+        taken.sort(key=lambda r: (r.created, r.id))
         out = []
-        for r in list(self._execs.values()):
-            if r.state in done:
-                continue
-            if r.owner != owner and (r.owner is None or r.owner not in fresh):
-                r = ExecutionRow(
-                    **{f: getattr(r, f) for f in r.__struct_fields__} | {"owner": owner}
-                )
-                self._execs[r.id] = r
-            if r.owner == owner:
-                out.append(r)
-        return sorted(out, key=lambda r: r.created)
+        for r in taken:
+            r = msgspec.structs.replace(r, owner=owner)
+            self._execs[r.id] = r
+            out.append(r)
+        return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from actorflow._errors import DatabaseInvalid, SchemaTooNew
+
 CURRENT_VERSION = 2
 
 _V1 = """
@@ -86,7 +88,7 @@ CREATE TABLE outputs (
     data BLOB NOT NULL
 );
 CREATE INDEX ix_outputs_execution ON outputs(execution_id);
-INSERT INTO schema_version (version) VALUES (1);
+INSERT INTO schema_version (version) VALUES (1)
 """
 
 # v2: several processes share a database: executions get an owner, runtimes heartbeat, and
@@ -94,6 +96,7 @@ INSERT INTO schema_version (version) VALUES (1);
 _V1_TO_V2 = """
 ALTER TABLE executions ADD COLUMN owner TEXT;
 CREATE INDEX ix_executions_owner ON executions(owner, state);
+CREATE INDEX IF NOT EXISTS ix_executions_flow_id ON executions(flow_id, created);
 CREATE TABLE owners (owner TEXT PRIMARY KEY, heartbeat REAL NOT NULL, ttl REAL NOT NULL);
 CREATE TABLE commands (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -102,23 +105,75 @@ CREATE TABLE commands (
     payload BLOB NOT NULL,
     created REAL NOT NULL
 );
-UPDATE schema_version SET version = 2;
+CREATE INDEX IF NOT EXISTS ix_commands_execution ON commands(execution_id);
+UPDATE schema_version SET version = 2
 """
 
+# MIGRATIONS[v] takes a database from version v to v + 1.
 MIGRATIONS: dict[int, str] = {1: _V1_TO_V2}
 
 
+def _statements(script: str) -> list[str]:
+    # The DDL has no ';' inside literals, so a plain split is exact.
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
 def create_v1(conn: sqlite3.Connection) -> None:
-    """The first schema (also used by tests to build an old database)."""
-    conn.executescript("BEGIN;" + _V1 + "COMMIT;")
+    """The first schema in its own transaction (tests use it to build an old database)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for stmt in _statements(_V1):
+            conn.execute(stmt)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
-def migrate(conn: sqlite3.Connection, version: int) -> int:
-    """Bring a database from ``version`` (0 = empty) to :data:`CURRENT_VERSION`."""
-    if version == 0:
-        create_v1(conn)
-        version = 1
-    while version < CURRENT_VERSION:
-        conn.executescript("BEGIN;" + MIGRATIONS[version] + "COMMIT;")
-        version += 1
+def read_version(conn: sqlite3.Connection, where: str) -> int:
+    """Schema version of an open database (0 if it has no tables); refuses foreign ones."""
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    if not names:
+        return 0
+    if "schema_version" not in names:
+        raise DatabaseInvalid(
+            f"{where}: an SQLite database but not an actorflow one (no schema_version table);"
+            " left untouched"
+        )
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    if row is None or row[0] is None:
+        raise DatabaseInvalid(f"{where}: its schema_version table is empty; left untouched")
+    version = int(row[0])
+    if version > CURRENT_VERSION:
+        raise SchemaTooNew(
+            f"{where}: schema version {version} is newer than this actorflow understands"
+            f" ({CURRENT_VERSION}); upgrade actorflow. The file was not modified."
+        )
     return version
+
+
+def migrate(conn: sqlite3.Connection, where: str) -> int:
+    """Bring a database to :data:`CURRENT_VERSION` in ONE transaction; returns the old version.
+
+    The version is read again under the write lock, so two processes opening the same new
+    file do not both create the schema.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        old = version = read_version(conn, where)
+        if version == CURRENT_VERSION:
+            conn.execute("COMMIT")
+            return old
+        steps = [_V1] if version == 0 else []
+        version = max(version, 1)
+        steps.extend(MIGRATIONS[v] for v in range(version, CURRENT_VERSION))
+        for script in steps:
+            for stmt in _statements(script):
+                conn.execute(stmt)
+        conn.execute("COMMIT")
+        return old
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -1,33 +1,34 @@
 """SQLite store: one writer connection with group commit, one reader connection.
 
-Writers never wait for each other: ``write`` appends to the pending batch and returns that
-batch's :class:`Commit`. The writer task takes everything pending, runs it as ONE transaction
-in aiosqlite's thread (one thread hop per batch, not per statement), and resolves the commit.
+Writers never wait for each other: ``write`` appends its ops to the newest pending batch and
+returns that batch's :class:`Commit`. While a transaction is in flight, new ops pile up; the
+writer then takes the next batch (at most ``batch_max`` ops), runs it as ONE transaction in
+aiosqlite's thread (one thread hop per batch, not per statement) and resolves its commit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import EllipsisType
 from typing import Any, TypeVar
 
 import aiosqlite
 import anyio
+import msgspec
 
-from actorflow._errors import DatabaseInvalid, SchemaTooNew, StorageError, StorageUnavailable
+from actorflow._errors import DatabaseInvalid, StorageError, StorageUnavailable
+from actorflow.storage import _sql
 from actorflow.storage._rows import (
-    AppendHistory,
-    AppendLog,
     AttemptRow,
     CommandRow,
-    DeleteExecution,
-    DeleteTaskRuns,
     ExecutionRow,
     HistoryRow,
     LogRow,
@@ -35,132 +36,141 @@ from actorflow.storage._rows import (
     Op,
     OutputRow,
     TaskRunRow,
-    UpsertAttempt,
-    UpsertExecution,
-    UpsertMetric,
-    UpsertOutput,
-    UpsertTaskRun,
 )
 from actorflow.storage._schema import CURRENT_VERSION, migrate
-from actorflow.storage._store import Commit
+from actorflow.storage._store import COMMITTED, Commit
 
 T = TypeVar("T")
-_HEADER = b"SQLite format 3\x00"
-_EXEC_COLS = "id, namespace, flow_id, flow_revision, state, created, updated, ended, parent_execution_id, owner, data"  # noqa: E501
-_TR_COLS = (
-    "id, execution_id, task_id, state, created, updated, ended, parent_task_run_id, value, data"
-)
 
 
-def _tags(tags: Mapping[str, str]) -> str:
-    return json.dumps(dict(sorted(tags.items())), separators=(",", ":"))
+class WriterStats(msgspec.Struct, frozen=True):
+    """What the writer did so far: transactions committed and ops they held."""
+
+    batches: int
+    ops: int
+    largest_batch: int
 
 
-def _inspect(path: Path) -> int:
-    """Schema version of an existing file (0 if empty); refuses anything not ours."""
-    if not path.exists() or path.stat().st_size == 0:
-        return 0
-    with path.open("rb") as f:
-        if f.read(16) != _HEADER:
-            raise DatabaseInvalid(f"{path}: not an SQLite database (bad header); left untouched")
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-            if not names:
-                return 0
-            if "schema_version" not in names:
-                raise DatabaseInvalid(
-                    f"{path}: an SQLite database but not an actorflow one (no schema_version"
-                    " table); left untouched"
-                )
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise DatabaseInvalid(
-            f"{path}: corrupt or unreadable database ({exc}); left untouched"
-        ) from exc
-    if row is None:
-        raise DatabaseInvalid(f"{path}: schema_version table is empty; left untouched")
-    version = int(row[0])
-    if version > CURRENT_VERSION:
-        raise SchemaTooNew(
-            f"{path}: schema version {version} is newer than this actorflow understands"
-            f" ({CURRENT_VERSION}); upgrade actorflow. The file was not modified."
-        )
-    return version
+class _Batch:
+    """Ops that will commit in one transaction, and the commit their writers await."""
+
+    __slots__ = ("commit", "ops")
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.commit = Commit()
 
 
 class SQLiteStore:
-    """The default store: a WAL-mode SQLite file."""
+    """The default store: a WAL-mode SQLite file shared by any number of processes."""
 
-    def __init__(self, path: str | os.PathLike[str], *, batch_max: int = 5000) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        batch_max: int = 1000,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if batch_max < 1:
+            raise ValueError(f"batch_max must be at least 1, not {batch_max}")
         self.path = Path(path)
         self.batch_max = batch_max
+        self.read_only = read_only
+        self.clock = clock  # wall time for heartbeats and command stamps (tests age them)
+        self.fail_next: BaseException | None = None  # test hook: the next batch raises this
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._pending: list[Op] = []
-        self._commit = Commit()
+        self._queue: deque[_Batch] = deque()
+        self._in_flight: _Batch | None = None
         self._wake: anyio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
-        self._closed = False
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._idle = anyio.Event()
-        self._in_flight = False
-        self.fail_next: BaseException | None = None  # test hook: the next batch raises this
+        self._refusal: str | None = "store is not open"
+        self._batches = self._ops = self._largest = 0
 
     @property
     def failed(self) -> BaseException | None:
         """Why the writer stopped, if it did."""
         return self._failed
 
+    @property
+    def stats(self) -> WriterStats:
+        """Transactions and ops written since open."""
+        return WriterStats(self._batches, self._ops, self._largest)
+
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
-        """Validate, migrate and connect."""
-        if not self.path.parent.is_dir():
-            raise StorageError(f"{self.path}: directory {self.path.parent} does not exist")
-        if self.path.is_dir():
-            raise DatabaseInvalid(f"{self.path}: is a directory, not a database file")
-        version = _inspect(self.path)
+        """Validate the file, migrate it, connect, start the writer."""
+        if self._reader is not None:
+            return
+        path = self.path
+        if not path.parent.is_dir():
+            raise StorageError(f"{path}: directory {path.parent} does not exist")
+        if path.is_dir():
+            raise DatabaseInvalid(f"{path}: is a directory, not a database file")
+        if self.read_only and not path.is_file():
+            raise StorageError(f"{path}: no such database (opened read-only)")
+        if not hasattr(aiosqlite.Connection, "_execute"):
+            raise StorageError("this aiosqlite has no Connection._execute; pin aiosqlite<1")
         try:
-            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._writer.execute("PRAGMA journal_mode=WAL")
-            await self._writer.execute("PRAGMA synchronous=NORMAL")
-            await self._writer.execute("PRAGMA busy_timeout=5000")
-            await self._writer.execute("PRAGMA foreign_keys=ON")
-            await self._call(migrate, version)
-            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._reader.execute("PRAGMA busy_timeout=5000")
-            await self._reader.execute("PRAGMA query_only=ON")
+            version = await anyio.to_thread.run_sync(_sql.inspect_file, path)
+            if self.read_only:
+                if version != CURRENT_VERSION:
+                    raise StorageError(
+                        f"{path}: schema version {version} must be migrated to"
+                        f" {CURRENT_VERSION}; open it once without read_only"
+                    )
+                self._reader = await self._connect(f"{path.absolute().as_uri()}?mode=ro", False)
+            else:
+                self._writer = await self._connect(str(path), True)
+                await self._call(self._writer, migrate, str(path))
+                self._reader = await self._connect(str(path), False)
         except sqlite3.OperationalError as exc:
             await self._disconnect()
-            raise StorageUnavailable(f"{self.path}: cannot open for writing ({exc})") from exc
-        self._idle.set()
-        # The writer task lives in a task group entered here and left in close(): use the
-        # store as ``async with`` (or call open/close from the same task, same nesting).
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self._run_writer)
+            raise StorageUnavailable(f"{path}: cannot open the database ({exc})") from exc
+        except BaseException:
+            await self._disconnect()
+            raise
+        self._failed = None
+        self._batches = self._ops = self._largest = 0
+        if self.read_only:
+            self._refusal = "store is opened read-only"
+        else:
+            self._refusal = None
+            # A plain asyncio task (aiosqlite ties the store to asyncio anyway): it belongs to
+            # no caller's cancel scope, so a cancelled caller cannot strand queued writes, and
+            # open/close may come from different tasks.
+            self._task = asyncio.get_running_loop().create_task(self._run_writer())
+
+    async def _connect(self, target: str, writer: bool) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(target, uri=target.startswith("file:"), isolation_level=None)
+        try:
+            await self._call(conn, _sql.setup, writer)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     async def close(self) -> None:
-        """Commit what is pending, stop the writer, disconnect."""
-        if self._closed:
+        """Commit everything queued, stop the writer, disconnect. Never raises for a failure
+        already reported through commits."""
+        if self._reader is None and self._writer is None:
             return
-        if self._failed is None and self._tg is not None:
-            with contextlib.suppress(StorageUnavailable):
-                await self.flush()
-        self._closed = True
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
-            await self._tg.__aexit__(None, None, None)
-            self._tg = None
-        await self._disconnect()
+        self._refusal = "store is closed"
+        with anyio.CancelScope(shield=True):
+            if self._task is not None:
+                self._wake_writer()
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(self._task)
+                self._task = None
+            await self._disconnect()
 
     async def _disconnect(self) -> None:
         for conn in (self._reader, self._writer):
             if conn is not None:
-                await conn.close()
+                with contextlib.suppress(Exception):
+                    await conn.close()
         self._reader = self._writer = None
 
     async def __aenter__(self) -> SQLiteStore:
@@ -170,79 +180,173 @@ class SQLiteStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(sqlite3_connection, *args)`` in the writer's thread as one call."""
-        assert self._writer is not None
-        conn = self._writer
-        # aiosqlite's own queueing runs the callable in its connection thread; one hop for a
-        # whole transaction instead of one per statement.
+    @staticmethod
+    async def _call(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(sqlite3_connection, *args)`` in the connection's thread as one call."""
+        # aiosqlite has no public way to run a callable in its thread; _execute is its own
+        # queueing, and one hop for a whole transaction beats one per statement.
         return await conn._execute(fn, conn._conn, *args)  # type: ignore[no-untyped-call,no-any-return]
 
     # -- writing ------------------------------------------------------------------------
     def write(self, ops: Iterable[Op]) -> Commit:
-        """Queue ``ops``; returns the commit of the batch they join."""
+        """Queue ``ops`` (they commit together); await the result for durability."""
+        if self._refusal is not None or self._failed is not None:
+            raise self._unavailable()
+        ops = ops if isinstance(ops, list | tuple) else list(ops)
+        if not ops:
+            return self._last_commit() or COMMITTED
+        queue = self._queue
+        if not queue:
+            batch = _Batch()
+            queue.append(batch)
+            self._wake_writer()
+        else:
+            batch = queue[-1]
+            if batch.ops and len(batch.ops) + len(ops) > self.batch_max:
+                batch = _Batch()
+                queue.append(batch)
+        batch.ops.extend(ops)
+        return batch.commit
+
+    def _unavailable(self) -> StorageUnavailable:
         if self._failed is not None:
-            raise StorageUnavailable(f"{self.path}: storage failed earlier: {self._failed}")
-        if self._closed:
-            raise StorageUnavailable(f"{self.path}: store is closed")
-        self._pending.extend(ops)
-        wake = self._wake
+            return StorageUnavailable(f"{self.path}: storage failed earlier: {self._failed}")
+        return StorageUnavailable(f"{self.path}: {self._refusal}")
+
+    def _last_commit(self) -> Commit | None:
+        if self._queue:
+            return self._queue[-1].commit
+        return self._in_flight.commit if self._in_flight is not None else None
+
+    def _wake_writer(self) -> None:
+        wake, self._wake = self._wake, None
         if wake is not None:
-            self._wake = None
             wake.set()
-        return self._commit
 
     async def flush(self) -> None:
-        """Wait for everything queued so far."""
-        if self._pending:
-            # The pending batch commits after the one in flight: its commit covers both.
-            await self._commit.wait()
-        elif self._in_flight:
-            await self._idle.wait()
+        """Wait until everything queued so far is committed."""
+        commit = self._last_commit()
+        if commit is not None:
+            await commit
         if self._failed is not None:
-            raise StorageUnavailable(f"{self.path}: storage failed: {self._failed}")
+            raise self._unavailable()
 
     async def _run_writer(self) -> None:
-        while True:
-            if not self._pending:
-                wake = anyio.Event()
-                self._wake = wake
-                await wake.wait()
-                continue
-            batch, commit = self._pending, self._commit
-            self._pending, self._commit = [], Commit()
-            self._in_flight = True
-            self._idle = anyio.Event()
-            try:
-                if self.fail_next is not None:
-                    error, self.fail_next = self.fail_next, None
-                    raise error
-                await self._call(_apply_batch, batch)
-            except Exception as exc:
-                self._failed = exc
-                failure = StorageUnavailable(
-                    f"{self.path}: a write failed, storage stopped to lose nothing silently: {exc}"
-                )
-                commit.resolve(failure)
-                self._commit.resolve(failure)
-                self._in_flight = False
-                self._idle.set()
-                return
-            self._in_flight = False
-            self._idle.set()
-            commit.resolve()
+        assert self._writer is not None
+        conn = self._writer
+        queue = self._queue
+        try:
+            while True:
+                if not queue:
+                    if self._refusal is not None:
+                        return
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+                    continue
+                batch = self._in_flight = queue.popleft()
+                fail, self.fail_next = self.fail_next, None
+                await self._call(conn, _sql.apply_batch, batch.ops, fail)
+                self._in_flight = None
+                self._batches += 1
+                self._ops += len(batch.ops)
+                self._largest = max(self._largest, len(batch.ops))
+                batch.commit.resolve()
+        except BaseException as exc:
+            self._fail(exc)
+            if not isinstance(exc, Exception):
+                raise
 
-    # -- reading ------------------------------------------------------------------------
-    async def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        assert self._reader is not None
-        async with self._reader.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
+    def _fail(self, exc: BaseException) -> None:
+        """Fail the batch in flight and everything queued; refuse later writes."""
+        self._failed = exc
+        error = StorageUnavailable(
+            f"{self.path}: a write failed, storage stopped so nothing is lost silently: {exc}"
+        )
+        batches = [self._in_flight] if self._in_flight is not None else []
+        batches.extend(self._queue)
+        self._queue.clear()
+        self._in_flight = None
+        for batch in batches:
+            batch.commit.resolve(error)
+
+    # -- administration: whole transactions on the writer connection -----------------
+    async def _admin(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._refusal is not None or self._failed is not None or self._writer is None:
+            raise self._unavailable()
+        try:
+            return await self._call(self._writer, fn, *args)
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"{self.path}: {exc}") from exc
+
+    async def purge(
+        self,
+        *,
+        older_than: float | None = None,
+        execution_ids: Collection[str] | None = None,
+        states: Collection[str] | None = None,
+    ) -> list[str]:
+        """Delete executions (ended before ``older_than``, or by id) with all their rows."""
+        await self.flush()
+        ids = list(execution_ids or ())
+        return await self._admin(
+            _sql.purge, older_than, ids, None if states is None else list(states)
+        )
+
+    async def post_command(self, execution_id: str, kind: str, payload: bytes = b"") -> int:
+        """Store a command for the owning process; durable on return."""
+        return await self._admin(
+            _sql.execute,
+            "INSERT INTO commands (execution_id, kind, payload, created) VALUES (?,?,?,?)",
+            (execution_id, kind, payload, self.clock()),
+        )
+
+    async def register_owner(self, owner: str, ttl: float) -> None:
+        """Announce a live runtime process."""
+        await self._admin(
+            _sql.execute,
+            "INSERT INTO owners (owner, heartbeat, ttl) VALUES (?,?,?) ON CONFLICT(owner)"
+            " DO UPDATE SET heartbeat = excluded.heartbeat, ttl = excluded.ttl",
+            (owner, self.clock(), ttl),
+        )
+
+    async def heartbeat(self, owner: str) -> None:
+        """Keep an owner alive."""
+        await self._admin(
+            _sql.execute, "UPDATE owners SET heartbeat = ? WHERE owner = ?", (self.clock(), owner)
+        )
+
+    async def release_owner(self, owner: str) -> None:
+        """Forget an owner: its unfinished executions become claimable."""
+        await self._admin(_sql.execute, "DELETE FROM owners WHERE owner = ?", (owner,))
+
+    async def claim_orphans(
+        self, owner: str, terminal_states: Collection[str], stale_after: float
+    ) -> list[ExecutionRow]:
+        """Atomically take unfinished executions whose owner is unset, unregistered or stale.
+
+        Returns only executions this call took: those ``owner`` already held are left out.
+        """
+        await self.flush()
+        rows = await self._admin(
+            _sql.claim, owner, list(terminal_states), self.clock() - stale_after
+        )
+        return [ExecutionRow(*r) for r in rows]
+
+    # -- reading (its own connection and thread: never waits for the writer) ----------
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        if self._reader is None:
+            raise StorageError(f"{self.path}: store is not open")
+        try:
+            return await self._call(self._reader, _sql.fetch, sql, params)
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable(f"{self.path}: cannot read ({exc})") from exc
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseInvalid(f"{self.path}: corrupt database ({exc})") from exc
 
     async def get_execution(self, execution_id: str) -> ExecutionRow | None:
         """One execution row."""
-        rows = await self._rows(
-            f"SELECT {_EXEC_COLS} FROM executions WHERE id = ?", (execution_id,)
-        )
+        sql = f"SELECT {_sql.EXEC_COLS} FROM executions WHERE id = ?"
+        rows = await self._rows(sql, (execution_id,))
         return ExecutionRow(*rows[0]) if rows else None
 
     async def list_executions(
@@ -257,62 +361,58 @@ class SQLiteStore:
         offset: int = 0,
         newest_first: bool = True,
     ) -> list[ExecutionRow]:
-        """Executions filtered by flow, namespace, states and creation time."""
-        where: list[str] = ["1=1"]
+        """Executions filtered by flow, namespace, states and creation time [since, until)."""
+        where: list[str] = []
         params: list[Any] = []
-        for col, val in (("flow_id", flow_id), ("namespace", namespace)):
+        for clause, val in (
+            ("flow_id = ?", flow_id),
+            ("namespace = ?", namespace),
+            ("created >= ?", since),
+            ("created < ?", until),
+        ):
             if val is not None:
-                where.append(f"{col} = ?")
+                where.append(clause)
                 params.append(val)
         if states is not None:
-            states = list(states)
-            where.append(f"state IN ({','.join('?' * len(states))})")
-            params.extend(states)
-        if since is not None:
-            where.append("created >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("created < ?")
-            params.append(until)
+            st = list(states)
+            where.append(f"state IN ({','.join('?' * len(st))})")
+            params.extend(st)
         order = "DESC" if newest_first else "ASC"
         sql = (
-            f"SELECT {_EXEC_COLS} FROM executions WHERE {' AND '.join(where)}"
+            f"SELECT {_sql.EXEC_COLS} FROM executions"
+            f"{' WHERE ' + ' AND '.join(where) if where else ''}"
             f" ORDER BY created {order}, id {order} LIMIT ? OFFSET ?"
         )
-        rows = await self._rows(sql, [*params, limit, offset])
-        return [ExecutionRow(*r) for r in rows]
+        return [ExecutionRow(*r) for r in await self._rows(sql, [*params, limit, offset])]
 
     async def unfinished_executions(self, terminal_states: Collection[str]) -> list[ExecutionRow]:
-        """Executions not in a terminal state."""
-        states = list(terminal_states)
-        rows = await self._rows(
-            f"SELECT {_EXEC_COLS} FROM executions WHERE state NOT IN"
-            f" ({','.join('?' * len(states))}) ORDER BY created",
-            states,
+        """Executions not in a terminal state, oldest first."""
+        st = list(terminal_states)
+        sql = (
+            f"SELECT {_sql.EXEC_COLS} FROM executions WHERE state NOT IN"
+            f" ({','.join('?' * len(st))}) ORDER BY created, id"
         )
-        return [ExecutionRow(*r) for r in rows]
+        return [ExecutionRow(*r) for r in await self._rows(sql, st)]
 
     async def task_runs(self, execution_id: str) -> list[TaskRunRow]:
         """Task runs of an execution in creation order."""
-        rows = await self._rows(
-            f"SELECT {_TR_COLS} FROM task_runs WHERE execution_id = ? ORDER BY created, rowid",
-            (execution_id,),
-        )
-        return [TaskRunRow(*r) for r in rows]
+        sql = f"SELECT {_sql.TR_COLS} FROM task_runs WHERE execution_id = ? ORDER BY created, rowid"
+        return [TaskRunRow(*r) for r in await self._rows(sql, (execution_id,))]
 
     async def attempts(self, execution_id: str, task_run_id: str | None = None) -> list[AttemptRow]:
-        """Attempts of an execution (or one task run)."""
-        sql = 'SELECT execution_id, task_run_id, number, state, start, "end", error FROM attempts'
+        """Attempts of an execution in insertion order, or of one task run by number."""
+        sql = f"SELECT {_sql.ATTEMPT_COLS} FROM attempts WHERE execution_id = ?"
         if task_run_id is None:
-            rows = await self._rows(sql + " WHERE execution_id = ? ORDER BY rowid", (execution_id,))
+            rows = await self._rows(sql + " ORDER BY rowid", (execution_id,))
         else:
-            rows = await self._rows(sql + " WHERE task_run_id = ? ORDER BY number", (task_run_id,))
+            sql += " AND task_run_id = ? ORDER BY number"
+            rows = await self._rows(sql, (execution_id, task_run_id))
         return [AttemptRow(*r) for r in rows]
 
     async def history(
         self, execution_id: str, task_run_id: str | EllipsisType | None = ...
     ) -> list[HistoryRow]:
-        """State history in insertion order."""
+        """State history in insertion order: ``...`` every entry, ``None`` the execution's."""
         sql = (
             "SELECT execution_id, task_run_id, state, ts FROM state_history WHERE execution_id = ?"
         )
@@ -333,34 +433,35 @@ class SQLiteStore:
         tags: Mapping[str, str] | None = None,
     ) -> list[MetricRow]:
         """Metrics; ``tags`` matches metrics carrying at least those tags."""
-        where: list[str] = ["1=1"]
+        where: list[str] = []
         params: list[Any] = []
-        for col, val in (
-            ("execution_id", execution_id),
-            ("task_run_id", task_run_id),
-            ("name", name),
-        ):
+        for col, val in (("execution_id", execution_id), ("task_run_id", task_run_id),
+                         ("name", name)):  # fmt: skip
             if val is not None:
                 where.append(f"{col} = ?")
                 params.append(val)
-        rows = await self._rows(
-            "SELECT execution_id, task_run_id, name, kind, tags, value, count FROM metrics"
-            f" WHERE {' AND '.join(where)} ORDER BY rowid",
-            params,
+        rest: dict[str, str] = {}
+        for key, value in (tags or {}).items():
+            if '"' in key or "\\" in key:
+                rest[key] = value  # not expressible as a JSON path: filtered below
+                continue
+            where.append("json_extract(tags, ?) IS ?")
+            params.extend((f'$."{key}"', value))
+        sql = (
+            f"SELECT {_sql.METRIC_COLS} FROM metrics"
+            f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY rowid"
         )
+        rows = await self._rows(sql, params)
         out = [MetricRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
-        if tags:
-            out = [m for m in out if all(m.tags.get(k) == v for k, v in tags.items())]
+        if rest:
+            out = [m for m in out if all(m.tags.get(k) == v for k, v in rest.items())]
         return out
 
     async def logs(
         self, execution_id: str, task_run_id: str | None = None, *, limit: int | None = None
     ) -> list[LogRow]:
-        """Log lines in order."""
-        sql = (
-            "SELECT execution_id, task_run_id, ts, level, message, trace_id, span_id FROM logs"
-            " WHERE execution_id = ?"
-        )
+        """Log lines in order (the first ``limit`` of them)."""
+        sql = f"SELECT {_sql.LOG_COLS} FROM logs WHERE execution_id = ?"
         params: list[Any] = [execution_id]
         if task_run_id is not None:
             sql += " AND task_run_id = ?"
@@ -373,240 +474,16 @@ class SQLiteStore:
 
     async def outputs(self, execution_id: str) -> list[OutputRow]:
         """Outputs of every task run of an execution."""
-        rows = await self._rows(
-            "SELECT execution_id, task_run_id, data FROM outputs WHERE execution_id = ?",
-            (execution_id,),
-        )
-        return [OutputRow(*r) for r in rows]
-
-    # -- administration (whole transactions on the writer connection) ------------------
-    async def purge(
-        self,
-        *,
-        older_than: float | None = None,
-        execution_ids: Collection[str] | None = None,
-        states: Collection[str] | None = None,
-    ) -> list[str]:
-        """Delete executions (ended before ``older_than``, or by id) with all their rows."""
-        await self.flush()
-        return await self._call(_purge, older_than, list(execution_ids or ()), states)
-
-    async def post_command(self, execution_id: str, kind: str, payload: bytes = b"") -> int:
-        """Store a command for the owning process; durable on return."""
-        return await self._call(_post_command, execution_id, kind, payload, time.time())
+        sql = "SELECT execution_id, task_run_id, data FROM outputs WHERE execution_id = ?"
+        return [OutputRow(*r) for r in await self._rows(sql + " ORDER BY rowid", (execution_id,))]
 
     async def commands_after(self, last_id: int) -> list[CommandRow]:
-        """Commands newer than ``last_id``."""
-        rows = await self._rows(
-            "SELECT id, execution_id, kind, payload, created FROM commands"
-            " WHERE id > ? ORDER BY id",
-            (last_id,),
+        """Commands with an id above ``last_id``, in order."""
+        sql = (
+            "SELECT id, execution_id, kind, payload, created FROM commands WHERE id > ? ORDER BY id"
         )
-        return [CommandRow(*r) for r in rows]
-
-    async def register_owner(self, owner: str, ttl: float) -> None:
-        """Announce a live runtime."""
-        await self._call(
-            _exec, "INSERT OR REPLACE INTO owners VALUES (?, ?, ?)", (owner, time.time(), ttl)
-        )
-
-    async def heartbeat(self, owner: str) -> None:
-        """Keep an owner alive."""
-        await self._call(
-            _exec, "UPDATE owners SET heartbeat = ? WHERE owner = ?", (time.time(), owner)
-        )
-
-    async def release_owner(self, owner: str) -> None:
-        """Forget an owner."""
-        await self._call(_exec, "DELETE FROM owners WHERE owner = ?", (owner,))
+        return [CommandRow(*r) for r in await self._rows(sql, (last_id,))]
 
     async def owners(self) -> list[tuple[str, float]]:
-        """Registered owners and their heartbeats."""
+        """Registered owners with their last heartbeat."""
         return [(r[0], r[1]) for r in await self._rows("SELECT owner, heartbeat FROM owners")]
-
-    async def claim_orphans(
-        self, owner: str, terminal_states: Collection[str], stale_after: float
-    ) -> list[ExecutionRow]:
-        """Take unfinished executions whose owner is gone."""
-        await self.flush()
-        rows = await self._call(_claim, owner, list(terminal_states), time.time() - stale_after)
-        return [ExecutionRow(*r) for r in rows]
-
-
-# -- functions run in the writer thread ------------------------------------------------------
-def _exec(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> None:
-    conn.execute(sql, params)
-
-
-def _apply_batch(conn: sqlite3.Connection, batch: list[Op]) -> None:
-    execs: dict[str, ExecutionRow] = {}
-    runs: dict[str, TaskRunRow] = {}
-    attempts: dict[tuple[str, int], AttemptRow] = {}
-    metrics: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
-    outputs: dict[str, OutputRow] = {}
-    history: list[tuple[Any, ...]] = []
-    logs: list[tuple[Any, ...]] = []
-    deletes: list[Op] = []
-    for op in batch:
-        if isinstance(op, UpsertTaskRun):
-            runs[op.row.id] = op.row
-        elif isinstance(op, AppendHistory):
-            h = op.row
-            history.append((h.execution_id, h.task_run_id, h.state, h.ts))
-        elif isinstance(op, UpsertExecution):
-            execs[op.row.id] = op.row
-        elif isinstance(op, UpsertAttempt):
-            attempts[(op.row.task_run_id, op.row.number)] = op.row
-        elif isinstance(op, UpsertMetric):
-            m = op.row
-            tags = _tags(m.tags)
-            metrics[(m.task_run_id, m.name, m.kind, tags)] = (
-                m.execution_id, m.task_run_id, m.name, m.kind, tags, m.value, m.count,
-            )  # fmt: skip
-        elif isinstance(op, AppendLog):
-            lg = op.row
-            logs.append((lg.execution_id, lg.task_run_id, lg.ts, lg.level, lg.message,
-                         lg.trace_id, lg.span_id))  # fmt: skip
-        elif isinstance(op, UpsertOutput):
-            outputs[op.row.task_run_id] = op.row
-        else:
-            deletes.append(op)
-    conn.execute("BEGIN")
-    try:
-        if execs:
-            # An upsert, not INSERT OR REPLACE: REPLACE deletes the old row, and the
-            # foreign key's ON DELETE CASCADE would take the execution's task runs with it.
-            conn.executemany(
-                f"INSERT INTO executions ({_EXEC_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(id) DO UPDATE SET namespace=excluded.namespace,"
-                " flow_id=excluded.flow_id, flow_revision=excluded.flow_revision,"
-                " state=excluded.state, created=excluded.created, updated=excluded.updated,"
-                " ended=excluded.ended, parent_execution_id=excluded.parent_execution_id,"
-                " owner=excluded.owner, data=excluded.data",
-                [_astuple(r) for r in execs.values()],
-            )
-        if runs:
-            conn.executemany(
-                f"INSERT INTO task_runs ({_TR_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(id) DO UPDATE SET state=excluded.state, updated=excluded.updated,"
-                " ended=excluded.ended, data=excluded.data",
-                [_astuple(r) for r in runs.values()],
-            )
-        if attempts:
-            conn.executemany(
-                'INSERT OR REPLACE INTO attempts (execution_id, task_run_id, number, state, start, "end", error)'  # noqa: E501
-                " VALUES (?,?,?,?,?,?,?)",
-                [_astuple(a) for a in attempts.values()],
-            )
-        if history:
-            conn.executemany(
-                "INSERT INTO state_history (execution_id, task_run_id, state, ts) VALUES (?,?,?,?)",
-                history,
-            )
-        if metrics:
-            conn.executemany(
-                "INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?)", list(metrics.values())
-            )
-        if logs:
-            conn.executemany(
-                "INSERT INTO logs"
-                " (execution_id, task_run_id, ts, level, message, trace_id, span_id)"
-                " VALUES (?,?,?,?,?,?,?)",
-                logs,
-            )
-        if outputs:
-            conn.executemany(
-                "INSERT OR REPLACE INTO outputs VALUES (?,?,?)",
-                [(o.task_run_id, o.execution_id, o.data) for o in outputs.values()],
-            )
-        for op in deletes:
-            if isinstance(op, DeleteTaskRuns):
-                ids = [(i,) for i in op.task_run_ids]
-                for table in ("task_runs", "attempts", "outputs", "metrics"):
-                    col = "id" if table == "task_runs" else "task_run_id"
-                    conn.executemany(f"DELETE FROM {table} WHERE {col} = ?", ids)
-            elif isinstance(op, DeleteExecution):
-                _delete_executions(conn, [op.execution_id])
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def _astuple(row: Any) -> tuple[Any, ...]:
-    return tuple(getattr(row, f) for f in row.__struct_fields__)
-
-
-_CHILD_TABLES = ("attempts", "state_history", "metrics", "logs", "outputs", "commands", "task_runs")
-
-
-def _delete_executions(conn: sqlite3.Connection, ids: list[str]) -> None:
-    params = [(i,) for i in ids]
-    for table in _CHILD_TABLES:
-        conn.executemany(f"DELETE FROM {table} WHERE execution_id = ?", params)
-    conn.executemany("DELETE FROM executions WHERE id = ?", params)
-
-
-def _purge(
-    conn: sqlite3.Connection,
-    older_than: float | None,
-    ids: list[str],
-    states: Collection[str] | None,
-) -> list[str]:
-    where: list[str] = []
-    params: list[Any] = []
-    if ids:
-        where.append(f"id IN ({','.join('?' * len(ids))})")
-        params.extend(ids)
-    if older_than is not None:
-        where.append("ended IS NOT NULL AND ended < ?")
-        params.append(older_than)
-    if not where:
-        return []
-    sql = f"SELECT id FROM executions WHERE ({' OR '.join(where)})"
-    if states is not None:
-        st = list(states)
-        sql += f" AND state IN ({','.join('?' * len(st))})"
-        params.extend(st)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        found = [r[0] for r in conn.execute(sql, params)]
-        _delete_executions(conn, found)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return found
-
-
-def _post_command(
-    conn: sqlite3.Connection, execution_id: str, kind: str, payload: bytes, now: float
-) -> int:
-    cur = conn.execute(
-        "INSERT INTO commands (execution_id, kind, payload, created) VALUES (?,?,?,?)",
-        (execution_id, kind, payload, now),
-    )
-    return int(cur.lastrowid or 0)
-
-
-def _claim(
-    conn: sqlite3.Connection, owner: str, terminal: list[str], fresh_after: float
-) -> list[Any]:
-    marks = ",".join("?" * len(terminal))
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute(
-            f"UPDATE executions SET owner = ? WHERE state NOT IN ({marks}) AND (owner IS NULL OR"
-            " owner NOT IN (SELECT owner FROM owners WHERE heartbeat >= ?))",
-            (owner, *terminal, fresh_after),
-        )
-        rows = conn.execute(
-            f"SELECT {_EXEC_COLS} FROM executions WHERE owner = ? AND state NOT IN ({marks})"
-            " ORDER BY created",
-            (owner, *terminal),
-        ).fetchall()
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return rows

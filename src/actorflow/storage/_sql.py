@@ -1,0 +1,280 @@
+"""The SQLite side of the store: plain functions that run in a connection's own thread.
+
+Each function is ONE call into aiosqlite's thread (one thread hop), however many statements
+it runs: a whole batch of writes, a purge, a claim.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from msgspec.structs import astuple
+
+from actorflow._errors import DatabaseInvalid
+from actorflow.storage._rows import (
+    AppendHistory,
+    AppendLog,
+    DeleteExecution,
+    DeleteTaskRuns,
+    ExecutionRow,
+    Op,
+    TaskRunRow,
+    UpsertAttempt,
+    UpsertExecution,
+    UpsertMetric,
+    UpsertOutput,
+    UpsertTaskRun,
+)
+from actorflow.storage._schema import read_version
+
+_HEADER = b"SQLite format 3\x00"
+EXEC_COLS = (
+    "id, namespace, flow_id, flow_revision, state, created, updated, ended,"
+    " parent_execution_id, owner, data"
+)
+TR_COLS = (
+    "id, execution_id, task_id, state, created, updated, ended, parent_task_run_id, value, data"
+)
+ATTEMPT_COLS = 'execution_id, task_run_id, number, state, start, "end", error'
+METRIC_COLS = "execution_id, task_run_id, name, kind, tags, value, count"
+LOG_COLS = "execution_id, task_run_id, ts, level, message, trace_id, span_id"
+
+
+def _upsert(table: str, cols: str, key: str) -> str:
+    names = [c.strip() for c in cols.split(",")]
+    keys = {k.strip() for k in key.split(",")}
+    sets = ", ".join(f"{c} = excluded.{c}" for c in names if c not in keys)
+    marks = ",".join("?" * len(names))
+    # An upsert, never INSERT OR REPLACE: REPLACE deletes the old row first, which would
+    # cascade to an execution's task runs and move the row to the end of rowid order.
+    return f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT({key}) DO UPDATE SET {sets}"
+
+
+_SQL_EXEC = _upsert("executions", EXEC_COLS, "id")
+_SQL_TR = _upsert("task_runs", TR_COLS, "id")
+_SQL_ATTEMPT = _upsert("attempts", ATTEMPT_COLS, "task_run_id, number")
+_SQL_METRIC = _upsert("metrics", METRIC_COLS, "task_run_id, name, kind, tags")
+_SQL_OUTPUT = _upsert("outputs", "task_run_id, execution_id, data", "task_run_id")
+_SQL_HISTORY = "INSERT INTO state_history (execution_id, task_run_id, state, ts) VALUES (?,?,?,?)"
+_SQL_LOG = f"INSERT INTO logs ({LOG_COLS}) VALUES (?,?,?,?,?,?,?)"
+_CHILD_TABLES = ("attempts", "state_history", "metrics", "logs", "outputs", "commands", "task_runs")
+
+
+def tags_key(tags: Mapping[str, str]) -> str:
+    """Canonical JSON of a tag set: the same tags always give the same key."""
+    return json.dumps(dict(sorted(tags.items())), separators=(",", ":"))
+
+
+def inspect_file(path: Path) -> int:
+    """Schema version of an existing file (0 if absent or empty); refuses anything not ours.
+
+    Reads through a read-only connection, so a refused file is never modified.
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    with path.open("rb") as f:
+        if f.read(16) != _HEADER:
+            raise DatabaseInvalid(f"{path}: not an SQLite database (bad header); left untouched")
+    try:
+        # Without a WAL beside it, immutable=1 reads the file alone and creates no -wal/-shm
+        # next to a file we may refuse; with one, the WAL must be read too.
+        wal = Path(f"{path}-wal").exists()
+        mode = "mode=ro" if wal else "mode=ro&immutable=1"
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?{mode}", uri=True)
+        try:
+            return read_version(conn, str(path))
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        raise  # locked, unreadable: the caller reports it as unavailable, not as invalid
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseInvalid(
+            f"{path}: corrupt or unreadable database ({exc}); left untouched"
+        ) from exc
+
+
+def setup(conn: sqlite3.Connection, writer: bool) -> None:
+    """Connection pragmas: WAL and NORMAL sync for the writer, read-only for readers."""
+    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if writer:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    else:
+        conn.execute("PRAGMA query_only = ON")
+
+
+def fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """Rows of one query."""
+    return conn.execute(sql, params).fetchall()
+
+
+def execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
+    """One autocommitted statement; returns the last row id."""
+    return int(conn.execute(sql, params).lastrowid or 0)
+
+
+class _Group:
+    """Upserts coalesced by key (the last wins) and appends in order, between two deletes."""
+
+    __slots__ = ("attempts", "execs", "history", "logs", "metrics", "outputs", "runs")
+
+    def __init__(self) -> None:
+        self.execs: dict[str, ExecutionRow] = {}
+        self.runs: dict[str, TaskRunRow] = {}
+        self.attempts: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self.metrics: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
+        self.outputs: dict[str, tuple[Any, ...]] = {}
+        self.history: list[tuple[Any, ...]] = []
+        self.logs: list[tuple[Any, ...]] = []
+
+    def run(self, conn: sqlite3.Connection) -> None:
+        # Executions first: task runs reference them.
+        if self.execs:
+            conn.executemany(_SQL_EXEC, [astuple(r) for r in self.execs.values()])
+        if self.runs:
+            conn.executemany(_SQL_TR, [astuple(r) for r in self.runs.values()])
+        if self.attempts:
+            conn.executemany(_SQL_ATTEMPT, self.attempts.values())
+        if self.history:
+            conn.executemany(_SQL_HISTORY, self.history)
+        if self.metrics:
+            conn.executemany(_SQL_METRIC, self.metrics.values())
+        if self.logs:
+            conn.executemany(_SQL_LOG, self.logs)
+        if self.outputs:
+            conn.executemany(_SQL_OUTPUT, self.outputs.values())
+
+
+def apply_batch(
+    conn: sqlite3.Connection, ops: Sequence[Op], fail: BaseException | None = None
+) -> None:
+    """Run ``ops`` as ONE transaction: executemany per op type, repeated upserts coalesced.
+
+    A delete splits the batch: what came before it is written first, so an upsert never
+    moves across a delete. ``fail`` is a test hook raised just before COMMIT.
+    """
+    group = _Group()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for op in ops:
+            if isinstance(op, UpsertTaskRun):
+                group.runs[op.row.id] = op.row
+            elif isinstance(op, AppendHistory):
+                group.history.append(astuple(op.row))
+            elif isinstance(op, UpsertExecution):
+                group.execs[op.row.id] = op.row
+            elif isinstance(op, AppendLog):
+                group.logs.append(astuple(op.row))
+            elif isinstance(op, UpsertAttempt):
+                group.attempts[(op.row.task_run_id, op.row.number)] = astuple(op.row)
+            elif isinstance(op, UpsertMetric):
+                m = op.row
+                tags = tags_key(m.tags)
+                group.metrics[(m.task_run_id, m.name, m.kind, tags)] = (
+                    m.execution_id, m.task_run_id, m.name, m.kind, tags, m.value, m.count,
+                )  # fmt: skip
+            elif isinstance(op, UpsertOutput):
+                o = op.row
+                group.outputs[o.task_run_id] = (o.task_run_id, o.execution_id, o.data)
+            elif isinstance(op, DeleteTaskRuns):
+                group.run(conn)
+                group = _Group()
+                _delete_task_runs(conn, op)
+            elif isinstance(op, DeleteExecution):
+                group.run(conn)
+                group = _Group()
+                delete_executions(conn, [op.execution_id])
+            else:
+                raise TypeError(f"not a storage op: {op!r}")
+        group.run(conn)
+        if fail is not None:
+            raise fail
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _delete_task_runs(conn: sqlite3.Connection, op: DeleteTaskRuns) -> None:
+    params = [(op.execution_id, i) for i in op.task_run_ids]
+    conn.executemany("DELETE FROM task_runs WHERE execution_id = ? AND id = ?", params)
+    for table in ("attempts", "outputs", "metrics"):
+        conn.executemany(f"DELETE FROM {table} WHERE execution_id = ? AND task_run_id = ?", params)
+
+
+def delete_executions(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
+    """Delete executions and every row they own (inside the caller's transaction)."""
+    params = [(i,) for i in ids]
+    for table in _CHILD_TABLES:
+        conn.executemany(f"DELETE FROM {table} WHERE execution_id = ?", params)
+    conn.executemany("DELETE FROM executions WHERE id = ?", params)
+
+
+def _transaction(conn: sqlite3.Connection, body: Any, *args: Any) -> Any:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(conn, *args)
+        conn.execute("COMMIT")
+        return result
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def purge(
+    conn: sqlite3.Connection,
+    older_than: float | None,
+    ids: Sequence[str],
+    states: Collection[str] | None,
+) -> list[str]:
+    """Delete executions ended before ``older_than`` or named in ``ids`` (in ``states``)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if ids:
+        where.append(f"id IN ({','.join('?' * len(ids))})")
+        params.extend(ids)
+    if older_than is not None:
+        where.append("(ended IS NOT NULL AND ended < ?)")
+        params.append(older_than)
+    if not where:
+        return []
+    sql = f"SELECT id FROM executions WHERE ({' OR '.join(where)})"
+    if states is not None:
+        st = list(states)
+        sql += f" AND state IN ({','.join('?' * len(st))})"
+        params.extend(st)
+
+    def body(c: sqlite3.Connection) -> list[str]:
+        found = [r[0] for r in c.execute(sql + " ORDER BY created, id", params)]
+        delete_executions(c, found)
+        return found
+
+    result: list[str] = _transaction(conn, body)
+    return result
+
+
+def claim(
+    conn: sqlite3.Connection, owner: str, terminal: Sequence[str], fresh_after: float
+) -> list[Any]:
+    """Set ``owner`` on unfinished executions of no live owner; returns those rows."""
+    marks = ",".join("?" * len(terminal))
+    select = (
+        f"SELECT {EXEC_COLS} FROM executions WHERE state NOT IN ({marks}) AND"
+        " (owner IS NULL OR (owner != ? AND owner NOT IN"
+        " (SELECT owner FROM owners WHERE heartbeat >= ?))) ORDER BY created, id"
+    )
+
+    def body(c: sqlite3.Connection) -> list[Any]:
+        rows = c.execute(select, (*terminal, owner, fresh_after)).fetchall()
+        c.executemany("UPDATE executions SET owner = ? WHERE id = ?", [(owner, r[0]) for r in rows])
+        return [(*r[:9], owner, r[10]) for r in rows]
+
+    result: list[Any] = _transaction(conn, body)
+    return result
