@@ -11,17 +11,23 @@ import contextlib
 import os
 import shutil
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import anyio.to_thread
 
 from actorflow._errors import StorageError, StoredFileNotFound
 
 SCHEME = "actorflow://"
+_TMP_PREFIX = ".tmp-"  # in-progress writes; never listed, never a valid name
 
 
 def _safe(part: str, what: str) -> str:
-    if not part or part in (".", "..") or "/" in part or "\\" in part or "\x00" in part:
+    if (
+        not part
+        or part in (".", "..")
+        or any(c in part for c in "/\\\x00")
+        or part.startswith(_TMP_PREFIX)
+    ):
         raise StorageError(f"invalid {what} {part!r} for internal storage")
     return part
 
@@ -43,13 +49,19 @@ class FileStorage:
         return SCHEME + "/".join(parts)
 
     def path(self, uri: str) -> Path:
-        """The local path of a URI; refuses anything that would leave the root."""
+        """The local path of a URI; refuses anything that could leave the root."""
         if not uri.startswith(SCHEME):
             raise StorageError(f"not an {SCHEME} URI: {uri!r}")
-        rel = PurePosixPath(uri[len(SCHEME) :])
-        if rel.is_absolute() or any(p in ("", ".", "..") for p in rel.parts) or not rel.parts:
-            raise StorageError(f"invalid internal storage URI {uri!r} (path traversal refused)")
-        return self.root.joinpath(*rel.parts)
+        parts = uri[len(SCHEME) :].split("/")
+        if parts[-1] == "" and len(parts) > 1:
+            parts.pop()  # a trailing slash names a prefix
+        for part in parts:
+            if part in ("", ".", "..") or "\\" in part or "\x00" in part:
+                raise StorageError(
+                    f"invalid internal storage URI {uri!r}: empty, '.', '..' or backslash"
+                    " parts are refused (path traversal)"
+                )
+        return self.root.joinpath(*parts)
 
     async def put(
         self,
@@ -71,7 +83,7 @@ class FileStorage:
         path = self.path(uri)
         try:
             return await anyio.to_thread.run_sync(path.read_bytes)
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise StoredFileNotFound(f"no stored file at {uri}") from None
 
     async def exists(self, uri: str) -> bool:
@@ -80,7 +92,7 @@ class FileStorage:
 
     async def list(self, prefix_uri: str) -> list[str]:
         """URIs of every file under a prefix (``actorflow://ns/flow/execution`` for example)."""
-        base = self.path(prefix_uri)
+        base = self.root if prefix_uri == SCHEME else self.path(prefix_uri)
 
         def walk() -> list[str]:
             if not base.exists():
@@ -88,7 +100,7 @@ class FileStorage:
             return sorted(
                 SCHEME + p.relative_to(self.root).as_posix()
                 for p in base.rglob("*")
-                if p.is_file() and not p.name.startswith(".tmp-")
+                if p.is_file() and not p.name.startswith(_TMP_PREFIX)
             )
 
         return await anyio.to_thread.run_sync(walk)
@@ -102,7 +114,7 @@ class FileStorage:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -113,3 +125,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    # The rename itself must survive a crash: sync the directory entry too.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

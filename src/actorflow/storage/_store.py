@@ -92,7 +92,12 @@ class Store(Protocol):
         ...
 
     def write(self, ops: Iterable[Op]) -> Commit:
-        """Queue writes; await the result for durability."""
+        """Queue ``ops`` without blocking; they commit in one transaction, in order.
+
+        Await the returned :class:`Commit` for durability (it raises StorageUnavailable if
+        that transaction failed). Raises StorageUnavailable at once when the store is
+        closed, read-only, or its writer has failed.
+        """
         ...
 
     async def flush(self) -> None:
@@ -194,5 +199,6 @@ class Store(Protocol):
     async def claim_orphans(
         self, owner: str, terminal_states: Collection[str], stale_after: float
     ) -> list[ExecutionRow]:
-        """Take unfinished executions whose owner is gone; returns them."""
+        """Atomically take unfinished executions whose owner is unset, unregistered or has not
+        heartbeat for ``stale_after`` seconds; returns only those this call took."""
         ...
