@@ -763,7 +763,7 @@ async def test_recovery_continues_when_a_pause_ended_while_down(tmp_path: Any) -
     execution saw it) resumes on recovery instead of staying paused forever."""
     import msgspec
 
-    from actorflow.runtime._persist import decode_task_run, task_run_ops
+    from actorflow.runtime._persist import decode_task_run, history_ops, task_run_rows
     from actorflow.runtime._records import StateEntry
     from actorflow.storage import SQLiteStore
 
@@ -777,7 +777,7 @@ async def test_recovery_continues_when_a_pause_ended_while_down(tmp_path: Any) -
         tr = decode_task_run(row.data)
         ended = (StateEntry(State.RUNNING, 1.0), StateEntry(State.SUCCESS, 1.0))
         tr = msgspec.structs.replace(tr, state=State.SUCCESS, history=(*tr.history, *ended))
-        await store.write(task_run_ops(tr, ended, final=True))
+        await store.write([*task_run_rows(tr), *history_ops(tr.execution_id, tr.id, ended)])
     async with Runtime.open(db, flows=[f]) as rt:
         ex = await rt.wait(handle.id, timeout=10)
     assert ex.state is State.SUCCESS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from actorflow.actors._actor import Actor, ActorContext
+from actorflow.actors._cancel import Interruptible
 from actorflow.actors._messages import (
     GetChild,
     Kill,
@@ -26,6 +27,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetters",
     "GetChild",
+    "Interruptible",
     "Kill",
     "Pause",
     "Restart",

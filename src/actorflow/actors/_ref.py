@@ -98,15 +98,18 @@ class ActorRef:
     __slots__ = (
         "_actor",
         "_busy",
+        "_cancelled",
         "_capacity",
         "_done",
         "_inflight",
         "_ordinary",
         "_room",
         "_scope",
+        "_shielded",
         "_stopping",
         "_system",
         "_system_lane",
+        "_task",
         "_wake",
         "alive",
         "name",
@@ -127,7 +130,10 @@ class ActorRef:
         self._busy = False
         self._inflight: Reply | None = None
         self._stopping = False
-        self._scope: anyio.CancelScope | None = None
+        self._scope: anyio.CancelScope | None = None  # trio: the actor's cancel scope
+        self._task: asyncio.Task[None] | None = None  # asyncio: the actor's task
+        self._cancelled = False
+        self._shielded = False
         self.alive = True
 
     def __repr__(self) -> str:
@@ -161,6 +167,19 @@ class ActorRef:
         if wake is not None:
             self._wake = None
             wake.set()
+
+    def _cancel(self) -> None:
+        """Cancel the actor's task at once (shutdown timeout, host cancelled)."""
+        if not self.alive or self._shielded:
+            return
+        if self._task is not None:
+            # Not started yet (no actor): a cancelled task would never run its cleanup; the
+            # Stop that follows every cancel on shutdown ends it instead.
+            if not self._cancelled and self._actor is not None:
+                self._cancelled = True
+                self._task.cancel()
+        elif self._scope is not None:
+            self._scope.cancel()
 
     def _request_stop(self) -> None:
         """Stop after the current message, waking an idle actor so it notices."""

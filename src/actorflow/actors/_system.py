@@ -97,9 +97,9 @@ class ActorSystem:
         ref = ActorRef(self, name, mailbox_size)
         self._actors[name] = ref
         if self._aio_loop is not None:
-            task = self._aio_loop.create_task(self._run(ref, factory, parent, restart_error))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task = self._aio_loop.create_task(self._run_aio(ref, factory, parent, restart_error))
+            ref._task = task
+            self._tasks.add(task)  # the task drops itself from the set when it ends
         else:
             self._tg.start_soon(self._run, ref, factory, parent, restart_error, name=name)
         return ref
@@ -117,6 +117,46 @@ class ActorSystem:
 
     def __len__(self) -> int:
         return len(self._actors)
+
+    async def _run_aio(
+        self,
+        ref: ActorRef,
+        factory: Callable[[], Actor],
+        parent: ActorRef | None,
+        restart_error: BaseException | None,
+    ) -> None:
+        """The actor's task on asyncio: no anyio cancel scope (it costs more than the rest of
+        a short actor's life); the system cancels the task itself (:meth:`ActorRef._cancel`)."""
+        error: BaseException | None = None
+        ctx: ActorContext | None = None
+        try:
+            actor = factory()
+            ctx = ActorContext(ref.name, ref, self, parent)
+            actor.context = ctx
+            ref._actor = actor
+            if restart_error is not None:
+                await actor.on_restart(restart_error)
+            await actor.on_start()
+            await self._loop(ref, actor)
+            await actor.on_stop()
+        except Exception as exc:
+            error = exc
+        except asyncio.CancelledError:
+            if not ref._cancelled:
+                raise  # not the system's doing (the loop is closing): let it end the task
+            task = ref._task
+            if task is not None:
+                task.uncancel()
+        finally:
+            try:
+                if ctx is not None and ctx.children:
+                    ref._shielded = True  # children must stop even if the system cancels us
+                    for child in reversed(list(ctx.children.values())):
+                        await stop_within(child, 5.0)
+            finally:
+                self._cleanup(ref, parent, error)
+                if ref._task is not None:
+                    self._tasks.discard(ref._task)
 
     async def _run(
         self,
@@ -193,6 +233,7 @@ class ActorSystem:
         # Synchronous on purpose: nothing can interleave between death and the notices.
         ref.alive = False
         ref._stopping = True
+        ref._actor = None  # breaks ref -> actor -> context -> ref: freed without the GC
         self._actors.pop(ref.name, None)
         self._top.pop(ref.name, None)
         if ref._inflight is not None:  # cancelled inside receive
@@ -206,8 +247,9 @@ class ActorSystem:
                 # Stop and Terminated are kernel traffic, not letters anyone wrote.
                 if not isinstance(message, Stop | Terminated):
                     self.dead_letters.record(ref.name, message)
-        while ref._room:
-            ref._room.popleft().set()
+        room = ref._room
+        while room:
+            room.popleft().set()
         if ref._done is not None:
             ref._done.set()
         if parent is not None and parent.alive:
@@ -248,8 +290,7 @@ class ActorSystem:
     def cancel_all(self) -> None:
         """Cancel every actor at once (the host is being cancelled)."""
         for ref in list(self._actors.values()):
-            if ref._scope is not None:
-                ref._scope.cancel()
+            ref._cancel()
 
 
 async def stop_within(ref: ActorRef, timeout: float) -> None:
@@ -260,8 +301,7 @@ async def stop_within(ref: ActorRef, timeout: float) -> None:
     with anyio.move_on_after(timeout):
         await ref.join()
         return
-    if ref._scope is not None:
-        ref._scope.cancel()
+    ref._cancel()
     await ref.join()
 
 

@@ -124,6 +124,22 @@ class TaskStorage:
 class TaskContext:
     """Passed to every task: everything it may read or record."""
 
+    __slots__ = (
+        "_metric",
+        "attempt",
+        "engine",
+        "execution_id",
+        "flow_id",
+        "flow_revision",
+        "inputs",
+        "iteration",
+        "namespace",
+        "outputs",
+        "task_id",
+        "task_run_id",
+        "value",
+    )
+
     def __init__(
         self,
         *,
@@ -152,9 +168,31 @@ class TaskContext:
         self.attempt = attempt
         self.value = value
         self.iteration = iteration
-        self.log = TaskLogger(self)
-        self.metric = MetricRecorder(self)
-        self.storage = TaskStorage(self)
+        self._metric: MetricRecorder | None = None
+
+    # Made on first use: most tasks log nothing and record nothing, and a helper pointing
+    # back at its context is a cycle only the GC frees.
+    @property
+    def log(self) -> TaskLogger:
+        """Log lines stored with the task run."""
+        return TaskLogger(self)
+
+    @property
+    def metric(self) -> MetricRecorder:
+        """Counters and timers of the task run."""
+        recorder = self._metric
+        if recorder is None:
+            recorder = self._metric = MetricRecorder(self)
+        return recorder
+
+    @property
+    def storage(self) -> TaskStorage:
+        """Files in the internal storage."""
+        return TaskStorage(self)
+
+    def metrics(self) -> tuple[Metric, ...]:
+        """What the attempt recorded through :attr:`metric`."""
+        return () if self._metric is None else self._metric.snapshot()
 
     @property
     def variables(self) -> dict[str, Any]:

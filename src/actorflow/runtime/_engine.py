@@ -17,10 +17,10 @@ from actorflow.actors import ActorSystem, Kill
 from actorflow.runtime._clock import Clock, Timers
 from actorflow.runtime._flow import ConcurrencyBehavior, Flow, validate_inputs
 from actorflow.runtime._messages import Complete, Dequeue, Start
-from actorflow.runtime._persist import execution_ops, task_run_ops
-from actorflow.runtime._records import Attempt, Execution, StateEntry, TaskRun
+from actorflow.runtime._persist import execution_rows, history_ops, task_run_rows
+from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State
-from actorflow.storage import AppendLog, FileStorage, LogRow, Store
+from actorflow.storage import AppendLog, Commit, FileStorage, LogRow, Store
 
 if TYPE_CHECKING:
     from actorflow.actors import ActorRef
@@ -154,6 +154,7 @@ class Engine:
         self.live: dict[str, ActorRef] = {}
         self._waiters: dict[str, list[anyio.Event]] = {}
         self._ended: dict[str, Execution] = {}
+        self._ending: dict[str, Commit] = {}  # ended, final snapshot not committed yet
         self._child_watchers: dict[str, ActorRef] = {}
         self._state_waiters: dict[str, list[tuple[frozenset[State], anyio.Event]]] = {}
         self._prefix = os.urandom(5).hex()
@@ -187,8 +188,9 @@ class Engine:
             self.accepting = False
             raise RuntimeClosedError(f"storage failed, no more work is accepted: {failed}")
 
-    def save_execution(self, ex: Execution, new: Sequence[StateEntry]) -> Any:
+    def save_execution(self, ex: Execution, new: Sequence[StateEntry]) -> Commit:
         """Queue an execution snapshot; returns the commit to await for durability."""
+        store = self.store
         if new:
             if self.tracing:
                 try:
@@ -205,18 +207,20 @@ class Engine:
                 for states, event in waiters:
                     if ex.state in states:
                         event.set()
-        return self.store.write(execution_ops(ex, self.owner, new))
+            store.write(history_ops(ex.id, None, new))
+        return store.write_latest(("execution", ex.id), execution_rows, (ex, self.owner))
 
-    def save_task_run(
-        self, tr: TaskRun, new: Sequence[StateEntry], attempt: Attempt | None, final: bool
-    ) -> Any:
-        """Queue a task-run snapshot (and attempt, outputs, metrics when final)."""
-        if new and self.tracing:
-            try:
-                self.observer.task_run_changed(tr, None)
-            except Exception:  # tracing must never break an execution
-                _log.exception("observer failed on task run %s", tr.id)
-        return self.store.write(task_run_ops(tr, new, attempt=attempt, final=final))
+    def save_task_run(self, tr: TaskRun, new: Sequence[StateEntry] = ()) -> Commit:
+        """Queue a task-run snapshot (with its attempts; outputs and metrics once ended)."""
+        store = self.store
+        if new:
+            if self.tracing:
+                try:
+                    self.observer.task_run_changed(tr, None)
+                except Exception:  # tracing must never break an execution
+                    _log.exception("observer failed on task run %s", tr.id)
+            store.write(history_ops(tr.execution_id, tr.id, new))
+        return store.write_latest(tr.id, task_run_rows, tr)
 
     def log(self, execution_id: str, task_run_id: str | None, level: str, message: str) -> None:
         """Store one log line of a task run."""
@@ -253,40 +257,39 @@ class Engine:
         ref.tell_nowait(first)
         return ref
 
-    def execution_ended(self, flow: Flow, ex: Execution, commit: Any) -> None:
+    def execution_ended(self, flow: Flow, ex: Execution, commit: Commit) -> None:
         """Called by an execution actor once terminal (its snapshot is queued in ``commit``)."""
         self.live.pop(ex.id, None)
         self.slots.release(flow, ex.id)
         watcher = self._child_watchers.pop(ex.id, None)
 
-        async def notify() -> None:
-            try:
-                await commit
-            finally:
-                self._ended[ex.id] = ex
-                for event in self._waiters.pop(ex.id, ()):
-                    event.set()
-                if watcher is not None:
-                    watcher.tell_nowait(Complete(ex.state, _child_outputs(ex), ex.error))
-                if len(self._ended) > 10_000:
-                    self._ended.pop(next(iter(self._ended)))
+        def committed(error: BaseException | None) -> None:
+            # Waiters hear of the end only once it is stored (or the store failed).
+            self._ending.pop(ex.id, None)
+            ended = self._ended
+            ended[ex.id] = ex
+            for event in self._waiters.pop(ex.id, ()):
+                event.set()
+            if watcher is not None:
+                watcher.tell_nowait(Complete(ex.state, _child_outputs(ex), ex.error))
+            if len(ended) > 10_000:
+                ended.pop(next(iter(ended)))
 
-        self.system_task(notify)
-
-    def system_task(self, fn: Any) -> None:
-        """Run ``fn`` in the runtime's task group (set by the Runtime)."""
-        self._start_soon(fn)
-
-    _start_soon: Any = None
+        # Nobody waiting: the writer may keep gathering; a waiter that comes wants it now.
+        self._ending[ex.id] = commit
+        commit.add_callback(committed, want=watcher is not None or ex.id in self._waiters)
 
     async def wait(self, execution_id: str) -> Execution | None:
         """Wait until the execution is terminal; None if it is not live here."""
         if execution_id in self._ended:
             return self._ended[execution_id]
-        if execution_id not in self.live:
+        ending = self._ending.get(execution_id)
+        if execution_id not in self.live and ending is None:
             return None
         event = anyio.Event()
         self._waiters.setdefault(execution_id, []).append(event)
+        if ending is not None:
+            ending.want()
         await event.wait()
         return self._ended.get(execution_id)
 

@@ -56,6 +56,9 @@ class ExecutionScope:
         self.record = record
         self.exec_ref = exec_ref
         self.outputs: dict[str, Any] = {}
+        # Latest snapshot of each live task run, written by its actor on every change; the
+        # execution hears only of ends and pauses, so it reads the rest here.
+        self.current: dict[str, TaskRun] = {}
 
     def variables(self, tr: TaskRun | None = None) -> dict[str, Any]:
         """Template variables for ``tr`` (or the execution)."""
@@ -142,14 +145,16 @@ class ExecutionActor(Actor):
         entry = StateEntry(state, self.engine.clock.now())
         new = msgspec.structs.replace(tr, state=state, history=(*tr.history, entry), **changes)
         self.runs[tr.id] = new
-        self.engine.save_task_run(new, (entry,), None, new.state.terminal)
+        self.engine.save_task_run(new, (entry,))
         if new.state.terminal:
             self.scope.record_outputs(new)
         return new
 
     def snapshot(self) -> Execution:
         """The live tree."""
-        return msgspec.structs.replace(self.ex, task_runs=tuple(self.runs.values()))
+        current = self.scope.current
+        runs = tuple(current.get(i, tr) for i, tr in self.runs.items())
+        return msgspec.structs.replace(self.ex, task_runs=runs)
 
     # -- lifecycle -------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -309,7 +314,7 @@ class ExecutionActor(Actor):
             current = self.runs[owner.id]
             updated = msgspec.structs.replace(current, outputs={**current.outputs, **extra})
             self.runs[owner.id] = updated
-            self.engine.save_task_run(updated, (), None, False)
+            self.engine.save_task_run(updated)
         return frame
 
     # -- scheduling ------------------------------------------------------------------
@@ -363,7 +368,7 @@ class ExecutionActor(Actor):
         )
         self.runs[tr.id] = tr
         frame.add(tr)
-        self.engine.save_task_run(tr, tr.history, None, False)
+        self.engine.save_task_run(tr, tr.history)
         task = spec.task
         if task.run_if is not None:
             try:
@@ -404,12 +409,14 @@ class ExecutionActor(Actor):
         self.runs[tr.id] = tr
         if tr.state.terminal:
             self.live.pop(tr.id, None)
+            self.scope.current.pop(tr.id, None)
             self.scope.record_outputs(tr)
         elif old.state is State.PAUSED and tr.state is State.RUNNING:
             # A Pause with tasks handed over: its children run in a frame of ours.
             task = self.flow.task(tr.task_id)
             if isinstance(task, PauseTask) and task.tasks:
                 self.live.pop(tr.id, None)
+                self.scope.current.pop(tr.id, None)
                 self.scope.record_outputs(tr)
                 self._ensure_frame(tr, task)
         frame = self._frame_of(tr)
@@ -442,7 +449,8 @@ class ExecutionActor(Actor):
         tr_id = next((i for i, r in self.live.items() if r is msg.ref), None)
         if tr_id is None:
             return
-        tr = self.runs[tr_id]
+        tr = self.scope.current.get(tr_id) or self.runs[tr_id]
+        self.runs[tr_id] = tr
         count = self.child_restarts.get(tr_id, 0) + 1
         self.child_restarts[tr_id] = count
         task = self.flow.task(tr.task_id)
@@ -450,6 +458,7 @@ class ExecutionActor(Actor):
             self._spawn(tr, task, Recover())
             return
         self.live.pop(tr_id, None)
+        self.scope.current.pop(tr_id, None)
         if not tr.state.terminal:
             target = State.KILLED if tr.state is State.KILLING else State.FAILED
             new = self._set_run(tr, target, error=f"task-run actor crashed: {msg.error}")

@@ -31,38 +31,38 @@ __all__ = [
 ]
 
 
-class Start(msgspec.Struct, frozen=True, tag=True):
+class Start(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Begin: an execution starts its first task runs; a task run its first attempt."""
 
 
-class Restart(SystemMessage, frozen=True, tag=True):
+class Restart(SystemMessage, frozen=True, gc=False, tag=True):
     """Run a RESTARTED task run again (a new attempt) or resume a restarted execution.
 
     A system message, so the rebuild happens before any Kill/Pause/Resume sent right after.
     """
 
 
-class Recover(SystemMessage, frozen=True, tag=True):
+class Recover(SystemMessage, frozen=True, gc=False, tag=True):
     """Continue from a snapshot loaded after a crash (system lane, like Restart)."""
 
 
-class Retry(SystemMessage, frozen=True, tag=True):
+class Retry(SystemMessage, frozen=True, gc=False, tag=True):
     """The retry delay of a RETRYING task run elapsed: start the next attempt."""
 
 
-class PauseElapsed(SystemMessage, frozen=True, tag=True):
+class PauseElapsed(SystemMessage, frozen=True, gc=False, tag=True):
     """A Pause task's ``delay`` or ``timeout`` elapsed."""
 
     kind: str
 
 
-class ResumeWith(SystemMessage, frozen=True, tag=True):
+class ResumeWith(SystemMessage, frozen=True, gc=False, tag=True):
     """Resume a paused execution or Pause task run with validated inputs."""
 
     inputs: dict[str, Any] = {}
 
 
-class Complete(msgspec.Struct, frozen=True, tag=True):
+class Complete(msgspec.Struct, frozen=True, gc=False, tag=True):
     """A subflow's child execution ended with ``state`` and ``outputs``."""
 
     state: State
@@ -70,21 +70,21 @@ class Complete(msgspec.Struct, frozen=True, tag=True):
     error: str | None = None
 
 
-class Fail(msgspec.Struct, frozen=True, tag=True):
+class Fail(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Fail the task run from outside with ``error``."""
 
     error: str
 
 
-class Dequeue(msgspec.Struct, frozen=True, tag=True):
+class Dequeue(msgspec.Struct, frozen=True, gc=False, tag=True):
     """A slot of the flow's concurrency limit is free: a QUEUED execution may run."""
 
 
-class TaskRunChanged(msgspec.Struct, frozen=True, tag=True):
+class TaskRunChanged(msgspec.Struct, frozen=True, gc=False, tag=True):
     """A task-run actor reports its new snapshot to its execution."""
 
     task_run: TaskRun
 
 
-class Snapshot(msgspec.Struct, frozen=True, tag=True):
+class Snapshot(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Ask an execution actor for its current tree."""

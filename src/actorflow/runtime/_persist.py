@@ -7,7 +7,8 @@ from typing import Any
 
 import msgspec
 
-from actorflow.runtime._records import Attempt, Execution, StateEntry, TaskRun
+from actorflow.runtime._records import Execution, StateEntry, TaskRun
+from actorflow.runtime._states import TERMINAL
 from actorflow.storage import (
     AppendHistory,
     AttemptRow,
@@ -49,81 +50,63 @@ def decode_any(data: bytes) -> Any:
     return _any_dec.decode(data)
 
 
-def execution_ops(ex: Execution, owner: str | None, new: Sequence[StateEntry]) -> list[Any]:
-    """Ops that persist an execution snapshot and its new history entries."""
+def execution_rows(item: tuple[Execution, str | None]) -> list[Any]:
+    """The row of an execution snapshot (``item`` = (execution, owner)); see :func:`save`."""
+    ex, owner = item
     snap = msgspec.structs.replace(ex, task_runs=()) if ex.task_runs else ex
+    history = ex.history
     row = ExecutionRow(
         id=ex.id,
         namespace=ex.namespace,
         flow_id=ex.flow_id,
         flow_revision=ex.flow_revision,
-        state=ex.state.value,
-        created=ex.history[0].date,
-        updated=ex.history[-1].date,
-        ended=ex.end_date,
+        state=ex.state,
+        created=history[0].date,
+        updated=history[-1].date,
+        ended=history[-1].date if ex.state in TERMINAL else None,
         parent_execution_id=ex.parent_execution_id,
         owner=owner,
         data=_enc.encode(snap),
     )
-    ops: list[Any] = [UpsertExecution(row)]
-    ops.extend(AppendHistory(HistoryRow(ex.id, None, e.state.value, e.date)) for e in new)
-    return ops
+    return [UpsertExecution(row)]
 
 
-def task_run_ops(
-    tr: TaskRun,
-    new: Sequence[StateEntry],
-    *,
-    attempt: Attempt | None = None,
-    final: bool = False,
-) -> list[Any]:
-    """Ops that persist a task-run snapshot, its new history, an attempt and, when final,
-    its outputs and metrics."""
+def task_run_rows(tr: TaskRun) -> list[Any]:
+    """Rows of a task-run snapshot: the task run, its attempts and, once it ended, its
+    outputs and metrics."""
+    history = tr.history
+    terminal = tr.state in TERMINAL
     row = TaskRunRow(
         id=tr.id,
         execution_id=tr.execution_id,
         task_id=tr.task_id,
-        state=tr.state.value,
-        created=tr.history[0].date,
-        updated=tr.history[-1].date,
-        ended=tr.end_date if tr.state.terminal else None,
+        state=tr.state,
+        created=history[0].date,
+        updated=history[-1].date,
+        ended=history[-1].date if terminal else None,
         parent_task_run_id=tr.parent_task_run_id,
         value=tr.value,
         data=_enc.encode(tr),
     )
     ops: list[Any] = [UpsertTaskRun(row)]
-    ops.extend(
-        AppendHistory(HistoryRow(tr.execution_id, tr.id, e.state.value, e.date)) for e in new
-    )
-    if attempt is not None:
+    for a in tr.attempts:
         ops.append(
             UpsertAttempt(
-                AttemptRow(
-                    execution_id=tr.execution_id,
-                    task_run_id=tr.id,
-                    number=attempt.number,
-                    state=attempt.state.value,
-                    start=attempt.start,
-                    end=attempt.end,
-                    error=attempt.error,
-                )
+                AttemptRow(tr.execution_id, tr.id, a.number, a.state, a.start, a.end, a.error)
             )
         )
-    if final:
+    if terminal:
         if tr.outputs:
             ops.append(UpsertOutput(OutputRow(tr.execution_id, tr.id, _enc.encode(tr.outputs))))
-        ops.extend(
-            UpsertMetric(
-                MetricRow(
-                    execution_id=tr.execution_id,
-                    task_run_id=tr.id,
-                    name=m.name,
-                    kind=m.kind,
-                    tags=m.tags,
-                    value=m.value,
-                    count=m.count,
+        for m in tr.metrics:
+            ops.append(
+                UpsertMetric(
+                    MetricRow(tr.execution_id, tr.id, m.name, m.kind, m.tags, m.value, m.count)
                 )
             )
-            for m in tr.metrics
-        )
     return ops
+
+
+def history_ops(execution_id: str, task_run_id: str | None, new: Sequence[StateEntry]) -> list[Any]:
+    """One append per new state-history entry."""
+    return [AppendHistory(HistoryRow(execution_id, task_run_id, e.state, e.date)) for e in new]

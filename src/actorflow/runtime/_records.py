@@ -13,14 +13,14 @@ import msgspec
 from actorflow.runtime._states import State
 
 
-class StateEntry(msgspec.Struct, frozen=True, array_like=True):
+class StateEntry(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """One entry of a state history."""
 
     state: State
     date: float
 
 
-class Attempt(msgspec.Struct, frozen=True, tag="attempt"):
+class Attempt(msgspec.Struct, frozen=True, gc=False, tag="attempt"):
     """One try of a task run."""
 
     number: int
@@ -36,7 +36,7 @@ class Attempt(msgspec.Struct, frozen=True, tag="attempt"):
         return None if self.end is None else self.end - self.start
 
 
-class Metric(msgspec.Struct, frozen=True, tag="metric"):
+class Metric(msgspec.Struct, frozen=True, gc=False, tag="metric"):
     """An aggregated metric of a task run: counters sum values, timers sum seconds."""
 
     name: str
@@ -46,7 +46,7 @@ class Metric(msgspec.Struct, frozen=True, tag="metric"):
     count: int = 1
 
 
-class TaskRun(msgspec.Struct, frozen=True, tag="task_run"):
+class TaskRun(msgspec.Struct, frozen=True, gc=False, tag="task_run"):
     """One run of one task inside an execution."""
 
     id: str
@@ -84,7 +84,7 @@ class TaskRun(msgspec.Struct, frozen=True, tag="task_run"):
         return end - self.history[0].date
 
 
-class Execution(msgspec.Struct, frozen=True, tag="execution"):
+class Execution(msgspec.Struct, frozen=True, gc=False, tag="execution"):
     """One run of a flow, with its task runs when read as a tree."""
 
     id: str

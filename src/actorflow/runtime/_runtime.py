@@ -114,7 +114,6 @@ class Runtime:
             engine = Engine(
                 system=system, store=store, files=files, clock=clock or Clock(), observer=observer
             )
-            engine._start_soon = tg.start_soon
             rt = cls(engine, store)
             for flow in flows:
                 engine.register(flow)
@@ -343,7 +342,7 @@ class Runtime:
                 tr = msgspec.structs.replace(
                     tr, state=State.RESTARTED, history=(*tr.history, entry)
                 )
-                self.engine.save_task_run(tr, (entry,), None, False)
+                self.engine.save_task_run(tr, (entry,))
             new_runs.append(tr)
         if removed:
             self.store.write((DeleteTaskRuns(ex.id, tuple(sorted(removed))),))
@@ -430,7 +429,7 @@ class Runtime:
                     # Ancestors decide again from their kept children.
                     changes["outputs"] = tr.outputs
             new = msgspec.structs.replace(tr, **changes)
-            engine.save_task_run(new, new.history, None, new.state.terminal)
+            engine.save_task_run(new, new.history)
             new_runs.append(new)
         entry = StateEntry(State.RESTARTED, now)
         record = msgspec.structs.replace(

@@ -14,7 +14,7 @@ import anyio
 import msgspec
 
 from actorflow._errors import InputError
-from actorflow.actors import Actor, Kill
+from actorflow.actors import Actor, Interruptible, Kill
 from actorflow.runtime._clock import TimerHandle
 from actorflow.runtime._flow import validate_inputs
 from actorflow.runtime._messages import (
@@ -29,7 +29,7 @@ from actorflow.runtime._messages import (
     TaskRunChanged,
 )
 from actorflow.runtime._records import Attempt, StateEntry, TaskRun
-from actorflow.runtime._states import State, check_transition
+from actorflow.runtime._states import TERMINAL, State, check_transition
 from actorflow.runtime._tasks import Pause, PauseBehavior, Runnable, Subflow, Task
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class TaskRunActor(Actor):
         self.scope = scope
         self.task = task
         self.record = record
-        self._cancel: anyio.CancelScope | None = None
+        self._cancel: Interruptible | None = None
         self._killed = False
         self._timer: TimerHandle | None = None
         self._pending: list[StateEntry] = []
@@ -71,13 +71,23 @@ class TaskRunActor(Actor):
         )
 
     def _publish(self, attempt: Attempt | None = None) -> None:
-        """Persist the new snapshot and tell the execution; stop once terminal."""
-        final = self.record.state.terminal
-        self.scope.engine.save_task_run(self.record, self._pending, attempt, final)
+        """Persist the new snapshot; tell the execution what it schedules on (an end, a
+        pause); stop once terminal.
+
+        Other changes (RUNNING, RETRYING) only go to ``scope.current``, where the execution
+        reads its snapshots and restarts a crashed actor from.
+        """
+        record = self.record
+        scope = self.scope
+        scope.engine.save_task_run(record, self._pending)
         self._pending = []
-        self.scope.exec_ref.tell_nowait(TaskRunChanged(self.record))
-        if final:
+        scope.current[record.id] = record
+        state = record.state
+        if state in TERMINAL:
+            scope.exec_ref.tell_nowait(TaskRunChanged(record))
             self.context.stop()
+        elif state is State.PAUSED:
+            scope.exec_ref.tell_nowait(TaskRunChanged(record))
 
     # -- messages --------------------------------------------------------------------
     def on_interrupt(self, message: Any) -> None:
@@ -148,7 +158,7 @@ class TaskRunActor(Actor):
                     attempts[-1], state=State.FAILED, end=now, error="interrupted"
                 )
                 self.record = msgspec.structs.replace(self.record, attempts=tuple(attempts))
-                self.scope.engine.save_task_run(self.record, (), attempts[-1], False)
+                self.scope.engine.save_task_run(self.record)
             await self._run_attempt()
 
     # -- runnable attempts -----------------------------------------------------------
@@ -158,40 +168,38 @@ class TaskRunActor(Actor):
 
     async def _run_attempt(self) -> None:
         engine = self.scope.engine
-        number = len(self.record.attempts) + 1
+        record = self.record
+        number = len(record.attempts) + 1
         attempt = Attempt(number=number, state=State.RUNNING, start=engine.clock.now())
-        self.record = msgspec.structs.replace(
-            self.record, attempts=(*self.record.attempts, attempt)
-        )
+        self.record = record = msgspec.structs.replace(record, attempts=(*record.attempts, attempt))
         self._publish(attempt)
-        ctx = self.scope.task_context(self.record, number)
-        assert isinstance(self.task, Runnable)
+        task = self.task
+        assert isinstance(task, Runnable)
+        ctx = self.scope.task_context(record, number)
         error: BaseException | None = None
-        result: Any = None
+        outputs: dict[str, Any] = {}
         self._killed = False
-        span = (
-            engine.observer.attempt_started(self.scope, self.record, number)
-            if engine.tracing
-            else None
-        )
-        with anyio.CancelScope() as cancel:
+        observer = engine.observer if engine.tracing else None
+        span = observer.attempt_started(self.scope, record, number) if observer else None
+        with Interruptible() as cancel:
             self._cancel = cancel
             try:
-                if self.task.timeout is not None:
-                    with anyio.fail_after(self.task.timeout):
-                        result = await self.task.run(ctx)
+                if task.timeout is not None:
+                    with anyio.fail_after(task.timeout):
+                        result = await task.run(ctx)
                 else:
-                    result = await self.task.run(ctx)
-                outputs = normalize_outputs(result)
+                    result = await task.run(ctx)
+                if result is not None:
+                    outputs = normalize_outputs(result)
             except TimeoutError as exc:
-                if self.task.timeout is not None and not str(exc):
-                    exc = TimeoutError(f"Timeout after {self.task.timeout}s")
+                if task.timeout is not None and not str(exc):
+                    exc = TimeoutError(f"Timeout after {task.timeout}s")
                     ctx.log.error(str(exc))
                 error = exc
             except Exception as exc:
                 error = exc
         self._cancel = None
-        metrics = ctx.metric.snapshot()
+        metrics = ctx.metrics()
         if metrics:
             self.record = msgspec.structs.replace(
                 self.record, metrics=_merge(self.record.metrics, metrics)
@@ -205,11 +213,12 @@ class TaskRunActor(Actor):
             if span is not None:
                 engine.observer.attempt_ended(span, State.SUCCESS, None)
             state = State.SUCCESS
-            retry = self.scope.flow.retry_for(self.task.id)
-            if retry is not None and retry.warning_on_retry and number > 2:
-                state = State.WARNING
-            if state is State.WARNING and self.task.allow_warning:
-                state = State.SUCCESS
+            if number > 2:
+                retry = self.scope.flow.retry_for(task.id)
+                if retry is not None and retry.warning_on_retry:
+                    state = State.WARNING
+                    if task.allow_warning:
+                        state = State.SUCCESS
             self._end_attempt(state, attempt_state=State.SUCCESS, outputs=outputs)
             return
         if not isinstance(error, TimeoutError):
@@ -333,7 +342,7 @@ class TaskRunActor(Actor):
         """After the pause: run the Pause's own tasks (the execution takes over), or end."""
         assert isinstance(self.task, Pause)
         if state is State.SUCCESS and self.task.tasks:
-            self.scope.engine.save_task_run(self.record, self._pending, None, False)
+            self.scope.engine.save_task_run(self.record, self._pending)
             self._pending = []
             self.scope.exec_ref.tell_nowait(TaskRunChanged(self.record))
             self.context.stop()

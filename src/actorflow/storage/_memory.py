@@ -1,15 +1,18 @@
 """A store that keeps everything in memory: the SQLite store's semantics, nothing persisted.
 
-Writes apply at once, so every commit is already resolved. Orders match SQLite's: rows
-come back in first-insertion order (an upsert keeps a row's place), task runs by creation.
+Writes apply at once, so every commit is already resolved; ``write_latest`` items are built
+when something reads (or after many of them), so what is never read is never encoded. Orders
+match SQLite's: rows come back in first-insertion order (an upsert keeps a row's place),
+task runs by creation.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from types import EllipsisType
+from typing import Any
 
 import msgspec
 
@@ -37,6 +40,7 @@ from actorflow.storage._rows import (
 from actorflow.storage._store import COMMITTED, Commit
 
 _MetricKey = tuple[str, str, str, tuple[tuple[str, str], ...]]
+_SETTLE_AT = 4096  # pending latest items kept unbuilt at most
 
 
 class _Rows:
@@ -70,6 +74,7 @@ class MemoryStore:
         self._failed: BaseException | None = None
         self._closed = False
         self.fail_next: BaseException | None = None  # test hook: the next write fails
+        self._latest: dict[Hashable, tuple[Callable[[Any], Sequence[Op]], Any]] = {}
 
     @property
     def failed(self) -> BaseException | None:
@@ -110,9 +115,33 @@ class MemoryStore:
                 StorageUnavailable(f"a write failed, storage stopped so nothing is lost: {error}")
             )
             return failed
+        self._settle()
         for op in ops:
             self._apply(op)
         return COMMITTED
+
+    def write_latest(
+        self, key: Hashable, build: Callable[[Any], Sequence[Op]], item: Any
+    ) -> Commit:
+        """Keep ``item`` in place of what ``key`` had; built when read (see :class:`Store`)."""
+        if self._failed is not None or self._closed:
+            raise self._unavailable()
+        if self.fail_next is not None:
+            return self.write(())
+        latest = self._latest
+        latest[key] = (build, item)
+        if len(latest) >= _SETTLE_AT:
+            self._settle()
+        return COMMITTED
+
+    def _settle(self) -> None:
+        """Build and apply the pending latest items, in their order of first write."""
+        latest = self._latest
+        if latest:
+            self._latest = {}
+            for build, item in latest.values():
+                for op in build(item):
+                    self._apply(op)
 
     def _bucket(self, execution_id: str) -> _Rows:
         rows = self._rows.get(execution_id)
@@ -167,12 +196,14 @@ class MemoryStore:
 
     async def flush(self) -> None:
         """Writes are applied at once; only reports an earlier failure."""
+        self._settle()
         if self._failed is not None:
             raise self._unavailable()
 
     # -- reading ------------------------------------------------------------------------
     async def get_execution(self, execution_id: str) -> ExecutionRow | None:
         """One execution row."""
+        self._settle()
         return self._execs.get(execution_id)
 
     async def list_executions(
@@ -188,6 +219,7 @@ class MemoryStore:
         newest_first: bool = True,
     ) -> list[ExecutionRow]:
         """Executions filtered by flow, namespace, states and creation time [since, until)."""
+        self._settle()
         wanted = set(states) if states is not None else None
         rows = [
             r
@@ -203,17 +235,20 @@ class MemoryStore:
 
     async def unfinished_executions(self, terminal_states: Collection[str]) -> list[ExecutionRow]:
         """Executions not in a terminal state, oldest first."""
+        self._settle()
         done = set(terminal_states)
         rows = [r for r in self._execs.values() if r.state not in done]
         return sorted(rows, key=lambda r: (r.created, r.id))
 
     async def task_runs(self, execution_id: str) -> list[TaskRunRow]:
         """Task runs in creation order (ties: first stored first)."""
+        self._settle()
         runs = self._rows.get(execution_id, _EMPTY).runs.values()
         return sorted(runs, key=lambda r: r.created)
 
     async def attempts(self, execution_id: str, task_run_id: str | None = None) -> list[AttemptRow]:
         """Attempts of an execution in insertion order, or of one task run by number."""
+        self._settle()
         found = self._rows.get(execution_id, _EMPTY).attempts.values()
         if task_run_id is None:
             return list(found)
@@ -223,6 +258,7 @@ class MemoryStore:
         self, execution_id: str, task_run_id: str | EllipsisType | None = ...
     ) -> list[HistoryRow]:
         """State history in insertion order: ``...`` every entry, ``None`` the execution's."""
+        self._settle()
         entries = self._rows.get(execution_id, _EMPTY).history
         if isinstance(task_run_id, EllipsisType):
             return list(entries)
@@ -237,6 +273,7 @@ class MemoryStore:
         tags: Mapping[str, str] | None = None,
     ) -> list[MetricRow]:
         """Metrics; ``tags`` matches metrics carrying at least those tags."""
+        self._settle()
         wanted = (tags or {}).items()
         return [
             m
@@ -251,6 +288,7 @@ class MemoryStore:
         self, execution_id: str, task_run_id: str | None = None, *, limit: int | None = None
     ) -> list[LogRow]:
         """Log lines in order (the first ``limit`` of them)."""
+        self._settle()
         lines = self._rows.get(execution_id, _EMPTY).logs
         if task_run_id is not None:
             lines = [lg for lg in lines if lg.task_run_id == task_run_id]
@@ -258,6 +296,7 @@ class MemoryStore:
 
     async def outputs(self, execution_id: str) -> list[OutputRow]:
         """Outputs of an execution's task runs."""
+        self._settle()
         return list(self._rows.get(execution_id, _EMPTY).outputs.values())
 
     async def commands_after(self, last_id: int) -> list[CommandRow]:
@@ -281,6 +320,7 @@ class MemoryStore:
         states: Collection[str] | None = None,
     ) -> list[str]:
         """Delete executions (ended before ``older_than``, or by id) with all their rows."""
+        self._settle()
         self._check()
         ids = set(execution_ids or ())
         wanted = set(states) if states is not None else None
@@ -325,6 +365,7 @@ class MemoryStore:
 
         Returns only executions this call took: those ``owner`` already held are left out.
         """
+        self._settle()
         self._check()
         fresh_after = self.clock() - stale_after
         live = {o for o, beat in self._owners.items() if beat >= fresh_after}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import msgspec
 
 
-class ExecutionRow(msgspec.Struct, frozen=True):
+class ExecutionRow(msgspec.Struct, frozen=True, gc=False):
     """One execution (indexed columns + snapshot)."""
 
     id: str
@@ -24,7 +24,7 @@ class ExecutionRow(msgspec.Struct, frozen=True):
     data: bytes = b""
 
 
-class TaskRunRow(msgspec.Struct, frozen=True):
+class TaskRunRow(msgspec.Struct, frozen=True, gc=False):
     """One task run (indexed columns + snapshot)."""
 
     id: str
@@ -39,7 +39,7 @@ class TaskRunRow(msgspec.Struct, frozen=True):
     data: bytes = b""
 
 
-class AttemptRow(msgspec.Struct, frozen=True):
+class AttemptRow(msgspec.Struct, frozen=True, gc=False):
     """One attempt of a task run."""
 
     execution_id: str
@@ -51,7 +51,7 @@ class AttemptRow(msgspec.Struct, frozen=True):
     error: str | None = None
 
 
-class HistoryRow(msgspec.Struct, frozen=True):
+class HistoryRow(msgspec.Struct, frozen=True, gc=False):
     """One state change; ``task_run_id`` None is the execution's own."""
 
     execution_id: str
@@ -60,7 +60,7 @@ class HistoryRow(msgspec.Struct, frozen=True):
     ts: float
 
 
-class MetricRow(msgspec.Struct, frozen=True):
+class MetricRow(msgspec.Struct, frozen=True, gc=False):
     """An aggregated metric of a task run (kind: counter, timer or duration).
 
     Execution-level metrics use ``task_run_id == ""``.
@@ -75,7 +75,7 @@ class MetricRow(msgspec.Struct, frozen=True):
     count: int = 1
 
 
-class LogRow(msgspec.Struct, frozen=True):
+class LogRow(msgspec.Struct, frozen=True, gc=False):
     """One log line of a task run (or of the execution when ``task_run_id`` is None)."""
 
     execution_id: str
@@ -87,7 +87,7 @@ class LogRow(msgspec.Struct, frozen=True):
     span_id: str | None = None
 
 
-class OutputRow(msgspec.Struct, frozen=True):
+class OutputRow(msgspec.Struct, frozen=True, gc=False):
     """The outputs of a task run (msgpack)."""
 
     execution_id: str
@@ -95,7 +95,7 @@ class OutputRow(msgspec.Struct, frozen=True):
     data: bytes
 
 
-class CommandRow(msgspec.Struct, frozen=True):
+class CommandRow(msgspec.Struct, frozen=True, gc=False):
     """A control command for an execution owned by another process."""
 
     id: int
@@ -105,56 +105,56 @@ class CommandRow(msgspec.Struct, frozen=True):
     created: float
 
 
-class UpsertExecution(msgspec.Struct, frozen=True, tag=True):
+class UpsertExecution(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Insert or replace an execution row."""
 
     row: ExecutionRow
 
 
-class UpsertTaskRun(msgspec.Struct, frozen=True, tag=True):
+class UpsertTaskRun(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Insert or replace a task-run row."""
 
     row: TaskRunRow
 
 
-class UpsertAttempt(msgspec.Struct, frozen=True, tag=True):
+class UpsertAttempt(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Insert or replace an attempt (key: task run, number)."""
 
     row: AttemptRow
 
 
-class AppendHistory(msgspec.Struct, frozen=True, tag=True):
+class AppendHistory(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Append a state-history entry."""
 
     row: HistoryRow
 
 
-class UpsertMetric(msgspec.Struct, frozen=True, tag=True):
+class UpsertMetric(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Insert or replace a metric (key: task run, name, kind, tags)."""
 
     row: MetricRow
 
 
-class AppendLog(msgspec.Struct, frozen=True, tag=True):
+class AppendLog(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Append a log line."""
 
     row: LogRow
 
 
-class UpsertOutput(msgspec.Struct, frozen=True, tag=True):
+class UpsertOutput(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Insert or replace the outputs of a task run."""
 
     row: OutputRow
 
 
-class DeleteTaskRuns(msgspec.Struct, frozen=True, tag=True):
+class DeleteTaskRuns(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Delete task runs (and their attempts, outputs, metrics) of an execution."""
 
     execution_id: str
     task_run_ids: tuple[str, ...]
 
 
-class DeleteExecution(msgspec.Struct, frozen=True, tag=True):
+class DeleteExecution(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Delete an execution with everything it owns."""
 
     execution_id: str

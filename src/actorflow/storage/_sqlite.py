@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import EllipsisType
 from typing import Any, TypeVar
@@ -29,6 +29,8 @@ from actorflow.storage import _sql
 from actorflow.storage._rows import (
     AttemptRow,
     CommandRow,
+    DeleteExecution,
+    DeleteTaskRuns,
     ExecutionRow,
     HistoryRow,
     LogRow,
@@ -51,14 +53,51 @@ class WriterStats(msgspec.Struct, frozen=True):
     largest_batch: int
 
 
+class _Latest:
+    """A place in a batch for the newest item of a key; built into ops when written."""
+
+    __slots__ = ("build", "item", "pos")
+
+    def __init__(self, build: Callable[[Any], Sequence[Op]], item: Any, pos: int) -> None:
+        self.build = build
+        self.item = item
+        self.pos = pos
+
+
 class _Batch:
     """Ops that will commit in one transaction, and the commit their writers await."""
 
-    __slots__ = ("commit", "ops")
+    __slots__ = ("barrier", "commit", "latest", "ops")
 
-    def __init__(self) -> None:
-        self.ops: list[Op] = []
-        self.commit = Commit()
+    def __init__(self, notify: Callable[[], None]) -> None:
+        self.ops: list[Op | _Latest] = []
+        self.latest: dict[Hashable, _Latest] = {}
+        self.barrier = 0  # ops before the last delete: a key written later takes a new place
+        self.commit = Commit(notify)
+
+    def add(self, ops: Sequence[Op]) -> None:
+        for op in ops:
+            if isinstance(op, DeleteTaskRuns | DeleteExecution):
+                self.barrier = len(self.ops) + 1
+            self.ops.append(op)
+
+    def add_latest(self, key: Hashable, build: Callable[[Any], Sequence[Op]], item: Any) -> None:
+        slot = self.latest.get(key)
+        if slot is not None and slot.pos >= self.barrier:
+            slot.item = item
+            return
+        slot = self.latest[key] = _Latest(build, item, len(self.ops))
+        self.ops.append(slot)
+
+    def materialize(self) -> list[Op]:
+        """The batch's ops, each latest item built now (encoded once per batch)."""
+        out: list[Op] = []
+        for op in self.ops:
+            if type(op) is _Latest:
+                out.extend(op.build(op.item))
+            else:
+                out.append(op)  # type: ignore[arg-type]
+        return out
 
 
 class SQLiteStore:
@@ -69,6 +108,7 @@ class SQLiteStore:
         path: str | os.PathLike[str],
         *,
         batch_max: int = 1000,
+        linger: float = 0.002,
         read_only: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -76,6 +116,9 @@ class SQLiteStore:
             raise ValueError(f"batch_max must be at least 1, not {batch_max}")
         self.path = Path(path)
         self.batch_max = batch_max
+        # Without a waiter, the writer gives a batch this long to grow (group commit): many
+        # snapshots per transaction, one encoding of each record. A waiter ends it at once.
+        self.linger = linger
         self.read_only = read_only
         self.clock = clock  # wall time for heartbeats and command stamps (tests age them)
         self.fail_next: BaseException | None = None  # test hook: the next batch raises this
@@ -83,7 +126,7 @@ class SQLiteStore:
         self._reader: aiosqlite.Connection | None = None
         self._queue: deque[_Batch] = deque()
         self._in_flight: _Batch | None = None
-        self._wake: anyio.Event | None = None
+        self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
         self._refusal: str | None = "store is not open"
@@ -195,18 +238,31 @@ class SQLiteStore:
         ops = ops if isinstance(ops, list | tuple) else list(ops)
         if not ops:
             return self._last_commit() or COMMITTED
-        queue = self._queue
-        if not queue:
-            batch = _Batch()
-            queue.append(batch)
-            self._wake_writer()
-        else:
-            batch = queue[-1]
-            if batch.ops and len(batch.ops) + len(ops) > self.batch_max:
-                batch = _Batch()
-                queue.append(batch)
-        batch.ops.extend(ops)
+        batch = self._open_batch(len(ops))
+        batch.add(ops)
         return batch.commit
+
+    def write_latest(
+        self, key: Hashable, build: Callable[[Any], Sequence[Op]], item: Any
+    ) -> Commit:
+        """Queue ``build(item)`` in place of what ``key`` queued before (see :class:`Store`)."""
+        if self._refusal is not None or self._failed is not None:
+            raise self._unavailable()
+        batch = self._open_batch(1)
+        batch.add_latest(key, build, item)
+        return batch.commit
+
+    def _open_batch(self, size: int) -> _Batch:
+        """The batch new ops join: the last queued one, or a new one when it is full."""
+        queue = self._queue
+        if queue:
+            batch = queue[-1]
+            if not batch.ops or len(batch.ops) + size <= self.batch_max:
+                return batch
+        batch = _Batch(self._wake_writer)
+        queue.append(batch)
+        self._wake_writer()
+        return batch
 
     def _unavailable(self) -> StorageUnavailable:
         if self._failed is not None:
@@ -220,8 +276,21 @@ class SQLiteStore:
 
     def _wake_writer(self) -> None:
         wake, self._wake = self._wake, None
-        if wake is not None:
-            wake.set()
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def _sleep(self, timeout: float | None) -> None:
+        """Until :meth:`_wake_writer` (or ``timeout`` seconds)."""
+        loop = asyncio.get_running_loop()
+        wake = self._wake = loop.create_future()
+        if timeout is None:
+            await wake
+            return
+        timer = loop.call_later(timeout, self._wake_writer)
+        try:
+            await wake
+        finally:
+            timer.cancel()
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
@@ -240,16 +309,24 @@ class SQLiteStore:
                 if not queue:
                     if self._refusal is not None:
                         return
-                    self._wake = anyio.Event()
-                    await self._wake.wait()
+                    await self._sleep(None)
                     continue
+                first = queue[0]
+                if (
+                    self.linger > 0
+                    and len(queue) == 1
+                    and not first.commit.wanted
+                    and self._refusal is None
+                ):
+                    await self._sleep(self.linger)  # a waiter or a full batch wakes it early
                 batch = self._in_flight = queue.popleft()
+                ops = batch.materialize()
                 fail, self.fail_next = self.fail_next, None
-                await self._call(conn, _sql.apply_batch, batch.ops, fail)
+                await self._call(conn, _sql.apply_batch, ops, fail)
                 self._in_flight = None
                 self._batches += 1
-                self._ops += len(batch.ops)
-                self._largest = max(self._largest, len(batch.ops))
+                self._ops += len(ops)
+                self._largest = max(self._largest, len(ops))
                 batch.commit.resolve()
         except BaseException as exc:
             self._fail(exc)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Generator, Iterable, Mapping
+from collections.abc import Callable, Collection, Generator, Hashable, Iterable, Mapping, Sequence
 from types import EllipsisType
 from typing import Any, Protocol
 
@@ -22,32 +22,64 @@ from actorflow.storage._rows import (
 
 
 class Commit:
-    """Awaitable: resolves when the transaction holding some writes committed."""
+    """Awaitable: resolves when the transaction holding some writes committed.
 
-    __slots__ = ("_done", "error")
+    Awaiting it, or adding a callback, marks it *wanted*: a writer that lingers to gather a
+    bigger batch commits a wanted one at once.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_callbacks", "_done", "_notify", "error", "wanted")
+
+    def __init__(self, notify: Callable[[], None] | None = None) -> None:
         self._done: anyio.Event | None = None
+        self._callbacks: list[Callable[[BaseException | None], None]] | None = None
+        self._notify = notify
         self.error: BaseException | None = None
+        self.wanted = False
 
     def resolve(self, error: BaseException | None = None) -> None:
-        """Mark committed (or failed with ``error``)."""
+        """Mark committed (or failed with ``error``); runs the callbacks."""
         self.error = error
         if self._done is None:
             self._done = _SET
         else:
             self._done.set()
+        callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
+            callback(error)
 
     @property
     def done(self) -> bool:
         """Whether the transaction finished."""
         return self._done is _SET or (self._done is not None and self._done.is_set())
 
+    def want(self) -> None:
+        """Someone needs this commit now: a lingering writer should not wait for more."""
+        if not self.wanted:
+            self.wanted = True
+            if self._notify is not None:
+                self._notify()
+
+    def add_callback(
+        self, callback: Callable[[BaseException | None], None], *, want: bool = True
+    ) -> None:
+        """Call ``callback(error)`` once the transaction finished (at once if it has);
+        ``want=False`` lets a lingering writer take its time."""
+        if self.done:
+            callback(self.error)
+            return
+        if self._callbacks is None:
+            self._callbacks = []
+        self._callbacks.append(callback)
+        if want:
+            self.want()
+
     async def wait(self) -> None:
         """Wait for the commit; raises its error if it failed."""
         if self._done is None:
             self._done = anyio.Event()
         if self._done is not _SET:
+            self.want()
             await self._done.wait()
         if self.error is not None:
             raise self.error
@@ -97,6 +129,17 @@ class Store(Protocol):
         Await the returned :class:`Commit` for durability (it raises StorageUnavailable if
         that transaction failed). Raises StorageUnavailable at once when the store is
         closed, read-only, or its writer has failed.
+        """
+        ...
+
+    def write_latest(
+        self, key: Hashable, build: Callable[[Any], Sequence[Op]], item: Any
+    ) -> Commit:
+        """Queue the ops ``build(item)`` in place of those queued earlier under ``key``.
+
+        For snapshots that change faster than they commit: only the latest ``item`` of a key
+        is built (encoded) and written, once, when its batch is written; a key keeps its
+        place in the order of writes (a delete in between starts a new place).
         """
         ...
 
