@@ -214,13 +214,27 @@ async def test_a_read_only_file_is_refused_for_writing_and_untouched(tmp_path: P
 
 async def test_sqlite_refusing_writes_mid_run_fails_the_commits(tmp_path: Path) -> None:
     """When SQLite starts refusing writes (read-only), pending commits raise StorageUnavailable."""
-    async with SQLiteStore(tmp_path / "ro.db") as s:
+    # query_only is per connection: the in-thread writer's is the one we can reach here.
+    async with SQLiteStore(tmp_path / "ro.db", writer="thread") as s:
         await s.write([UpsertExecution(ex("a"))])
         assert s._writer is not None
         await SQLiteStore._call(s._writer, lambda c: c.execute("PRAGMA query_only = ON"))
         first = s.write([UpsertExecution(ex("b"))])
         with pytest.raises(StorageUnavailable, match="readonly"):
             await first
+        with pytest.raises(StorageUnavailable):
+            s.write([UpsertExecution(ex("c"))])
+        assert await s.get_execution("a") == ex("a") and await s.get_execution("b") is None
+
+
+async def test_a_writer_process_that_dies_fails_the_commits(tmp_path: Path) -> None:
+    """If the writer process is killed, the waiting commit and every later write fail loudly."""
+    async with SQLiteStore(tmp_path / "dead.db") as s:
+        await s.write([UpsertExecution(ex("a"))])
+        assert s._proc is not None and s._proc._proc is not None
+        s._proc._proc.kill()
+        with pytest.raises(StorageUnavailable, match="writer process stopped"):
+            await s.write([UpsertExecution(ex("b"))])
         with pytest.raises(StorageUnavailable):
             s.write([UpsertExecution(ex("c"))])
         assert await s.get_execution("a") == ex("a") and await s.get_execution("b") is None

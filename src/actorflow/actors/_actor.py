@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from actorflow.actors._cancel import Interruptible
 from actorflow.actors._messages import Kill, SystemMessage
 
 if TYPE_CHECKING:
@@ -13,8 +15,12 @@ if TYPE_CHECKING:
 
 
 class Actor:
-    """Subclass and override ``receive``; one task runs it, one message at a time."""
+    """Subclass and override ``receive``; one task runs it, one message at a time.
 
+    Subclasses may declare ``__slots__`` (fewer objects for the GC when actors are many).
+    """
+
+    __slots__ = ("__weakref__", "context")
     context: ActorContext
 
     async def on_start(self) -> None:
@@ -43,10 +49,13 @@ class Actor:
         """
 
 
+_NO_CHILDREN: Mapping[str, ActorRef] = MappingProxyType({})
+
+
 class ActorContext:
     """An actor's view of itself: name, ref, system, parent and linked children."""
 
-    __slots__ = ("children", "name", "parent", "self_ref", "system")
+    __slots__ = ("_children", "name", "parent", "self_ref", "system")
 
     def __init__(
         self, name: str, self_ref: ActorRef, system: ActorSystem, parent: ActorRef | None
@@ -55,7 +64,23 @@ class ActorContext:
         self.self_ref = self_ref
         self.system = system
         self.parent = parent
-        self.children: dict[str, ActorRef] = {}
+        self._children: dict[str, ActorRef] | None = None  # most actors never have any
+
+    @property
+    def children(self) -> Mapping[str, ActorRef]:
+        """Linked children by name, in spawn order."""
+        return self._children if self._children is not None else _NO_CHILDREN
+
+    def link(self, ref: ActorRef) -> None:
+        """Count ``ref`` among the children (stopped before this actor stops)."""
+        if self._children is None:
+            self._children = {}
+        self._children[ref.name] = ref
+
+    def unlink(self, name: str) -> None:
+        """Forget a child."""
+        if self._children is not None:
+            self._children.pop(name, None)
 
     def spawn(
         self, factory: Callable[[], Actor], *, name: str | None = None, mailbox_size: int = 1024
@@ -63,9 +88,13 @@ class ActorContext:
         """Start a child linked to this actor: it gets ``Terminated`` when the child stops,
         and the child is stopped before this actor stops."""
         ref = self.system._spawn(factory, name, mailbox_size, self.self_ref, None)
-        self.children[ref.name] = ref
+        self.link(ref)
         return ref
 
     def stop(self) -> None:
         """Stop after the current message."""
         self.self_ref._request_stop()
+
+    def interruptible(self) -> Interruptible:
+        """A region of ``receive`` that ``on_interrupt`` can cancel (see :class:`Interruptible`)."""
+        return Interruptible(self.self_ref._task)

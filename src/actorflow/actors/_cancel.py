@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from types import TracebackType
+from typing import Any
 
 import anyio
 
@@ -22,19 +23,21 @@ class Interruptible:
     task or a callback, e.g. ``on_interrupt`` called by a sender), as with any cancel scope.
     """
 
-    __slots__ = ("_cancelling", "_requested", "_scope", "_task", "cancelled_caught")
+    __slots__ = ("_cancelling", "_known", "_requested", "_scope", "_task", "cancelled_caught")
 
-    def __init__(self) -> None:
-        self._task: asyncio.Task[object] | None = None
+    def __init__(self, task: asyncio.Task[Any] | None = None) -> None:
+        self._task: asyncio.Task[Any] | None = None
+        self._known = task  # the task that will enter, when the caller knows it already
         self._scope: anyio.CancelScope | None = None
         self._requested = False
         self._cancelling = 0
         self.cancelled_caught = False
 
     def __enter__(self) -> Interruptible:
-        task = None
-        with contextlib.suppress(RuntimeError):  # no running asyncio loop: another backend
-            task = asyncio.current_task()
+        task = self._known
+        if task is None:
+            with contextlib.suppress(RuntimeError):  # no running asyncio loop: another backend
+                task = asyncio.current_task()
         if task is None:
             self._scope = anyio.CancelScope()
             self._scope.__enter__()

@@ -124,7 +124,7 @@ class ActorRef:
         self._system_lane: deque[Envelope] = deque()
         self._ordinary: deque[Envelope] = deque()
         self._wake: Signal | None = None
-        self._room: deque[anyio.Event] = deque()
+        self._room: deque[anyio.Event] | None = None  # senders waiting for room, when any
         self._done: anyio.Event | None = None  # made on first join: most actors never get one
         self._actor: Actor | None = None
         self._busy = False
@@ -201,6 +201,8 @@ class ActorRef:
             and len(self._ordinary) >= self._capacity
         ):
             room = anyio.Event()
+            if self._room is None:
+                self._room = deque()
             self._room.append(room)
             try:
                 await room.wait()
@@ -208,7 +210,7 @@ class ActorRef:
                 if room.is_set():
                     # We were handed a free slot but will not use it: hand it on.
                     self._free_slot()
-                else:
+                elif self._room is not None:
                     self._room.remove(room)
                 raise
 

@@ -82,7 +82,7 @@ class Supervisor(Actor):
         ref = self.context.system._spawn(
             spec.factory, name, spec.mailbox_size, self.context.self_ref, error
         )
-        self.context.children[ref.name] = ref
+        self.context.link(ref)
         self.running[spec.id] = ref
 
     async def _stop(self, spec: ChildSpec) -> None:

@@ -255,7 +255,7 @@ class ActorSystem:
         if parent is not None and parent.alive:
             parent_actor = parent._actor
             if parent_actor is not None:
-                parent_actor.context.children.pop(ref.name, None)
+                parent_actor.context.unlink(ref.name)
             parent._push(
                 Terminated(ref=ref, name=ref.name, error=repr(error) if error else None, exc=error),
                 None,

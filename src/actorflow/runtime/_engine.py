@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -12,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from actorflow._errors import ExecutionNotFound, IllegalOperation, RuntimeClosedError
+from actorflow._errors import ExecutionNotFound, RuntimeClosedError
 from actorflow.actors import ActorSystem, Kill
+from actorflow.runtime._admission import Admission
 from actorflow.runtime._clock import Clock, Timers
 from actorflow.runtime._flow import ConcurrencyBehavior, Flow, validate_inputs
 from actorflow.runtime._messages import Complete, Dequeue, Start
@@ -139,6 +142,8 @@ class Engine:
         clock: Clock,
         observer: Observer | None = None,
         owner: str | None = None,
+        max_active: int | None = None,
+        max_queued: int | None = None,
     ) -> None:
         self.system = system
         self.store = store
@@ -152,7 +157,8 @@ class Engine:
         self.slots = Slots()
         self.flows: dict[tuple[str, str, int], Flow] = {}
         self.live: dict[str, ActorRef] = {}
-        self._waiters: dict[str, list[anyio.Event]] = {}
+        self.admission = Admission(max_active, max_queued)
+        self._waiters: dict[str, list[asyncio.Future[Execution]]] = {}
         self._ended: dict[str, Execution] = {}
         self._ending: dict[str, Commit] = {}  # ended, final snapshot not committed yet
         self._child_watchers: dict[str, ActorRef] = {}
@@ -207,6 +213,14 @@ class Engine:
                 for states, event in waiters:
                     if ex.state in states:
                         event.set()
+            if ex.id in self.live:
+                idle = self.admission.idle
+                if ex.state is State.PAUSED or ex.state is State.QUEUED:
+                    if ex.id not in idle:
+                        idle.add(ex.id)
+                        self._admit()  # an idle execution holds no slot
+                else:
+                    idle.discard(ex.id)
             store.write(history_ops(ex.id, None, new))
         return store.write_latest(("execution", ex.id), execution_rows, (ex, self.owner))
 
@@ -235,6 +249,34 @@ class Engine:
         self.observer.metric(ctx, kind, name, value, tags)
 
     # -- executions ------------------------------------------------------------------
+    def start_execution(
+        self,
+        flow: Flow,
+        record: Execution,
+        task_runs: list[TaskRun] | None = None,
+        mode: str = "start",
+        first: Any = None,
+    ) -> ActorRef | None:
+        """Spawn the execution's actor now if a slot is free, else park it (see Admission)."""
+        if not self.accepting:
+            raise RuntimeClosedError("the runtime does not accept work any more")
+        entry = (flow, record, task_runs or [], mode, first if first is not None else Start())
+        if self.admission.must_park(len(self.live)):
+            self.register(flow)
+            self._ended.pop(record.id, None)
+            self.admission.parked[record.id] = entry
+            return None
+        return self.spawn_execution(*entry)
+
+    def unpark(self, execution_id: str) -> ActorRef | None:
+        """Start a parked execution at once (a command for it arrived); None if not parked."""
+        entry = self.admission.parked.pop(execution_id, None)
+        return None if entry is None else self.spawn_execution(*entry)
+
+    def _admit(self) -> None:
+        if self.accepting:
+            self.admission.admit(lambda: len(self.live), self.spawn_execution)
+
     def spawn_execution(
         self, flow: Flow, record: Execution, task_runs: list[TaskRun], mode: str, first: Any
     ) -> ActorRef:
@@ -245,7 +287,7 @@ class Engine:
             raise RuntimeClosedError("the runtime does not accept work any more")
         self.register(flow)
         ref = self.system._spawn(
-            lambda: ExecutionActor(self, flow, record, task_runs, mode),
+            functools.partial(ExecutionActor, self, flow, record, task_runs, mode),
             None,
             4096,
             self._guardian_ref,
@@ -260,7 +302,9 @@ class Engine:
     def execution_ended(self, flow: Flow, ex: Execution, commit: Commit) -> None:
         """Called by an execution actor once terminal (its snapshot is queued in ``commit``)."""
         self.live.pop(ex.id, None)
+        self.admission.idle.discard(ex.id)
         self.slots.release(flow, ex.id)
+        self._admit()
         watcher = self._child_watchers.pop(ex.id, None)
 
         def committed(error: BaseException | None) -> None:
@@ -268,8 +312,9 @@ class Engine:
             self._ending.pop(ex.id, None)
             ended = self._ended
             ended[ex.id] = ex
-            for event in self._waiters.pop(ex.id, ()):
-                event.set()
+            for done in self._waiters.pop(ex.id, ()):
+                if not done.done():
+                    done.set_result(ex)
             if watcher is not None:
                 watcher.tell_nowait(Complete(ex.state, _child_outputs(ex), ex.error))
             if len(ended) > 10_000:
@@ -279,19 +324,25 @@ class Engine:
         self._ending[ex.id] = commit
         commit.add_callback(committed, want=watcher is not None or ex.id in self._waiters)
 
-    async def wait(self, execution_id: str) -> Execution | None:
-        """Wait until the execution is terminal; None if it is not live here."""
-        if execution_id in self._ended:
-            return self._ended[execution_id]
+    def waiter(self, execution_id: str) -> Execution | asyncio.Future[Execution] | None:
+        """The ended execution, a future of it (set once its end is stored), or None when it
+        is not live here."""
+        ended = self._ended.get(execution_id)
+        if ended is not None:
+            return ended
         ending = self._ending.get(execution_id)
-        if execution_id not in self.live and ending is None:
+        if (
+            execution_id not in self.live
+            and ending is None
+            and execution_id not in self.admission.parked
+        ):
             return None
-        event = anyio.Event()
-        self._waiters.setdefault(execution_id, []).append(event)
+        # A bare future: thousands of waiters are common, an Event costs three objects each.
+        done: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(execution_id, []).append(done)
         if ending is not None:
             ending.want()
-        await event.wait()
-        return self._ended.get(execution_id)
+        return done
 
     def state_waiter(self, execution_id: str, states: frozenset[State]) -> anyio.Event:
         """An event set when the execution next saves one of ``states``."""
@@ -351,16 +402,6 @@ class Engine:
         ref = self.live.get(child_id)
         if ref is not None and ref.is_alive:
             ref.tell_nowait(Kill())
-
-    def require_live(self, execution_id: str) -> ActorRef:
-        """The actor of a live execution, else IllegalOperation/ExecutionNotFound."""
-        ref = self.live.get(execution_id)
-        if ref is None or not ref.is_alive:
-            if execution_id in self._ended:
-                state = self._ended[execution_id].state
-                raise IllegalOperation(f"execution {execution_id} is already {state.value}")
-            raise ExecutionNotFound(f"no live execution {execution_id}")
-        return ref
 
 
 def _child_outputs(ex: Execution) -> dict[str, Any]:

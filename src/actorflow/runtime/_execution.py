@@ -8,6 +8,7 @@ snapshot it reported, at most three times, then fails that task run.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -49,6 +50,8 @@ class ChildCrashed(msgspec.Struct, frozen=True, tag=True):
 
 class ExecutionScope:
     """What the task runs of one execution share: engine, flow, ids, inputs, outputs."""
+
+    __slots__ = ("current", "engine", "exec_ref", "flow", "outputs", "record")
 
     def __init__(self, engine: Engine, flow: Flow, record: Execution, exec_ref: ActorRef) -> None:
         self.engine = engine
@@ -109,6 +112,9 @@ class ExecutionScope:
 
 class ExecutionActor(Actor):
     """Runs one execution to a terminal state."""
+
+    __slots__ = ("_pending", "child_restarts", "engine", "ex", "flow", "frames", "live", "mode",
+                 "runs", "scope")  # fmt: skip
 
     def __init__(
         self, engine: Engine, flow: Flow, record: Execution, task_runs: list[TaskRun], mode: str
@@ -172,6 +178,11 @@ class ExecutionActor(Actor):
     async def _handle(self, message: Any) -> Any:
         if isinstance(message, TaskRunChanged):
             self._child_changed(message.task_run)
+        elif isinstance(message, Terminated):
+            if message.error is not None:
+                # Terminated comes on the system lane, ahead of the snapshots the child sent
+                # before crashing: handle it after them, on the ordinary lane.
+                self.context.self_ref.tell_nowait(ChildCrashed(message.ref, message.error))
         elif isinstance(message, Start):
             self._start()
         elif isinstance(message, Dequeue):
@@ -190,11 +201,6 @@ class ExecutionActor(Actor):
             await self._resume(inputs)
         elif isinstance(message, Recover | Restart):
             self._rebuild()
-        elif isinstance(message, Terminated):
-            if message.error is not None:
-                # Terminated comes on the system lane, ahead of the snapshots the child sent
-                # before crashing: handle it after them, on the ordinary lane.
-                self.context.self_ref.tell_nowait(ChildCrashed(message.ref, message.error))
         elif isinstance(message, ChildCrashed):
             self._child_terminated(message)
         return None
@@ -368,8 +374,11 @@ class ExecutionActor(Actor):
         )
         self.runs[tr.id] = tr
         frame.add(tr)
-        self.engine.save_task_run(tr, tr.history)
         task = spec.task
+        if task.run_if is None and (not isinstance(task, Flowable) or isinstance(task, PauseTask)):
+            self._spawn(tr, task, Start(), fresh=True)  # its actor saves the creation
+            return None
+        self.engine.save_task_run(tr, tr.history)
         if task.run_if is not None:
             try:
                 run_if = task.run_if
@@ -396,9 +405,11 @@ class ExecutionActor(Actor):
         new = self._set_run(tr, state, error=error)
         frame.changed(tr.state, new)
 
-    def _spawn(self, tr: TaskRun, task: Task, first: Any) -> None:
+    def _spawn(self, tr: TaskRun, task: Task, first: Any, *, fresh: bool = False) -> None:
         scope = self.scope
-        ref = self.context.spawn(lambda: TaskRunActor(scope, task, tr), mailbox_size=16)
+        ref = self.context.spawn(
+            functools.partial(TaskRunActor, scope, task, tr, fresh=fresh), mailbox_size=16
+        )
         self.live[tr.id] = ref
         ref.tell_nowait(first)
 
@@ -455,7 +466,8 @@ class ExecutionActor(Actor):
         self.child_restarts[tr_id] = count
         task = self.flow.task(tr.task_id)
         if count <= _MAX_CHILD_RESTARTS and not tr.state.terminal:
-            self._spawn(tr, task, Recover())
+            # Crashed before its first save: the restarted actor saves the creation.
+            self._spawn(tr, task, Recover(), fresh=tr_id not in self.scope.current)
             return
         self.live.pop(tr_id, None)
         self.scope.current.pop(tr_id, None)

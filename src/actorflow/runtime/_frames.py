@@ -49,7 +49,12 @@ class Lane:
             self.failed = True
 
 
-def _enabled(tasks: Sequence[Task]) -> list[Task]:
+_NO_LANE = Lane()  # read-only stand-in for a lane nothing was added to (see Frame.lane)
+
+
+def _enabled(tasks: Sequence[Task]) -> Sequence[Task]:
+    if not any(t.disabled for t in tasks):
+        return tasks  # the flow's own (immutable) sequence: nothing to copy per frame
     return [t for t in tasks if not t.disabled]
 
 
@@ -60,6 +65,9 @@ def loop_value(v: Any) -> str:
 
 class Frame:
     """Sequential scheduling of ``tasks``, then ``errors`` after a failure, then ``finally``."""
+
+    __slots__ = ("allow_failure", "allow_warning", "err", "error", "errors", "fin", "finally_",
+                 "main", "owner_id", "runs", "tasks", "value")  # fmt: skip
 
     def __init__(
         self,
@@ -81,16 +89,21 @@ class Frame:
         self.allow_failure = allow_failure
         self.allow_warning = allow_warning
         self.main = Lane()
-        self.err = Lane()
-        self.fin = Lane()
+        # Most frames never run errors or finally tasks: their lanes are made on first use.
+        self.err = _NO_LANE
+        self.fin = _NO_LANE
         self.error: str | None = None
 
     # -- bookkeeping ----------------------------------------------------------------
     def lane(self, tr: TaskRun) -> Lane:
         """The lane a child belongs to."""
         if tr.branch == ERRORS:
+            if self.err is _NO_LANE:
+                self.err = Lane()
             return self.err
         if tr.branch == FINALLY:
+            if self.fin is _NO_LANE:
+                self.fin = Lane()
             return self.fin
         return self.main
 

@@ -39,14 +39,14 @@ class Guardian(Actor):
     async def on_start(self) -> None:
         for ref in self._early:
             if ref.is_alive:
-                self.context.children[ref.name] = ref
+                self.context.link(ref)
         self._early.clear()
 
     def adopt(self, ref: ActorRef, execution_id: str, flow: Flow) -> None:
         """Link an execution actor spawned with this guardian as its parent."""
         self.by_actor[ref.name] = (execution_id, flow)
         if hasattr(self, "context"):
-            self.context.children[ref.name] = ref
+            self.context.link(ref)
         else:  # spawned before this actor's task started: linked in on_start
             self._early.append(ref)
 

@@ -20,7 +20,7 @@ from actorflow.runtime._clock import Clock
 from actorflow.runtime._engine import Engine, Observer
 from actorflow.runtime._execution import new_execution_record
 from actorflow.runtime._flow import Flow, validate_inputs
-from actorflow.runtime._messages import Recover, Restart, ResumeWith, Snapshot, Start
+from actorflow.runtime._messages import Recover, Restart, ResumeWith, Snapshot
 from actorflow.runtime._persist import decode_any, decode_execution, decode_task_run
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import TERMINAL, State, check_transition
@@ -35,6 +35,8 @@ from actorflow.storage import (
 )
 
 _TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)
+DEFAULT_MAX_ACTIVE: int | None = None
+DEFAULT_MAX_QUEUED: int | None = None
 _COMMAND_POLL = 0.2
 _HEARTBEAT = 2.0
 _STALE_AFTER = 15.0
@@ -83,6 +85,8 @@ class Runtime:
         observer: Observer | None = None,
         tracing: Any = None,
         recover: bool = True,
+        max_active: int | None = DEFAULT_MAX_ACTIVE,
+        max_queued: int | None = DEFAULT_MAX_QUEUED,
     ) -> AsyncIterator[Runtime]:
         """Open a runtime on the database at ``path`` (``":memory:"`` keeps nothing).
 
@@ -112,8 +116,9 @@ class Runtime:
             system = await stack.enter_async_context(open_actor_system(name="actorflow"))
             tg = await stack.enter_async_context(anyio.create_task_group())
             engine = Engine(
-                system=system, store=store, files=files, clock=clock or Clock(), observer=observer
-            )
+                system=system, store=store, files=files, clock=clock or Clock(),
+                observer=observer, max_active=max_active, max_queued=max_queued,
+            )  # fmt: skip
             rt = cls(engine, store)
             for flow in flows:
                 engine.register(flow)
@@ -159,6 +164,7 @@ class Runtime:
         engine = self.engine
         engine._check()
         valid = validate_inputs(flow.inputs, inputs, where=f"flow {flow.namespace}.{flow.id}")
+        await engine.admission.wait_for_room()
         if traceparent is None:
             traceparent = engine.observer.current_traceparent()
         record = new_execution_record(
@@ -169,7 +175,7 @@ class Runtime:
             traceparent=traceparent,
         )
         commit = engine.save_execution(record, record.history)
-        engine.spawn_execution(flow, record, [], "start", Start())
+        engine.start_execution(flow, record)
         await commit
         return ExecutionHandle(self, record)
 
@@ -178,7 +184,7 @@ class Runtime:
     ) -> Execution:
         """Submit and wait: the finished tree."""
         handle = await self.submit(flow, inputs)
-        return await handle.wait(timeout)
+        return await self.wait(handle.id, timeout=timeout)
 
     # -- reading ---------------------------------------------------------------------
     async def get(self, execution_id: str) -> Execution:
@@ -204,16 +210,23 @@ class Runtime:
 
     async def wait(self, execution_id: str, *, timeout: float | None = None) -> Execution:
         """Wait until the execution is terminal (its final state is stored); returns the tree."""
+        found = self.engine.waiter(execution_id)
+        if isinstance(found, Execution):
+            return found
+        if found is not None and timeout is None:
+            return await found  # the common case: no cancel scope to build
         with anyio.fail_after(timeout):
-            done = await self.engine.wait(execution_id)
-            if done is not None:
-                return done
-            # Not running here: another process may own it; follow the store.
-            while True:
-                ex = await self._load(execution_id)
-                if ex.state.terminal:
-                    return ex
-                await anyio.sleep(_COMMAND_POLL)
+            if found is not None:
+                return await found
+            return await self._follow(execution_id)
+
+    async def _follow(self, execution_id: str) -> Execution:
+        """Not running here: another process may own it; follow the store."""
+        while True:
+            ex = await self._load(execution_id)
+            if ex.state.terminal:
+                return ex
+            await anyio.sleep(_COMMAND_POLL)
 
     async def wait_for(
         self, execution_id: str, *states: State, timeout: float | None = None
@@ -278,7 +291,7 @@ class Runtime:
     async def _control(
         self, execution_id: str, message: Any, command: str, payload: Any = None
     ) -> None:
-        ref = self.engine.live.get(execution_id)
+        ref = self.engine.live.get(execution_id) or self.engine.unpark(execution_id)
         if ref is not None and ref.is_alive:
             result = await ref.ask(message, timeout=30.0)
             if isinstance(result, Exception):
@@ -377,7 +390,7 @@ class Runtime:
         )
         if task_run_id is None and task_id is None:
             await engine.save_execution(base, base.history)
-            engine.spawn_execution(flow, base, [], "start", Start())
+            engine.start_execution(flow, base)
             return ExecutionHandle(self, base)
         if task_run_id is None:
             try:
@@ -502,7 +515,10 @@ class Runtime:
             except IllegalOperation:
                 continue
             runs = [decode_task_run(r.data) for r in await store.task_runs(ex.id)]
-            self.engine.spawn_execution(flow, ex, runs, "recover", Recover())
+            if ex.state in (State.CREATED, State.QUEUED):  # not started: wait for a slot
+                self.engine.start_execution(flow, ex, runs, "recover", Recover())
+            else:
+                self.engine.spawn_execution(flow, ex, runs, "recover", Recover())
             resumed.append(ex.id)
         return resumed
 
@@ -525,7 +541,7 @@ class Runtime:
                 continue
 
     async def _apply(self, execution_id: str, kind: str, payload: bytes) -> None:
-        ref = self.engine.live.get(execution_id)
+        ref = self.engine.live.get(execution_id) or self.engine.unpark(execution_id)
         if ref is None or not ref.is_alive:
             return
         message: Any

@@ -52,14 +52,20 @@ def _describe(exc: BaseException) -> str:
 class TaskRunActor(Actor):
     """Runs one task run to a terminal state and reports to its execution."""
 
-    def __init__(self, scope: ExecutionScope, task: Task, record: TaskRun) -> None:
+    __slots__ = ("_cancel", "_killed", "_pending", "_timer", "record", "scope", "task")
+
+    def __init__(
+        self, scope: ExecutionScope, task: Task, record: TaskRun, *, fresh: bool = False
+    ) -> None:
         self.scope = scope
         self.task = task
         self.record = record
         self._cancel: Interruptible | None = None
         self._killed = False
         self._timer: TimerHandle | None = None
-        self._pending: list[StateEntry] = []
+        # A fresh task run was created for this actor and not saved yet: its first save
+        # carries the creation too (one write instead of two, moments apart).
+        self._pending: list[StateEntry] = list(record.history) if fresh else []
 
     # -- state -----------------------------------------------------------------------
     def _to(self, state: State, **changes: Any) -> None:
@@ -70,7 +76,7 @@ class TaskRunActor(Actor):
             self.record, state=state, history=(*self.record.history, entry), **changes
         )
 
-    def _publish(self, attempt: Attempt | None = None) -> None:
+    def _publish(self) -> None:
         """Persist the new snapshot; tell the execution what it schedules on (an end, a
         pause); stop once terminal.
 
@@ -163,16 +169,20 @@ class TaskRunActor(Actor):
 
     # -- runnable attempts -----------------------------------------------------------
     async def _attempt(self) -> None:
-        self._to(State.RUNNING, due=None)
-        await self._run_attempt()
+        await self._run_attempt(to_running=True)
 
-    async def _run_attempt(self) -> None:
+    async def _run_attempt(self, to_running: bool = False) -> None:
         engine = self.scope.engine
         record = self.record
         number = len(record.attempts) + 1
         attempt = Attempt(number=number, state=State.RUNNING, start=engine.clock.now())
-        self.record = record = msgspec.structs.replace(record, attempts=(*record.attempts, attempt))
-        self._publish(attempt)
+        attempts = (*record.attempts, attempt)
+        if to_running:
+            self._to(State.RUNNING, due=None, attempts=attempts)
+        else:
+            self.record = msgspec.structs.replace(record, attempts=attempts)
+        record = self.record
+        self._publish()
         task = self.task
         assert isinstance(task, Runnable)
         ctx = self.scope.task_context(record, number)
@@ -181,7 +191,7 @@ class TaskRunActor(Actor):
         self._killed = False
         observer = engine.observer if engine.tracing else None
         span = observer.attempt_started(self.scope, record, number) if observer else None
-        with Interruptible() as cancel:
+        with self.context.interruptible() as cancel:
             self._cancel = cancel
             try:
                 if task.timeout is not None:
@@ -241,9 +251,8 @@ class TaskRunActor(Actor):
         if due is None:
             self._end_attempt(self._allowed(State.FAILED), attempt_state=State.FAILED, exc=error)
             return
-        self._close_attempt(State.FAILED, exc=error)
-        self._to(State.RETRYING, due=due)
-        self._publish(self.record.attempts[-1])
+        self._to(State.RETRYING, due=due, **self._close_attempt(State.FAILED, exc=error))
+        self._publish()
         self._arm_retry(due)
 
     def _arm_retry(self, due: float) -> None:
@@ -259,21 +268,19 @@ class TaskRunActor(Actor):
 
     def _close_attempt(
         self, state: State, *, error: str | None = None, exc: BaseException | None = None
-    ) -> Attempt | None:
-        if not self.record.attempts or self.record.attempts[-1].end is not None:
-            return None
-        last = self.record.attempts[-1]
+    ) -> dict[str, Any]:
+        """``attempts=`` with the open attempt ended, for :meth:`_to` (empty if none is open)."""
+        attempts = self.record.attempts
+        if not attempts or attempts[-1].end is not None:
+            return {}
         closed = msgspec.structs.replace(
-            last,
+            attempts[-1],
             state=state,
             end=self.scope.engine.clock.now(),
             error=_describe(exc) if exc is not None else error,
             error_type=type(exc).__name__ if exc is not None else None,
         )
-        self.record = msgspec.structs.replace(
-            self.record, attempts=(*self.record.attempts[:-1], closed)
-        )
-        return closed
+        return {"attempts": (*attempts[:-1], closed)}
 
     def _end_attempt(
         self,
@@ -284,14 +291,13 @@ class TaskRunActor(Actor):
         error: str | None = None,
         exc: BaseException | None = None,
     ) -> None:
-        closed = self._close_attempt(attempt_state or state, error=error, exc=exc)
-        changes: dict[str, Any] = {}
+        changes = self._close_attempt(attempt_state or state, error=error, exc=exc)
         if outputs is not None:
             changes["outputs"] = outputs
         if exc is not None or error is not None:
             changes["error"] = _describe(exc) if exc is not None else error
         self._to(state, **changes)
-        self._publish(closed)
+        self._publish()
 
     def _kill(self) -> None:
         state = self.record.state
@@ -379,6 +385,7 @@ class TaskRunActor(Actor):
         self.record = msgspec.structs.replace(
             self.record, attempts=(*self.record.attempts, attempt)
         )
+        self._publish()  # before the child: its execution span is a child of this task run's
         ctx = self.scope.task_context(self.record, attempt.number)
         try:
             inputs = ctx.render(dict(self.task.inputs), field="inputs")
@@ -392,7 +399,7 @@ class TaskRunActor(Actor):
         if not self.task.wait:
             self._end_attempt(State.SUCCESS, outputs={"execution_id": child_id})
             return
-        self._publish(attempt)
+        self._publish()
 
     def _subflow_ended(self, msg: Complete) -> None:
         assert isinstance(self.task, Subflow)

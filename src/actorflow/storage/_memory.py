@@ -41,6 +41,9 @@ from actorflow.storage._store import COMMITTED, Commit
 
 _MetricKey = tuple[str, str, str, tuple[tuple[str, str], ...]]
 _SETTLE_AT = 4096  # pending latest items kept unbuilt at most
+# Ops that must not overtake pending latest items (same tables, or deletes).
+_ORDERED = (UpsertExecution, UpsertTaskRun, UpsertAttempt, UpsertOutput, DeleteTaskRuns,
+            DeleteExecution)  # fmt: skip
 
 
 class _Rows:
@@ -115,7 +118,8 @@ class MemoryStore:
                 StorageUnavailable(f"a write failed, storage stopped so nothing is lost: {error}")
             )
             return failed
-        self._settle()
+        if self._latest and any(isinstance(op, _ORDERED) for op in ops):
+            self._settle()  # rows of the same tables, or a delete: keep the order of writes
         for op in ops:
             self._apply(op)
         return COMMITTED

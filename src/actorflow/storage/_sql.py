@@ -118,6 +118,30 @@ def execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
     return int(conn.execute(sql, params).lastrowid or 0)
 
 
+# Every statement a batch may run, by index: a plan names them by number, so the writer
+# process needs no knowledge of the schema (it gets this list when it starts).
+STATEMENTS: tuple[str, ...] = (
+    _SQL_EXEC,
+    _SQL_TR,
+    _SQL_ATTEMPT,
+    _SQL_HISTORY,
+    _SQL_METRIC,
+    _SQL_LOG,
+    _SQL_OUTPUT,
+    "DELETE FROM task_runs WHERE execution_id = ? AND id = ?",
+    *(f"DELETE FROM {t} WHERE execution_id = ? AND task_run_id = ?"
+      for t in ("attempts", "outputs", "metrics")),
+    *(f"DELETE FROM {t} WHERE execution_id = ?" for t in _CHILD_TABLES),
+    "DELETE FROM executions WHERE id = ?",
+)  # fmt: skip
+_EXEC, _TR, _ATTEMPT, _HISTORY, _METRIC, _LOG, _OUTPUT, _DEL_TR = range(8)
+_DEL_TR_CHILDREN = (8, 9, 10)
+_DEL_EXEC = tuple(range(11, 11 + len(_CHILD_TABLES) + 1))
+
+Plan = list[tuple[int, list[tuple[Any, ...]]]]
+"""Statements of one transaction, in order: (index in STATEMENTS, parameter rows)."""
+
+
 class _Group:
     """Upserts coalesced by key (the last wins) and appends in order, between two deletes."""
 
@@ -132,66 +156,77 @@ class _Group:
         self.history: list[tuple[Any, ...]] = []
         self.logs: list[tuple[Any, ...]] = []
 
-    def run(self, conn: sqlite3.Connection) -> None:
+    def emit(self, plan: Plan) -> None:
         # Executions first: task runs reference them.
         if self.execs:
-            conn.executemany(_SQL_EXEC, [astuple(r) for r in self.execs.values()])
+            plan.append((_EXEC, [astuple(r) for r in self.execs.values()]))
         if self.runs:
-            conn.executemany(_SQL_TR, [astuple(r) for r in self.runs.values()])
-        if self.attempts:
-            conn.executemany(_SQL_ATTEMPT, self.attempts.values())
-        if self.history:
-            conn.executemany(_SQL_HISTORY, self.history)
-        if self.metrics:
-            conn.executemany(_SQL_METRIC, self.metrics.values())
-        if self.logs:
-            conn.executemany(_SQL_LOG, self.logs)
-        if self.outputs:
-            conn.executemany(_SQL_OUTPUT, self.outputs.values())
+            plan.append((_TR, [astuple(r) for r in self.runs.values()]))
+        for stmt, rows in (
+            (_ATTEMPT, self.attempts.values()),
+            (_HISTORY, self.history),
+            (_METRIC, self.metrics.values()),
+            (_LOG, self.logs),
+            (_OUTPUT, self.outputs.values()),
+        ):
+            if rows:
+                plan.append((stmt, list(rows)))
 
 
-def apply_batch(
-    conn: sqlite3.Connection, ops: Sequence[Op], fail: BaseException | None = None
-) -> None:
-    """Run ``ops`` as ONE transaction: executemany per op type, repeated upserts coalesced.
+def plan_batch(ops: Sequence[Op]) -> Plan:
+    """The statements that write ``ops``: executemany per op type, repeated upserts coalesced.
 
     A delete splits the batch: what came before it is written first, so an upsert never
-    moves across a delete. ``fail`` is a test hook raised just before COMMIT.
+    moves across a delete.
     """
+    plan: Plan = []
     group = _Group()
+    for op in ops:
+        if isinstance(op, UpsertTaskRun):
+            group.runs[op.row.id] = op.row
+        elif isinstance(op, AppendHistory):
+            group.history.append(astuple(op.row))
+        elif isinstance(op, UpsertExecution):
+            group.execs[op.row.id] = op.row
+        elif isinstance(op, AppendLog):
+            group.logs.append(astuple(op.row))
+        elif isinstance(op, UpsertAttempt):
+            group.attempts[(op.row.task_run_id, op.row.number)] = astuple(op.row)
+        elif isinstance(op, UpsertMetric):
+            m = op.row
+            tags = tags_key(m.tags)
+            group.metrics[(m.task_run_id, m.name, m.kind, tags)] = (
+                m.execution_id, m.task_run_id, m.name, m.kind, tags, m.value, m.count,
+            )  # fmt: skip
+        elif isinstance(op, UpsertOutput):
+            o = op.row
+            group.outputs[o.task_run_id] = (o.task_run_id, o.execution_id, o.data)
+        elif isinstance(op, DeleteTaskRuns):
+            group.emit(plan)
+            group = _Group()
+            params = [(op.execution_id, i) for i in op.task_run_ids]
+            plan.extend((stmt, params) for stmt in (_DEL_TR, *_DEL_TR_CHILDREN))
+        elif isinstance(op, DeleteExecution):
+            group.emit(plan)
+            group = _Group()
+            plan.extend((stmt, [(op.execution_id,)]) for stmt in _DEL_EXEC)
+        else:
+            raise TypeError(f"not a storage op: {op!r}")
+    group.emit(plan)
+    return plan
+
+
+def run_plan(
+    conn: sqlite3.Connection,
+    plan: Plan,
+    fail: BaseException | None = None,
+    statements: Sequence[str] = STATEMENTS,
+) -> None:
+    """Run ``plan`` as ONE transaction. ``fail`` is a test hook raised just before COMMIT."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for op in ops:
-            if isinstance(op, UpsertTaskRun):
-                group.runs[op.row.id] = op.row
-            elif isinstance(op, AppendHistory):
-                group.history.append(astuple(op.row))
-            elif isinstance(op, UpsertExecution):
-                group.execs[op.row.id] = op.row
-            elif isinstance(op, AppendLog):
-                group.logs.append(astuple(op.row))
-            elif isinstance(op, UpsertAttempt):
-                group.attempts[(op.row.task_run_id, op.row.number)] = astuple(op.row)
-            elif isinstance(op, UpsertMetric):
-                m = op.row
-                tags = tags_key(m.tags)
-                group.metrics[(m.task_run_id, m.name, m.kind, tags)] = (
-                    m.execution_id, m.task_run_id, m.name, m.kind, tags, m.value, m.count,
-                )  # fmt: skip
-            elif isinstance(op, UpsertOutput):
-                o = op.row
-                group.outputs[o.task_run_id] = (o.task_run_id, o.execution_id, o.data)
-            elif isinstance(op, DeleteTaskRuns):
-                group.run(conn)
-                group = _Group()
-                _delete_task_runs(conn, op)
-            elif isinstance(op, DeleteExecution):
-                group.run(conn)
-                group = _Group()
-                delete_executions(conn, [op.execution_id])
-            else:
-                raise TypeError(f"not a storage op: {op!r}")
-        group.run(conn)
+        for stmt, rows in plan:
+            conn.executemany(statements[stmt], rows)
         if fail is not None:
             raise fail
         conn.execute("COMMIT")
@@ -201,19 +236,18 @@ def apply_batch(
         raise
 
 
-def _delete_task_runs(conn: sqlite3.Connection, op: DeleteTaskRuns) -> None:
-    params = [(op.execution_id, i) for i in op.task_run_ids]
-    conn.executemany("DELETE FROM task_runs WHERE execution_id = ? AND id = ?", params)
-    for table in ("attempts", "outputs", "metrics"):
-        conn.executemany(f"DELETE FROM {table} WHERE execution_id = ? AND task_run_id = ?", params)
+def apply_batch(
+    conn: sqlite3.Connection, ops: Sequence[Op], fail: BaseException | None = None
+) -> None:
+    """Write ``ops`` as ONE transaction (see :func:`plan_batch`)."""
+    run_plan(conn, plan_batch(ops), fail)
 
 
 def delete_executions(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
     """Delete executions and every row they own (inside the caller's transaction)."""
     params = [(i,) for i in ids]
-    for table in _CHILD_TABLES:
-        conn.executemany(f"DELETE FROM {table} WHERE execution_id = ?", params)
-    conn.executemany("DELETE FROM executions WHERE id = ?", params)
+    for stmt in _DEL_EXEC:
+        conn.executemany(STATEMENTS[stmt], params)
 
 
 def _transaction(conn: sqlite3.Connection, body: Any, *args: Any) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import sqlite3
@@ -26,6 +27,7 @@ import msgspec
 
 from actorflow._errors import DatabaseInvalid, StorageError, StorageUnavailable
 from actorflow.storage import _sql
+from actorflow.storage._procwriter import ProcessWriter, WriterError
 from actorflow.storage._rows import (
     AttemptRow,
     CommandRow,
@@ -43,6 +45,7 @@ from actorflow.storage._schema import CURRENT_VERSION, migrate
 from actorflow.storage._store import COMMITTED, Commit
 
 T = TypeVar("T")
+_PIPELINE = 8  # batches sent to the writer process before the first is acknowledged
 
 
 class WriterStats(msgspec.Struct, frozen=True):
@@ -109,23 +112,30 @@ class SQLiteStore:
         *,
         batch_max: int = 1000,
         linger: float = 0.002,
+        writer: str = "process",
         read_only: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if batch_max < 1:
             raise ValueError(f"batch_max must be at least 1, not {batch_max}")
+        if writer not in ("process", "thread"):
+            raise ValueError(f"writer must be 'process' or 'thread', not {writer!r}")
         self.path = Path(path)
         self.batch_max = batch_max
         # Without a waiter, the writer gives a batch this long to grow (group commit): many
         # snapshots per transaction, one encoding of each record. A waiter ends it at once.
         self.linger = linger
+        # Batches commit in a writer process by default: a thread shares the GIL with the
+        # event loop and both slow down (see _writer_proc); "thread" keeps it in-process.
+        self.writer = writer
+        self._proc: ProcessWriter | None = None
         self.read_only = read_only
         self.clock = clock  # wall time for heartbeats and command stamps (tests age them)
         self.fail_next: BaseException | None = None  # test hook: the next batch raises this
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._queue: deque[_Batch] = deque()
-        self._in_flight: _Batch | None = None
+        self._in_flight: deque[_Batch] = deque()  # sent, not committed yet (in order)
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
@@ -169,6 +179,9 @@ class SQLiteStore:
                 self._writer = await self._connect(str(path), True)
                 await self._call(self._writer, migrate, str(path))
                 self._reader = await self._connect(str(path), False)
+                if self.writer == "process":
+                    self._proc = ProcessWriter(path)
+                    await self._proc.start()
         except sqlite3.OperationalError as exc:
             await self._disconnect()
             raise StorageUnavailable(f"{path}: cannot open the database ({exc})") from exc
@@ -210,6 +223,9 @@ class SQLiteStore:
             await self._disconnect()
 
     async def _disconnect(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            await proc.close()
         for conn in (self._reader, self._writer):
             if conn is not None:
                 with contextlib.suppress(Exception):
@@ -272,7 +288,7 @@ class SQLiteStore:
     def _last_commit(self) -> Commit | None:
         if self._queue:
             return self._queue[-1].commit
-        return self._in_flight.commit if self._in_flight is not None else None
+        return self._in_flight[-1].commit if self._in_flight else None
 
     def _wake_writer(self) -> None:
         wake, self._wake = self._wake, None
@@ -304,12 +320,19 @@ class SQLiteStore:
         assert self._writer is not None
         conn = self._writer
         queue = self._queue
+        in_flight = self._in_flight
+        # A writer process takes the next batches while one commits (the pipe keeps their
+        # order); the thread writer runs one at a time.
+        depth = _PIPELINE if self._proc is not None else 1
         try:
-            while True:
+            while self._failed is None:
                 if not queue:
-                    if self._refusal is not None:
+                    if self._refusal is not None and not in_flight:
                         return
                     await self._sleep(None)
+                    continue
+                if len(in_flight) >= depth:
+                    await self._sleep(None)  # an acknowledgement wakes it
                     continue
                 first = queue[0]
                 if (
@@ -319,32 +342,57 @@ class SQLiteStore:
                     and self._refusal is None
                 ):
                     await self._sleep(self.linger)  # a waiter or a full batch wakes it early
-                batch = self._in_flight = queue.popleft()
+                    if self._failed is not None or not queue:
+                        continue
+                batch = queue.popleft()
                 ops = batch.materialize()
                 fail, self.fail_next = self.fail_next, None
-                await self._call(conn, _sql.apply_batch, ops, fail)
-                self._in_flight = None
-                self._batches += 1
-                self._ops += len(ops)
-                self._largest = max(self._largest, len(ops))
-                batch.commit.resolve()
+                in_flight.append(batch)
+                if self._proc is not None:
+                    done = await self._proc.send(_sql.plan_batch(ops), fail)
+                    done.add_done_callback(functools.partial(self._acked, batch, len(ops), fail))
+                else:
+                    await self._call(conn, _sql.apply_batch, ops, fail)
+                    self._committed(batch, len(ops))
         except BaseException as exc:
             self._fail(exc)
             if not isinstance(exc, Exception):
                 raise
 
+    def _committed(self, batch: _Batch, ops: int) -> None:
+        if self._in_flight and self._in_flight[0] is batch:
+            self._in_flight.popleft()
+        self._batches += 1
+        self._ops += ops
+        self._largest = max(self._largest, ops)
+        batch.commit.resolve()
+
+    def _acked(
+        self, batch: _Batch, ops: int, fail: BaseException | None, done: asyncio.Future[None]
+    ) -> None:
+        """A reply of the writer process (they come in the order the batches went)."""
+        if self._failed is not None:
+            return
+        error = done.exception()
+        if error is None:
+            self._committed(batch, ops)
+        else:
+            # The test hook's own exception, as in-thread; otherwise what the process said.
+            self._fail(fail if fail is not None and isinstance(error, WriterError) else error)
+        self._wake_writer()
+
     def _fail(self, exc: BaseException) -> None:
-        """Fail the batch in flight and everything queued; refuse later writes."""
+        """Fail the batches in flight and everything queued; refuse later writes."""
         self._failed = exc
         error = StorageUnavailable(
             f"{self.path}: a write failed, storage stopped so nothing is lost silently: {exc}"
         )
-        batches = [self._in_flight] if self._in_flight is not None else []
-        batches.extend(self._queue)
+        batches = [*self._in_flight, *self._queue]
         self._queue.clear()
-        self._in_flight = None
+        self._in_flight.clear()
         for batch in batches:
             batch.commit.resolve(error)
+        self._wake_writer()
 
     # -- administration: whole transactions on the writer connection -----------------
     async def _admin(self, fn: Callable[..., T], *args: Any) -> T:

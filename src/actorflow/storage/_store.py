@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Collection, Generator, Hashable, Iterable, Mapping, Sequence
 from types import EllipsisType
 from typing import Any, Protocol
-
-import anyio
 
 from actorflow.storage._rows import (
     AttemptRow,
@@ -28,30 +27,28 @@ class Commit:
     bigger batch commits a wanted one at once.
     """
 
-    __slots__ = ("_callbacks", "_done", "_notify", "error", "wanted")
+    __slots__ = ("_callbacks", "_notify", "_waiters", "done", "error", "wanted")
 
     def __init__(self, notify: Callable[[], None] | None = None) -> None:
-        self._done: anyio.Event | None = None
+        # Bare loop futures, not Events: thousands of submitters may wait on one commit.
+        self._waiters: list[asyncio.Future[None]] | None = None
         self._callbacks: list[Callable[[BaseException | None], None]] | None = None
         self._notify = notify
         self.error: BaseException | None = None
+        self.done = False
         self.wanted = False
 
     def resolve(self, error: BaseException | None = None) -> None:
-        """Mark committed (or failed with ``error``); runs the callbacks."""
+        """Mark committed (or failed with ``error``); wakes the waiters, runs the callbacks."""
         self.error = error
-        if self._done is None:
-            self._done = _SET
-        else:
-            self._done.set()
+        self.done = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
         callbacks, self._callbacks = self._callbacks, None
         for callback in callbacks or ():
             callback(error)
-
-    @property
-    def done(self) -> bool:
-        """Whether the transaction finished."""
-        return self._done is _SET or (self._done is not None and self._done.is_set())
 
     def want(self) -> None:
         """Someone needs this commit now: a lingering writer should not wait for more."""
@@ -76,32 +73,19 @@ class Commit:
 
     async def wait(self) -> None:
         """Wait for the commit; raises its error if it failed."""
-        if self._done is None:
-            self._done = anyio.Event()
-        if self._done is not _SET:
+        if not self.done:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
             self.want()
-            await self._done.wait()
+            await waiter
         if self.error is not None:
             raise self.error
 
     def __await__(self) -> Generator[Any, None, None]:
         return self.wait().__await__()
 
-
-class _Set:
-    """Marker for a commit resolved before anyone waited (no Event needed)."""
-
-    def is_set(self) -> bool:
-        return True
-
-    def set(self) -> None:
-        """Already set."""
-
-    async def wait(self) -> None:
-        """Never waits."""
-
-
-_SET: Any = _Set()
 
 COMMITTED = Commit()
 COMMITTED.resolve()

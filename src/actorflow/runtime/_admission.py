@@ -1,0 +1,74 @@
+"""Admission: how many executions run at once, and what waits for a turn.
+
+An execution that is submitted while ``max_active`` executions are running is stored as
+CREATED (durable, like any other) and *parked*: no actor yet, only its record in a FIFO. It
+starts as soon as a running one ends or goes idle (PAUSED, or QUEUED behind its flow's
+concurrency limit: idle executions hold no slot, so a thousand paused approvals never stop new
+work). When ``max_queued`` executions are parked, ``submit`` itself waits: the caller feels the
+backpressure instead of a queue growing without bound.
+
+Why bound at all: memory, and the cycle collector, whose full passes cost time in proportion
+to every live object; ten thousand live executions made it the largest cost of a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
+
+from actorflow.runtime._records import Execution
+
+Parked = tuple[Any, Execution, list[Any], str, Any]
+"""(flow, record, task runs, mode, first message): what ``spawn_execution`` takes."""
+
+
+class Admission:
+    """The running count, the parked FIFO, and submitters waiting for room in it."""
+
+    def __init__(self, max_active: int | None, max_queued: int | None) -> None:
+        if max_active is not None and max_active < 1:
+            raise ValueError(f"max_active must be at least 1 (or None), not {max_active}")
+        if max_queued is not None and max_queued < 1:
+            raise ValueError(f"max_queued must be at least 1 (or None), not {max_queued}")
+        self.max_active = max_active
+        self.max_queued = max_queued
+        self.idle: set[str] = set()  # live executions that are PAUSED or QUEUED
+        self.parked: OrderedDict[str, Parked] = OrderedDict()
+        self._room: deque[asyncio.Future[None]] = deque()
+
+    def has_room(self, live: int) -> bool:
+        """Whether one more execution may start now, with ``live`` execution actors."""
+        return self.max_active is None or live - len(self.idle) < self.max_active
+
+    def must_park(self, live: int) -> bool:
+        """Whether a new execution waits its turn (FIFO: behind any already parked)."""
+        return bool(self.parked) or not self.has_room(live)
+
+    def admit(self, live: Callable[[], int], spawn: Callable[..., Any]) -> None:
+        """Start parked executions while there is room; wake submitters as the FIFO shrinks."""
+        parked = self.parked
+        while parked and self.has_room(live()):
+            _, entry = parked.popitem(last=False)
+            spawn(*entry)
+        self._wake_submitters()
+
+    def _wake_submitters(self) -> None:
+        room = self._room
+        while room and (self.max_queued is None or len(self.parked) < self.max_queued):
+            waiter = room.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_for_room(self) -> None:
+        """Until fewer than ``max_queued`` executions are parked (submit's backpressure)."""
+        while self.max_queued is not None and len(self.parked) >= self.max_queued:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._room.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_submitters()  # woken but leaving: pass the turn on
+                raise
