@@ -83,11 +83,18 @@ class ActorContext:
             self._children.pop(name, None)
 
     def spawn(
-        self, factory: Callable[[], Actor], *, name: str | None = None, mailbox_size: int = 1024
+        self,
+        factory: Callable[[], Actor],
+        *,
+        name: str | None = None,
+        mailbox_size: int = 1024,
+        notify_stop: bool = True,
     ) -> ActorRef:
-        """Start a child linked to this actor: it gets ``Terminated`` when the child stops,
-        and the child is stopped before this actor stops."""
+        """Start a child linked to this actor: it gets ``Terminated`` when the child stops
+        (only when it crashes, with ``notify_stop=False``), and the child is stopped before
+        this actor stops."""
         ref = self.system._spawn(factory, name, mailbox_size, self.self_ref, None)
+        ref._notify_stop = notify_stop
         self.link(ref)
         return ref
 

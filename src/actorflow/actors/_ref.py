@@ -102,6 +102,7 @@ class ActorRef:
         "_capacity",
         "_done",
         "_inflight",
+        "_notify_stop",
         "_ordinary",
         "_room",
         "_scope",
@@ -134,6 +135,7 @@ class ActorRef:
         self._task: asyncio.Task[None] | None = None  # asyncio: the actor's task
         self._cancelled = False
         self._shielded = False
+        self._notify_stop = True
         self.alive = True
 
     def __repr__(self) -> str:

@@ -256,10 +256,11 @@ class ActorSystem:
             parent_actor = parent._actor
             if parent_actor is not None:
                 parent_actor.context.unlink(ref.name)
-            parent._push(
-                Terminated(ref=ref, name=ref.name, error=repr(error) if error else None, exc=error),
-                None,
-            )
+            if error is not None or ref._notify_stop:
+                terminated = Terminated(
+                    ref=ref, name=ref.name, error=repr(error) if error else None, exc=error
+                )
+                parent._push(terminated, None)
         elif isinstance(error, EscalationError):
             self.escalate(ref.name, error)
         elif error is not None:

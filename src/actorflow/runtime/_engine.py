@@ -20,7 +20,13 @@ from actorflow.runtime._admission import Admission
 from actorflow.runtime._clock import Clock, Timers
 from actorflow.runtime._flow import ConcurrencyBehavior, Flow, validate_inputs
 from actorflow.runtime._messages import Complete, Dequeue, Start
-from actorflow.runtime._persist import execution_rows, history_ops, task_run_rows
+from actorflow.runtime._persist import (
+    execution_rows,
+    execution_rows_timed,
+    history_ops,
+    task_run_rows,
+    task_run_rows_timed,
+)
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State
 from actorflow.storage import AppendLog, Commit, FileStorage, LogRow, Store
@@ -55,6 +61,9 @@ class Observer:
         self, ctx: TaskContext, kind: str, name: str, value: float, tags: dict[str, str]
     ) -> None:
         """A task recorded a metric."""
+
+    #: Whether ended records are stored with their span duration (``actorflow.duration``).
+    stores_durations = False
 
     def bind(self, engine: Engine) -> None:
         """Called once by the engine that uses this observer."""
@@ -153,6 +162,10 @@ class Engine:
         self.observer = observer or Observer()
         self.observer.bind(self)
         self.tracing = type(self.observer) is not Observer
+        # With tracing on, every ended record also stores its span's duration as a metric.
+        timed = self.observer.stores_durations
+        self._execution_rows = execution_rows_timed if timed else execution_rows
+        self._task_run_rows = task_run_rows_timed if timed else task_run_rows
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
         self.slots = Slots()
         self.flows: dict[tuple[str, str, int], Flow] = {}
@@ -222,7 +235,7 @@ class Engine:
                 else:
                     idle.discard(ex.id)
             store.write(history_ops(ex.id, None, new))
-        return store.write_latest(("execution", ex.id), execution_rows, (ex, self.owner))
+        return store.write_latest(("execution", ex.id), self._execution_rows, (ex, self.owner))
 
     def save_task_run(self, tr: TaskRun, new: Sequence[StateEntry] = ()) -> Commit:
         """Queue a task-run snapshot (with its attempts; outputs and metrics once ended)."""
@@ -234,7 +247,7 @@ class Engine:
                 except Exception:  # tracing must never break an execution
                     _log.exception("observer failed on task run %s", tr.id)
             store.write(history_ops(tr.execution_id, tr.id, new))
-        return store.write_latest(tr.id, task_run_rows, tr)
+        return store.write_latest(tr.id, self._task_run_rows, tr)
 
     def log(self, execution_id: str, task_run_id: str | None, level: str, message: str) -> None:
         """Store one log line of a task run."""

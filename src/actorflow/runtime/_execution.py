@@ -176,7 +176,7 @@ class ExecutionActor(Actor):
             return exc
 
     async def _handle(self, message: Any) -> Any:
-        if isinstance(message, TaskRunChanged):
+        if type(message) is TaskRunChanged:  # by far the most frequent
             self._child_changed(message.task_run)
         elif isinstance(message, Terminated):
             if message.error is not None:
@@ -408,7 +408,9 @@ class ExecutionActor(Actor):
     def _spawn(self, tr: TaskRun, task: Task, first: Any, *, fresh: bool = False) -> None:
         scope = self.scope
         ref = self.context.spawn(
-            functools.partial(TaskRunActor, scope, task, tr, fresh=fresh), mailbox_size=16
+            functools.partial(TaskRunActor, scope, task, tr, fresh=fresh),
+            mailbox_size=16,
+            notify_stop=False,  # it reports its end itself; only a crash needs Terminated
         )
         self.live[tr.id] = ref
         ref.tell_nowait(first)

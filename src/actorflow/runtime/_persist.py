@@ -24,6 +24,7 @@ from actorflow.storage import (
     UpsertTaskRun,
 )
 
+DURATION_METRIC = "actorflow.duration"
 _enc = msgspec.msgpack.Encoder()
 _exec_dec = msgspec.msgpack.Decoder(Execution)
 _tr_dec = msgspec.msgpack.Decoder(TaskRun)
@@ -105,6 +106,31 @@ def task_run_rows(tr: TaskRun) -> list[Any]:
                 )
             )
     return ops
+
+
+def execution_rows_timed(item: tuple[Execution, str | None]) -> list[Any]:
+    """:func:`execution_rows` and, once ended, the execution's duration metric (tracing on)."""
+    ops = execution_rows(item)
+    ex = item[0]
+    if ex.state in TERMINAL:
+        ops.append(_duration(ex.id, "", f"execution {ex.namespace}.{ex.flow_id}", ex.history))
+    return ops
+
+
+def task_run_rows_timed(tr: TaskRun) -> list[Any]:
+    """:func:`task_run_rows` and, once ended, the task run's duration metric (tracing on)."""
+    ops = task_run_rows(tr)
+    if tr.state in TERMINAL:
+        ops.append(_duration(tr.execution_id, tr.id, f"task {tr.task_id}", tr.history))
+    return ops
+
+
+def _duration(execution_id: str, task_run_id: str, span: str, history: Sequence[StateEntry]) -> Any:
+    # The span of a record starts and ends at its first and last history dates: the same
+    # numbers give the same duration, with no span processor and no write of its own.
+    seconds = history[-1].date - history[0].date
+    row = MetricRow(execution_id, task_run_id, DURATION_METRIC, "duration", {"span": span}, seconds)
+    return UpsertMetric(row)
 
 
 def history_ops(execution_id: str, task_run_id: str | None, new: Sequence[StateEntry]) -> list[Any]:

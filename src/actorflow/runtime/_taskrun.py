@@ -103,7 +103,7 @@ class TaskRunActor(Actor):
 
     async def receive(self, message: Any) -> Any:
         state = self.record.state
-        if isinstance(message, Start | Restart):
+        if type(message) is Start or isinstance(message, Restart):
             if state in (State.CREATED, State.RESTARTED):
                 await self._begin()
         elif isinstance(message, Recover):

@@ -32,10 +32,9 @@ default parent-based sampler the task runs and attempts of an execution that is 
 share its non-recording span instead of asking the SDK for more.
 
 Execution and task-run spans start and end at their state-history dates, so a span's duration
-equals the record's. :class:`DurationRecorder`, a span processor, stores each one as a metric
+equals the record's: with tracing on, each ended record is stored with a metric
 ``actorflow.duration`` of kind ``duration`` (tag ``span`` = the span name) on the task run,
-and on the execution with ``task_run_id == ""``. Spans that are sampled out, or made by a
-tracer provider that is not the SDK's, get the same metric from the observer itself.
+and on the execution with ``task_run_id == ""``, sampled or not, whatever the provider.
 
 The execution span's context is kept in the execution snapshot (``traceparent``). A runtime
 that closes ends its open spans (``actorflow.interrupted``); the runtime that resumes the
@@ -45,28 +44,24 @@ creation: the trace goes on.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import sys
-import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, Span, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from actorflow._errors import StorageError
 from actorflow.runtime._engine import Observer
+from actorflow.runtime._persist import DURATION_METRIC
 from actorflow.runtime._records import Execution, TaskRun
 from actorflow.runtime._states import State
-from actorflow.storage import MetricRow, UpsertMetric
 
 if TYPE_CHECKING:
     from actorflow.runtime._context import TaskContext
@@ -75,7 +70,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DURATION_METRIC",
-    "DurationRecorder",
     "ObserverGroup",
     "Tracing",
     "TracingObserver",
@@ -88,7 +82,6 @@ _ERROR_STATES = frozenset({State.FAILED, State.KILLED, State.CANCELLED})
 _BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-/]")
 _OTLP_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 _KEEP_ENDED = 1024
-DURATION_METRIC = "actorflow.duration"
 
 
 def _ns(seconds: float) -> int:
@@ -122,38 +115,6 @@ def instrument_name(name: str) -> str:
     return fixed[:255]
 
 
-class DurationRecorder(SpanProcessor):
-    """Stores the duration of every finished execution or task-run span.
-
-    One per SDK provider, shared by every observer using it: each span goes to the observer
-    that started it (two runtimes on one provider store only their own spans).
-    """
-
-    def __init__(self) -> None:
-        self.owners: dict[int, Callable[[ReadableSpan], None]] = {}
-
-    def on_end(self, span: ReadableSpan) -> None:
-        ctx = span.context
-        if ctx is None:
-            return
-        sink = self.owners.pop(ctx.span_id, None)
-        if sink is not None:
-            sink(span)
-
-
-_RECORDERS: weakref.WeakKeyDictionary[TracerProvider, DurationRecorder] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _recorder_for(provider: TracerProvider) -> DurationRecorder:
-    recorder = _RECORDERS.get(provider)
-    if recorder is None:
-        recorder = _RECORDERS[provider] = DurationRecorder()
-        provider.add_span_processor(recorder)
-    return recorder
-
-
 @dataclass(frozen=True)
 class Tracing:
     """Explicit providers for :meth:`Runtime.open` (``tracing=Tracing(...)``).
@@ -180,6 +141,8 @@ class _Open:
 class TracingObserver(Observer):
     """Builds the span tree from the engine's state changes."""
 
+    stores_durations = True
+
     def __init__(
         self, tracer_provider: Any = None, meter_provider: Any = None, *, owned: bool = False
     ) -> None:
@@ -197,12 +160,10 @@ class TracingObserver(Observer):
         self._attempts: dict[int, Span] = {}
         self._instruments: dict[tuple[str, str], Any] = {}
         self._engine: Engine | None = None
-        self._recorder: DurationRecorder | None = None
         # Children of a span that is not sampled are not sampled either (the default
         # ParentBased sampler): they share their parent's non-recording span, no SDK call.
         self._prune = False
         if isinstance(self.tracer_provider, TracerProvider):
-            self._recorder = _recorder_for(self.tracer_provider)
             sampler = self.tracer_provider.sampler
             self._prune = (
                 isinstance(sampler, ParentBased)
@@ -213,48 +174,17 @@ class TracingObserver(Observer):
         """Called by the engine: the clock for attempt spans, storage for durations."""
         self._engine = engine
 
-    # -- durations ------------------------------------------------------------------------
-    def _store(self, execution_id: str, task_run_id: str, span_name: str, seconds: float) -> None:
-        engine = self._engine
-        if engine is None or not engine.accepting:
-            return  # spans ended by a closing runtime measure nothing
-        row = MetricRow(
-            execution_id, task_run_id, DURATION_METRIC, "duration", {"span": span_name}, seconds
-        )
-        # A failed store fails the execution's own writes; a duration is not worth more.
-        with contextlib.suppress(StorageError):
-            engine.store.write((UpsertMetric(row),))
-
-    def _span_ended(self, span: ReadableSpan) -> None:
-        attrs = span.attributes or {}
-        if span.start_time is None or span.end_time is None:
-            return
-        self._store(
-            str(attrs.get("actorflow.execution.id", "")),
-            str(attrs.get("actorflow.task_run.id", "")),
-            span.name,
-            (span.end_time - span.start_time) / 1e9,
-        )
-
     def _start(self, name: str, parent: otel_context.Context | None, attrs: dict[str, Any],
                start: float) -> Span:  # fmt: skip
-        span = self.tracer.start_span(name, context=parent, attributes=attrs, start_time=_ns(start))
-        if self._recorder is not None and span.is_recording():
-            self._recorder.owners[span.get_span_context().span_id] = self._span_ended
-        return span
+        return self.tracer.start_span(name, context=parent, attributes=attrs, start_time=_ns(start))
 
-    def _end(self, entry: _Open, name: str, task_run_id: str, state: State, error: str | None,
-             end: float, duration: float) -> None:  # fmt: skip
+    def _end(self, entry: _Open, state: State, error: str | None, end: float) -> None:
         span = entry.span
         if span.is_recording():
             span.set_attribute("actorflow.state", state.value)
             if state in _ERROR_STATES:
                 span.set_status(Status(StatusCode.ERROR, error or state.value))
-            if self._recorder is not None:
-                span.end(end_time=_ns(end))  # the recorder stores the duration
-                return
         span.end(end_time=_ns(end))
-        self._store(entry.execution_id, task_run_id, name, duration)
 
     # -- executions ---------------------------------------------------------------------
     def current_traceparent(self) -> str | None:
@@ -278,8 +208,7 @@ class TracingObserver(Observer):
             self._ended[ex.id] = entry
             if len(self._ended) > _KEEP_ENDED:
                 del self._ended[next(iter(self._ended))]
-            name = f"execution {ex.namespace}.{ex.flow_id}"
-            self._end(entry, name, "", ex.state, ex.error, last.date, ex.duration)
+            self._end(entry, ex.state, ex.error, last.date)
 
     def _open_execution(self, ex: Execution) -> _Open:
         attrs: dict[str, Any] = {
@@ -341,8 +270,7 @@ class TracingObserver(Observer):
             entry.span.add_event(last.state.value, timestamp=_ns(last.date))
         if tr.state.terminal:
             del self._runs[tr.id]
-            self._end(entry, f"task {tr.task_id}", tr.id, tr.state, tr.error, last.date,
-                      tr.duration)  # fmt: skip
+            self._end(entry, tr.state, tr.error, last.date)
 
     # -- attempts ---------------------------------------------------------------------------
     def attempt_started(self, scope: ExecutionScope, tr: TaskRun, number: int) -> Any:
@@ -434,6 +362,7 @@ class ObserverGroup(Observer):
 
     def __init__(self, *observers: Observer) -> None:
         self.observers = observers
+        self.stores_durations = any(o.stores_durations for o in observers)
 
     def bind(self, engine: Engine) -> None:
         for o in self.observers:

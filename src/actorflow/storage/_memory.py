@@ -42,8 +42,8 @@ from actorflow.storage._store import COMMITTED, Commit
 _MetricKey = tuple[str, str, str, tuple[tuple[str, str], ...]]
 _SETTLE_AT = 4096  # pending latest items kept unbuilt at most
 # Ops that must not overtake pending latest items (same tables, or deletes).
-_ORDERED = (UpsertExecution, UpsertTaskRun, UpsertAttempt, UpsertOutput, DeleteTaskRuns,
-            DeleteExecution)  # fmt: skip
+_ORDERED = frozenset({UpsertExecution, UpsertTaskRun, UpsertAttempt, UpsertOutput,
+                      DeleteTaskRuns, DeleteExecution})  # fmt: skip
 
 
 class _Rows:
@@ -118,10 +118,14 @@ class MemoryStore:
                 StorageUnavailable(f"a write failed, storage stopped so nothing is lost: {error}")
             )
             return failed
-        if self._latest and any(isinstance(op, _ORDERED) for op in ops):
-            self._settle()  # rows of the same tables, or a delete: keep the order of writes
+        if self._latest:
+            for op in ops:
+                if type(op) in _ORDERED:
+                    self._settle()  # rows of the same tables, or a delete: keep the order
+                    break
+        apply = self._apply
         for op in ops:
-            self._apply(op)
+            apply(op)
         return COMMITTED
 
     def write_latest(
@@ -154,7 +158,9 @@ class MemoryStore:
         return rows
 
     def _apply(self, op: Op) -> None:
-        if isinstance(op, UpsertTaskRun):
+        if type(op) is AppendHistory:  # the most frequent: one per transition
+            self._bucket(op.row.execution_id).history.append(op.row)
+        elif isinstance(op, UpsertTaskRun):
             self._bucket(op.row.execution_id).runs[op.row.id] = op.row
         elif isinstance(op, AppendHistory):
             self._bucket(op.row.execution_id).history.append(op.row)
