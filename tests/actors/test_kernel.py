@@ -377,3 +377,67 @@ async def test_ask_times_out_while_waiting_for_room() -> None:
         with pytest.raises(AskTimeout):
             await ref.ask(2, timeout=0.01)
         gate.set()
+
+
+async def test_an_interruptible_region_is_cancelled_from_outside_and_only_it() -> None:
+    """cancel() ends the region's block at once; the caller goes on; a later cancel is a no-op."""
+    from actorflow.actors import Interruptible
+
+    region = Interruptible()
+    after: list[str] = []
+
+    async def work() -> None:
+        with region:
+            await anyio.sleep_forever()
+        after.append("went on")
+        await anyio.sleep(0)  # a cancel left behind would hit here
+        after.append("not cancelled again")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(work)
+        await anyio.wait_all_tasks_blocked()
+        region.cancel()
+    region.cancel()
+    assert region.cancelled_caught
+    assert after == ["went on", "not cancelled again"]
+
+
+async def test_an_interruptible_region_lets_an_outer_cancellation_through() -> None:
+    """Cancelling the enclosing scope is not swallowed by a region that was not cancelled."""
+    from actorflow.actors import Interruptible
+
+    region = Interruptible()
+    with anyio.CancelScope() as outer:
+
+        async def work() -> None:
+            with region:
+                await anyio.sleep_forever()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(work)
+            await anyio.wait_all_tasks_blocked()
+            outer.cancel()
+    assert outer.cancelled_caught and not region.cancelled_caught
+
+
+async def test_notify_stop_false_reports_only_crashes() -> None:
+    """A child spawned with notify_stop=False sends Terminated when it crashes, not when it stops."""
+    seen: list[Terminated] = []
+    got = anyio.Event()
+
+    class Watcher(Actor):
+        async def on_start(self) -> None:
+            spawn = self.context.spawn
+            spawn(lambda: Recorder([]), name="calm", notify_stop=False).tell_nowait(Stop())
+            spawn(lambda: Recorder([]), name="kid", notify_stop=False).tell_nowait("boom")
+
+        async def receive(self, message: Any) -> Any:
+            if isinstance(message, Terminated):
+                seen.append(message)
+                got.set()
+
+    async with open_actor_system() as system:
+        system.spawn(Watcher)
+        await got.wait()
+        await anyio.wait_all_tasks_blocked()
+    assert [t.name for t in seen] == ["kid"]

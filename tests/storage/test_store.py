@@ -367,3 +367,55 @@ async def test_rows_are_msgspec_round_trippable(store: Store) -> None:
     await store.write([UpsertExecution(ex("e")), UpsertMetric(metric)])
     (read,) = await store.metrics(execution_id="e")
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(read), type=MetricRow) == metric
+
+
+# -- write_latest: snapshots that change faster than they commit ---------------------------
+class Builds:
+    """A row builder that counts its calls (what ``write_latest`` must keep to a minimum)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, item: tuple[str, str]) -> list[Op]:
+        run_id, state = item
+        self.calls.append(f"{run_id}:{state}")
+        return [UpsertTaskRun(tr(run_id, "e", state))]
+
+
+async def test_write_latest_builds_only_the_last_item_of_a_key(store: Store) -> None:
+    """Three snapshots of one task run before a commit: one build, the last state stored."""
+    await store.write([UpsertExecution(ex("e"))])
+    build = Builds()
+    for state in ("CREATED", "RUNNING", "SUCCESS"):
+        commit = store.write_latest("t1", build, ("t1", state))
+    await commit
+    await store.flush()
+    assert [r.state for r in await store.task_runs("e")] == ["SUCCESS"]
+    assert build.calls == ["t1:SUCCESS"]
+
+
+async def test_write_latest_keys_keep_their_place_and_each_commits(store: Store) -> None:
+    """Keys come back in first-write order; a later write of a committed key writes again."""
+    await store.write([UpsertExecution(ex("e"))])
+    build = Builds()
+    store.write_latest("b", build, ("b", "RUNNING"))
+    store.write_latest("a", build, ("a", "RUNNING"))
+    await store.write_latest("b", build, ("b", "SUCCESS"))
+    await store.flush()
+    assert [(r.id, r.state) for r in await store.task_runs("e")] == [
+        ("b", "SUCCESS"), ("a", "RUNNING")
+    ]  # fmt: skip
+    await store.write_latest("a", build, ("a", "FAILED"))
+    await store.flush()
+    assert {r.id: r.state for r in await store.task_runs("e")} == {"a": "FAILED", "b": "SUCCESS"}
+
+
+async def test_write_latest_does_not_move_across_a_delete(store: Store) -> None:
+    """A key written, deleted, then written again ends up present (the delete stays between)."""
+    await store.write([UpsertExecution(ex("e"))])
+    build = Builds()
+    store.write_latest("t", build, ("t", "FAILED"))
+    store.write([DeleteTaskRuns("e", ("t",))])
+    store.write_latest("t", build, ("t", "RUNNING"))
+    await store.flush()
+    assert [(r.id, r.state) for r in await store.task_runs("e")] == [("t", "RUNNING")]

@@ -122,8 +122,10 @@ class ActorRef:
         self._system = system
         self.name = name
         self._capacity = capacity
-        self._system_lane: deque[Envelope] = deque()
-        self._ordinary: deque[Envelope] = deque()
+        # Lanes are made on first use and dropped when the actor idles: an idle actor (a
+        # paused execution, say) keeps no buffers, and there may be a hundred thousand.
+        self._system_lane: deque[Envelope] | None = None
+        self._ordinary: deque[Envelope] | None = None
         self._wake: Signal | None = None
         self._room: deque[anyio.Event] | None = None  # senders waiting for room, when any
         self._done: anyio.Event | None = None  # made on first join: most actors never get one
@@ -153,7 +155,10 @@ class ActorRef:
                 reply.set(error=DeadActorError(f"actor {self.name} is stopped"))
             return
         if isinstance(message, SystemMessage):
-            self._system_lane.append((message, reply))
+            lane = self._system_lane
+            if lane is None:
+                lane = self._system_lane = deque()
+            lane.append((message, reply))
             actor = self._actor
             if self._busy and actor is not None and not isinstance(message, Stop):
                 try:
@@ -162,9 +167,12 @@ class ActorRef:
                     # The sender must not pay for the recipient's hook; the message still goes in.
                     _log.exception("on_interrupt of %s failed for %r", self.name, message)
         else:
-            if len(self._ordinary) >= self._capacity:
+            lane = self._ordinary
+            if lane is None:
+                lane = self._ordinary = deque()
+            elif len(lane) >= self._capacity:
                 raise MailboxFull(f"mailbox of {self.name} is full ({self._capacity} messages)")
-            self._ordinary.append((message, reply))
+            lane.append((message, reply))
         wake = self._wake
         if wake is not None:
             self._wake = None
@@ -197,11 +205,7 @@ class ActorRef:
 
     async def _room_for(self, message: Any) -> None:
         """Wait while the ordinary lane is full (system messages never wait)."""
-        while (
-            self.alive
-            and not isinstance(message, SystemMessage)
-            and len(self._ordinary) >= self._capacity
-        ):
+        while self.alive and not isinstance(message, SystemMessage) and self._full():
             room = anyio.Event()
             if self._room is None:
                 self._room = deque()
@@ -216,6 +220,10 @@ class ActorRef:
                     self._room.remove(room)
                 raise
 
+    def _full(self) -> bool:
+        lane = self._ordinary
+        return lane is not None and len(lane) >= self._capacity
+
     def _free_slot(self) -> None:
         """One slot freed up: wake the longest-waiting sender."""
         if self._room:
@@ -223,7 +231,7 @@ class ActorRef:
 
     async def tell(self, message: Any) -> None:
         """Send; waits for room only when the ordinary lane is full (backpressure)."""
-        if len(self._ordinary) >= self._capacity and not isinstance(message, SystemMessage):
+        if self._full() and not isinstance(message, SystemMessage):
             await self._room_for(message)
         self._push(message, None)
 
@@ -237,9 +245,7 @@ class ActorRef:
         if not self.alive:
             raise DeadActorError(f"actor {self.name} is stopped")
         loop = self._system._aio_loop
-        if loop is None or (
-            len(self._ordinary) >= self._capacity and not isinstance(message, SystemMessage)
-        ):
+        if loop is None or (self._full() and not isinstance(message, SystemMessage)):
             return await self._ask_slow(message, timeout)
         # asyncio fast path: a bare future and a loop timer cost far less than a cancel scope.
         reply = Reply(FutureSignal(loop))

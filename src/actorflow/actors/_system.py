@@ -190,14 +190,16 @@ class ActorSystem:
                 self._cleanup(ref, parent, error)
 
     async def _loop(self, ref: ActorRef, actor: Actor) -> None:
-        system_lane, ordinary = ref._system_lane, ref._ordinary
         while not ref._stopping:
-            if not system_lane and not ordinary:
+            if not ref._system_lane and not ref._ordinary:
+                ref._system_lane = ref._ordinary = None  # idle: keep no buffers
                 wake = self._signal()
                 ref._wake = wake
                 await wake.wait()
                 continue
             for _ in range(BATCH):
+                # Read the lanes afresh: a push during receive may have made one.
+                system_lane, ordinary = ref._system_lane, ref._ordinary
                 if system_lane:
                     message, reply = system_lane.popleft()
                     if type(message) is Stop:
@@ -225,7 +227,7 @@ class ActorSystem:
                     reply.set(result)
                 if ref._stopping:
                     break
-            if system_lane or ordinary:
+            if ref._system_lane or ref._ordinary:
                 # Only a full batch yields here; an empty mailbox yields by waiting.
                 await anyio.lowlevel.checkpoint()
 
@@ -240,7 +242,7 @@ class ActorSystem:
             ref._inflight.set(error=DeadActorError(f"actor {ref.name} stopped before replying"))
             ref._inflight = None
         for lane in (ref._system_lane, ref._ordinary):
-            while lane:
+            while lane:  # None or empty: nothing left
                 message, reply = lane.popleft()
                 if reply is not None:
                     reply.set(error=DeadActorError(f"actor {ref.name} stopped before replying"))

@@ -24,19 +24,24 @@ Parked = tuple[Any, Execution, list[Any], str, Any]
 """(flow, record, task runs, mode, first message): what ``spawn_execution`` takes."""
 
 
+def check_limits(max_active: int | None, max_queued: int | None) -> None:
+    """ValueError unless both limits are positive integers or None."""
+    for name, value in (("max_active", max_active), ("max_queued", max_queued)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer or None, not {value!r}")
+
+
 class Admission:
     """The running count, the parked FIFO, and submitters waiting for room in it."""
 
     def __init__(self, max_active: int | None, max_queued: int | None) -> None:
-        if max_active is not None and max_active < 1:
-            raise ValueError(f"max_active must be at least 1 (or None), not {max_active}")
-        if max_queued is not None and max_queued < 1:
-            raise ValueError(f"max_queued must be at least 1 (or None), not {max_queued}")
+        check_limits(max_active, max_queued)
         self.max_active = max_active
         self.max_queued = max_queued
         self.idle: set[str] = set()  # live executions that are PAUSED or QUEUED
         self.parked: OrderedDict[str, Parked] = OrderedDict()
         self._room: deque[asyncio.Future[None]] = deque()
+        self._promised = 0  # places in the FIFO held for woken submitters not back yet
 
     def has_room(self, live: int) -> bool:
         """Whether one more execution may start now, with ``live`` execution actors."""
@@ -54,21 +59,30 @@ class Admission:
             spawn(*entry)
         self._wake_submitters()
 
+    def _full(self) -> bool:
+        return self.max_queued is not None and len(self.parked) + self._promised >= self.max_queued
+
     def _wake_submitters(self) -> None:
+        # One place, one submitter: waking them all would have each re-check and wait again.
         room = self._room
-        while room and (self.max_queued is None or len(self.parked) < self.max_queued):
+        while room and not self._full():
             waiter = room.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._promised += 1
 
     async def wait_for_room(self) -> None:
-        """Until fewer than ``max_queued`` executions are parked (submit's backpressure)."""
-        while self.max_queued is not None and len(self.parked) >= self.max_queued:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._room.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake_submitters()  # woken but leaving: pass the turn on
-                raise
+        """Until the FIFO has a place (``max_queued``), in submission order: submit's
+        backpressure. Returns with the place held until the caller parks, synchronously."""
+        if not self._room and not self._full():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._room.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._promised -= 1  # woken but leaving: pass the place on
+                self._wake_submitters()
+            raise
+        self._promised -= 1

@@ -16,6 +16,7 @@ import msgspec
 
 from actorflow._errors import ExecutionNotFound, FlowError, IllegalOperation
 from actorflow.actors import Kill, Pause, open_actor_system
+from actorflow.runtime._admission import check_limits
 from actorflow.runtime._clock import Clock
 from actorflow.runtime._engine import Engine, Observer
 from actorflow.runtime._execution import new_execution_record
@@ -35,8 +36,8 @@ from actorflow.storage import (
 )
 
 _TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)
-DEFAULT_MAX_ACTIVE: int | None = None
-DEFAULT_MAX_QUEUED: int | None = None
+DEFAULT_MAX_ACTIVE: int | None = 128
+DEFAULT_MAX_QUEUED: int | None = 10_000
 _COMMAND_POLL = 0.2
 _HEARTBEAT = 2.0
 _STALE_AFTER = 15.0
@@ -93,6 +94,7 @@ class Runtime:
         Unfinished executions whose owner process is gone are resumed, provided their flow is
         in ``flows`` (or registered later with :meth:`register`) or was loaded from a file.
         """
+        check_limits(max_active, max_queued)  # before anything is opened
         own_store = store is None
         store = store or open_store(str(path))
         if files is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -102,10 +103,29 @@ def setup(conn: sqlite3.Connection, writer: bool) -> None:
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.execute("PRAGMA foreign_keys = ON")
     if writer:
-        conn.execute("PRAGMA journal_mode = WAL")
+        set_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
     else:
         conn.execute("PRAGMA query_only = ON")
+
+
+def set_wal(conn: sqlite3.Connection, patience: float = 5.0) -> None:
+    """``journal_mode = WAL``, waiting while another connection holds the file.
+
+    The busy timeout does not cover a journal-mode change that meets a lock (SQLite answers
+    SQLITE_BUSY at once to avoid a deadlock), e.g. two processes creating one database.
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)  # in the connection's own thread, never on the event loop
+            delay = min(delay * 2, 0.1)
 
 
 def fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:

@@ -66,7 +66,11 @@ def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA journal_mode = WAL")
+    # The parent made the file WAL (it persists); asking again can meet another opener's
+    # lock, which the busy timeout does not cover: check, do not set.
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise sqlite3.OperationalError(f"database is in journal mode {mode}, not WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
 
