@@ -1,11 +1,18 @@
-"""Engine workloads of issue 7, each beside a bare-asyncio figure measured in the same run.
+"""Engine workloads of issue 7, each beside the bare-asyncio limit measured in the same run.
 
-2. one execution of N sequential no-op tasks: SQLite with tracing off and on, memory;
-   baseline: the same N no-op coroutines awaited one after another, each in its own task.
-3. C concurrent executions of a 5-task flow: task runs/s, p50/p99 submit-to-terminal, peak RSS.
-4. E executions submitted at once: completes with bounded memory; peak RSS, bytes per
-   idle (paused) execution.
-5. retry overhead: a task failing twice then succeeding vs a task succeeding at once.
+2. one execution of N sequential no-op tasks: in memory, and on SQLite with every transition
+   persisted, tracing off and on; limit: N no-op tasks awaited one after another.
+3. C concurrent executions of a 5-task flow on SQLite: task runs/s, p50/p99 submit-to-terminal,
+   peak RSS; limit: C coroutines each awaiting 5 no-op tasks, gathered.
+4. E executions submitted at once on SQLite: it must finish with bounded memory and
+   backpressure (admission parks what exceeds ``max_active``; ``submit`` waits beyond
+   ``max_queued``); peak RSS, the largest parked / running counts seen; bytes per idle (paused)
+   execution; limit: E gathered coroutines of 2 no-op tasks each.
+5. retry overhead: a task failing twice then succeeding vs one succeeding at once; limit: the
+   same three calls with try/except.
+
+Workloads 3 and 4 run in a subprocess each (ours and the limit separately), so each peak RSS
+is that workload's own. Workload 6 (crash recovery) is in ``benchmarks/persistence.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import asyncio
 import gc
 import json
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -25,9 +33,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 import actorflow as af
-from benchmarks._common import noop, peak_rss_mb, row, seq_flow, tmpdb
+from benchmarks._common import median_of, noop, peak_rss_mb, row, seq_flow, tmpdb
 
 RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).parent.parent
 
 
 class _Discard(SpanExporter):
@@ -37,14 +46,17 @@ class _Discard(SpanExporter):
 
 def _provider() -> TracerProvider:
     p = TracerProvider()
-    p.add_span_processor(BatchSpanProcessor(_Discard()))
+    # A queue big enough that nothing is dropped at these rates (the default holds 2,048).
+    p.add_span_processor(BatchSpanProcessor(_Discard(), max_queue_size=1 << 16))
     return p
 
 
+# -- 2: sequential ------------------------------------------------------------------------------
 async def seq_rate(path: str, n: int, tracing: Any = None) -> float:
+    flow = seq_flow(n)
     async with af.Runtime.open(path, tracing=tracing) as rt:
         start = time.perf_counter()
-        ex = await rt.run(seq_flow(n))
+        ex = await rt.run(flow)
         elapsed = time.perf_counter() - start
     assert ex.state is af.State.SUCCESS
     return n / elapsed
@@ -60,46 +72,85 @@ async def bare_seq(n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+# -- 3: concurrent executions -------------------------------------------------------------------
 async def concurrent(path: str, executions: int) -> dict[str, float]:
     flow = af.Flow(id="five", namespace="bench", tasks=[noop(f"t{i}") for i in range(5)])
     latencies: list[float] = []
 
-    async def one(rt: af.Runtime, limiter: anyio.CapacityLimiter) -> None:
-        async with limiter:
-            t = time.perf_counter()
-            ex = await rt.run(flow)
-            latencies.append(time.perf_counter() - t)
-            assert ex.state is af.State.SUCCESS
+    async def one(rt: af.Runtime) -> None:
+        t = time.perf_counter()
+        ex = await rt.run(flow)
+        latencies.append(time.perf_counter() - t)
+        assert ex.state is af.State.SUCCESS
 
     async with af.Runtime.open(path) as rt:
-        limiter = anyio.CapacityLimiter(executions)
         start = time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            for _ in range(executions):
-                tg.start_soon(one, rt, limiter)
+        await asyncio.gather(*(one(rt) for _ in range(executions)))
         elapsed = time.perf_counter() - start
     q = statistics.quantiles(latencies, n=100)
-    return {"rate": executions * 5 / elapsed, "p50": q[49], "p99": q[98]}
+    return {"rate": executions * 5 / elapsed, "p50": q[49], "p99": q[98], "rss": peak_rss_mb()}
 
 
-async def bare_concurrent(executions: int) -> float:
-    async def five() -> None:
-        for _ in range(5):
-            await asyncio.ensure_future(asyncio.sleep(0))
+async def bare_concurrent(executions: int, steps: int = 5) -> dict[str, float]:
+    latencies: list[float] = []
+
+    async def step() -> None:
+        return None
+
+    async def one() -> None:
+        t = time.perf_counter()
+        for _ in range(steps):
+            await asyncio.ensure_future(step())
+        latencies.append(time.perf_counter() - t)
 
     start = time.perf_counter()
-    await asyncio.gather(*(five() for _ in range(executions)))
-    return executions * 5 / (time.perf_counter() - start)
+    await asyncio.gather(*(one() for _ in range(executions)))
+    elapsed = time.perf_counter() - start
+    q = statistics.quantiles(latencies, n=100)
+    return {"rate": executions * steps / elapsed, "p50": q[49], "p99": q[98],
+            "rss": peak_rss_mb()}  # fmt: skip
 
 
-async def idle_executions(n: int) -> dict[str, float]:
-    """n paused executions held in memory: bytes each (tracemalloc) and the peak RSS."""
+# -- 4: many at once ----------------------------------------------------------------------------
+async def flood(path: str, executions: int) -> dict[str, float]:
+    """``executions`` submitted at once by as many callers; each waits for its end."""
+    flow = af.Flow(id="two", namespace="bench", tasks=[noop("a"), noop("b")])
+    seen = {"parked": 0, "running": 0, "waiting": 0}
+    async with af.Runtime.open(path) as rt:
+        engine = rt.engine
+        submitted = 0
+
+        async def one() -> None:
+            nonlocal submitted
+            handle = await rt.submit(flow)
+            submitted += 1
+            ex = await handle.wait()
+            assert ex.state is af.State.SUCCESS
+
+        async def watch() -> None:
+            while True:
+                seen["parked"] = max(seen["parked"], len(engine.admission.parked))
+                seen["running"] = max(seen["running"], len(engine.live))
+                seen["waiting"] = max(seen["waiting"], executions - submitted)
+                await asyncio.sleep(0.05)
+
+        watcher = asyncio.ensure_future(watch())
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(executions)))
+        elapsed = time.perf_counter() - start
+        watcher.cancel()
+    return {"rate": executions * 2 / elapsed, "seconds": elapsed, "rss": peak_rss_mb(),
+            "max_parked": seen["parked"], "max_running": seen["running"],
+            "max_waiting_submitters": seen["waiting"]}  # fmt: skip
+
+
+async def idle_executions(path: str, n: int) -> dict[str, float]:
+    """``n`` paused executions held: bytes each (tracemalloc), then all resumed to the end."""
     flow = af.Flow(id="idle", namespace="bench", tasks=[af.Pause(id="wait"), noop("after")])
-    async with af.Runtime.open(":memory:") as rt:
+    async with af.Runtime.open(path) as rt:
         gc.collect()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
-        start = time.perf_counter()
         handles = [await rt.submit(flow) for _ in range(n)]
         for h in handles:
             await rt.wait_for(h.id, af.State.PAUSED)
@@ -109,11 +160,11 @@ async def idle_executions(n: int) -> dict[str, float]:
         for h in handles:
             await rt.resume(h.id)
         for h in handles:
-            await h.wait()
-        elapsed = time.perf_counter() - start
-    return {"bytes_per_idle": held / n, "seconds": elapsed}
+            assert (await h.wait()).state is af.State.SUCCESS
+    return {"bytes_per_idle": held / n, "rss": peak_rss_mb()}
 
 
+# -- 5: retries ---------------------------------------------------------------------------------
 async def retry_cost(path: str, n: int) -> tuple[float, float]:
     @af.task(retry=af.Retry.constant(0, max_attempts=3))
     async def twice(ctx: af.TaskContext) -> None:
@@ -127,45 +178,113 @@ async def retry_cost(path: str, n: int) -> tuple[float, float]:
         for f in (flaky, plain):
             start = time.perf_counter()
             for _ in range(n):
-                await rt.run(f)
+                assert (await rt.run(f)).state is af.State.SUCCESS
             out.append((time.perf_counter() - start) / n * 1e3)
     return out[0], out[1]
 
 
+async def bare_retry(n: int) -> float:
+    attempts = 0
+
+    async def flaky() -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts % 3:
+            raise ConnectionError("flaky")
+
+    start = time.perf_counter()
+    for _ in range(n):
+        for _attempt in range(3):
+            try:
+                await asyncio.ensure_future(flaky())
+                break
+            except ConnectionError:
+                continue
+    return (time.perf_counter() - start) / n * 1e3
+
+
+# -- isolated runs ----------------------------------------------------------------------------
+def _one(name: str, quick: bool) -> dict[str, float]:
+    """One workload in this process (the subprocess side)."""
+    conc = 1_000 if quick else 10_000
+    many = 10_000 if quick else 100_000
+    idle = 2_000 if quick else 10_000
+    if name == "concurrent":
+        return anyio.run(concurrent, str(tmpdb()), conc)
+    if name == "bare_concurrent":
+        return anyio.run(bare_concurrent, conc)
+    if name == "flood":
+        return anyio.run(flood, str(tmpdb()), many)
+    if name == "bare_flood":
+        return anyio.run(bare_concurrent, many, 2)
+    if name == "idle":
+        return anyio.run(idle_executions, str(tmpdb()), idle)
+    raise ValueError(name)
+
+
+def isolated(name: str, quick: bool) -> dict[str, float]:
+    """Run one workload in a fresh interpreter; its peak RSS is its own."""
+    args = [sys.executable, "-m", "benchmarks.engine", "--one", name, *(["--quick"] * quick)]
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
     seq_n = 300 if quick else 1000
-    conc = 500 if quick else 10_000
-    idle = 2_000 if quick else 100_000
+    reps = 1 if quick else 3
     rows: list[dict[str, Any]] = []
-    bare = anyio.run(bare_seq, seq_n)
-    mem = anyio.run(seq_rate, ":memory:", seq_n)
+
+    def med(fn: Any, *args: Any) -> float:
+        return median_of([anyio.run(fn, *args) for _ in range(reps)])
+
+    bare = med(bare_seq, seq_n)
+    mem = med(seq_rate, ":memory:", seq_n)
     rows.append(row("engine", f"(2) {seq_n} sequential tasks, memory store", mem, bare,
-                    "task runs/s", per_task_run_us=1e6 / mem))  # fmt: skip
-    disk = anyio.run(seq_rate, str(tmpdb()), seq_n)
+                    "task runs/s", per_task_run_us=1e6 / mem,
+                    engine_overhead_us=1e6 / mem - 1e6 / bare))  # fmt: skip
+    disk = median_of([anyio.run(seq_rate, str(tmpdb()), seq_n) for _ in range(reps)])
     rows.append(row("engine", f"(2) {seq_n} sequential tasks, SQLite, tracing off", disk, bare,
-                    "task runs/s"))  # fmt: skip
-    traced = anyio.run(seq_rate, str(tmpdb()), seq_n, _provider())
-    rows.append(row("engine", f"(2) {seq_n} sequential tasks, SQLite, tracing on", traced, disk,
-                    "task runs/s", note="baseline = tracing off"))  # fmt: skip
-    res = anyio.run(concurrent, str(tmpdb()), conc)
-    bare_c = anyio.run(bare_concurrent, conc)
-    rows.append(row("engine", f"(3) {conc} concurrent executions x 5 tasks, SQLite", res["rate"],
-                    bare_c, "task runs/s", peak_rss_mb=peak_rss_mb()))  # fmt: skip
-    rows.append(row("engine", "(3) submit-to-terminal p50", res["p50"] * 1e3, None, "ms",
-                    higher_is_better=False))  # fmt: skip
-    rows.append(row("engine", "(3) submit-to-terminal p99", res["p99"] * 1e3, None, "ms",
-                    higher_is_better=False))  # fmt: skip
-    idle_res = anyio.run(idle_executions, idle)
-    rows.append(row("engine", f"(4) {idle} paused executions held, memory store",
-                    idle_res["bytes_per_idle"], None, "bytes/execution", higher_is_better=False,
-                    peak_rss_mb=peak_rss_mb(), seconds=idle_res["seconds"]))  # fmt: skip
-    flaky_ms, plain_ms = anyio.run(retry_cost, str(tmpdb()), 20 if quick else 100)
-    rows.append(row("engine", "(5) fails twice then succeeds vs succeeds at once", flaky_ms,
-                    plain_ms, "ms/execution", higher_is_better=False))  # fmt: skip
+                    "task runs/s", per_task_run_us=1e6 / disk))  # fmt: skip
+    traced = median_of(
+        [anyio.run(seq_rate, str(tmpdb()), seq_n, _provider()) for _ in range(reps)]
+    )
+    rows.append(row("engine", f"(2) {seq_n} sequential tasks, SQLite, tracing on", traced, bare,
+                    "task runs/s", per_task_run_us=1e6 / traced,
+                    vs_tracing_off=traced / disk))  # fmt: skip
+
+    conc = 1_000 if quick else 10_000
+    ours, limit = isolated("concurrent", quick), isolated("bare_concurrent", quick)
+    rows.append(row("engine", f"(3) {conc:,} concurrent executions x 5 tasks, SQLite",
+                    ours["rate"], limit["rate"], "task runs/s", peak_rss_mb=ours["rss"],
+                    baseline_peak_rss_mb=limit["rss"]))  # fmt: skip
+    for q in ("p50", "p99"):
+        rows.append(row("engine", f"(3) submit-to-terminal {q}", ours[q] * 1e3, limit[q] * 1e3,
+                        "ms", higher_is_better=False))  # fmt: skip
+
+    many = 10_000 if quick else 100_000
+    ours, limit = isolated("flood", quick), isolated("bare_flood", quick)
+    rows.append(row("engine", f"(4) {many:,} executions submitted at once, SQLite: peak RSS",
+                    ours["rss"], limit["rss"], "MiB", higher_is_better=False,
+                    seconds=ours["seconds"], task_runs_per_s=ours["rate"],
+                    max_parked=ours["max_parked"], max_running=ours["max_running"],
+                    max_waiting_submitters=ours["max_waiting_submitters"]))  # fmt: skip
+    idle = isolated("idle", quick)
+    rows.append(row("engine", "(4) bytes per idle (paused) execution", idle["bytes_per_idle"],
+                    None, "bytes", higher_is_better=False))  # fmt: skip
+
+    n = 20 if quick else 200
+    flaky_ms, plain_ms = anyio.run(retry_cost, str(tmpdb()), n)
+    rows.append(row("engine", "(5) fails twice then succeeds, per execution", flaky_ms,
+                    anyio.run(bare_retry, n), "ms", higher_is_better=False,
+                    succeeds_at_once_ms=plain_ms, retry_overhead_ms=flaky_ms - plain_ms))  # fmt: skip
     return rows
 
 
 if __name__ == "__main__":
+    if "--one" in sys.argv:
+        print(json.dumps(_one(sys.argv[sys.argv.index("--one") + 1], "--quick" in sys.argv)))
+        sys.exit(0)
     from benchmarks.__main__ import print_table
 
     result = run(quick="--quick" in sys.argv)

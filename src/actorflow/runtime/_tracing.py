@@ -129,13 +129,25 @@ class Tracing:
 class _Open:
     """An open execution or task-run span, with the attributes its children start from."""
 
-    __slots__ = ("child_attrs", "execution_id", "span", "traceparent")
+    __slots__ = ("_context", "child_attrs", "execution_id", "recording", "sampled", "span",
+                 "traceparent")  # fmt: skip
 
     def __init__(self, span: Span, execution_id: str, child_attrs: dict[str, Any]) -> None:
         self.span = span
         self.execution_id = execution_id
         self.child_attrs = child_attrs
         self.traceparent: str | None = None
+        self.recording = span.is_recording()
+        self.sampled = _sampled(span)
+        self._context: otel_context.Context | None = None
+
+    @property
+    def context(self) -> otel_context.Context:
+        """An OTel context with this span current: the parent of its children (made once)."""
+        ctx = self._context
+        if ctx is None:
+            ctx = self._context = trace.set_span_in_context(self.span)
+        return ctx
 
 
 class TracingObserver(Observer):
@@ -180,7 +192,7 @@ class TracingObserver(Observer):
 
     def _end(self, entry: _Open, state: State, error: str | None, end: float) -> None:
         span = entry.span
-        if span.is_recording():
+        if entry.recording:
             span.set_attribute("actorflow.state", state.value)
             if state in _ERROR_STATES:
                 span.set_status(Status(StatusCode.ERROR, error or state.value))
@@ -254,20 +266,21 @@ class TracingObserver(Observer):
             parent = self._runs.get(tr.parent_task_run_id or "") or execution
             child = {"actorflow.execution.id": tr.execution_id, "actorflow.task.id": tr.task_id,
                      "actorflow.task_run.id": tr.id}  # fmt: skip
-            if self._prune and not _sampled(parent.span):
+            if self._prune and not parent.sampled:
                 span = parent.span
             else:
-                attrs = {**execution.child_attrs, **child}
+                attrs = execution.child_attrs.copy()
+                attrs.update(child)
                 if tr.value is not None:
                     attrs["actorflow.task_run.value"] = tr.value
-                ctx = trace.set_span_in_context(parent.span)
-                span = self._start(f"task {tr.task_id}", ctx, attrs, tr.history[0].date)
+                span = self._start(f"task {tr.task_id}", parent.context, attrs,
+                                   tr.history[0].date)  # fmt: skip
             entry = self._runs[tr.id] = _Open(span, tr.execution_id, child)
-            if span.is_recording():
+            if entry.recording:
                 for e in tr.history:
-                    span.add_event(e.state.value, timestamp=_ns(e.date))
-        elif entry.span.is_recording():
-            entry.span.add_event(last.state.value, timestamp=_ns(last.date))
+                    span.add_event(e.state, timestamp=int(e.date * 1e9))
+        elif entry.recording:
+            entry.span.add_event(last.state, timestamp=int(last.date * 1e9))
         if tr.state.terminal:
             del self._runs[tr.id]
             self._end(entry, tr.state, tr.error, last.date)
@@ -275,11 +288,11 @@ class TracingObserver(Observer):
     # -- attempts ---------------------------------------------------------------------------
     def attempt_started(self, scope: ExecutionScope, tr: TaskRun, number: int) -> Any:
         run = self._runs.get(tr.id)
-        if run is not None and self._prune and not _sampled(run.span):
+        if run is not None and self._prune and not run.sampled:
             span = run.span
         else:
-            ctx = trace.set_span_in_context(run.span) if run is not None else None
-            attrs: dict[str, Any] = dict(run.child_attrs) if run is not None else {}
+            ctx = run.context if run is not None else None
+            attrs: dict[str, Any] = run.child_attrs.copy() if run is not None else {}
             attrs["actorflow.attempt.number"] = number
             start = tr.attempts[-1].start if tr.attempts else None
             span = self.tracer.start_span(

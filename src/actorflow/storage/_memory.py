@@ -256,6 +256,14 @@ class MemoryStore:
         runs = self._rows.get(execution_id, _EMPTY).runs.values()
         return sorted(runs, key=lambda r: r.created)
 
+    async def task_runs_of(self, execution_ids: Sequence[str]) -> dict[str, list[TaskRunRow]]:
+        """Task runs of many executions, by execution, each in creation order."""
+        self._settle()
+        return {
+            i: sorted(self._rows.get(i, _EMPTY).runs.values(), key=lambda r: r.created)
+            for i in execution_ids
+        }
+
     async def attempts(self, execution_id: str, task_run_id: str | None = None) -> list[AttemptRow]:
         """Attempts of an execution in insertion order, or of one task run by number."""
         self._settle()

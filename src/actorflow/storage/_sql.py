@@ -6,6 +6,7 @@ it runs: a whole batch of writes, a purge, a claim.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -67,7 +68,13 @@ _CHILD_TABLES = ("attempts", "state_history", "metrics", "logs", "outputs", "com
 
 def tags_key(tags: Mapping[str, str]) -> str:
     """Canonical JSON of a tag set: the same tags always give the same key."""
-    return json.dumps(dict(sorted(tags.items())), separators=(",", ":"))
+    return _tags_json(tuple(sorted(tags.items())))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tags_json(items: tuple[tuple[str, str], ...]) -> str:
+    # Cached: a few tag sets (a span name, a host) recur on every task run.
+    return json.dumps(dict(items), separators=(",", ":"))
 
 
 def inspect_file(path: Path) -> int:

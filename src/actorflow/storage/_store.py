@@ -158,6 +158,10 @@ class Store(Protocol):
         """Task runs of an execution in creation order."""
         ...
 
+    async def task_runs_of(self, execution_ids: Sequence[str]) -> dict[str, list[TaskRunRow]]:
+        """Task runs of many executions at once (recovery), each list in creation order."""
+        ...
+
     async def attempts(self, execution_id: str, task_run_id: str | None = None) -> list[AttemptRow]:
         """Attempts of an execution (or one task run)."""
         ...
