@@ -246,9 +246,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     disk = median_of([anyio.run(seq_rate, str(tmpdb()), seq_n) for _ in range(reps)])
     rows.append(row("engine", f"(2) {seq_n} sequential tasks, SQLite, tracing off", disk, bare,
                     "task runs/s", per_task_run_us=1e6 / disk))  # fmt: skip
-    traced = median_of(
-        [anyio.run(seq_rate, str(tmpdb()), seq_n, _provider()) for _ in range(reps)]
-    )
+    traced = median_of([anyio.run(seq_rate, str(tmpdb()), seq_n, _provider()) for _ in range(reps)])
     rows.append(row("engine", f"(2) {seq_n} sequential tasks, SQLite, tracing on", traced, bare,
                     "task runs/s", per_task_run_us=1e6 / traced,
                     vs_tracing_off=traced / disk))  # fmt: skip
@@ -277,7 +275,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     flaky_ms, plain_ms = anyio.run(retry_cost, str(tmpdb()), n)
     rows.append(row("engine", "(5) fails twice then succeeds, per execution", flaky_ms,
                     anyio.run(bare_retry, n), "ms", higher_is_better=False,
-                    succeeds_at_once_ms=plain_ms, retry_overhead_ms=flaky_ms - plain_ms))  # fmt: skip
+                    succeeds_at_once_ms=plain_ms,
+                    retry_overhead_ms=flaky_ms - plain_ms))  # fmt: skip
     return rows
 
 

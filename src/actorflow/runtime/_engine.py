@@ -306,6 +306,7 @@ class Engine:
             self._guardian_ref,
             None,
         )
+        ref._notify_stop = False  # the guardian hears of crashes only (see Guardian.release)
         self.guardian.adopt(ref, record.id, flow)
         self.live[record.id] = ref
         self._ended.pop(record.id, None)  # a restart runs the same id again
@@ -314,7 +315,9 @@ class Engine:
 
     def execution_ended(self, flow: Flow, ex: Execution, commit: Commit) -> None:
         """Called by an execution actor once terminal (its snapshot is queued in ``commit``)."""
-        self.live.pop(ex.id, None)
+        ref = self.live.pop(ex.id, None)
+        if ref is not None:
+            self.guardian.release(ref.name)
         self.admission.idle.discard(ex.id)
         self.slots.release(flow, ex.id)
         self._admit()

@@ -53,9 +53,10 @@ _NO_LANE = Lane()  # read-only stand-in for a lane nothing was added to (see Fra
 
 
 def _enabled(tasks: Sequence[Task]) -> Sequence[Task]:
-    if not any(t.disabled for t in tasks):
-        return tasks  # the flow's own (immutable) sequence: nothing to copy per frame
-    return [t for t in tasks if not t.disabled]
+    for t in tasks:
+        if t.disabled:
+            return [t for t in tasks if not t.disabled]
+    return tasks  # the flow's own (immutable) sequence: nothing to copy per frame
 
 
 def loop_value(v: Any) -> str:

@@ -50,6 +50,14 @@ class Guardian(Actor):
         else:  # spawned before this actor's task started: linked in on_start
             self._early.append(ref)
 
+    def release(self, name: str) -> None:
+        """An execution actor ended its execution: nothing to restart if it stops now.
+
+        Execution actors are spawned with ``notify_stop=False`` (one message fewer per
+        execution): only a crash sends Terminated here; a normal end is this call.
+        """
+        self.by_actor.pop(name, None)
+
     async def receive(self, message: Any) -> Any:
         if not isinstance(message, Terminated):
             return await super().receive(message)
