@@ -1,8 +1,7 @@
 """What tracing costs: task runs/s with tracing off, on, and on for executions not sampled.
 
-Workloads, on the in-memory store so the figure is the engine's and the tracer's (on SQLite
-the writer thread and the event loop share the GIL and any CPU work on the loop, tracing or
-not, moves the figure far more than its own cost: see ``benchmarks/engine.py``):
+Workloads, on the in-memory store so the figure is the engine's and the tracer's (SQLite with
+tracing is workload 2 of ``benchmarks/engine.py``):
 
 * ``seq``: one execution of 1,000 sequential no-op tasks;
 * ``concurrent``: 1,000 executions of a 5-task flow submitted at once.

@@ -100,3 +100,43 @@ def test_worker_alone_reaches_expected_states(tmp_path: Path, n: int) -> None:
     with sqlite3.connect(db) as conn:
         rows = dict(conn.execute("SELECT flow_id, state FROM executions").fetchall())
     assert rows == EXPECTED
+
+
+_HOLDER = """
+import sys, anyio, actorflow as af
+async def main():
+    async with af.Runtime.open(sys.argv[1]):
+        print("ready", flush=True)
+        await anyio.sleep_forever()
+anyio.run(main)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_writer_process_dies_with_its_runtime(tmp_path: Path) -> None:
+    """SIGKILL of a runtime's process takes its SQLite writer process with it at once, so no
+    batch of a dead runtime can land after another process took its executions over."""
+    import os
+    import select
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(tmp_path / "holder.db")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        writers = [
+            int(c) for c in children if "_writer_proc" in Path(f"/proc/{c}/cmdline").read_text()
+        ]
+        assert len(writers) == 1
+        pidfd = os.pidfd_open(writers[0])
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    try:
+        ready, _, _ = select.select([pidfd], [], [], 10.0)  # readable once the process is gone
+        assert ready, "the writer process outlived its runtime"
+    finally:
+        os.close(pidfd)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 from collections import deque
@@ -136,9 +137,12 @@ class ActorSystem:
             ref._actor = actor
             if restart_error is not None:
                 await actor.on_restart(restart_error)
-            await actor.on_start()
+            hooks = _hooks(type(actor))
+            if hooks[0]:
+                await actor.on_start()
             await self._loop(ref, actor)
-            await actor.on_stop()
+            if hooks[1]:
+                await actor.on_stop()
         except Exception as exc:
             error = exc
         except asyncio.CancelledError:
@@ -294,6 +298,13 @@ class ActorSystem:
         """Cancel every actor at once (the host is being cancelled)."""
         for ref in list(self._actors.values()):
             ref._cancel()
+
+
+@functools.cache
+def _hooks(cls: type[Actor]) -> tuple[bool, bool]:
+    """Whether ``cls`` overrides on_start / on_stop: a short-lived actor (a task run) skips
+    awaiting the empty defaults."""
+    return cls.on_start is not Actor.on_start, cls.on_stop is not Actor.on_stop
 
 
 async def stop_within(ref: ActorRef, timeout: float) -> None:

@@ -52,13 +52,14 @@ def _describe(exc: BaseException) -> str:
 class TaskRunActor(Actor):
     """Runs one task run to a terminal state and reports to its execution."""
 
-    __slots__ = ("_cancel", "_killed", "_pending", "_timer", "record", "scope", "task")
+    __slots__ = ("_cancel", "_killed", "_pending", "_runnable", "_timer", "record", "scope", "task")
 
     def __init__(
         self, scope: ExecutionScope, task: Task, record: TaskRun, *, fresh: bool = False
     ) -> None:
         self.scope = scope
         self.task = task
+        self._runnable = isinstance(task, Runnable)
         self.record = record
         self._cancel: Interruptible | None = None
         self._killed = False
@@ -105,7 +106,10 @@ class TaskRunActor(Actor):
         state = self.record.state
         if type(message) is Start or isinstance(message, Restart):
             if state in (State.CREATED, State.RESTARTED):
-                await self._begin()
+                if self._runnable:  # the common case, one coroutine less
+                    await self._run_attempt(to_running=True)
+                else:
+                    await self._begin()
         elif isinstance(message, Recover):
             await self._recover()
         elif isinstance(message, Retry):
