@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 from collections import deque
@@ -300,11 +299,16 @@ class ActorSystem:
             ref._cancel()
 
 
-@functools.cache
+_HOOKS: dict[type, tuple[bool, bool]] = {}
+
+
 def _hooks(cls: type[Actor]) -> tuple[bool, bool]:
     """Whether ``cls`` overrides on_start / on_stop: a short-lived actor (a task run) skips
     awaiting the empty defaults."""
-    return cls.on_start is not Actor.on_start, cls.on_stop is not Actor.on_stop
+    found = _HOOKS.get(cls)
+    if found is None:
+        found = _HOOKS[cls] = (cls.on_start is not Actor.on_start, cls.on_stop is not Actor.on_stop)
+    return found
 
 
 async def stop_within(ref: ActorRef, timeout: float) -> None:
