@@ -20,11 +20,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import statistics
 import subprocess
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 import actorflow as af
-from benchmarks._common import median_of, noop, peak_rss_mb, row, seq_flow, tmpdb
+from benchmarks._common import median_of, noop, row, seq_flow, tmpdb
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parent.parent
@@ -55,6 +53,7 @@ def _provider() -> TracerProvider:
 async def seq_rate(path: str, n: int, tracing: Any = None) -> float:
     flow = seq_flow(n)
     async with af.Runtime.open(path, tracing=tracing) as rt:
+        gc.collect()  # the previous run's garbage is not this run's cost
         start = time.perf_counter()
         ex = await rt.run(flow)
         elapsed = time.perf_counter() - start
@@ -66,102 +65,12 @@ async def bare_seq(n: int) -> float:
     async def task() -> None:
         return None
 
+    gc.collect()  # the previous run's garbage is not this run's cost
+
     start = time.perf_counter()
     for _ in range(n):
         await asyncio.ensure_future(task())
     return n / (time.perf_counter() - start)
-
-
-# -- 3: concurrent executions -------------------------------------------------------------------
-async def concurrent(path: str, executions: int) -> dict[str, float]:
-    flow = af.Flow(id="five", namespace="bench", tasks=[noop(f"t{i}") for i in range(5)])
-    latencies: list[float] = []
-
-    async def one(rt: af.Runtime) -> None:
-        t = time.perf_counter()
-        ex = await rt.run(flow)
-        latencies.append(time.perf_counter() - t)
-        assert ex.state is af.State.SUCCESS
-
-    async with af.Runtime.open(path) as rt:
-        start = time.perf_counter()
-        await asyncio.gather(*(one(rt) for _ in range(executions)))
-        elapsed = time.perf_counter() - start
-    q = statistics.quantiles(latencies, n=100)
-    return {"rate": executions * 5 / elapsed, "p50": q[49], "p99": q[98], "rss": peak_rss_mb()}
-
-
-async def bare_concurrent(executions: int, steps: int = 5) -> dict[str, float]:
-    latencies: list[float] = []
-
-    async def step() -> None:
-        return None
-
-    async def one() -> None:
-        t = time.perf_counter()
-        for _ in range(steps):
-            await asyncio.ensure_future(step())
-        latencies.append(time.perf_counter() - t)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(executions)))
-    elapsed = time.perf_counter() - start
-    q = statistics.quantiles(latencies, n=100)
-    return {"rate": executions * steps / elapsed, "p50": q[49], "p99": q[98],
-            "rss": peak_rss_mb()}  # fmt: skip
-
-
-# -- 4: many at once ----------------------------------------------------------------------------
-async def flood(path: str, executions: int) -> dict[str, float]:
-    """``executions`` submitted at once by as many callers; each waits for its end."""
-    flow = af.Flow(id="two", namespace="bench", tasks=[noop("a"), noop("b")])
-    seen = {"parked": 0, "running": 0, "waiting": 0}
-    async with af.Runtime.open(path) as rt:
-        engine = rt.engine
-        submitted = 0
-
-        async def one() -> None:
-            nonlocal submitted
-            handle = await rt.submit(flow)
-            submitted += 1
-            ex = await handle.wait()
-            assert ex.state is af.State.SUCCESS
-
-        async def watch() -> None:
-            while True:
-                seen["parked"] = max(seen["parked"], len(engine.admission.parked))
-                seen["running"] = max(seen["running"], len(engine.live))
-                seen["waiting"] = max(seen["waiting"], executions - submitted)
-                await asyncio.sleep(0.05)
-
-        watcher = asyncio.ensure_future(watch())
-        start = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(executions)))
-        elapsed = time.perf_counter() - start
-        watcher.cancel()
-    return {"rate": executions * 2 / elapsed, "seconds": elapsed, "rss": peak_rss_mb(),
-            "max_parked": seen["parked"], "max_running": seen["running"],
-            "max_waiting_submitters": seen["waiting"]}  # fmt: skip
-
-
-async def idle_executions(path: str, n: int) -> dict[str, float]:
-    """``n`` paused executions held: bytes each (tracemalloc), then all resumed to the end."""
-    flow = af.Flow(id="idle", namespace="bench", tasks=[af.Pause(id="wait"), noop("after")])
-    async with af.Runtime.open(path) as rt:
-        gc.collect()
-        tracemalloc.start()
-        before = tracemalloc.get_traced_memory()[0]
-        handles = [await rt.submit(flow) for _ in range(n)]
-        for h in handles:
-            await rt.wait_for(h.id, af.State.PAUSED)
-        gc.collect()
-        held = tracemalloc.get_traced_memory()[0] - before
-        tracemalloc.stop()
-        for h in handles:
-            await rt.resume(h.id)
-        for h in handles:
-            assert (await h.wait()).state is af.State.SUCCESS
-    return {"bytes_per_idle": held / n, "rss": peak_rss_mb()}
 
 
 # -- 5: retries ---------------------------------------------------------------------------------
@@ -176,6 +85,7 @@ async def retry_cost(path: str, n: int) -> tuple[float, float]:
     async with af.Runtime.open(path) as rt:
         out = []
         for f in (flaky, plain):
+            gc.collect()  # the previous run's garbage is not this run's cost
             start = time.perf_counter()
             for _ in range(n):
                 assert (await rt.run(f)).state is af.State.SUCCESS
@@ -192,6 +102,8 @@ async def bare_retry(n: int) -> float:
         if attempts % 3:
             raise ConnectionError("flaky")
 
+    gc.collect()  # the previous run's garbage is not this run's cost
+
     start = time.perf_counter()
     for _ in range(n):
         for _attempt in range(3):
@@ -204,27 +116,9 @@ async def bare_retry(n: int) -> float:
 
 
 # -- isolated runs ----------------------------------------------------------------------------
-def _one(name: str, quick: bool) -> dict[str, float]:
-    """One workload in this process (the subprocess side)."""
-    conc = 1_000 if quick else 10_000
-    many = 10_000 if quick else 100_000
-    idle = 2_000 if quick else 10_000
-    if name == "concurrent":
-        return anyio.run(concurrent, str(tmpdb()), conc)
-    if name == "bare_concurrent":
-        return anyio.run(bare_concurrent, conc)
-    if name == "flood":
-        return anyio.run(flood, str(tmpdb()), many)
-    if name == "bare_flood":
-        return anyio.run(bare_concurrent, many, 2)
-    if name == "idle":
-        return anyio.run(idle_executions, str(tmpdb()), idle)
-    raise ValueError(name)
-
-
 def isolated(name: str, quick: bool) -> dict[str, float]:
     """Run one workload in a fresh interpreter; its peak RSS is its own."""
-    args = [sys.executable, "-m", "benchmarks.engine", "--one", name, *(["--quick"] * quick)]
+    args = [sys.executable, "-m", "benchmarks._isolated", name, *(["--quick"] * quick)]
     out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -238,7 +132,12 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     def med(fn: Any, *args: Any) -> float:
         return median_of([anyio.run(fn, *args) for _ in range(reps)])
 
-    anyio.run(seq_rate, ":memory:", seq_n)  # warm-up: imports, first-time caches
+    # Warm-up of every path measured below: imports, first-time caches, and CPython's
+    # specializing interpreter, which takes a few thousand calls to settle on the storage path.
+    for _ in range(3):
+        anyio.run(seq_rate, ":memory:", seq_n)
+        anyio.run(seq_rate, str(tmpdb()), seq_n)
+    anyio.run(seq_rate, str(tmpdb()), seq_n, _provider())
     bare = med(bare_seq, seq_n)
     mem = med(seq_rate, ":memory:", seq_n)
     rows.append(row("engine", f"(2) {seq_n} sequential tasks, memory store", mem, bare,
@@ -285,9 +184,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    if "--one" in sys.argv:
-        print(json.dumps(_one(sys.argv[sys.argv.index("--one") + 1], "--quick" in sys.argv)))
-        sys.exit(0)
     from benchmarks.__main__ import print_table
 
     result = run(quick="--quick" in sys.argv)

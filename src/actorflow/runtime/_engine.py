@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from actorflow._errors import ExecutionNotFound, RuntimeClosedError
+from actorflow._errors import ExecutionNotFound, RuntimeClosedError, StorageUnavailable
 from actorflow.actors import ActorSystem, Kill
 from actorflow.runtime._admission import Admission
 from actorflow.runtime._clock import Clock, Timers
@@ -324,13 +324,18 @@ class Engine:
         watcher = self._child_watchers.pop(ex.id, None)
 
         def committed(error: BaseException | None) -> None:
-            # Waiters hear of the end only once it is stored (or the store failed).
+            # Waiters hear of the end only once it is stored; if it could not be, they hear
+            # that instead (the end is not durable, so it is not reported as one).
             self._ending.pop(ex.id, None)
             ended = self._ended
-            ended[ex.id] = ex
+            if error is None:
+                ended[ex.id] = ex
             for done in self._waiters.pop(ex.id, ()):
                 if not done.done():
-                    done.set_result(ex)
+                    if error is None:
+                        done.set_result(ex)
+                    else:
+                        done.set_exception(_not_stored(ex, error))
             if watcher is not None:
                 watcher.tell_nowait(Complete(ex.state, _child_outputs(ex), ex.error))
             if len(ended) > 10_000:
@@ -418,6 +423,14 @@ class Engine:
         ref = self.live.get(child_id)
         if ref is not None and ref.is_alive:
             ref.tell_nowait(Kill())
+
+
+def _not_stored(ex: Execution, error: BaseException) -> StorageUnavailable:
+    if isinstance(error, StorageUnavailable):
+        return error
+    return StorageUnavailable(
+        f"execution {ex.id} ended {ex.state.value} but was not stored: {error}"
+    )
 
 
 def _child_outputs(ex: Execution) -> dict[str, Any]:

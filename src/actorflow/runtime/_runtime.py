@@ -16,7 +16,7 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
-from actorflow._errors import ExecutionNotFound, FlowError, IllegalOperation
+from actorflow._errors import ExecutionNotFound, FlowError, IllegalOperation, StorageUnavailable
 from actorflow.actors import Kill, Pause, open_actor_system
 from actorflow.runtime._admission import check_limits
 from actorflow.runtime._clock import Clock
@@ -164,8 +164,10 @@ class Runtime:
         *,
         labels: Mapping[str, str] | None = None,
         traceparent: str | None = None,
+        durable: bool = True,
     ) -> ExecutionHandle:
-        """Create an execution of ``flow`` and start it; returns once it is stored."""
+        """Create an execution of ``flow`` and start it; returns once it is stored
+        (``durable=False``: once it is queued for storage, for a caller that awaits its end)."""
         engine = self.engine
         engine._check()
         valid = validate_inputs(flow.inputs, inputs, where=f"flow {flow.namespace}.{flow.id}")
@@ -181,14 +183,16 @@ class Runtime:
         )
         commit = engine.save_execution(record, record.history)
         engine.start_execution(flow, record)
-        await commit
+        if durable:
+            await commit
         return ExecutionHandle(self, record)
 
     async def run(
         self, flow: Flow, inputs: Mapping[str, Any] | None = None, *, timeout: float | None = None
     ) -> Execution:
         """Submit and wait: the finished tree."""
-        handle = await self.submit(flow, inputs)
+        # No wait for the creation's own commit: the end commits after it, and is awaited.
+        handle = await self.submit(flow, inputs, durable=False)
         return await self.wait(handle.id, timeout=timeout)
 
     # -- reading ---------------------------------------------------------------------
@@ -228,6 +232,8 @@ class Runtime:
     async def _follow(self, execution_id: str) -> Execution:
         """Not running here: another process may own it; follow the store."""
         while True:
+            if self.store.failed is not None:
+                raise StorageUnavailable(f"storage failed: {self.store.failed}")
             ex = await self._load(execution_id)
             if ex.state.terminal:
                 return ex
