@@ -22,8 +22,10 @@ from benchmarks._common import noop, peak_rss_mb, tmpdb
 
 
 # -- 3: concurrent executions -------------------------------------------------------------------
-async def concurrent(path: str, executions: int) -> dict[str, float]:
-    flow = af.Flow(id="five", namespace="bench", tasks=[noop(f"t{i}") for i in range(5)])
+async def concurrent(path: str, executions: int, tasks: int = 5) -> dict[str, float]:
+    """``executions`` of a ``tasks``-task flow run by as many concurrent callers (as in a
+    service: their submits share group commits); rate, latency quantiles, peak RSS."""
+    flow = af.Flow(id=f"c{tasks}", namespace="bench", tasks=[noop(f"t{i}") for i in range(tasks)])
     latencies: list[float] = []
 
     async def one(rt: af.Runtime) -> None:
@@ -38,7 +40,8 @@ async def concurrent(path: str, executions: int) -> dict[str, float]:
         await asyncio.gather(*(one(rt) for _ in range(executions)))
         elapsed = time.perf_counter() - start
     q = statistics.quantiles(latencies, n=100)
-    return {"rate": executions * 5 / elapsed, "p50": q[49], "p99": q[98], "rss": peak_rss_mb()}
+    return {"rate": executions * tasks / elapsed, "p50": q[49], "p99": q[98],
+            "rss": peak_rss_mb()}  # fmt: skip
 
 
 async def bare_concurrent(executions: int, steps: int = 5) -> dict[str, float]:

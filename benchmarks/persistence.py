@@ -8,7 +8,6 @@ the floor of reading and decoding the same rows.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
 import sys
@@ -22,6 +21,7 @@ import actorflow as af
 from actorflow.runtime._persist import decode_execution, decode_task_run
 from actorflow.storage import SQLiteStore
 from benchmarks._common import median_of, noop, row, seq_flow, tmpdb
+from benchmarks._isolated import concurrent
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -38,19 +38,7 @@ async def _seq(path: str, n: int) -> float:
 
 
 async def _concurrent(path: str, executions: int, tasks: int) -> float:
-    flow = af.Flow(id=f"c{tasks}", namespace="bench", tasks=[noop(f"t{i}") for i in range(tasks)])
-
-    async def one(rt: af.Runtime) -> None:
-        ex = await rt.run(flow)
-        assert ex.state is af.State.SUCCESS
-
-    async with af.Runtime.open(path) as rt:
-        gc.collect()  # the previous run's garbage is not this run's cost
-        start = time.perf_counter()
-        # Concurrent callers, as in a service: submits share group commits.
-        await asyncio.gather(*(one(rt) for _ in range(executions)))
-        elapsed = time.perf_counter() - start
-    return executions * tasks / elapsed
+    return (await concurrent(path, executions, tasks))["rate"]
 
 
 async def _recovery(n: int) -> tuple[float, float, float]:

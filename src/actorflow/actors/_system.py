@@ -118,6 +118,31 @@ class ActorSystem:
     def __len__(self) -> int:
         return len(self._actors)
 
+    async def _live(
+        self,
+        ref: ActorRef,
+        factory: Callable[[], Actor],
+        parent: ActorRef | None,
+        restart_error: BaseException | None,
+    ) -> None:
+        """Make the actor, run its hooks and its mailbox: an actor's life on any backend."""
+        actor = factory()
+        actor.context = ActorContext(ref.name, ref, self, parent)
+        ref._actor = actor
+        if restart_error is not None:
+            await actor.on_restart(restart_error)
+        hooks = _hooks(type(actor))
+        if hooks[0]:
+            await actor.on_start()
+        await self._loop(ref, actor)
+        if hooks[1]:
+            await actor.on_stop()
+
+    @staticmethod
+    def _children_of(ref: ActorRef) -> list[ActorRef]:
+        actor = ref._actor
+        return list(actor.context.children.values()) if actor is not None else []
+
     async def _run_aio(
         self,
         ref: ActorRef,
@@ -128,20 +153,8 @@ class ActorSystem:
         """The actor's task on asyncio: no anyio cancel scope (it costs more than the rest of
         a short actor's life); the system cancels the task itself (:meth:`ActorRef._cancel`)."""
         error: BaseException | None = None
-        ctx: ActorContext | None = None
         try:
-            actor = factory()
-            ctx = ActorContext(ref.name, ref, self, parent)
-            actor.context = ctx
-            ref._actor = actor
-            if restart_error is not None:
-                await actor.on_restart(restart_error)
-            hooks = _hooks(type(actor))
-            if hooks[0]:
-                await actor.on_start()
-            await self._loop(ref, actor)
-            if hooks[1]:
-                await actor.on_stop()
+            await self._live(ref, factory, parent, restart_error)
         except Exception as exc:
             error = exc
         except asyncio.CancelledError:
@@ -152,9 +165,10 @@ class ActorSystem:
                 task.uncancel()
         finally:
             try:
-                if ctx is not None and ctx.children:
+                children = self._children_of(ref)
+                if children:
                     ref._shielded = True  # children must stop even if the system cancels us
-                    for child in reversed(list(ctx.children.values())):
+                    for child in reversed(children):
                         await stop_within(child, 5.0)
             finally:
                 self._cleanup(ref, parent, error)
@@ -168,27 +182,20 @@ class ActorSystem:
         parent: ActorRef | None,
         restart_error: BaseException | None,
     ) -> None:
+        """The actor's task on other backends (trio): in an anyio cancel scope of its own."""
         error: BaseException | None = None
-        ctx: ActorContext | None = None
         with anyio.CancelScope() as scope:
             ref._scope = scope
             try:
-                actor = factory()
-                ctx = ActorContext(ref.name, ref, self, parent)
-                actor.context = ctx
-                ref._actor = actor
-                if restart_error is not None:
-                    await actor.on_restart(restart_error)
-                await actor.on_start()
-                await self._loop(ref, actor)
-                await actor.on_stop()
+                await self._live(ref, factory, parent, restart_error)
             except Exception as exc:
                 error = exc
             finally:
-                if ctx is not None and ctx.children:
+                children = self._children_of(ref)
+                if children:
                     # Shielded: children must stop even when the system is being cancelled.
                     with anyio.CancelScope(shield=True):
-                        for child in reversed(list(ctx.children.values())):
+                        for child in reversed(children):
                             await stop_within(child, 5.0)
                 self._cleanup(ref, parent, error)
 
