@@ -1,9 +1,12 @@
-"""SQLite store: one writer connection with group commit, one reader connection.
+"""SQLite store: one writer with group commit, a reader connection, an admin connection.
 
 Writers never wait for each other: ``write`` appends its ops to the newest pending batch and
-returns that batch's :class:`Commit`. While a transaction is in flight, new ops pile up; the
-writer then takes the next batch (at most ``batch_max`` ops), runs it as ONE transaction in
-aiosqlite's thread (one thread hop per batch, not per statement) and resolves its commit.
+returns that batch's :class:`Commit`; ``write_latest`` keeps only the newest snapshot of a key
+until its batch is written. While batches commit, new ops pile up; the writer takes the next
+batch (at most ``batch_max`` ops), builds it, and commits it as ONE transaction in the writer
+process (several batches in flight, in order) or, with ``writer="thread"``, in aiosqlite's
+thread (one hop per batch, not per statement). Migrations and administration (claims,
+purges, owners, commands) run on an in-process connection; reads in ``_sqlite_reads``.
 """
 
 from __future__ import annotations
@@ -11,14 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import os
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from pathlib import Path
-from types import EllipsisType
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -27,21 +28,14 @@ import msgspec
 
 from actorflow._errors import DatabaseInvalid, StorageError, StorageUnavailable
 from actorflow.storage import _sql
+from actorflow.storage._batch import Batch
 from actorflow.storage._procwriter import ProcessWriter, WriterError
 from actorflow.storage._rows import (
-    AttemptRow,
-    CommandRow,
-    DeleteExecution,
-    DeleteTaskRuns,
     ExecutionRow,
-    HistoryRow,
-    LogRow,
-    MetricRow,
     Op,
-    OutputRow,
-    TaskRunRow,
 )
 from actorflow.storage._schema import CURRENT_VERSION, migrate
+from actorflow.storage._sqlite_reads import SQLiteReads
 from actorflow.storage._store import COMMITTED, Commit
 
 T = TypeVar("T")
@@ -56,54 +50,7 @@ class WriterStats(msgspec.Struct, frozen=True):
     largest_batch: int
 
 
-class _Latest:
-    """A place in a batch for the newest item of a key; built into ops when written."""
-
-    __slots__ = ("build", "item", "pos")
-
-    def __init__(self, build: Callable[[Any], Sequence[Op]], item: Any, pos: int) -> None:
-        self.build = build
-        self.item = item
-        self.pos = pos
-
-
-class _Batch:
-    """Ops that will commit in one transaction, and the commit their writers await."""
-
-    __slots__ = ("barrier", "commit", "latest", "ops")
-
-    def __init__(self, notify: Callable[[], None]) -> None:
-        self.ops: list[Op | _Latest] = []
-        self.latest: dict[Hashable, _Latest] = {}
-        self.barrier = 0  # ops before the last delete: a key written later takes a new place
-        self.commit = Commit(notify)
-
-    def add(self, ops: Sequence[Op]) -> None:
-        for op in ops:
-            if isinstance(op, DeleteTaskRuns | DeleteExecution):
-                self.barrier = len(self.ops) + 1
-            self.ops.append(op)
-
-    def add_latest(self, key: Hashable, build: Callable[[Any], Sequence[Op]], item: Any) -> None:
-        slot = self.latest.get(key)
-        if slot is not None and slot.pos >= self.barrier:
-            slot.item = item
-            return
-        slot = self.latest[key] = _Latest(build, item, len(self.ops))
-        self.ops.append(slot)
-
-    def materialize(self) -> list[Op]:
-        """The batch's ops, each latest item built now (encoded once per batch)."""
-        out: list[Op] = []
-        for op in self.ops:
-            if type(op) is _Latest:
-                out.extend(op.build(op.item))
-            else:
-                out.append(op)  # type: ignore[arg-type]
-        return out
-
-
-class SQLiteStore:
+class SQLiteStore(SQLiteReads):
     """The default store: a WAL-mode SQLite file shared by any number of processes."""
 
     def __init__(
@@ -134,8 +81,8 @@ class SQLiteStore:
         self.fail_next: BaseException | None = None  # test hook: the next batch raises this
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: deque[_Batch] = deque()
-        self._in_flight: deque[_Batch] = deque()  # sent, not committed yet (in order)
+        self._queue: deque[Batch] = deque()
+        self._in_flight: deque[Batch] = deque()  # sent, not committed yet (in order)
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
@@ -239,13 +186,6 @@ class SQLiteStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    @staticmethod
-    async def _call(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(sqlite3_connection, *args)`` in the connection's thread as one call."""
-        # aiosqlite has no public way to run a callable in its thread; _execute is its own
-        # queueing, and one hop for a whole transaction beats one per statement.
-        return await conn._execute(fn, conn._conn, *args)  # type: ignore[no-untyped-call,no-any-return]
-
     # -- writing ------------------------------------------------------------------------
     def write(self, ops: Iterable[Op]) -> Commit:
         """Queue ``ops`` (they commit together); await the result for durability."""
@@ -268,14 +208,14 @@ class SQLiteStore:
         batch.add_latest(key, build, item)
         return batch.commit
 
-    def _open_batch(self, size: int) -> _Batch:
+    def _open_batch(self, size: int) -> Batch:
         """The batch new ops join: the last queued one, or a new one when it is full."""
         queue = self._queue
         if queue:
             batch = queue[-1]
             if not batch.ops or len(batch.ops) + size <= self.batch_max:
                 return batch
-        batch = _Batch(self._wake_writer)
+        batch = Batch(self._wake_writer)
         queue.append(batch)
         self._wake_writer()
         return batch
@@ -359,7 +299,7 @@ class SQLiteStore:
             if not isinstance(exc, Exception):
                 raise
 
-    def _committed(self, batch: _Batch, ops: int) -> None:
+    def _committed(self, batch: Batch, ops: int) -> None:
         if self._in_flight and self._in_flight[0] is batch:
             self._in_flight.popleft()
         self._batches += 1
@@ -368,7 +308,7 @@ class SQLiteStore:
         batch.commit.resolve()
 
     def _acked(
-        self, batch: _Batch, ops: int, fail: BaseException | None, done: asyncio.Future[None]
+        self, batch: Batch, ops: int, fail: BaseException | None, done: asyncio.Future[None]
     ) -> None:
         """A reply of the writer process (they come in the order the batches went)."""
         if self._failed is not None:
@@ -456,174 +396,3 @@ class SQLiteStore:
             _sql.claim, owner, list(terminal_states), self.clock() - stale_after
         )
         return [ExecutionRow(*r) for r in rows]
-
-    # -- reading (its own connection and thread: never waits for the writer) ----------
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        if self._reader is None:
-            raise StorageError(f"{self.path}: store is not open")
-        try:
-            return await self._call(self._reader, _sql.fetch, sql, params)
-        except sqlite3.OperationalError as exc:
-            raise StorageUnavailable(f"{self.path}: cannot read ({exc})") from exc
-        except sqlite3.DatabaseError as exc:
-            raise DatabaseInvalid(f"{self.path}: corrupt database ({exc})") from exc
-
-    async def get_execution(self, execution_id: str) -> ExecutionRow | None:
-        """One execution row."""
-        sql = f"SELECT {_sql.EXEC_COLS} FROM executions WHERE id = ?"
-        rows = await self._rows(sql, (execution_id,))
-        return ExecutionRow(*rows[0]) if rows else None
-
-    async def list_executions(
-        self,
-        *,
-        flow_id: str | None = None,
-        namespace: str | None = None,
-        states: Collection[str] | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-        offset: int = 0,
-        newest_first: bool = True,
-    ) -> list[ExecutionRow]:
-        """Executions filtered by flow, namespace, states and creation time [since, until)."""
-        where: list[str] = []
-        params: list[Any] = []
-        for clause, val in (
-            ("flow_id = ?", flow_id),
-            ("namespace = ?", namespace),
-            ("created >= ?", since),
-            ("created < ?", until),
-        ):
-            if val is not None:
-                where.append(clause)
-                params.append(val)
-        if states is not None:
-            st = list(states)
-            where.append(f"state IN ({','.join('?' * len(st))})")
-            params.extend(st)
-        order = "DESC" if newest_first else "ASC"
-        sql = (
-            f"SELECT {_sql.EXEC_COLS} FROM executions"
-            f"{' WHERE ' + ' AND '.join(where) if where else ''}"
-            f" ORDER BY created {order}, id {order} LIMIT ? OFFSET ?"
-        )
-        return [ExecutionRow(*r) for r in await self._rows(sql, [*params, limit, offset])]
-
-    async def unfinished_executions(self, terminal_states: Collection[str]) -> list[ExecutionRow]:
-        """Executions not in a terminal state, oldest first."""
-        st = list(terminal_states)
-        sql = (
-            f"SELECT {_sql.EXEC_COLS} FROM executions WHERE state NOT IN"
-            f" ({','.join('?' * len(st))}) ORDER BY created, id"
-        )
-        return [ExecutionRow(*r) for r in await self._rows(sql, st)]
-
-    async def task_runs(self, execution_id: str) -> list[TaskRunRow]:
-        """Task runs of an execution in creation order."""
-        sql = f"SELECT {_sql.TR_COLS} FROM task_runs WHERE execution_id = ? ORDER BY created, rowid"
-        return [TaskRunRow(*r) for r in await self._rows(sql, (execution_id,))]
-
-    async def task_runs_of(self, execution_ids: Sequence[str]) -> dict[str, list[TaskRunRow]]:
-        """Task runs of many executions, by execution, each in creation order: one query per
-        500 executions instead of one each."""
-        out: dict[str, list[TaskRunRow]] = {i: [] for i in execution_ids}
-        ids = list(out)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            sql = (
-                f"SELECT {_sql.TR_COLS} FROM task_runs WHERE execution_id IN"
-                f" ({','.join('?' * len(chunk))}) ORDER BY execution_id, created, rowid"
-            )
-            for r in await self._rows(sql, chunk):
-                out[r[1]].append(TaskRunRow(*r))
-        return out
-
-    async def attempts(self, execution_id: str, task_run_id: str | None = None) -> list[AttemptRow]:
-        """Attempts of an execution in insertion order, or of one task run by number."""
-        sql = f"SELECT {_sql.ATTEMPT_COLS} FROM attempts WHERE execution_id = ?"
-        if task_run_id is None:
-            rows = await self._rows(sql + " ORDER BY rowid", (execution_id,))
-        else:
-            sql += " AND task_run_id = ? ORDER BY number"
-            rows = await self._rows(sql, (execution_id, task_run_id))
-        return [AttemptRow(*r) for r in rows]
-
-    async def history(
-        self, execution_id: str, task_run_id: str | EllipsisType | None = ...
-    ) -> list[HistoryRow]:
-        """State history in insertion order: ``...`` every entry, ``None`` the execution's."""
-        sql = (
-            "SELECT execution_id, task_run_id, state, ts FROM state_history WHERE execution_id = ?"
-        )
-        params: list[Any] = [execution_id]
-        if task_run_id is None:
-            sql += " AND task_run_id IS NULL"
-        elif not isinstance(task_run_id, EllipsisType):
-            sql += " AND task_run_id = ?"
-            params.append(task_run_id)
-        return [HistoryRow(*r) for r in await self._rows(sql + " ORDER BY seq", params)]
-
-    async def metrics(
-        self,
-        *,
-        execution_id: str | None = None,
-        task_run_id: str | None = None,
-        name: str | None = None,
-        tags: Mapping[str, str] | None = None,
-    ) -> list[MetricRow]:
-        """Metrics; ``tags`` matches metrics carrying at least those tags."""
-        where: list[str] = []
-        params: list[Any] = []
-        for col, val in (("execution_id", execution_id), ("task_run_id", task_run_id),
-                         ("name", name)):  # fmt: skip
-            if val is not None:
-                where.append(f"{col} = ?")
-                params.append(val)
-        rest: dict[str, str] = {}
-        for key, value in (tags or {}).items():
-            if '"' in key or "\\" in key:
-                rest[key] = value  # not expressible as a JSON path: filtered below
-                continue
-            where.append("json_extract(tags, ?) IS ?")
-            params.extend((f'$."{key}"', value))
-        sql = (
-            f"SELECT {_sql.METRIC_COLS} FROM metrics"
-            f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY rowid"
-        )
-        rows = await self._rows(sql, params)
-        out = [MetricRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
-        if rest:
-            out = [m for m in out if all(m.tags.get(k) == v for k, v in rest.items())]
-        return out
-
-    async def logs(
-        self, execution_id: str, task_run_id: str | None = None, *, limit: int | None = None
-    ) -> list[LogRow]:
-        """Log lines in order (the first ``limit`` of them)."""
-        sql = f"SELECT {_sql.LOG_COLS} FROM logs WHERE execution_id = ?"
-        params: list[Any] = [execution_id]
-        if task_run_id is not None:
-            sql += " AND task_run_id = ?"
-            params.append(task_run_id)
-        sql += " ORDER BY seq"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [LogRow(*r) for r in await self._rows(sql, params)]
-
-    async def outputs(self, execution_id: str) -> list[OutputRow]:
-        """Outputs of every task run of an execution."""
-        sql = "SELECT execution_id, task_run_id, data FROM outputs WHERE execution_id = ?"
-        return [OutputRow(*r) for r in await self._rows(sql + " ORDER BY rowid", (execution_id,))]
-
-    async def commands_after(self, last_id: int) -> list[CommandRow]:
-        """Commands with an id above ``last_id``, in order."""
-        sql = (
-            "SELECT id, execution_id, kind, payload, created FROM commands WHERE id > ? ORDER BY id"
-        )
-        return [CommandRow(*r) for r in await self._rows(sql, (last_id,))]
-
-    async def owners(self) -> list[tuple[str, float]]:
-        """Registered owners with their last heartbeat."""
-        return [(r[0], r[1]) for r in await self._rows("SELECT owner, heartbeat FROM owners")]

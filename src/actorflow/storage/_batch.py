@@ -1,0 +1,56 @@
+"""A batch of the SQLite writer: ops that commit in one transaction, and their commit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+from actorflow.storage._rows import DeleteExecution, DeleteTaskRuns, Op
+from actorflow.storage._store import Commit
+
+
+class _Latest:
+    """A place in a batch for the newest item of a key; built into ops when written."""
+
+    __slots__ = ("build", "item", "pos")
+
+    def __init__(self, build: Callable[[Any], Sequence[Op]], item: Any, pos: int) -> None:
+        self.build = build
+        self.item = item
+        self.pos = pos
+
+
+class Batch:
+    """Ops that will commit in one transaction, and the commit their writers await."""
+
+    __slots__ = ("barrier", "commit", "latest", "ops")
+
+    def __init__(self, notify: Callable[[], None]) -> None:
+        self.ops: list[Op | _Latest] = []
+        self.latest: dict[Hashable, _Latest] = {}
+        self.barrier = 0  # ops before the last delete: a key written later takes a new place
+        self.commit = Commit(notify)
+
+    def add(self, ops: Sequence[Op]) -> None:
+        for op in ops:
+            if isinstance(op, DeleteTaskRuns | DeleteExecution):
+                self.barrier = len(self.ops) + 1
+            self.ops.append(op)
+
+    def add_latest(self, key: Hashable, build: Callable[[Any], Sequence[Op]], item: Any) -> None:
+        slot = self.latest.get(key)
+        if slot is not None and slot.pos >= self.barrier:
+            slot.item = item
+            return
+        slot = self.latest[key] = _Latest(build, item, len(self.ops))
+        self.ops.append(slot)
+
+    def materialize(self) -> list[Op]:
+        """The batch's ops, each latest item built now (encoded once per batch)."""
+        out: list[Op] = []
+        for op in self.ops:
+            if type(op) is _Latest:
+                out.extend(op.build(op.item))
+            else:
+                out.append(op)  # type: ignore[arg-type]
+        return out
