@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,14 @@ from actorflow.runtime._clock import Clock
 from actorflow.runtime._engine import Engine, Observer
 from actorflow.runtime._execution import new_execution_record
 from actorflow.runtime._flow import Flow, validate_inputs
-from actorflow.runtime._messages import Recover, Restart, ResumeWith, Snapshot
+from actorflow.runtime._messages import Restart, ResumeWith, Snapshot
 from actorflow.runtime._persist import decode_any, decode_execution, decode_task_run
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
+from actorflow.runtime._recovery import COMMAND_POLL, STALE_AFTER, TERMINAL_NAMES, Recovery
 from actorflow.runtime._states import TERMINAL, State, check_transition
 from actorflow.runtime._tasks import Flowable
 from actorflow.storage import (
     DeleteTaskRuns,
-    ExecutionRow,
     FileStorage,
     LogRow,
     MetricRow,
@@ -38,12 +37,8 @@ from actorflow.storage import (
     open_store,
 )
 
-_TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)
 DEFAULT_MAX_ACTIVE: int | None = 128
 DEFAULT_MAX_QUEUED: int | None = 10_000
-_COMMAND_POLL = 0.2
-_HEARTBEAT = 2.0
-_STALE_AFTER = 15.0
 
 
 class ExecutionHandle:
@@ -66,7 +61,7 @@ class ExecutionHandle:
         return f"<ExecutionHandle {self.record.namespace}.{self.record.flow_id} {self.id}>"
 
 
-class Runtime:
+class Runtime(Recovery):
     """An embedded workflow runtime on an actor system and a store."""
 
     def __init__(self, engine: Engine, store: Store) -> None:
@@ -127,7 +122,7 @@ class Runtime:
             rt = cls(engine, store)
             for flow in flows:
                 engine.register(flow)
-            await store.register_owner(engine.owner, _STALE_AFTER)
+            await store.register_owner(engine.owner, STALE_AFTER)
             tg.start_soon(engine.timers.run)
             tg.start_soon(rt._housekeeping)
             if recover:
@@ -237,7 +232,7 @@ class Runtime:
             ex = await self._load(execution_id)
             if ex.state.terminal:
                 return ex
-            await anyio.sleep(_COMMAND_POLL)
+            await anyio.sleep(COMMAND_POLL)
 
     async def wait_for(
         self, execution_id: str, *states: State, timeout: float | None = None
@@ -473,14 +468,14 @@ class Runtime:
         if execution_ids:
             for i in execution_ids:
                 row = await self.store.get_execution(i)
-                if row is not None and row.state in _TERMINAL_NAMES:
+                if row is not None and row.state in TERMINAL_NAMES:
                     rows.append(row)
         if older_than is not None:
             cutoff = time.time() - older_than
             offset = 0
             while True:
                 page = await self.store.list_executions(
-                    states=_TERMINAL_NAMES, limit=1000, offset=offset, newest_first=False
+                    states=TERMINAL_NAMES, limit=1000, offset=offset, newest_first=False
                 )
                 rows.extend(r for r in page if r.ended is not None and r.ended < cutoff)
                 if len(page) < 1000:
@@ -511,96 +506,6 @@ class Runtime:
             )
         return flow
 
-    # -- recovery and background -------------------------------------------------------
-    async def recover(self) -> list[str]:
-        """Resume unfinished executions whose owner is gone; returns their ids."""
-        store = self.store
-        for owner in await _dead_local_owners(store):
-            await store.release_owner(owner)
-        rows = await store.claim_orphans(self.engine.owner, _TERMINAL_NAMES, _STALE_AFTER)
-        with _collector_paused(len(rows) > 1000):
-            resumed = await self._resume_claimed(rows)
-            # Let the new actors take their first steps (rebuild, re-arm) inside the pause.
-            for _ in range(4):
-                await anyio.lowlevel.checkpoint()
-        return resumed
-
-    async def _resume_claimed(self, rows: list[ExecutionRow]) -> list[str]:
-        store = self.store
-        resumed: list[str] = []
-        for start in range(0, len(rows), 1000):
-            chunk = [decode_execution(r.data) for r in rows[start : start + 1000]]
-            runs_of = await store.task_runs_of([ex.id for ex in chunk])
-            for ex in chunk:
-                try:
-                    flow = self._flow_for(ex)
-                except IllegalOperation:
-                    continue
-                runs = [decode_task_run(r.data) for r in runs_of[ex.id]]
-                if ex.state in (State.CREATED, State.QUEUED):  # not started: wait for a slot
-                    self.engine.start_execution(flow, ex, runs, "recover", Recover())
-                else:
-                    self.engine.spawn_execution(flow, ex, runs, "recover", Recover())
-                resumed.append(ex.id)
-        return resumed
-
-    async def _housekeeping(self) -> None:
-        """Heartbeat the ownership, apply commands from other processes."""
-        next_beat = 0.0
-        while True:
-            await anyio.sleep(_COMMAND_POLL)
-            now = time.monotonic()
-            try:
-                if now >= next_beat:
-                    await self.store.heartbeat(self.engine.owner)
-                    next_beat = now + _HEARTBEAT
-                for cmd in await self.store.commands_after(self._last_command):
-                    self._last_command = cmd.id
-                    if cmd.created < self._restarted_at.get(cmd.execution_id, 0.0):
-                        continue
-                    await self._apply(cmd.execution_id, cmd.kind, cmd.payload)
-            except Exception:
-                continue
-
-    async def _apply(self, execution_id: str, kind: str, payload: bytes) -> None:
-        ref = self.engine.live.get(execution_id) or self.engine.unpark(execution_id)
-        if ref is None or not ref.is_alive:
-            return
-        message: Any
-        if kind == "kill":
-            message = Kill()
-        elif kind == "pause":
-            message = Pause()
-        elif kind == "resume":
-            message = ResumeWith(dict(decode_any_json(payload) or {}))
-        else:
-            return
-        with contextlib.suppress(Exception):
-            await ref.ask(message, timeout=30.0)
-
-
-@contextlib.contextmanager
-def _collector_paused(pause: bool) -> Iterator[None]:
-    """Pause the cycle collector while thousands of actors come back at once.
-
-    Everything they allocate is alive, so its passes find nothing to free, yet a full pass
-    walks every object: recovering 10,000 executions spent two thirds of its time there. The
-    host's own setting is restored afterwards (a disabled collector stays disabled).
-    """
-    if not pause or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-def decode_any_json(payload: bytes) -> Any:
-    """JSON payload of a command."""
-    return msgspec.json.decode(payload) if payload else None
-
 
 def _errors_subtrees(flow: Flow, runs: tuple[TaskRun, ...]) -> set[str]:
     """Task runs of ``errors`` branches and everything under them (restart removes them)."""
@@ -622,29 +527,6 @@ def _load_source(source: str) -> Flow | None:
         return None
     flow: Flow = loader.load_flow_text(source)
     return flow
-
-
-async def _dead_local_owners(store: Store) -> list[str]:
-    """Owners registered from this host whose process is gone (crashed)."""
-    owners_fn = getattr(store, "owners", None)
-    if owners_fn is None:
-        return []
-    host = os.uname().nodename
-    dead: list[str] = []
-    for owner in await owners_fn():
-        name = owner[0] if isinstance(owner, tuple) else owner
-        parts = str(name).split(":")
-        if len(parts) >= 2 and parts[0] == host and parts[1].isdigit():
-            pid = int(parts[1])
-            if pid == os.getpid():
-                continue
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                dead.append(name)
-            except PermissionError:
-                pass
-    return dead
 
 
 __all__ = ["ExecutionHandle", "Runtime", "decode_any"]
