@@ -1,7 +1,7 @@
 """DBOS Transact on actorflow's benchmark workloads (issue 7 numbering), SQLite system database.
 
 Run it with the interpreter of ``benchmarks/peers/.venv-dbos`` (``run.py`` does). It imports only
-DBOS and the standard library. Workloads:
+DBOS, the standard library and ``_peer.py`` beside it (the helpers both peers share). Workloads:
 
 1. messaging: ``DBOS.send`` / ``DBOS.recv`` between two workflows: send throughput, delivery
    throughput, and a ping-pong round trip (send -> recv -> reply) with DBOS's default
@@ -20,29 +20,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import math
-import os
-import platform
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import metadata
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import _peer
 
 _T_IMPORT = time.perf_counter()
 from dbos import DBOS, DBOSConfig, SetWorkflowID  # noqa: E402
 
 IMPORT_S = time.perf_counter() - _T_IMPORT
 PEER = "dbos"
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+row = partial(_peer.row, PEER)
+log = partial(_peer.log, PEER)
+PACKAGES = ("dbos", "sqlalchemy")  # the packages whose versions matter for these numbers
 DEFAULT_POLL_S = 1.0  # DBOSConfig notification_listener_polling_interval_sec default
 
 
@@ -55,16 +54,10 @@ async def noop() -> None:
     return None
 
 
-_ATTEMPTS: dict[str, int] = {}
-
-
 @DBOS.step(retries_allowed=True, max_attempts=3, interval_seconds=0, backoff_rate=1.0)
 async def flaky(key: str) -> int:
     """Fails on its first two attempts for ``key``, succeeds on the third."""
-    _ATTEMPTS[key] = _ATTEMPTS.get(key, 0) + 1
-    if _ATTEMPTS[key] < 3:
-        raise RuntimeError("planned failure")
-    return _ATTEMPTS[key]
+    return _peer.fail_twice(key)
 
 
 @DBOS.workflow()
@@ -132,50 +125,6 @@ async def pinger(destination: str, n: int) -> list[float]:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0..1)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
-def row(
-    workload: str,
-    metric: str,
-    value: float | None,
-    unit: str,
-    n: int | None,
-    note: str = "",
-    reps: list[float] | None = None,
-) -> dict[str, Any]:
-    """One result row in the shared peers.json shape."""
-    return {
-        "peer": PEER,
-        "workload": workload,
-        "metric": metric,
-        "value": value,
-        "unit": unit,
-        "n": n,
-        "note": note,
-        "reps": reps or [],
-    }
-
-
-def log(msg: str) -> None:
-    """Progress on stdout (the driver streams it; peer noise goes to stderr)."""
-    print(f"[dbos] {msg}", flush=True)
-
-
-def versions() -> dict[str, str]:
-    """Installed versions of the packages that matter for these numbers."""
-    out = {"python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version}
-    for name in ("dbos", "sqlalchemy"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "-"
-    return out
 
 
 class Launches:
@@ -274,8 +223,8 @@ async def round_trip(
             ping = await DBOS.start_workflow_async(pinger, pong.workflow_id, n)
             lat = await ping.get_result()
             await pong.get_result()
-            p50s.append(pct(lat, 0.5) * 1000)
-            p99s.append(pct(lat, 0.99) * 1000)
+            p50s.append(_peer.pct(lat, 0.5) * 1000)
+            p99s.append(_peer.pct(lat, 0.99) * 1000)
             log(
                 f"1 round trip (poll {poll_s or DEFAULT_POLL_S} s) rep {rep + 1}: "
                 f"p50 {p50s[-1]:.1f} ms, p99 {p99s[-1]:.1f} ms"
@@ -337,10 +286,7 @@ async def sequential(launches: Launches, n: int, reps: int) -> list[dict[str, An
 
 async def concurrent(launches: Launches, workflows: int, reps: int) -> list[dict[str, Any]]:
     """Workload 3: ``workflows`` workflows of 5 steps, all started at once."""
-    rates: list[float] = []
-    p50s: list[float] = []
-    p99s: list[float] = []
-    errors = 0
+    tally = _peer.Tally()
 
     async def finish(handle: Any, submitted: float) -> float:
         await handle.get_result()
@@ -357,94 +303,66 @@ async def concurrent(launches: Launches, workflows: int, reps: int) -> list[dict
                 waits.append(finish(handle, submitted))
             results = await asyncio.gather(*waits, return_exceptions=True)
             wall = time.perf_counter() - start
-            lat = [r for r in results if isinstance(r, float)]
-            errs = [r for r in results if not isinstance(r, float)]
-            errors += len(errs)
-            rates.append(len(lat) * 5 / wall)
-            if lat:
-                p50s.append(pct(lat, 0.5) * 1000)
-                p99s.append(pct(lat, 0.99) * 1000)
+            lat, errs = tally.add(results, wall)
             log(
                 f"3 concurrent rep {rep + 1}: {len(lat)}/{workflows} ok in {wall:.2f} s, "
-                f"{len(lat) * 5 / wall:,.1f} task runs/s, errors {len(errs)}"
+                f"{tally.rates[-1]:,.1f} task runs/s, errors {len(errs)}"
                 + (f" (first: {type(errs[0]).__name__}: {errs[0]})" if errs else "")
             )
     w = f"3 concurrent ({workflows} workflows x 5 steps, all at once)"
     note = (
         f"median of {reps}; {workflows} per rep (actorflow: 10,000); "
-        f"start_workflow_async for each; failed workflows {errors}"
+        f"start_workflow_async for each; failed workflows {tally.errors}"
     )
     lat_note = f"median of {reps}; from start_workflow_async to get_result"
     return [
-        row(w, "task runs/s", statistics.median(rates), "task runs/s", workflows * 5, note, rates),
+        row(
+            w,
+            "task runs/s",
+            statistics.median(tally.rates),
+            "task runs/s",
+            workflows * 5,
+            note,
+            tally.rates,
+        ),
         row(
             w,
             "latency p50 (submit to finish)",
-            statistics.median(p50s) if p50s else None,
+            statistics.median(tally.p50s) if tally.p50s else None,
             "ms",
             workflows,
             lat_note,
-            p50s,
+            tally.p50s,
         ),
         row(
             w,
             "latency p99 (submit to finish)",
-            statistics.median(p99s) if p99s else None,
+            statistics.median(tally.p99s) if tally.p99s else None,
             "ms",
             workflows,
             lat_note,
-            p99s,
+            tally.p99s,
         ),
     ]
 
 
 async def retry(launches: Launches, executions: int, reps: int) -> list[dict[str, Any]]:
     """Workload 5: workflow with a step that fails twice then succeeds, beside a plain one."""
-    flaky_ms: list[float] = []
-    once_ms: list[float] = []
     with dbos_instance(launches):
         await warm_up(launches)
-        for rep in range(reps):
-            for i in range(executions):
-                start = time.perf_counter()
-                attempts = await retry_wf(f"r{rep}-{i}")
-                flaky_ms.append((time.perf_counter() - start) * 1000)
-                if attempts != 3:
-                    raise RuntimeError(f"expected 3 attempts, saw {attempts}")
-                start = time.perf_counter()
-                await once_wf()
-                once_ms.append((time.perf_counter() - start) * 1000)
-            log(
-                f"5 retry rep {rep + 1}: fail x2 then ok "
-                f"{statistics.median(flaky_ms[-executions:]):.2f} ms, "
-                f"ok at once {statistics.median(once_ms[-executions:]):.2f} ms (medians)"
-            )
-    w = "5 retry (1 workflow, 1 step)"
-
-    def note(ms: list[float]) -> str:
-        return (
-            f"median of {len(ms)} executions ({reps} reps x {executions}, alternating); "
-            f"mean {statistics.fmean(ms):.2f}, max {max(ms):.2f}"
+        flaky_ms, once_ms = await _peer.time_retries(
+            PEER, retry_wf, once_wf, executions, reps, digits=2
         )
-
-    return [
-        row(
-            w,
-            "fails twice, succeeds on 3rd (max_attempts=3, interval 0)",
-            statistics.median(flaky_ms),
-            "ms/execution",
-            len(flaky_ms),
-            note(flaky_ms),
-        ),
-        row(
-            w,
-            "succeeds at once",
-            statistics.median(once_ms),
-            "ms/execution",
-            len(once_ms),
-            note(once_ms),
-        ),
-    ]
+    return _peer.retry_rows(
+        PEER,
+        "5 retry (1 workflow, 1 step)",
+        "fails twice, succeeds on 3rd (max_attempts=3, interval 0)",
+        flaky_ms,
+        once_ms,
+        reps,
+        executions,
+        digits=2,
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -487,9 +405,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main() -> int:
     """Parse options, run, print the table, write JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke sizes, 1 rep")
-    parser.add_argument("--reps", type=int, default=3)
+    parser = _peer.arg_parser(__doc__)
     parser.add_argument("--messages", type=int, default=1000, help="workload 1 send count")
     parser.add_argument("--round-trips", type=int, default=200, help="ping-pongs, 10 ms poll")
     parser.add_argument(
@@ -498,7 +414,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=1000, help="workload 2 step count")
     parser.add_argument("--workflows", type=int, default=500, help="workload 3 workflow count")
     parser.add_argument("--executions", type=int, default=50, help="workload 5 per rep")
-    parser.add_argument("--out", type=Path, default=RESULTS / "peers-dbos.json")
+    parser.add_argument("--out", type=Path, default=_peer.RESULTS / "peers-dbos.json")
     args = parser.parse_args()
     if args.quick:
         args.reps, args.messages, args.round_trips, args.round_trips_default = 1, 50, 20, 2
@@ -507,35 +423,19 @@ def main() -> int:
     wall = time.perf_counter()
     rows = asyncio.run(run(args))
     total = time.perf_counter() - wall
-    doc = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-        },
-        "peer": PEER,
-        "versions": versions(),
-        "settings": {
-            "quick": args.quick,
-            "reps": args.reps,
-            "messages": args.messages,
-            "round_trips": args.round_trips,
-            "round_trips_default": args.round_trips_default,
-            "steps": args.steps,
-            "workflows": args.workflows,
-            "executions": args.executions,
-            "logging": "WARNING",
-            "system_database": "SQLite, a fresh file per workload",
-        },
-        "total_s": total + IMPORT_S,
-        "rows": rows,
+    settings = {
+        "quick": args.quick,
+        "reps": args.reps,
+        "messages": args.messages,
+        "round_trips": args.round_trips,
+        "round_trips_default": args.round_trips_default,
+        "steps": args.steps,
+        "workflows": args.workflows,
+        "executions": args.executions,
+        "logging": "WARNING",
+        "system_database": "SQLite, a fresh file per workload",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    for r in rows:
-        value = "n/a" if r["value"] is None else f"{r['value']:,.2f}"
-        print(f"{r['workload'][:44]:44}  {r['metric'][:58]:58}  {value:>10} {r['unit']}")
-    log(f"wrote {args.out} ({total + IMPORT_S:.1f} s)")
+    _peer.report(PEER, args.out, PACKAGES, settings, total + IMPORT_S, rows)
     return 0
 
 

@@ -1,7 +1,8 @@
 """Prefect 3 on actorflow's benchmark workloads (issue 7 numbering), ephemeral API on SQLite.
 
 Run it with the interpreter of ``benchmarks/peers/.venv-prefect`` (``run.py`` does). It imports
-only Prefect and the standard library. Workloads:
+only Prefect, the standard library and ``_peer.py`` beside it (the helpers both peers share).
+Workloads:
 
 1. messaging kernel: not applicable (Prefect has no actor/messaging primitive);
 2. one async flow with 1,000 sequential no-op async tasks;
@@ -33,20 +34,17 @@ _T_IMPORT = time.perf_counter()
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
-import sqlite3  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
-from importlib import metadata  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+import _peer  # noqa: E402
 from prefect import flow, get_client, task  # noqa: E402
 from prefect.client.schemas.filters import (  # noqa: E402
     TaskRunFilter,
@@ -59,7 +57,19 @@ from prefect.context import get_run_context  # noqa: E402
 
 IMPORT_S = time.perf_counter() - _T_IMPORT
 PEER = "prefect"
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+row = partial(_peer.row, PEER)
+log = partial(_peer.log, PEER)
+# The packages whose versions matter for these numbers (the API server's stack included).
+PACKAGES = (
+    "prefect",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "sqlalchemy",
+    "aiosqlite",
+    "pydantic",
+    "httpx",
+)
 
 
 # --------------------------------------------------------------------------- flows and tasks
@@ -71,16 +81,10 @@ async def noop() -> None:
     return None
 
 
-_ATTEMPTS: dict[str, int] = {}
-
-
 @task(retries=2, retry_delay_seconds=0)
 async def flaky(key: str) -> int:
     """Fails on its first two attempts for ``key``, succeeds on the third."""
-    _ATTEMPTS[key] = _ATTEMPTS.get(key, 0) + 1
-    if _ATTEMPTS[key] < 3:
-        raise RuntimeError("planned failure")
-    return _ATTEMPTS[key]
+    return _peer.fail_twice(key)
 
 
 @flow
@@ -142,59 +146,6 @@ class RetryCounter(logging.Filter):
 
 
 RETRIES = RetryCounter()
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0..1)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
-def row(
-    workload: str,
-    metric: str,
-    value: float | None,
-    unit: str,
-    n: int | None,
-    note: str = "",
-    reps: list[float] | None = None,
-) -> dict[str, Any]:
-    """One result row in the shared peers.json shape."""
-    return {
-        "peer": PEER,
-        "workload": workload,
-        "metric": metric,
-        "value": value,
-        "unit": unit,
-        "n": n,
-        "note": note,
-        "reps": reps or [],
-    }
-
-
-def log(msg: str) -> None:
-    """Progress on stdout (the driver streams it; peer noise goes to stderr)."""
-    print(f"[prefect] {msg}", flush=True)
-
-
-def versions() -> dict[str, str]:
-    """Installed versions of the packages that matter for these numbers."""
-    out = {"python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version}
-    for name in (
-        "prefect",
-        "fastapi",
-        "starlette",
-        "uvicorn",
-        "sqlalchemy",
-        "aiosqlite",
-        "pydantic",
-        "httpx",
-    ):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "-"
-    return out
 
 
 async def recorded_task_runs(flow_run_id: str) -> int:
@@ -299,10 +250,7 @@ async def sequential(n: int, reps: int) -> list[dict[str, Any]]:
 
 async def concurrent(flows: int, concurrency: int, reps: int) -> list[dict[str, Any]]:
     """Workload 3: ``flows`` flows of 5 tasks, at most ``concurrency`` in flight."""
-    rates: list[float] = []
-    p50s: list[float] = []
-    p99s: list[float] = []
-    errors_total = 0
+    tally = _peer.Tally()
     sem = asyncio.Semaphore(concurrency)
 
     async def one() -> float:
@@ -315,97 +263,62 @@ async def concurrent(flows: int, concurrency: int, reps: int) -> list[dict[str, 
         start = time.perf_counter()
         results = await asyncio.gather(*(one() for _ in range(flows)), return_exceptions=True)
         wall = time.perf_counter() - start
-        lat = [r for r in results if isinstance(r, float)]
-        errs = [r for r in results if not isinstance(r, float)]
-        errors_total += len(errs)
-        rates.append(len(lat) * 5 / wall)
-        if lat:
-            p50s.append(pct(lat, 0.5) * 1000)
-            p99s.append(pct(lat, 0.99) * 1000)
+        lat, errs = tally.add(results, wall)
         log(
             f"3 concurrent rep {rep + 1}: {len(lat)}/{flows} flows ok in {wall:.2f} s, "
-            f"{len(lat) * 5 / wall:,.1f} task runs/s, errors {len(errs)}"
+            f"{tally.rates[-1]:,.1f} task runs/s, errors {len(errs)}"
             + (f" (first: {type(errs[0]).__name__}: {str(errs[0])[:120]})" if errs else "")
         )
     w = f"3 concurrent ({flows} flows x 5 tasks, <= {concurrency} at once)"
     note = (
-        f"median of {reps}; {flows} flows per rep (actorflow: 10,000); failed flows {errors_total}"
+        f"median of {reps}; {flows} flows per rep (actorflow: 10,000); failed flows {tally.errors}"
     )
     return [
-        row(w, "task runs/s", statistics.median(rates), "task runs/s", flows * 5, note, rates),
+        row(
+            w,
+            "task runs/s",
+            statistics.median(tally.rates),
+            "task runs/s",
+            flows * 5,
+            note,
+            tally.rates,
+        ),
         row(
             w,
             "latency p50 (flow call to finish, after a concurrency slot)",
-            statistics.median(p50s) if p50s else None,
+            statistics.median(tally.p50s) if tally.p50s else None,
             "ms",
             flows,
             f"median of {reps}",
-            p50s,
+            tally.p50s,
         ),
         row(
             w,
             "latency p99 (flow call to finish, after a concurrency slot)",
-            statistics.median(p99s) if p99s else None,
+            statistics.median(tally.p99s) if tally.p99s else None,
             "ms",
             flows,
             f"median of {reps}",
-            p99s,
+            tally.p99s,
         ),
     ]
 
 
 async def retry(executions: int, reps: int) -> list[dict[str, Any]]:
     """Workload 5: flow with a task that fails twice then succeeds, beside a plain one."""
-    flaky_ms: list[float] = []
-    once_ms: list[float] = []
-    for rep in range(reps):
-        for i in range(executions):
-            start = time.perf_counter()
-            attempts = await retry_flow(f"r{rep}-{i}")
-            flaky_ms.append((time.perf_counter() - start) * 1000)
-            if attempts != 3:
-                raise RuntimeError(f"expected 3 attempts, saw {attempts}")
-            start = time.perf_counter()
-            await once_flow()
-            once_ms.append((time.perf_counter() - start) * 1000)
-        log(
-            f"5 retry rep {rep + 1}: fail x2 then ok "
-            f"{statistics.median(flaky_ms[-executions:]):.1f} ms, "
-            f"ok at once {statistics.median(once_ms[-executions:]):.1f} ms (medians)"
-        )
-    return retry_rows(flaky_ms, once_ms, reps, executions)
-
-
-def retry_rows(
-    flaky_ms: list[float], once_ms: list[float], reps: int, executions: int
-) -> list[dict[str, Any]]:
-    """Rows of workload 5: median of every execution, mean and max in the note."""
-    w = "5 retry (1 flow, 1 task)"
-
-    def note(ms: list[float]) -> str:
-        return (
-            f"median of {len(ms)} executions ({reps} reps x {executions}, alternating); "
-            f"mean {statistics.fmean(ms):.1f}, max {max(ms):.1f}"
-        )
-
-    return [
-        row(
-            w,
-            "fails twice, succeeds on 3rd (retries=2, delay 0)",
-            statistics.median(flaky_ms),
-            "ms/execution",
-            len(flaky_ms),
-            note(flaky_ms),
-        ),
-        row(
-            w,
-            "succeeds at once",
-            statistics.median(once_ms),
-            "ms/execution",
-            len(once_ms),
-            note(once_ms),
-        ),
-    ]
+    flaky_ms, once_ms = await _peer.time_retries(
+        PEER, retry_flow, once_flow, executions, reps, digits=1
+    )
+    return _peer.retry_rows(
+        PEER,
+        "5 retry (1 flow, 1 task)",
+        "fails twice, succeeds on 3rd (retries=2, delay 0)",
+        flaky_ms,
+        once_ms,
+        reps,
+        executions,
+        digits=1,
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -435,14 +348,12 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main() -> int:
     """Parse options, run, print the table, write JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke sizes, 1 rep")
-    parser.add_argument("--reps", type=int, default=3)
+    parser = _peer.arg_parser(__doc__)
     parser.add_argument("--tasks", type=int, default=1000, help="workload 2 task count")
     parser.add_argument("--flows", type=int, default=40, help="workload 3 flow count")
     parser.add_argument("--concurrency", type=int, default=10, help="workload 3 cap")
     parser.add_argument("--executions", type=int, default=10, help="workload 5 per rep")
-    parser.add_argument("--out", type=Path, default=RESULTS / "peers-prefect.json")
+    parser.add_argument("--out", type=Path, default=_peer.RESULTS / "peers-prefect.json")
     args = parser.parse_args()
     if args.quick:
         args.reps, args.tasks, args.flows, args.executions = 1, 50, 10, 3
@@ -452,34 +363,25 @@ def main() -> int:
     finally:
         shutil.rmtree(_HOME, ignore_errors=True)
     total = time.perf_counter() - wall
-    doc = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-        },
-        "peer": PEER,
-        "versions": versions(),
-        "settings": {
-            "quick": args.quick,
-            "reps": args.reps,
-            "tasks": args.tasks,
-            "flows": args.flows,
-            "concurrency": args.concurrency,
-            "executions": args.executions,
-            "logging": "WARNING",
-            "api": "ephemeral (uvicorn subprocess), SQLite in a fresh PREFECT_HOME",
-        },
-        "client_retried_requests": RETRIES.since(0),
-        "total_s": total + IMPORT_S,
-        "rows": rows,
+    settings = {
+        "quick": args.quick,
+        "reps": args.reps,
+        "tasks": args.tasks,
+        "flows": args.flows,
+        "concurrency": args.concurrency,
+        "executions": args.executions,
+        "logging": "WARNING",
+        "api": "ephemeral (uvicorn subprocess), SQLite in a fresh PREFECT_HOME",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    for r in rows:
-        value = "n/a" if r["value"] is None else f"{r['value']:,.2f}"
-        print(f"{r['workload'][:44]:44}  {r['metric'][:58]:58}  {value:>10} {r['unit']}")
-    log(f"wrote {args.out} ({total + IMPORT_S:.1f} s)")
+    _peer.report(
+        PEER,
+        args.out,
+        PACKAGES,
+        settings,
+        total + IMPORT_S,
+        rows,
+        client_retried_requests=RETRIES.since(0),
+    )
     return 0
 
 

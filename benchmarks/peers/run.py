@@ -70,6 +70,8 @@ def run_peer(peer: str, extra: list[str], out: Path, timeout: float) -> dict[str
     print(f"[{peer}] peer log output -> {log_path}", flush=True)
     started = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The script imports _peer from its own folder, which PYTHONSAFEPATH would drop from sys.path.
+    env.pop("PYTHONSAFEPATH", None)
     try:
         with log_path.open("w") as err:
             proc = subprocess.run(cmd, stderr=err, timeout=timeout, env=env)
