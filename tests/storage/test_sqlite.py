@@ -338,3 +338,28 @@ async def test_open_store_picks_the_backend(tmp_path: Path) -> None:
     assert isinstance(u, SQLiteStore) and u.path == tmp_path / "y.db"
     with pytest.raises(ValueError, match="batch_max"):
         SQLiteStore(tmp_path / "z.db", batch_max=0)
+
+
+async def test_the_writer_can_be_chosen_by_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ACTORFLOW_SQLITE_WRITER=thread keeps the writer in-process; a bad value is refused."""
+    monkeypatch.setenv("ACTORFLOW_SQLITE_WRITER", "thread")
+    async with SQLiteStore(tmp_path / "env.db") as s:
+        assert s.writer == "thread" and s._proc is None
+        await s.write([UpsertExecution(ex("e"))])
+        assert await s.get_execution("e") == ex("e")
+    monkeypatch.setenv("ACTORFLOW_SQLITE_WRITER", "fork")
+    with pytest.raises(ValueError, match="ACTORFLOW_SQLITE_WRITER"):
+        SQLiteStore(tmp_path / "bad.db")
+
+
+async def test_a_writer_process_that_cannot_start_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the writer process cannot be started, open says so and how to write in-process."""
+    import sys
+
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    with pytest.raises(StorageUnavailable, match="ACTORFLOW_SQLITE_WRITER=thread"):
+        await SQLiteStore(tmp_path / "noproc.db").open()

@@ -59,14 +59,17 @@ class SQLiteStore(SQLiteReads):
         *,
         batch_max: int = 1000,
         linger: float = 0.002,
-        writer: str = "process",
+        writer: str | None = None,
         read_only: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if batch_max < 1:
             raise ValueError(f"batch_max must be at least 1, not {batch_max}")
+        writer = writer or os.environ.get("ACTORFLOW_SQLITE_WRITER") or "process"
         if writer not in ("process", "thread"):
-            raise ValueError(f"writer must be 'process' or 'thread', not {writer!r}")
+            raise ValueError(
+                f"writer (or ACTORFLOW_SQLITE_WRITER) must be 'process' or 'thread', not {writer!r}"
+            )
         self.path = Path(path)
         self.batch_max = batch_max
         # Without a waiter, the writer gives a batch this long to grow (group commit): many
@@ -128,7 +131,14 @@ class SQLiteStore(SQLiteReads):
                 self._reader = await self._connect(str(path), False)
                 if self.writer == "process":
                     self._proc = ProcessWriter(path)
-                    await self._proc.start()
+                    try:
+                        await self._proc.start()
+                    except (OSError, StorageUnavailable) as exc:
+                        raise StorageUnavailable(
+                            f"{path}: cannot start the SQLite writer process ({exc}); where"
+                            " subprocesses are not allowed, write in-process with"
+                            " ACTORFLOW_SQLITE_WRITER=thread or SQLiteStore(writer='thread')"
+                        ) from exc
         except sqlite3.OperationalError as exc:
             await self._disconnect()
             raise StorageUnavailable(f"{path}: cannot open the database ({exc})") from exc
