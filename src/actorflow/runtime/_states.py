@@ -45,15 +45,11 @@ class State(enum.StrEnum):
     SKIPPED = "SKIPPED"
     RESTARTED = "RESTARTED"
 
-    @property
-    def terminal(self) -> bool:
-        """True for states that end a run (until a restart)."""
-        return self in TERMINAL
-
-    @property
-    def failed(self) -> bool:
-        """True for terminal states that stop a sequence (FAILED, KILLED, CANCELLED)."""
-        return self in _FAILING
+    # Plain attributes set on each member below, not properties: read on every state change.
+    terminal: bool
+    """True for states that end a run (until a restart)."""
+    failed: bool
+    """True for terminal states that stop a sequence (FAILED, KILLED, CANCELLED)."""
 
     @property
     def mistral(self) -> MistralState:
@@ -65,6 +61,9 @@ TERMINAL = frozenset(
     {State.SUCCESS, State.WARNING, State.FAILED, State.KILLED, State.CANCELLED, State.SKIPPED}
 )
 _FAILING = frozenset({State.FAILED, State.KILLED, State.CANCELLED})
+for _member in State:
+    _member.terminal = _member in TERMINAL
+    _member.failed = _member in _FAILING
 
 #: How each state reads in Mistral's vocabulary. WARNING and SKIPPED are completed without
 #: error there; KILLING is still running until the kill lands; KILLED is Mistral's CANCELLED.

@@ -8,6 +8,8 @@ from typing import Any
 from actorflow.storage._rows import DeleteExecution, DeleteTaskRuns, Op
 from actorflow.storage._store import Commit
 
+_DELETES = frozenset({DeleteTaskRuns, DeleteExecution})
+
 
 class _Latest:
     """A place in a batch for the newest item of a key; built into ops when written."""
@@ -32,10 +34,11 @@ class Batch:
         self.commit = Commit(notify)
 
     def add(self, ops: Sequence[Op]) -> None:
+        mine = self.ops
         for op in ops:
-            if isinstance(op, DeleteTaskRuns | DeleteExecution):
-                self.barrier = len(self.ops) + 1
-            self.ops.append(op)
+            if type(op) in _DELETES:
+                self.barrier = len(mine) + 1
+            mine.append(op)
 
     def add_latest(self, key: Hashable, build: Callable[[Any], Sequence[Op]], item: Any) -> None:
         slot = self.latest.get(key)
