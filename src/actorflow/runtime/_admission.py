@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from typing import Any
 
 from actorflow.runtime._records import Execution
@@ -43,18 +43,19 @@ class Admission:
         self._room: deque[asyncio.Future[None]] = deque()
         self._promised = 0  # places in the FIFO held for woken submitters not back yet
 
-    def has_room(self, live: int) -> bool:
+    def has_room(self, live: Sized) -> bool:
         """Whether one more execution may start now, with ``live`` execution actors."""
-        return self.max_active is None or live - len(self.idle) < self.max_active
+        return self.max_active is None or len(live) - len(self.idle) < self.max_active
 
-    def must_park(self, live: int) -> bool:
+    def must_park(self, live: Sized) -> bool:
         """Whether a new execution waits its turn (FIFO: behind any already parked)."""
         return bool(self.parked) or not self.has_room(live)
 
-    def admit(self, live: Callable[[], int], spawn: Callable[..., Any]) -> None:
-        """Start parked executions while there is room; wake submitters as the FIFO shrinks."""
+    def admit(self, live: Sized, spawn: Callable[..., Any]) -> None:
+        """Start parked executions while there is room (``spawn`` adds to ``live``); wake
+        submitters as the FIFO shrinks."""
         parked = self.parked
-        while parked and self.has_room(live()):
+        while parked and self.has_room(live):
             _, entry = parked.popitem(last=False)
             spawn(*entry)
         self._wake_submitters()

@@ -274,7 +274,7 @@ class Engine:
         if not self.accepting:
             raise RuntimeClosedError("the runtime does not accept work any more")
         entry = (flow, record, task_runs or [], mode, first if first is not None else Start())
-        if self.admission.must_park(len(self.live)):
+        if self.admission.must_park(self.live):
             self.register(flow)
             self._ended.pop(record.id, None)
             self.admission.parked[record.id] = entry
@@ -288,7 +288,7 @@ class Engine:
 
     def _admit(self) -> None:
         if self.accepting:
-            self.admission.admit(lambda: len(self.live), self.spawn_execution)
+            self.admission.admit(self.live, self.spawn_execution)
 
     def spawn_execution(
         self, flow: Flow, record: Execution, task_runs: list[TaskRun], mode: str, first: Any

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 import msgspec
 
 from actorflow._errors import ExecutionNotFound, FlowError, IllegalOperation, StorageUnavailable

@@ -118,7 +118,7 @@ class TaskRunActor(Actor):
                 if isinstance(self.task, Subflow):
                     await self._start_subflow()
                 else:
-                    await self._attempt()
+                    await self._run_attempt(to_running=True)
         elif isinstance(message, Kill):
             self._kill()
         elif isinstance(message, ResumeWith):
@@ -137,7 +137,7 @@ class TaskRunActor(Actor):
         elif isinstance(self.task, Subflow):
             await self._start_subflow()
         else:
-            await self._attempt()
+            await self._run_attempt(to_running=True)
 
     async def _recover(self) -> None:
         """Continue after a crash from the stored snapshot."""
@@ -172,9 +172,6 @@ class TaskRunActor(Actor):
             await self._run_attempt()
 
     # -- runnable attempts -----------------------------------------------------------
-    async def _attempt(self) -> None:
-        await self._run_attempt(to_running=True)
-
     async def _run_attempt(self, to_running: bool = False) -> None:
         engine = self.scope.engine
         record = self.record
