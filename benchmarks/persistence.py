@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 
 import actorflow as af
-from actorflow.runtime._persist import decode_execution, decode_task_run
+from actorflow.runtime._core._persist import decode_execution, decode_task_run
 from actorflow.storage import SQLiteStore
 from benchmarks._common import median_of, noop, row, seq_flow, tmpdb
 from benchmarks._isolated import concurrent

@@ -1,4 +1,14 @@
-"""actorflow: an asyncio actor-model runtime for workflow executions."""
+"""actorflow: an asyncio actor-model runtime for workflow executions.
+
+The rooms, bottom up (each may import only the ones below it):
+
+* ``actorflow.actors`` and ``actorflow.storage``: the actor kernel; stores and file storage;
+* ``actorflow.runtime``: the engine and the embedding API (``Runtime``, ``Flow``, the tasks);
+* ``actorflow.flows``: the flow-file language (YAML/JSON, task types, schema);
+* ``actorflow.cli``: the ``actorflow`` command (a face: above everything else).
+
+This package offers the names most programs need.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +36,7 @@ from actorflow._errors import (
     StoredFileNotFound,
     TemplateError,
 )
+from actorflow.flows import load_flow, load_flow_text, task_type
 from actorflow.runtime import (
     Concurrency,
     Dag,
@@ -49,10 +60,7 @@ from actorflow.runtime import (
     Switch,
     TaskContext,
     TaskRun,
-    load_flow,
-    load_flow_text,
     task,
-    task_type,
 )
 
 __all__ = [

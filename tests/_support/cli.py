@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 _SCRIPT = Path(sys.executable).with_name("actorflow")
 #: The installed console script when present (the real entry point), else ``python -m``.
-ACTORFLOW = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "actorflow.runtime._cli"]
-MODULE = [sys.executable, "-m", "actorflow.runtime._cli"]
+ACTORFLOW = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "actorflow.cli._cli"]
+MODULE = [sys.executable, "-m", "actorflow.cli._cli"]
 TIMEOUT = 60
 
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from cli_helpers import (
+from _support.cli import (
     EXAMPLES,
     MODULE,
     ROOT,
@@ -88,7 +88,7 @@ def test_failed_execution_exits_nonzero(tmp_path: Path) -> None:
 
 def test_invalid_flow_and_inputs_exit_2(tmp_path: Path) -> None:
     """Validation problems go to stderr with file and line; bad inputs are refused; both exit 2."""
-    golden = ROOT / "tests/runtime/golden/05_unknown_keys.yaml"
+    golden = ROOT / "tests/flows/golden/05_unknown_keys.yaml"
     proc = af("run", golden.relative_to(ROOT), "--db", tmp_path / "x.db", cwd=ROOT, code=2)
     expected = (golden.with_suffix(".txt")).read_text().splitlines()[1:]
     assert [line.strip() for line in proc.stderr.splitlines()[1:]] == [e.strip() for e in expected]
@@ -214,7 +214,7 @@ def test_errors_are_reported(tmp_path: Path) -> None:
 
 
 def test_module_entry_point_and_schema() -> None:
-    """``python -m actorflow.runtime._cli`` works too; schema prints the JSON Schema."""
+    """``python -m actorflow.cli._cli`` works too; schema prints the JSON Schema."""
     proc = subprocess.run(
         [*MODULE, "schema"], capture_output=True, text=True, env=env(), timeout=60, check=True
     )

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import EXAMPLES, af, af_json, finish, poll, query, start
+
+from _support.cli import EXAMPLES, af, af_json, finish, poll, query, start
 
 
 def _runs(tree: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

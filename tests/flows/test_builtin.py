@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from actorflow.runtime import Execution, FakeClock, Flow, Runtime, State, load_flow_text
-from actorflow.runtime._registry import Registry
+from actorflow.flows import load_flow_text
+from actorflow.flows._registry import Registry
+from actorflow.runtime import Execution, FakeClock, Flow, Runtime, State
 
 
 async def _run(flow: Flow, tmp_path: Path, clock: bool = True) -> Execution:

@@ -12,6 +12,10 @@ from typing import Any
 import pytest
 
 from actorflow import FlowValidationError, TemplateError
+from actorflow.flows._builtin import HttpRequest, OutputValues, ShellCommands
+from actorflow.flows._loader import load_flow, load_flow_text, parse_duration
+from actorflow.flows._registry import Registry, register_task_type, task_type
+from actorflow.flows._schema import flow_schema
 from actorflow.runtime import (
     Dag,
     Fail,
@@ -28,10 +32,6 @@ from actorflow.runtime import (
     State,
     TaskContext,
 )
-from actorflow.runtime._builtin import HttpRequest, OutputValues, ShellCommands
-from actorflow.runtime._loader import load_flow, load_flow_text, parse_duration
-from actorflow.runtime._registry import Registry, register_task_type, task_type
-from actorflow.runtime._schema import flow_schema
 from actorflow.runtime._template import render
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -55,7 +55,7 @@ def test_golden_validation_messages(case: Path, monkeypatch: pytest.MonkeyPatch)
         expected_file.write_text(got)
     assert got == expected_file.read_text()
     for line in got.splitlines()[1:]:
-        assert line.strip().startswith(f"tests/runtime/golden/{case.name}"), line
+        assert line.strip().startswith(f"tests/flows/golden/{case.name}"), line
 
 
 def test_golden_set_is_large_enough() -> None:
@@ -330,7 +330,7 @@ def test_flow_cannot_name_a_module() -> None:
 def test_json_schema_covers_types_and_aliases() -> None:
     """The JSON Schema lists every task type (aliases included) and the camelCase keys."""
     reg = Registry()
-    from actorflow.runtime._builtin import register_builtins
+    from actorflow.flows._builtin import register_builtins
 
     register_builtins(reg)
 
@@ -393,7 +393,7 @@ async def test_sandbox_escape_fails_the_task_run(tmp_path: Path) -> None:
 async def test_stored_flow_that_no_longer_loads(tmp_path: Path) -> None:
     """A stored flow whose user type is gone gives a clear IllegalOperation, not a crash."""
     from actorflow import IllegalOperation
-    from actorflow.runtime._registry import REGISTRY
+    from actorflow.flows._registry import REGISTRY
 
     def boom(ctx: TaskContext) -> None:
         raise RuntimeError("boom")

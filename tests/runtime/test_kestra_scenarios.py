@@ -736,7 +736,7 @@ async def test_a_crashed_execution_actor_restarts_from_the_store(
 ) -> None:
     """An execution actor that crashes is restarted by the guardian from its stored snapshot
     and the execution still completes; completed task runs are not run again."""
-    from actorflow.runtime import _execution
+    from actorflow.runtime._core import _execution
 
     original = _execution.ExecutionActor._child_changed
     crashes = {"left": 1}
@@ -763,7 +763,7 @@ async def test_recovery_continues_when_a_pause_ended_while_down(tmp_path: Any) -
     execution saw it) resumes on recovery instead of staying paused forever."""
     import msgspec
 
-    from actorflow.runtime._persist import decode_task_run, history_ops, task_run_rows
+    from actorflow.runtime._core._persist import decode_task_run, history_ops, task_run_rows
     from actorflow.runtime._records import StateEntry
     from actorflow.storage import SQLiteStore
 

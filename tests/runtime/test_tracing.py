@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import cli_helpers as cli
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -22,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import StatusCode
 
+import _support.cli as cli
 import actorflow as af
 from actorflow.runtime import Runtime, State
 from actorflow.runtime._tracing import DURATION_METRIC, Tracing, TracingObserver

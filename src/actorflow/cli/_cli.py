@@ -29,7 +29,7 @@ from actorflow._errors import (
     IllegalOperation,
     InputError,
 )
-from actorflow.runtime._display import (
+from actorflow.cli._display import (
     Progress,
     execution_header,
     execution_tree,
@@ -40,13 +40,32 @@ from actorflow.runtime._display import (
     timeline_rows,
     to_json,
 )
-from actorflow.runtime._flow import Flow, validate_inputs
-from actorflow.runtime._loader import load_flow, load_flows, parse_duration
-from actorflow.runtime._records import Execution
-from actorflow.runtime._runtime import ExecutionHandle, Runtime
-from actorflow.runtime._states import State
-from actorflow.runtime._tasks import Flowable, Subflow, Task
-from actorflow.runtime._tracing import cli_observer
+from actorflow.flows import load_flow, load_flows, parse_duration
+from actorflow.runtime import (
+    Execution,
+    ExecutionHandle,
+    Flow,
+    Flowable,
+    Observer,
+    ObserverGroup,
+    Runtime,
+    State,
+    Subflow,
+    Task,
+    tracing_observer,
+    validate_inputs,
+)
+
+
+def cli_observer(progress: Observer | None, exporter: str | None) -> Observer | None:
+    """``progress`` and, when asked (``--trace``) or when ``OTEL_EXPORTER_OTLP_*`` is set,
+    tracing (console spans on stderr, so they never mix with ``--json``); tracing first, as
+    it gives the trace context."""
+    tracer = tracing_observer(exporter, console=sys.stderr)
+    if tracer is None:
+        return progress
+    return tracer if progress is None else ObserverGroup(tracer, progress)
+
 
 _CHILD_FLAG = "--_detached-child"
 _CONTROL_WAIT = 10.0
@@ -159,7 +178,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 def _detach(args: argparse.Namespace) -> int:
     """Run the flow in a background process; print its execution id once stored."""
-    argv = [sys.executable, "-m", "actorflow.runtime._cli", "run", args.flow, "--db", _db(args)]
+    argv = [sys.executable, "-m", "actorflow.cli._cli", "run", args.flow, "--db", _db(args)]
     for pair in args.input or ():
         argv += ["--input", pair]
     for d in args.flow_dir or ():
@@ -219,7 +238,7 @@ async def cmd_validate(args: argparse.Namespace) -> int:
 
 
 async def cmd_schema(args: argparse.Namespace) -> int:
-    from actorflow.runtime._schema import flow_schema
+    from actorflow.flows import flow_schema
 
     print(json.dumps(flow_schema(), indent=2))
     return 0

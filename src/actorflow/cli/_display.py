@@ -15,9 +15,7 @@ from rich.markup import escape
 from rich.text import Text
 from rich.tree import Tree
 
-from actorflow.runtime._engine import Observer
-from actorflow.runtime._records import Execution, TaskRun
-from actorflow.runtime._states import State
+from actorflow.runtime import Execution, Observer, State, TaskRun
 
 STYLE: dict[State, str] = {
     State.CREATED: "dim",

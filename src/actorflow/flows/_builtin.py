@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 import anyio
 import msgspec
 
-from actorflow.runtime._registry import (
+from actorflow.flows._registry import (
     REGISTRY,
     ChildTask,
     Duration,
@@ -34,7 +34,7 @@ from actorflow.runtime._registry import (
     flowable_common,
     tasks_of,
 )
-from actorflow.runtime._tasks import (
+from actorflow.runtime import (
     AllowFailure,
     Dag,
     DagTask,
@@ -56,7 +56,7 @@ from actorflow.runtime._tasks import (
 )
 
 if TYPE_CHECKING:
-    from actorflow.runtime._context import TaskContext
+    from actorflow.runtime import TaskContext
 
 _MAX_CAPTURE = 1 << 20
 _KILL_GRACE = 2.0

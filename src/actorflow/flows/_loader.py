@@ -23,9 +23,8 @@ import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from actorflow._errors import FlowError, FlowValidationError, Problem
-from actorflow.runtime import _builtin  # noqa: F401  - registers the built-in types
-from actorflow.runtime._flow import Flow
-from actorflow.runtime._registry import (
+from actorflow.flows import _builtin  # noqa: F401  - registers the built-in types
+from actorflow.flows._registry import (
     REGISTRY,
     ChildTask,
     ConcurrencySpec,
@@ -39,7 +38,7 @@ from actorflow.runtime._registry import (
     SpecError,
     tasks_of,
 )
-from actorflow.runtime._template import has_template
+from actorflow.runtime import Flow, has_template
 
 Path_ = tuple[str | int, ...]
 _BAD: Any = object()

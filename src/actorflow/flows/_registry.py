@@ -24,9 +24,17 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 import msgspec
 
 from actorflow._errors import FlowError, InputError
-from actorflow.runtime._flow import Concurrency, ConcurrencyBehavior, Input, validate_inputs
-from actorflow.runtime._retry import Retry
-from actorflow.runtime._tasks import Call, Runnable, Task, TaskFunction
+from actorflow.runtime import (
+    Call,
+    Concurrency,
+    ConcurrencyBehavior,
+    Input,
+    Retry,
+    Runnable,
+    Task,
+    TaskFunction,
+    validate_inputs,
+)
 
 ENTRY_POINT_GROUP = "actorflow.task_types"
 _ID_PATTERN = "^[a-zA-Z0-9][a-zA-Z0-9_-]*$"

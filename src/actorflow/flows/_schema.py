@@ -6,8 +6,8 @@ from typing import Any
 
 import msgspec
 
-from actorflow.runtime._loader import FlowSpec
-from actorflow.runtime._registry import (
+from actorflow.flows._loader import FlowSpec
+from actorflow.flows._registry import (
     REGISTRY,
     ChildTask,
     Duration,

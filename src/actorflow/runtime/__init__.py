@@ -1,18 +1,35 @@
-"""Flows, executions and task runs as actors; the embedding :class:`Runtime`."""
+"""The engine and the embedding API: flows, executions and task runs as actors.
+
+What users build flows with (``Flow``, the task classes, ``Retry``, ``State``, records), the
+:class:`Runtime` they embed, and the observers (tracing). The engine's own machinery (execution
+and task-run actors, frames, persistence, admission, recovery) lives in ``runtime._core``,
+built only on this room's model and the kernel.
+
+May import: ``actorflow.actors``, ``actorflow.storage``, ``actorflow._errors``. Never
+``actorflow.flows`` (the flow-file language sits above and installs its source loader here)
+nor the faces (``actorflow.cli``). Inside the room, the model modules (states, records, retry,
+clock, templates, context, tasks, flow, observer) never import ``_core``; ``_runtime`` and
+``_tracing`` sit on top.
+"""
 
 from __future__ import annotations
 
-from actorflow.runtime._builtin import HttpRequest, OutputValues, ShellCommands
+from typing import Any
+
 from actorflow.runtime._clock import Clock, FakeClock
 from actorflow.runtime._context import MetricRecorder, TaskContext, TaskLogger, TaskStorage
-from actorflow.runtime._engine import Observer
-from actorflow.runtime._flow import Concurrency, ConcurrencyBehavior, Flow, Input
-from actorflow.runtime._loader import load_flow, load_flow_text, load_flows
+from actorflow.runtime._flow import (
+    Concurrency,
+    ConcurrencyBehavior,
+    Flow,
+    Input,
+    set_source_loader,
+    validate_inputs,
+)
+from actorflow.runtime._observer import DURATION_METRIC, Observer
 from actorflow.runtime._records import Attempt, Execution, Metric, StateEntry, TaskRun
-from actorflow.runtime._registry import TaskType, register_task_type, task_type
 from actorflow.runtime._retry import NonRetryableError, Retry
 from actorflow.runtime._runtime import ExecutionHandle, Runtime
-from actorflow.runtime._schema import flow_schema
 from actorflow.runtime._states import (
     EXECUTION_TRANSITIONS,
     MISTRAL_VIEW,
@@ -21,6 +38,7 @@ from actorflow.runtime._states import (
     State,
 )
 from actorflow.runtime._tasks import (
+    AllowFailure,
     Call,
     Dag,
     DagTask,
@@ -43,12 +61,15 @@ from actorflow.runtime._tasks import (
     TaskFunction,
     task,
 )
-from actorflow.runtime._tracing import Tracing, TracingObserver
+from actorflow.runtime._template import has_template
+from actorflow.runtime._tracing import ObserverGroup, Tracing, TracingObserver, tracing_observer
 
 __all__ = [
+    "DURATION_METRIC",
     "EXECUTION_TRANSITIONS",
     "MISTRAL_VIEW",
     "TASK_RUN_TRANSITIONS",
+    "AllowFailure",
     "Attempt",
     "Call",
     "Clock",
@@ -63,7 +84,6 @@ __all__ = [
     "Flow",
     "Flowable",
     "ForEach",
-    "HttpRequest",
     "If",
     "Input",
     "Log",
@@ -72,7 +92,7 @@ __all__ = [
     "MistralState",
     "NonRetryableError",
     "Observer",
-    "OutputValues",
+    "ObserverGroup",
     "Parallel",
     "Pause",
     "PauseBehavior",
@@ -81,7 +101,6 @@ __all__ = [
     "Runnable",
     "Runtime",
     "Sequential",
-    "ShellCommands",
     "Sleep",
     "State",
     "StateEntry",
@@ -94,14 +113,43 @@ __all__ = [
     "TaskLogger",
     "TaskRun",
     "TaskStorage",
-    "TaskType",
     "Tracing",
     "TracingObserver",
-    "flow_schema",
-    "load_flow",
-    "load_flow_text",
-    "load_flows",
-    "register_task_type",
+    "has_template",
+    "set_source_loader",
     "task",
-    "task_type",
+    "tracing_observer",
+    "validate_inputs",
 ]
+
+# Names of the flow-file language that ``actorflow.runtime`` exported before it had a room of
+# its own: resolved on first use so that old imports keep working, while this room never
+# imports the one above it at import time.
+_MOVED_TO_FLOWS = frozenset(
+    {
+        "HttpRequest",
+        "OutputValues",
+        "ShellCommands",
+        "TaskType",
+        "flow_schema",
+        "load_flow",
+        "load_flow_text",
+        "load_flows",
+        "register_task_type",
+        "task_type",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_FLOWS:
+        import importlib
+        import warnings
+
+        warnings.warn(
+            f"actorflow.runtime.{name} moved to actorflow.flows.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module("actorflow.flows"), name)
+    raise AttributeError(f"module 'actorflow.runtime' has no attribute {name!r}")

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 
@@ -14,7 +14,23 @@ from actorflow.runtime._records import Metric
 from actorflow.runtime._template import render, truthy
 
 if TYPE_CHECKING:
-    from actorflow.runtime._engine import Engine
+    from actorflow.storage import FileStorage
+
+
+class TaskServices(Protocol):
+    """What a task's context needs from the engine that runs it (the engine provides it; this
+    module never imports the engine)."""
+
+    files: FileStorage
+
+    def log(self, execution_id: str, task_run_id: str | None, level: str, message: str) -> None:
+        """Store one log line of a task run."""
+
+    def observe_metric(
+        self, ctx: TaskContext, kind: str, name: str, value: float, tags: dict[str, str]
+    ) -> None:
+        """Forward a task metric to the observer."""
+
 
 T = TypeVar("T")
 _logger = logging.getLogger("actorflow.task")
@@ -143,7 +159,7 @@ class TaskContext:
     def __init__(
         self,
         *,
-        engine: Engine,
+        engine: TaskServices,
         execution_id: str,
         task_run_id: str,
         task_id: str,

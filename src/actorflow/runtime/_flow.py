@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -242,3 +242,19 @@ def _check_dag(dag: Dag) -> list[Problem]:
             Problem(f"cyclic dependency between {sorted(remaining)}", field=f"{dag.id}.nodes")
         )
     return problems
+
+
+# The engine keeps a file flow's source with its executions; turning it back into a Flow is the
+# flow-file language's job, a room above this one, so that room installs the loader here.
+_source_loader: Callable[[str], Flow] | None = None
+
+
+def set_source_loader(loader: Callable[[str], Flow] | None) -> None:
+    """Install how a stored flow source becomes a :class:`Flow` (``actorflow.flows`` does)."""
+    global _source_loader
+    _source_loader = loader
+
+
+def load_source(source: str) -> Flow | None:
+    """The flow of a stored source, or None when no flow language is installed."""
+    return None if _source_loader is None else _source_loader(source)

@@ -16,15 +16,17 @@ import msgspec
 
 from actorflow._errors import ExecutionNotFound, FlowError, IllegalOperation, StorageUnavailable
 from actorflow.actors import Kill, Pause, open_actor_system
-from actorflow.runtime._admission import check_limits
 from actorflow.runtime._clock import Clock
-from actorflow.runtime._engine import Engine, Observer
-from actorflow.runtime._execution import new_execution_record
-from actorflow.runtime._flow import Flow, validate_inputs
-from actorflow.runtime._messages import Restart, ResumeWith, Snapshot
-from actorflow.runtime._persist import decode_any, decode_execution, decode_task_run
+from actorflow.runtime._core._admission import check_limits
+from actorflow.runtime._core._engine import Engine, new_execution_record
+from actorflow.runtime._core._execution import ExecutionActor
+from actorflow.runtime._core._guardian import Guardian
+from actorflow.runtime._core._messages import Restart, ResumeWith, Snapshot
+from actorflow.runtime._core._persist import decode_any, decode_execution, decode_task_run
+from actorflow.runtime._core._recovery import COMMAND_POLL, STALE_AFTER, TERMINAL_NAMES, Recovery
+from actorflow.runtime._flow import Flow, load_source, validate_inputs
+from actorflow.runtime._observer import Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
-from actorflow.runtime._recovery import COMMAND_POLL, STALE_AFTER, TERMINAL_NAMES, Recovery
 from actorflow.runtime._states import TERMINAL, State, check_transition
 from actorflow.runtime._tasks import Flowable
 from actorflow.storage import (
@@ -117,6 +119,7 @@ class Runtime(Recovery):
             engine = Engine(
                 system=system, store=store, files=files, clock=clock or Clock(),
                 observer=observer, max_active=max_active, max_queued=max_queued,
+                execution_actor=ExecutionActor, guardian=Guardian,
             )  # fmt: skip
             rt = cls(engine, store)
             for flow in flows:
@@ -493,7 +496,7 @@ class Runtime(Recovery):
         flow = self.engine.find_flow(ex.namespace, ex.flow_id, ex.flow_revision)
         if flow is None and ex.flow_source is not None:
             try:
-                flow = _load_source(ex.flow_source)
+                flow = load_source(ex.flow_source)
             except FlowError as exc:
                 # E.g. a type registered in the process that ran it: recovery skips it.
                 raise IllegalOperation(f"stored flow of {ex.id} does not load: {exc}") from exc
@@ -517,15 +520,6 @@ def _errors_subtrees(flow: Flow, runs: tuple[TaskRun, ...]) -> set[str]:
                 removed.add(tr.id)
                 changed = True
     return removed
-
-
-def _load_source(source: str) -> Flow | None:
-    try:
-        loader = importlib.import_module("actorflow.runtime._loader")
-    except ImportError:
-        return None
-    flow: Flow = loader.load_flow_text(source)
-    return flow
 
 
 __all__ = ["ExecutionHandle", "Runtime", "decode_any"]

@@ -58,23 +58,20 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, Span, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from actorflow.runtime._engine import Observer
-from actorflow.runtime._persist import DURATION_METRIC
+from actorflow.runtime._observer import DURATION_METRIC, AttemptScope, EngineView, Observer
 from actorflow.runtime._records import Execution, TaskRun
 from actorflow.runtime._states import State
 
 if TYPE_CHECKING:
     from actorflow.runtime._context import TaskContext
-    from actorflow.runtime._engine import Engine
-    from actorflow.runtime._execution import ExecutionScope
 
 __all__ = [
     "DURATION_METRIC",
     "ObserverGroup",
     "Tracing",
     "TracingObserver",
-    "cli_observer",
     "make_observer",
+    "tracing_observer",
 ]
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -171,7 +168,7 @@ class TracingObserver(Observer):
         self._deferred: dict[str, dict[str, TaskRun]] = {}
         self._attempts: dict[int, Span] = {}
         self._instruments: dict[tuple[str, str], Any] = {}
-        self._engine: Engine | None = None
+        self._engine: EngineView | None = None
         # Children of a span that is not sampled are not sampled either (the default
         # ParentBased sampler): they share their parent's non-recording span, no SDK call.
         self._prune = False
@@ -182,7 +179,7 @@ class TracingObserver(Observer):
                 and getattr(sampler, "_local_parent_not_sampled", None) is ALWAYS_OFF
             )
 
-    def bind(self, engine: Engine) -> None:
+    def bind(self, engine: EngineView) -> None:
         """Called by the engine: the clock for attempt spans, storage for durations."""
         self._engine = engine
 
@@ -286,7 +283,7 @@ class TracingObserver(Observer):
             self._end(entry, tr.state, tr.error, last.date)
 
     # -- attempts ---------------------------------------------------------------------------
-    def attempt_started(self, scope: ExecutionScope, tr: TaskRun, number: int) -> Any:
+    def attempt_started(self, scope: AttemptScope, tr: TaskRun, number: int) -> Any:
         run = self._runs.get(tr.id)
         if run is not None and self._prune and not run.sampled:
             span = run.span
@@ -377,7 +374,7 @@ class ObserverGroup(Observer):
         self.observers = observers
         self.stores_durations = any(o.stores_durations for o in observers)
 
-    def bind(self, engine: Engine) -> None:
+    def bind(self, engine: EngineView) -> None:
         for o in self.observers:
             o.bind(engine)
 
@@ -389,7 +386,7 @@ class ObserverGroup(Observer):
         for o in self.observers:
             o.task_run_changed(tr, ex)
 
-    def attempt_started(self, scope: ExecutionScope, tr: TaskRun, number: int) -> Any:
+    def attempt_started(self, scope: AttemptScope, tr: TaskRun, number: int) -> Any:
         return [o.attempt_started(scope, tr, number) for o in self.observers]
 
     def attempt_ended(self, token: Any, state: State, error: BaseException | None) -> None:
@@ -415,23 +412,22 @@ class ObserverGroup(Observer):
             await o.aclose()
 
 
-def cli_observer(progress: Observer | None, exporter: str | None) -> Observer | None:
-    """The CLI's observer: ``progress`` and, when asked (``--trace``) or when
-    ``OTEL_EXPORTER_OTLP_*`` is set, tracing into providers of our own (console output on
-    stderr, so it never mixes with ``--json``)."""
+def tracing_observer(
+    exporter: str | None = None, console: IO[str] | None = None
+) -> TracingObserver | None:
+    """Tracing for a program of its own (the CLI): into the host's provider when one is
+    configured, else into providers of our own when ``exporter`` is given (``"otlp"`` or
+    ``"console"``) or ``OTEL_EXPORTER_OTLP_*`` is set; None when none applies."""
     import os
 
     if exporter is None and any(k in os.environ for k in _OTLP_VARS):
         exporter = "otlp"
-    tracer: TracingObserver | None = None
     if host_configured():
-        tracer = TracingObserver()
-    elif exporter is not None:
-        provider, meters = _own_providers(exporter, console=sys.stderr)
-        tracer = TracingObserver(provider, meters, owned=True)
-    if tracer is None:
-        return progress
-    return tracer if progress is None else ObserverGroup(tracer, progress)
+        return TracingObserver()
+    if exporter is not None:
+        provider, meters = _own_providers(exporter, console=console)
+        return TracingObserver(provider, meters, owned=True)
+    return None
 
 
 def _own_providers(

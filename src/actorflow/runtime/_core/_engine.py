@@ -8,80 +8,58 @@ import itertools
 import logging
 import os
 from collections import deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anyio
 import msgspec
 
 from actorflow._errors import ExecutionNotFound, RuntimeClosedError, StorageUnavailable
 from actorflow.actors import ActorSystem, Kill
-from actorflow.runtime._admission import Admission
 from actorflow.runtime._clock import Clock, Timers
-from actorflow.runtime._flow import ConcurrencyBehavior, Flow, validate_inputs
-from actorflow.runtime._messages import Complete, Dequeue, Start
-from actorflow.runtime._persist import (
+from actorflow.runtime._core._admission import Admission
+from actorflow.runtime._core._messages import Complete, Dequeue, Start
+from actorflow.runtime._core._persist import (
     execution_rows,
     execution_rows_timed,
     history_ops,
     task_run_rows,
     task_run_rows_timed,
 )
+from actorflow.runtime._flow import ConcurrencyBehavior, Flow, validate_inputs
+from actorflow.runtime._observer import Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State
 from actorflow.storage import AppendLog, Commit, FileStorage, LogRow, Store
 
 if TYPE_CHECKING:
-    from actorflow.actors import ActorRef
+    from actorflow.actors import Actor, ActorRef
     from actorflow.runtime._context import TaskContext
-    from actorflow.runtime._execution import ExecutionScope
     from actorflow.runtime._tasks import Subflow
 
 
+class ExecutionActorClass(Protocol):
+    """How the engine makes an execution's actor (``ExecutionActor``, given by the runtime:
+    the engine is the actors' service object and never imports them)."""
+
+    def __call__(
+        self, engine: Engine, flow: Flow, record: Execution, task_runs: list[TaskRun], mode: str
+    ) -> Actor:
+        """A new execution actor."""
+        ...
+
+
+class GuardianLike(Protocol):
+    """The engine's side of the guardian actor: the parent of every execution actor."""
+
+    def adopt(self, ref: ActorRef, execution_id: str, flow: Flow) -> None:
+        """Link an execution actor spawned with the guardian as its parent."""
+
+    def release(self, name: str) -> None:
+        """An execution actor ended its execution: nothing to restart."""
+
+
 _log = logging.getLogger("actorflow.engine")
-
-
-class Observer:
-    """Hooks for tracing and metrics; this base does nothing (tracing off)."""
-
-    def execution_changed(self, ex: Execution) -> None:
-        """An execution got a new state."""
-
-    def task_run_changed(self, tr: TaskRun, ex: Execution | None) -> None:
-        """A task run got a new state."""
-
-    def attempt_started(self, scope: ExecutionScope, tr: TaskRun, number: int) -> Any:
-        """An attempt starts; returns a token for :meth:`attempt_ended`."""
-        return None
-
-    def attempt_ended(self, token: Any, state: State, error: BaseException | None) -> None:
-        """An attempt ended."""
-
-    def metric(
-        self, ctx: TaskContext, kind: str, name: str, value: float, tags: dict[str, str]
-    ) -> None:
-        """A task recorded a metric."""
-
-    #: Whether ended records are stored with their span duration (``actorflow.duration``).
-    stores_durations = False
-
-    def bind(self, engine: Engine) -> None:
-        """Called once by the engine that uses this observer."""
-
-    def execution_traceparent(self, ex: Execution) -> str | None:
-        """The trace context to keep in the execution's snapshot."""
-        return ex.traceparent
-
-    def current_traceparent(self) -> str | None:
-        """The caller's trace context to join, as a W3C traceparent."""
-        return None
-
-    def log_ids(self) -> tuple[str | None, str | None]:
-        """Trace and span ids to attach to a log line."""
-        return None, None
-
-    async def aclose(self) -> None:
-        """The runtime closes (its actors have stopped): end what is open, flush."""
 
 
 class Slots:
@@ -153,8 +131,11 @@ class Engine:
         owner: str | None = None,
         max_active: int | None = None,
         max_queued: int | None = None,
+        execution_actor: ExecutionActorClass,
+        guardian: Callable[[Engine], GuardianLike],
     ) -> None:
         self.system = system
+        self._execution_actor = execution_actor
         self.store = store
         self.files = files
         self.clock = clock
@@ -179,10 +160,10 @@ class Engine:
         self._prefix = os.urandom(5).hex()
         self._ids = itertools.count(1)
         self.accepting = True
-        from actorflow.runtime._guardian import Guardian
-
-        self.guardian = Guardian(self)
-        self._guardian_ref = system.spawn(lambda: self.guardian, name=f"executions-{self.owner}")
+        self.guardian = guardian(self)
+        # The guardian is an actor as well as a GuardianLike; a Protocol cannot say both.
+        actor = cast("Actor", self.guardian)
+        self._guardian_ref = system.spawn(lambda: actor, name=f"executions-{self.owner}")
 
     def new_id(self) -> str:
         """A process-unique, roughly time-ordered id."""
@@ -294,13 +275,11 @@ class Engine:
         self, flow: Flow, record: Execution, task_runs: list[TaskRun], mode: str, first: Any
     ) -> ActorRef:
         """Start the actor of an execution and send it ``first``."""
-        from actorflow.runtime._execution import ExecutionActor
-
         if not self.accepting:
             raise RuntimeClosedError("the runtime does not accept work any more")
         self.register(flow)
         ref = self.system._spawn(
-            functools.partial(ExecutionActor, self, flow, record, task_runs, mode),
+            functools.partial(self._execution_actor, self, flow, record, task_runs, mode),
             None,
             4096,
             self._guardian_ref,
@@ -381,7 +360,7 @@ class Engine:
 
     async def submit_child(
         self,
-        scope: ExecutionScope,
+        parent: Execution,
         tr: TaskRun,
         task: Subflow,
         inputs: dict[str, Any],
@@ -389,9 +368,7 @@ class Engine:
         watcher: ActorRef,
     ) -> str:
         """Start a subflow execution linked to task run ``tr``."""
-        from actorflow.runtime._execution import new_execution_record
-
-        namespace = task.namespace or scope.record.namespace
+        namespace = task.namespace or parent.namespace
         flow = self.find_flow(namespace, task.flow_id)
         if flow is None:
             raise ExecutionNotFound(f"subflow {namespace}.{task.flow_id} is not registered")
@@ -400,9 +377,9 @@ class Engine:
             engine=self,
             flow=flow,
             inputs=valid,
-            parent_execution_id=scope.record.id,
+            parent_execution_id=parent.id,
             parent_task_run_id=tr.id,
-            traceparent=scope.record.traceparent,
+            traceparent=parent.traceparent,
         )
         if task.wait:
             self._child_watchers[record.id] = watcher
@@ -442,3 +419,30 @@ def _child_outputs(ex: Execution) -> dict[str, Any]:
             else:
                 out.setdefault(tr.task_id, {})[tr.value] = tr.outputs
     return out
+
+
+def new_execution_record(
+    *,
+    engine: Engine,
+    flow: Flow,
+    inputs: dict[str, Any],
+    parent_execution_id: str | None = None,
+    parent_task_run_id: str | None = None,
+    labels: dict[str, str] | None = None,
+    traceparent: str | None = None,
+) -> Execution:
+    """A CREATED execution of ``flow``."""
+    return Execution(
+        id=engine.new_id(),
+        namespace=flow.namespace,
+        flow_id=flow.id,
+        flow_revision=flow.revision,
+        state=State.CREATED,
+        history=(StateEntry(State.CREATED, engine.clock.now()),),
+        inputs=inputs,
+        parent_execution_id=parent_execution_id,
+        parent_task_run_id=parent_task_run_id,
+        labels={**flow.labels, **(labels or {})},
+        traceparent=traceparent,
+        flow_source=flow.source,
+    )

@@ -15,10 +15,8 @@ import msgspec
 
 from actorflow._errors import IllegalOperation
 from actorflow.actors import Actor, Kill, Pause, Resume, Terminated
-from actorflow.runtime._context import TaskContext
-from actorflow.runtime._flow import ConcurrencyBehavior, Flow
-from actorflow.runtime._frames import MAIN, Frame, Spec, make_frame
-from actorflow.runtime._messages import (
+from actorflow.runtime._core._frames import MAIN, Frame, Spec, make_frame
+from actorflow.runtime._core._messages import (
     Dequeue,
     Recover,
     Restart,
@@ -27,16 +25,18 @@ from actorflow.runtime._messages import (
     Start,
     TaskRunChanged,
 )
+from actorflow.runtime._core._scope import ExecutionScope
+from actorflow.runtime._core._taskrun import TaskRunActor, validate_resume
+from actorflow.runtime._flow import ConcurrencyBehavior, Flow
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State, check_transition
-from actorflow.runtime._taskrun import TaskRunActor, validate_resume
 from actorflow.runtime._tasks import Flowable, Task
 from actorflow.runtime._tasks import Pause as PauseTask
 from actorflow.runtime._template import render, truthy
 
 if TYPE_CHECKING:
     from actorflow.actors import ActorRef
-    from actorflow.runtime._engine import Engine
+    from actorflow.runtime._core._engine import Engine
 
 _MAX_CHILD_RESTARTS = 3
 
@@ -46,68 +46,6 @@ class ChildCrashed(msgspec.Struct, frozen=True, tag=True):
 
     ref: Any
     error: str
-
-
-class ExecutionScope:
-    """What the task runs of one execution share: engine, flow, ids, inputs, outputs."""
-
-    __slots__ = ("current", "engine", "exec_ref", "flow", "outputs", "record")
-
-    def __init__(self, engine: Engine, flow: Flow, record: Execution, exec_ref: ActorRef) -> None:
-        self.engine = engine
-        self.flow = flow
-        self.record = record
-        self.exec_ref = exec_ref
-        self.outputs: dict[str, Any] = {}
-        # Latest snapshot of each live task run, written by its actor on every change; the
-        # execution hears only of ends and pauses, so it reads the rest here.
-        self.current: dict[str, TaskRun] = {}
-
-    def variables(self, tr: TaskRun | None = None) -> dict[str, Any]:
-        """Template variables for ``tr`` (or the execution)."""
-        ex = self.record
-        return {
-            "inputs": ex.inputs,
-            "outputs": self.outputs,
-            "taskrun": {
-                "id": tr.id if tr else None,
-                "value": tr.value if tr else None,
-                "iteration": tr.iteration if tr else None,
-                "attempts_count": len(tr.attempts) if tr else 0,
-                "attemptsCount": len(tr.attempts) if tr else 0,
-            },
-            "task": {"id": tr.task_id if tr else None},
-            "execution": {"id": ex.id, "state": ex.state.value},
-            "flow": {"id": ex.flow_id, "namespace": ex.namespace, "revision": ex.flow_revision},
-        }
-
-    def task_context(self, tr: TaskRun, attempt: int) -> TaskContext:
-        """The context passed to a task's attempt."""
-        ex = self.record
-        value: Any = tr.value
-        return TaskContext(
-            engine=self.engine,
-            execution_id=ex.id,
-            task_run_id=tr.id,
-            task_id=tr.task_id,
-            namespace=ex.namespace,
-            flow_id=ex.flow_id,
-            flow_revision=ex.flow_revision,
-            inputs=ex.inputs,
-            outputs=self.outputs,
-            attempt=attempt,
-            value=value,
-            iteration=tr.iteration,
-        )
-
-    def record_outputs(self, tr: TaskRun) -> None:
-        """Expose ``tr``'s outputs as ``outputs.<task_id>`` (``[value]`` inside loops)."""
-        if tr.value is None:
-            self.outputs[tr.task_id] = tr.outputs
-        else:
-            per_value = self.outputs.setdefault(tr.task_id, {})
-            if isinstance(per_value, dict):
-                per_value[tr.value] = tr.outputs
 
 
 class ExecutionActor(Actor):
@@ -561,31 +499,4 @@ def _pause_done(tr: TaskRun, task: PauseTask) -> bool:
     return tr.state is State.RUNNING and any(e.state is State.PAUSED for e in tr.history)
 
 
-def new_execution_record(
-    *,
-    engine: Engine,
-    flow: Flow,
-    inputs: dict[str, Any],
-    parent_execution_id: str | None = None,
-    parent_task_run_id: str | None = None,
-    labels: dict[str, str] | None = None,
-    traceparent: str | None = None,
-) -> Execution:
-    """A CREATED execution of ``flow``."""
-    return Execution(
-        id=engine.new_id(),
-        namespace=flow.namespace,
-        flow_id=flow.id,
-        flow_revision=flow.revision,
-        state=State.CREATED,
-        history=(StateEntry(State.CREATED, engine.clock.now()),),
-        inputs=inputs,
-        parent_execution_id=parent_execution_id,
-        parent_task_run_id=parent_task_run_id,
-        labels={**flow.labels, **(labels or {})},
-        traceparent=traceparent,
-        flow_source=flow.source,
-    )
-
-
-__all__ = ["MAIN", "ExecutionActor", "ExecutionScope", "new_execution_record"]
+__all__ = ["MAIN", "ExecutionActor", "ExecutionScope"]

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from actorflow.actors import Actor, Terminated
-from actorflow.runtime._messages import Recover
-from actorflow.runtime._persist import decode_execution, decode_task_run
+from actorflow.runtime._core._messages import Recover
+from actorflow.runtime._core._persist import decode_execution, decode_task_run
 from actorflow.runtime._records import StateEntry
 from actorflow.runtime._states import State
 
 if TYPE_CHECKING:
     from actorflow.actors import ActorRef
-    from actorflow.runtime._engine import Engine
+    from actorflow.runtime._core._engine import Engine
     from actorflow.runtime._flow import Flow
 
 MAX_RESTARTS = 3

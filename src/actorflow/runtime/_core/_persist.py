@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from actorflow.runtime._observer import DURATION_METRIC
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import TERMINAL
 from actorflow.storage import (
@@ -24,7 +25,6 @@ from actorflow.storage import (
     UpsertTaskRun,
 )
 
-DURATION_METRIC = "actorflow.duration"
 _enc = msgspec.msgpack.Encoder()
 _exec_dec = msgspec.msgpack.Decoder(Execution)
 _tr_dec = msgspec.msgpack.Decoder(TaskRun)

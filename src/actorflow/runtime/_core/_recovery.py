@@ -16,13 +16,13 @@ import msgspec
 
 from actorflow._errors import IllegalOperation
 from actorflow.actors import Kill, Pause
-from actorflow.runtime._messages import Recover, ResumeWith
-from actorflow.runtime._persist import decode_execution, decode_task_run
+from actorflow.runtime._core._messages import Recover, ResumeWith
+from actorflow.runtime._core._persist import decode_execution, decode_task_run
 from actorflow.runtime._states import TERMINAL, State
 from actorflow.storage import ExecutionRow, Store
 
 if TYPE_CHECKING:
-    from actorflow.runtime._engine import Engine
+    from actorflow.runtime._core._engine import Engine
     from actorflow.runtime._flow import Flow
     from actorflow.runtime._records import Execution
 

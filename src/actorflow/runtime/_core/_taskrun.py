@@ -16,8 +16,7 @@ import msgspec
 from actorflow._errors import InputError
 from actorflow.actors import Actor, Interruptible, Kill
 from actorflow.runtime._clock import TimerHandle
-from actorflow.runtime._flow import validate_inputs
-from actorflow.runtime._messages import (
+from actorflow.runtime._core._messages import (
     Complete,
     Fail,
     PauseElapsed,
@@ -28,12 +27,13 @@ from actorflow.runtime._messages import (
     Start,
     TaskRunChanged,
 )
+from actorflow.runtime._flow import validate_inputs
 from actorflow.runtime._records import Attempt, StateEntry, TaskRun
 from actorflow.runtime._states import TERMINAL, State, check_transition
 from actorflow.runtime._tasks import Pause, PauseBehavior, Runnable, Subflow, Task
 
 if TYPE_CHECKING:
-    from actorflow.runtime._execution import ExecutionScope
+    from actorflow.runtime._core._scope import ExecutionScope
 
 
 def normalize_outputs(result: Any) -> dict[str, Any]:
@@ -391,7 +391,7 @@ class TaskRunActor(Actor):
         try:
             inputs = ctx.render(dict(self.task.inputs), field="inputs")
             child_id = await engine.submit_child(
-                self.scope, self.record, self.task, inputs, watcher=self.context.self_ref
+                self.scope.record, self.record, self.task, inputs, watcher=self.context.self_ref
             )
         except Exception as exc:
             self._end_attempt(self._allowed(State.FAILED), attempt_state=State.FAILED, exc=exc)

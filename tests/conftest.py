@@ -1,3 +1,6 @@
+"""Fixtures for every test folder: asyncio by default (the kernel tests run on trio too), a
+runtime in memory with a fake clock, a runtime on a SQLite file."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
