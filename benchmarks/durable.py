@@ -1,0 +1,244 @@
+"""The naive durable loop a user could write instead, beside actorflow in the same run.
+
+Plain asyncio tasks and aiosqlite: one row per state transition (execution and task run), one
+commit per batch of whatever is queued, WAL, ``synchronous=NORMAL``; a caller waits for the
+commit of its execution's last row, so everything it was told about is recoverable. No actors,
+no snapshots, no retries, no tracing: the floor of "durable" on SQLite in Python.
+
+Workloads (as in ``benchmarks/engine.py``):
+
+2. one execution of N sequential no-op tasks;
+3. C concurrent executions of 5 no-op tasks, each awaited by its own caller.
+
+Each measurement runs in a fresh interpreter (``python -m benchmarks.durable NAME``), ours and
+the naive loop alternating, so neither inherits the other's heap; each reports wall time and
+CPU seconds of its own process and of its children (actorflow's writer process), per task run:
+CPU time is steadier than wall time on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+
+import actorflow as af
+from benchmarks._common import median_of, noop, row, tmpdb
+
+ROOT = Path(__file__).parent.parent
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS transitions (
+    execution_id TEXT NOT NULL, task_id TEXT, state TEXT NOT NULL, date REAL NOT NULL
+);
+"""
+_INSERT = "INSERT INTO transitions VALUES (?, ?, ?, ?)"
+
+
+class NaiveStore:
+    """Rows queued by callers, committed in batches by one writer task (group commit)."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+        self.rows: list[tuple[str, str | None, str, float]] = []
+        self.waiters: list[asyncio.Future[None]] = []
+        self.wake = asyncio.Event()
+        self.task = asyncio.ensure_future(self._write())
+
+    def add(self, execution_id: str, task_id: str | None, state: str) -> None:
+        self.rows.append((execution_id, task_id, state, time.time()))
+        self.wake.set()
+
+    def committed(self) -> asyncio.Future[None]:
+        """Resolves once everything added so far is committed."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        self.wake.set()
+        return fut
+
+    async def _write(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            rows, self.rows = self.rows, []
+            waiters, self.waiters = self.waiters, []
+            if rows:
+                await self.db.executemany(_INSERT, rows)
+                await self.db.commit()
+            for w in waiters:
+                w.set_result(None)
+
+
+async def _naive_open(path: str) -> tuple[aiosqlite.Connection, NaiveStore]:
+    db = await aiosqlite.connect(path)
+    await db.execute("PRAGMA journal_mode=WAL")
+    await db.execute("PRAGMA synchronous=NORMAL")
+    await db.executescript(_SCHEMA)
+    await db.commit()
+    return db, NaiveStore(db)
+
+
+async def _naive_execution(store: NaiveStore, ex_id: str, tasks: int) -> None:
+    async def task() -> None:
+        return None
+
+    store.add(ex_id, None, "CREATED")
+    store.add(ex_id, None, "RUNNING")
+    for i in range(tasks):
+        t = f"t{i}"
+        store.add(ex_id, t, "CREATED")
+        store.add(ex_id, t, "RUNNING")
+        await asyncio.ensure_future(task())
+        store.add(ex_id, t, "SUCCESS")
+    store.add(ex_id, None, "SUCCESS")
+    await store.committed()
+
+
+class Window:
+    """Wall time and CPU seconds of this process (its threads included: aiosqlite's) and of
+    one child process (actorflow's SQLite writer), over the timed part only."""
+
+    def __init__(self, child_pid: int | None = None) -> None:
+        self.child_pid = child_pid
+
+    def __enter__(self) -> Window:
+        gc.collect()  # the warm-up's garbage is not this run's cost
+        self._child0 = _proc_cpu(self.child_pid)
+        self._cpu0 = time.process_time()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.result = {
+            "seconds": time.perf_counter() - self._t0,
+            "cpu_self": time.process_time() - self._cpu0,
+            "cpu_children": _proc_cpu(self.child_pid) - self._child0,
+        }
+
+
+def _proc_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 without one)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _writer_pid(rt: af.Runtime) -> int | None:
+    # Private, and fine for a benchmark: the store's writer process, if it has one.
+    proc = getattr(getattr(rt.engine.store, "_proc", None), "_proc", None)
+    return None if proc is None else int(proc.pid)
+
+
+async def naive_seq(path: str, n: int) -> dict[str, float]:
+    db, store = await _naive_open(path)
+    with Window() as w:
+        await _naive_execution(store, "e1", n)
+    store.task.cancel()
+    await db.close()
+    return w.result
+
+
+async def naive_concurrent(path: str, executions: int, tasks: int = 5) -> dict[str, float]:
+    db, store = await _naive_open(path)
+    with Window() as w:
+        await asyncio.gather(*(_naive_execution(store, f"e{i}", tasks) for i in range(executions)))
+    store.task.cancel()
+    await db.close()
+    return w.result
+
+
+async def ours_seq(path: str, n: int) -> dict[str, float]:
+    flow = af.Flow(id=f"seq{n}", namespace="bench", tasks=[noop(f"t{i}") for i in range(n)])
+    async with af.Runtime.open(path) as rt:
+        with Window(_writer_pid(rt)) as w:
+            ex = await rt.run(flow)
+    assert ex.state is af.State.SUCCESS
+    return w.result
+
+
+async def ours_concurrent(path: str, executions: int, tasks: int = 5) -> dict[str, float]:
+    flow = af.Flow(id=f"c{tasks}", namespace="bench", tasks=[noop(f"t{i}") for i in range(tasks)])
+
+    async def one(rt: af.Runtime) -> None:
+        assert (await rt.run(flow)).state is af.State.SUCCESS
+
+    async with af.Runtime.open(path) as rt:
+        with Window(_writer_pid(rt)) as w:
+            await asyncio.gather(*(one(rt) for _ in range(executions)))
+    return w.result
+
+
+_WORKLOADS: dict[str, Any] = {
+    "ours_seq": ours_seq,
+    "naive_seq": naive_seq,
+    "ours_concurrent": ours_concurrent,
+    "naive_concurrent": naive_concurrent,
+}
+
+
+def _one(name: str, size: int) -> dict[str, float]:
+    """One measurement in this (fresh) process, after a warm-up at a tenth of the size."""
+    fn = _WORKLOADS[name]
+    anyio.run(fn, str(tmpdb()), max(size // 10, 10))
+    result: dict[str, float] = anyio.run(fn, str(tmpdb()), size)
+    return result
+
+
+def measure(name: str, size: int) -> dict[str, float]:
+    args = [sys.executable, "-m", "benchmarks.durable", name, str(size)]
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _median_runs(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: median_of([r[k] for r in runs]) for k in runs[0]}
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    reps = 1 if quick else 5
+    rows: list[dict[str, Any]] = []
+    for label, kind, size, task_runs in (
+        ("(2) {n:,} sequential tasks, SQLite", "seq", 300 if quick else 1_000, 1),
+        ("(3) {n:,} concurrent executions x 5 tasks, SQLite", "concurrent",
+         1_000 if quick else 10_000, 5),
+    ):  # fmt: skip
+        ours_runs: list[dict[str, float]] = []
+        naive_runs: list[dict[str, float]] = []
+        for _ in range(reps if kind == "seq" else max(1, reps - 2)):
+            ours_runs.append(measure(f"ours_{kind}", size))
+            naive_runs.append(measure(f"naive_{kind}", size))
+        ours, naive = _median_runs(ours_runs), _median_runs(naive_runs)
+        n_runs = size * task_runs
+        rate, naive_rate = n_runs / ours["seconds"], n_runs / naive["seconds"]
+        rows.append(row("durable", label.format(n=size) + " vs the naive durable loop",
+                        rate, naive_rate, "task runs/s",
+                        spread=[round(n_runs / r["seconds"]) for r in ours_runs],
+                        naive_spread=[round(n_runs / r["seconds"]) for r in naive_runs],
+                        ))  # fmt: skip
+        for who, m in (("actorflow", ours), ("naive loop", naive)):
+            rows.append(row("durable", f"{label.format(n=size)}: CPU per task run, {who}",
+                            (m["cpu_self"] + m["cpu_children"]) / n_runs * 1e6, None, "µs",
+                            higher_is_better=False,
+                            main_process_us=m["cpu_self"] / n_runs * 1e6,
+                            writer_process_us=m["cpu_children"] / n_runs * 1e6))  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3:
+        print(json.dumps(_one(sys.argv[1], int(sys.argv[2]))))
+    else:
+        from benchmarks.__main__ import print_table
+
+        print_table(run(quick="--quick" in sys.argv))
