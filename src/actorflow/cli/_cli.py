@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -406,6 +407,43 @@ async def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_server(args: argparse.Namespace) -> int:
+    try:
+        from actorflow.server import load_flow_dir, serve
+    except ImportError as exc:
+        raise CliError(
+            f"actorflow server needs the server extra ({exc.name} is missing): "
+            "pip install 'actorflow[server]'"
+        ) from None
+    flows: list[Flow] = []
+    for d in args.flows or ():
+        try:
+            found, failed = load_flow_dir(d)
+        except FileNotFoundError as exc:
+            raise CliError(str(exc), 2) from None
+        for failure in failed:
+            _problems(failure, _console(err=True))
+        flows.extend(found)
+    db = _db(args)
+    # Bound before the line is printed: a client that read it can connect at once (--port 0
+    # picks a free port, shown in the line).
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    sock.listen(1024)
+    port = sock.getsockname()[1]
+    print(f"actorflow server on http://{args.host}:{port} ({len(flows)} flow(s), db {db})",
+          file=sys.stderr, flush=True)  # fmt: skip
+    observer = cli_observer(None, args.trace)
+    await serve(db, flows=flows, host=args.host, port=port, sock=sock, observer=observer,
+                handle_signals=True)  # fmt: skip
+    return 0
+
+
 # -- argument parsing ------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
@@ -475,6 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="execution id")
     p.add_argument("--from", dest="from_task", metavar="TASK", help="task id to run again from")
     p.set_defaults(func=cmd_restart)
+    p = add("server", "a long-running worker serving the HTTP API (the server extra)")
+    p.add_argument("--flows", action="append", metavar="DIR", help="flows to deploy (repeatable)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on")
+    p.set_defaults(func=cmd_server)
     p = add("purge", "delete ended executions older than a duration")
     p.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h, PT1H")
     p.set_defaults(func=cmd_purge)

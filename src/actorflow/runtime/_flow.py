@@ -28,6 +28,11 @@ class Input:
     required: bool = True
     description: str = ""
 
+    @property
+    def has_default(self) -> bool:
+        """Whether a default was given (None is a default too)."""
+        return self.default is not _MISSING
+
     def __post_init__(self) -> None:
         if self.type not in _COERCE:
             raise FlowValidationError(

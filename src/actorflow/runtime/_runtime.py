@@ -154,6 +154,19 @@ class Runtime(Recovery):
         """Make a flow known: for subflows, and to resume its unfinished executions."""
         self.engine.register(flow)
 
+    def flow(self, namespace: str, flow_id: str, revision: int | None = None) -> Flow | None:
+        """A registered flow (its latest revision unless ``revision`` is given), else None."""
+        return self.engine.find_flow(namespace, flow_id, revision)
+
+    def flows(self) -> list[Flow]:
+        """The latest revision of every registered flow, by namespace and id."""
+        latest: dict[tuple[str, str], Flow] = {}
+        for (namespace, flow_id, _), flow in self.engine.flows.items():
+            key = (namespace, flow_id)
+            if key not in latest or flow.revision > latest[key].revision:
+                latest[key] = flow
+        return [latest[k] for k in sorted(latest)]
+
     async def submit(
         self,
         flow: Flow,

@@ -464,10 +464,7 @@ class ExecutionActor(Actor):
             return
         task = self.flow.task(paused.task_id)
         assert isinstance(task, PauseTask)
-        try:
-            valid = validate_resume(task, inputs, f"resume of task {task.id!r}")
-        except Exception as exc:
-            raise IllegalOperation(str(exc)) from exc
+        valid = validate_resume(task, inputs, f"resume of task {task.id!r}")
         if self.ex.manual_pause:
             self.ex = msgspec.structs.replace(self.ex, manual_pause=False)
             self.scope.record = self.ex

@@ -1,0 +1,465 @@
+"""The HTTP JSON API over a :class:`~actorflow.runtime.Runtime` (Starlette).
+
+Paths follow Kestra's (``/api/v1/executions/{namespace}/{flowId}`` to submit, ``.../kill`` and
+so on) so users of its API find their way. Errors are JSON ``{"error": kind, "message": ...}``
+with the status a client can act on: 404 unknown execution or flow, 409 an operation the
+execution's state forbids, 422 invalid inputs or flow source (with the problems), 503 storage
+unavailable or the runtime closed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from actorflow._errors import (
+    ActorflowError,
+    ExecutionNotFound,
+    FlowError,
+    FlowValidationError,
+    IllegalOperation,
+    InputError,
+    InvalidTransition,
+    RuntimeClosedError,
+    StorageUnavailable,
+    StoredFileNotFound,
+)
+from actorflow.flows import load_flow_text
+from actorflow.runtime import Execution, Flow, Runtime, State
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+#: Largest request body accepted (flow sources, inputs); files go through multipart.
+MAX_BODY = 16 << 20
+
+
+class ApiError(Exception):
+    """A request the API refuses, with its HTTP status."""
+
+    def __init__(self, status: int, kind: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.extra = extra
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def execution_json(ex: Execution, *, tree: bool = True) -> dict[str, Any]:
+    """An execution as the API shows it: the stored record (epoch seconds) plus ISO-8601 dates
+    and its duration; task runs only for a ``tree``."""
+    data: dict[str, Any] = msgspec.to_builtins(ex)
+    data.pop("flow_source", None)
+    data.pop("type", None)
+    if not tree:
+        data.pop("task_runs", None)
+    data["start_date"] = _iso(ex.start_date)
+    data["end_date"] = _iso(ex.end_date)
+    data["duration"] = ex.duration
+    return data
+
+
+def flow_json(flow: Flow, *, source: bool = False) -> dict[str, Any]:
+    """A registered flow: its ids, inputs and triggers (and source when asked)."""
+    data: dict[str, Any] = {
+        "namespace": flow.namespace,
+        "id": flow.id,
+        "revision": flow.revision,
+        "description": flow.description,
+        "labels": dict(flow.labels),
+        "inputs": [
+            {
+                "name": i.name,
+                "type": i.type,
+                "required": i.required,
+                "description": i.description,
+                **({"default": i.default} if i.has_default else {}),
+            }
+            for i in flow.inputs
+        ],
+        "tasks": [t.id for t in flow.tasks],
+    }
+    if source:
+        data["source"] = flow.source
+    return data
+
+
+async def _json_body(request: Request) -> Any:
+    body = await _body(request)
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"request body is not JSON: {exc}") from exc
+
+
+async def _body(request: Request) -> bytes:
+    size = int(request.headers.get("content-length") or 0)
+    if size > MAX_BODY:
+        raise ApiError(413, "too_large", f"request body of {size} bytes exceeds {MAX_BODY}")
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > MAX_BODY:
+            raise ApiError(413, "too_large", f"request body exceeds {MAX_BODY} bytes")
+    return bytes(chunks)
+
+
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_request", f"{what} must be a JSON object")
+    return value
+
+
+def _int_param(request: Request, name: str, default: int, *, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(
+            400, "bad_request", f"query parameter {name}={raw!r} is not an integer"
+        ) from None
+    if not low <= value <= high:
+        raise ApiError(400, "bad_request", f"query parameter {name} must be in {low}..{high}")
+    return value
+
+
+def _float_param(request: Request, name: str) -> float | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(
+            400, "bad_request", f"query parameter {name}={raw!r} is neither epoch seconds nor ISO"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed.timestamp()
+
+
+def _error_response(exc: Exception) -> JSONResponse:
+    if isinstance(exc, ApiError):
+        return JSONResponse(
+            {"error": exc.kind, "message": str(exc), **exc.extra}, status_code=exc.status
+        )
+    if isinstance(exc, FlowValidationError):
+        problems = [msgspec.to_builtins(p) for p in exc.problems]
+        return JSONResponse(
+            {"error": "invalid_flow", "message": str(exc), "problems": problems}, status_code=422
+        )
+    status, kind = 500, "internal"
+    if isinstance(exc, ExecutionNotFound | StoredFileNotFound):
+        status, kind = 404, "not_found"
+    elif isinstance(exc, InputError):
+        status, kind = 422, "invalid_input"
+    elif isinstance(exc, IllegalOperation | InvalidTransition):
+        status, kind = 409, "conflict"
+    elif isinstance(exc, StorageUnavailable | RuntimeClosedError):
+        status, kind = 503, "unavailable"
+    elif isinstance(exc, FlowError):
+        status, kind = 422, "invalid_flow"
+    elif isinstance(exc, ActorflowError):
+        status, kind = 400, "bad_request"
+    message = str(exc) if isinstance(exc, ActorflowError) else f"{type(exc).__name__}: {exc}"
+    return JSONResponse({"error": kind, "message": message}, status_code=status)
+
+
+def _guarded(handler: Handler) -> Handler:
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception as exc:
+            return _error_response(exc)
+
+    run.__name__ = handler.__name__
+    run.__doc__ = handler.__doc__
+    return run
+
+
+class Api:
+    """The API's handlers, bound to one runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def _flow(self, namespace: str, flow_id: str, revision: int | None = None) -> Flow:
+        flow = self.rt.flow(namespace, flow_id, revision)
+        if flow is None:
+            raise ApiError(404, "not_found", f"flow {namespace}.{flow_id} is not deployed")
+        return flow
+
+    # -- health and flows -------------------------------------------------------------------
+    async def health(self, request: Request) -> Response:
+        """Liveness: 200 while the runtime accepts work, else 503."""
+        accepting = self.rt.engine.accepting
+        return JSONResponse(
+            {"status": "ok" if accepting else "unavailable", "owner": self.rt.engine.owner},
+            status_code=200 if accepting else 503,
+        )
+
+    async def list_flows(self, request: Request) -> Response:
+        """Deployed flows (latest revisions), optionally of one namespace."""
+        namespace = request.query_params.get("namespace")
+        flows = [f for f in self.rt.flows() if namespace is None or f.namespace == namespace]
+        return JSONResponse({"results": [flow_json(f) for f in flows], "total": len(flows)})
+
+    async def get_flow(self, request: Request) -> Response:
+        """One flow with its source."""
+        p = request.path_params
+        revision = request.query_params.get("revision")
+        flow = self._flow(p["namespace"], p["flow_id"], int(revision) if revision else None)
+        return JSONResponse(flow_json(flow, source=True))
+
+    async def validate_flow(self, request: Request) -> Response:
+        """Validate a flow source (YAML or JSON body): 200 with its problems (empty if valid)."""
+        source = (await _body(request)).decode("utf-8", errors="replace")
+        try:
+            flow = load_flow_text(source)
+        except FlowValidationError as exc:
+            problems = [msgspec.to_builtins(p) for p in exc.problems]
+            return JSONResponse({"valid": False, "problems": problems})
+        except FlowError as exc:
+            return JSONResponse({"valid": False, "problems": [{"message": str(exc)}]})
+        return JSONResponse({"valid": True, "problems": [], "flow": flow_json(flow)})
+
+    async def deploy_flow(self, request: Request) -> Response:
+        """Deploy a flow source (YAML or JSON body): 201 with the flow, 422 with its problems."""
+        source = (await _body(request)).decode("utf-8", errors="replace")
+        flow = load_flow_text(source)
+        existing = self.rt.flow(flow.namespace, flow.id)
+        if existing is not None and existing.source == flow.source:
+            return JSONResponse(flow_json(existing), status_code=200)
+        if existing is not None and flow.revision <= existing.revision:
+            flow = _with_revision(flow, existing.revision + 1)
+        self.rt.register(flow)
+        return JSONResponse(flow_json(flow), status_code=201)
+
+    # -- executions ------------------------------------------------------------------------
+    async def submit(self, request: Request) -> Response:
+        """Start an execution of a deployed flow with inputs (JSON object, or multipart form
+        whose file parts are stored in internal storage and passed as their URIs);
+        ``?wait=true`` answers with the finished tree."""
+        p = request.path_params
+        flow = self._flow(p["namespace"], p["flow_id"])
+        labels: dict[str, str] = {}
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            inputs = await self._form_inputs(request, flow)
+        else:
+            body = _mapping(await _json_body(request), "the request body")
+            inputs = _mapping(body.get("inputs", body) if "inputs" in body else body, "inputs")
+            if "labels" in body:
+                labels = {str(k): str(v) for k, v in _mapping(body["labels"], "labels").items()}
+                inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        handle = await self.rt.submit(flow, inputs, labels=labels)
+        if request.query_params.get("wait") in ("1", "true", "yes"):
+            done = await self.rt.wait(handle.id)
+            return JSONResponse(execution_json(done))
+        return JSONResponse(execution_json(await self.rt.get(handle.id)), status_code=201)
+
+    async def _form_inputs(self, request: Request, flow: Flow) -> dict[str, Any]:
+        from starlette.datastructures import UploadFile
+
+        inputs: dict[str, Any] = {}
+        async with request.form(max_files=64, max_fields=1000) as form:
+            for name, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    data = await value.read()
+                    # Stored before the execution exists: under an upload id of its own.
+                    uri = await self.rt.engine.files.put(
+                        flow.namespace, flow.id, "inputs", name, os.urandom(8).hex(),
+                        value.filename or name, data,
+                    )  # fmt: skip
+                    inputs[name] = uri
+                else:
+                    inputs[name] = value
+        return inputs
+
+    async def list_executions(self, request: Request) -> Response:
+        """Stored executions, newest first: filters ``namespace``, ``flowId``, ``state``
+        (repeatable), ``since``/``until`` (epoch or ISO-8601), ``limit`` (<= 1000), ``offset``."""
+        q = request.query_params
+        states = q.getlist("state")
+        for s in states:
+            if s not in State.__members__:
+                raise ApiError(400, "bad_request", f"unknown state {s!r}")
+        rows = await self.rt.executions(
+            flow=q.get("flowId") or q.get("flow_id"),
+            namespace=q.get("namespace"),
+            state=states or None,
+            since=_float_param(request, "since"),
+            until=_float_param(request, "until"),
+            limit=_int_param(request, "limit", 100, low=1, high=1000),
+            offset=_int_param(request, "offset", 0, low=0, high=10**9),
+        )
+        return JSONResponse({"results": [execution_json(ex, tree=False) for ex in rows]})
+
+    async def get_execution(self, request: Request) -> Response:
+        """The full tree of an execution: task runs, attempts, outputs, metrics."""
+        return JSONResponse(execution_json(await self.rt.get(request.path_params["id"])))
+
+    async def logs(self, request: Request) -> Response:
+        """Log lines of an execution (``taskRunId`` filters); ``follow=true`` streams them as
+        Server-Sent Events until the execution ends."""
+        ex_id = request.path_params["id"]
+        ex = await self.rt.get(ex_id)  # 404 before any streaming starts
+        task_run = request.query_params.get("taskRunId")
+        if request.query_params.get("follow") not in ("1", "true", "yes"):
+            rows = await self.rt.logs(ex_id, task_run)
+            return JSONResponse({"results": [_log_json(r) for r in rows]})
+        return StreamingResponse(
+            self._follow_logs(ex_id, task_run, ex.state.terminal),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    async def _follow_logs(
+        self, ex_id: str, task_run: str | None, ended: bool
+    ) -> AsyncIterator[bytes]:
+        sent = 0
+        while True:
+            rows = await self.rt.logs(ex_id, task_run)
+            for r in rows[sent:]:
+                yield b"data: " + json.dumps(_log_json(r)).encode() + b"\n\n"
+            sent = len(rows)
+            if ended:
+                yield b"event: end\ndata: {}\n\n"
+                return
+            with anyio.move_on_after(0.5):
+                await self.rt.wait(ex_id)
+            ended = (await self.rt.get(ex_id)).state.terminal
+
+    async def metrics(self, request: Request) -> Response:
+        """Stored metrics of an execution (``name`` filters)."""
+        ex_id = request.path_params["id"]
+        await self.rt.get(ex_id)
+        rows = await self.rt.metrics(execution_id=ex_id, name=request.query_params.get("name"))
+        return JSONResponse({"results": [msgspec.to_builtins(r) for r in rows]})
+
+    async def file(self, request: Request) -> Response:
+        """Download an internal-storage file of an execution (``uri=actorflow://...``)."""
+        ex_id = request.path_params["id"]
+        ex = await self.rt.get(ex_id)
+        uri = request.query_params.get("uri", "")
+        parts = uri.removeprefix("actorflow://").split("/")
+        ours = len(parts) >= 3 and parts[2] == ex.id
+        if not uri.startswith("actorflow://") or not (ours or uri in ex.inputs.values()):
+            raise ApiError(404, "not_found", f"{uri!r} is not a file of execution {ex_id}")
+        data = await self.rt.read_file(uri)
+        name = parts[-1].replace('"', "")
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    async def kill(self, request: Request) -> Response:
+        """Kill a running execution (and its subflows)."""
+        await self.rt.kill(request.path_params["id"])
+        return await self._state(request, 202)
+
+    async def pause(self, request: Request) -> Response:
+        """Pause a running execution: no new task run starts."""
+        await self.rt.pause(request.path_params["id"])
+        return await self._state(request, 202)
+
+    async def resume(self, request: Request) -> Response:
+        """Resume a paused execution with the Pause task's ``onResume`` inputs (JSON object)."""
+        inputs = _mapping(await _json_body(request), "resume inputs")
+        await self.rt.resume(request.path_params["id"], inputs)
+        return await self._state(request, 202)
+
+    async def restart(self, request: Request) -> Response:
+        """Restart a FAILED, KILLED or WARNING execution: failed task runs run again."""
+        handle = await self.rt.restart(request.path_params["id"])
+        return JSONResponse(execution_json(await self.rt.get(handle.id)), status_code=202)
+
+    async def replay(self, request: Request) -> Response:
+        """A new execution that runs again from ``taskRunId`` (or ``taskId``), linked to it."""
+        body = _mapping(await _json_body(request), "the request body")
+        handle = await self.rt.replay(
+            request.path_params["id"],
+            task_run_id=body.get("taskRunId") or body.get("task_run_id"),
+            task_id=body.get("taskId") or body.get("task_id"),
+        )
+        return JSONResponse(execution_json(await self.rt.get(handle.id)), status_code=201)
+
+    async def _state(self, request: Request, status: int) -> Response:
+        ex = await self.rt.get(request.path_params["id"])
+        return JSONResponse(execution_json(ex, tree=False), status_code=status)
+
+    def routes(self) -> list[BaseRoute]:
+        g = _guarded
+        ex = "/api/v1/executions/{id}"
+        return [
+            Route("/api/v1/health", g(self.health), methods=["GET"]),
+            Route("/api/v1/flows", g(self.list_flows), methods=["GET"]),
+            Route("/api/v1/flows", g(self.deploy_flow), methods=["POST"]),
+            Route("/api/v1/flows/validate", g(self.validate_flow), methods=["POST"]),
+            Route("/api/v1/flows/{namespace}/{flow_id}", g(self.get_flow), methods=["GET"]),
+            Route("/api/v1/executions", g(self.list_executions), methods=["GET"]),
+            Route(ex, g(self.get_execution), methods=["GET"]),
+            Route(ex + "/logs", g(self.logs), methods=["GET"]),
+            Route(ex + "/metrics", g(self.metrics), methods=["GET"]),
+            Route(ex + "/file", g(self.file), methods=["GET"]),
+            Route(ex + "/kill", g(self.kill), methods=["POST"]),
+            Route(ex + "/pause", g(self.pause), methods=["POST"]),
+            Route(ex + "/resume", g(self.resume), methods=["POST"]),
+            Route(ex + "/restart", g(self.restart), methods=["POST"]),
+            Route(ex + "/replay", g(self.replay), methods=["POST"]),
+            # After the control routes: POST .../{id}/kill must not read as a flow named kill.
+            Route("/api/v1/executions/{namespace}/{flow_id}", g(self.submit), methods=["POST"]),
+        ]
+
+
+def _log_json(row: Any) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.to_builtins(row)
+    data["timestamp"] = _iso(row.ts)
+    return data
+
+
+def _with_revision(flow: Flow, revision: int) -> Flow:
+    import dataclasses
+
+    return dataclasses.replace(flow, revision=revision)
+
+
+def api_routes(runtime: Runtime) -> list[BaseRoute]:
+    """The API's routes bound to ``runtime`` (to add to a host's Starlette app)."""
+    return Api(runtime).routes()
+
+
+def app(runtime: Runtime, *, extra_routes: Mapping[str, Any] | None = None) -> Starlette:
+    """The API as an ASGI app, with its OpenAPI document at ``/api/v1/openapi.json``.
+
+    Mount it in a host app (``Mount("/", app(rt))``) or serve it (``actorflow server``).
+    """
+    from actorflow.server._openapi import openapi_route
+
+    routes = api_routes(runtime)
+    return Starlette(routes=[*routes, openapi_route(routes)])
+
+
+__all__ = ["MAX_BODY", "Api", "ApiError", "api_routes", "app", "execution_json", "flow_json"]

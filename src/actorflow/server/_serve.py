@@ -1,0 +1,76 @@
+"""``actorflow server``: a runtime, its flows and the HTTP API in one long-running process."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from actorflow._errors import FlowValidationError
+from actorflow.flows import load_flows
+from actorflow.runtime import Flow, Runtime
+
+
+def load_flow_dir(path: str | Path) -> tuple[list[Flow], list[FlowValidationError]]:
+    """Every flow file of directory ``path``, and the files that failed (the server starts
+    with the valid ones and reports the others, as Kestra does)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--flows {root}: not a directory")
+    return load_flows(root)
+
+
+async def serve(
+    db: str,
+    *,
+    flows: Sequence[Flow] = (),
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    sock: socket.socket | None = None,
+    ready: anyio.Event | None = None,
+    handle_signals: bool = False,
+    **runtime_options: Any,
+) -> None:
+    """Open the runtime on ``db`` (recovering what dead processes left), register ``flows``
+    and serve the API until cancelled or, with ``handle_signals``, until SIGINT/SIGTERM (a
+    second one stops at once); the runtime then closes."""
+    import uvicorn
+
+    from actorflow.server._api import app
+
+    class _Server(uvicorn.Server):
+        # uvicorn re-raises a captured SIGTERM once it stopped, which would end the process
+        # before the runtime closes (its last commits, its leases): signals are ours instead.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    async with Runtime.open(db, flows=flows, **runtime_options) as rt:
+        config = uvicorn.Config(
+            app(rt), host=host, port=port, log_level="warning", lifespan="off",
+            timeout_graceful_shutdown=5,
+        )  # fmt: skip
+        server = _Server(config)
+        async with anyio.create_task_group() as tg:
+            if handle_signals:
+                tg.start_soon(_stop_on_signal, server)
+            if ready is not None:
+                ready.set()
+            await server.serve(sockets=[sock] if sock is not None else None)
+            tg.cancel_scope.cancel()
+
+
+async def _stop_on_signal(server: Any) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if server.should_exit:  # a second signal: stop without waiting for requests
+                server.force_exit = True
+            server.should_exit = True
+
+
+__all__ = ["load_flow_dir", "serve"]
