@@ -14,7 +14,8 @@ Every error the package raises on purpose derives from :class:`ActorflowError`::
     │   ├── DatabaseInvalid        the file is not an actorflow SQLite database, or is corrupt
     │   ├── SchemaTooNew           the database was written by a newer actorflow
     │   ├── StorageUnavailable     a write failed (read-only, disk full...); no work is accepted
-    │   └── StoredFileNotFound     an actorflow:// URI that has no file
+    │   ├── StoredFileNotFound     an actorflow:// URI that has no file
+    │   └── FileAccessDenied       a file outside the reader's scope, or reached through a symlink
     ├── FlowError                  flow definitions
     │   └── FlowValidationError    every problem at once, each with file, line and field
     ├── TemplateError              an expression failed to render (names task and field)
@@ -81,6 +82,10 @@ class StorageUnavailable(StorageError):
 
 class StoredFileNotFound(StorageError):
     """An ``actorflow://`` URI that points at no stored file."""
+
+
+class FileAccessDenied(StorageError):
+    """A stored file outside the reader's namespace or execution, or a path through a symlink."""
 
 
 class FlowError(ActorflowError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from actorflow.storage._files import FileStorage
+from actorflow.storage._files import CHUNK_SIZE, FileReader, FileScope, FileStorage, Readable
 from actorflow.storage._memory import MemoryStore
 from actorflow.storage._rows import (
     AppendHistory,
@@ -43,6 +43,7 @@ def open_store(url_or_path: str | os.PathLike[str], *, read_only: bool = False) 
 
 
 __all__ = [
+    "CHUNK_SIZE",
     "CURRENT_VERSION",
     "AppendHistory",
     "AppendLog",
@@ -52,6 +53,8 @@ __all__ = [
     "DeleteExecution",
     "DeleteTaskRuns",
     "ExecutionRow",
+    "FileReader",
+    "FileScope",
     "FileStorage",
     "HistoryRow",
     "LogRow",
@@ -59,6 +62,7 @@ __all__ = [
     "MetricRow",
     "Op",
     "OutputRow",
+    "Readable",
     "SQLiteStore",
     "Store",
     "TaskRunRow",
