@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -12,9 +12,12 @@ import anyio
 
 from actorflow.runtime._records import Metric
 from actorflow.runtime._template import render, truthy
+from actorflow.storage import FileScope
 
 if TYPE_CHECKING:
-    from actorflow.storage import FileStorage
+    from contextlib import AbstractAsyncContextManager
+
+    from actorflow.storage import FileReader, FileStorage, Readable
 
 
 class TaskServices(Protocol):
@@ -132,9 +135,26 @@ class TaskStorage:
             c.namespace, c.flow_id, c.execution_id, c.task_id, c.task_run_id, name, raw
         )
 
+    async def put_stream(self, name: str, chunks: AsyncIterable[bytes] | Readable) -> str:
+        """Store a large file from chunks (an async iterator, or a file object read 1 MiB at a
+        time) without holding it whole; returns its URI."""
+        c = self._ctx
+        return await c.engine.files.put_stream(
+            c.namespace, c.flow_id, c.execution_id, c.task_id, c.task_run_id, name, chunks
+        )
+
+    def _scope(self) -> FileScope:
+        # Kestra's rule: a task reads the files of its own namespace, no other.
+        return FileScope(self._ctx.namespace)
+
     async def get(self, uri: str) -> bytes:
-        """Read a stored file back."""
-        return await self._ctx.engine.files.get(uri)
+        """Read a stored file of this flow's namespace back (``FileAccessDenied`` otherwise)."""
+        return await self._ctx.engine.files.get(uri, scope=self._scope())
+
+    def open(self, uri: str) -> AbstractAsyncContextManager[FileReader]:
+        """Read a large file of this namespace in chunks: ``async with ctx.storage.open(uri) as
+        f: async for chunk in f: ...``."""
+        return self._ctx.engine.files.open_read(uri, scope=self._scope())
 
 
 class TaskContext:
