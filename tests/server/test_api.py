@@ -50,6 +50,11 @@ FLOWS = [
     ]),
     af.Flow(id="upload", namespace="team", inputs=[af.Input(name="doc")],
             tasks=[af.Log(id="got", message="{{ inputs.doc }}")]),
+    af.Flow(id="hooked", namespace="team", inputs=[af.Input(name="who", default="")],
+            tasks=[af.Log(id="got", message="{{ trigger.body.hello }}")],
+            triggers=[af.Webhook(id="hook", key="{{ flow.id }}-key",
+                                 inputs={"who": "{{ trigger.body.hello }}"},
+                                 conditions=["{{ trigger.body.hello != 'nobody' }}"])]),
 ]  # fmt: skip
 
 
@@ -94,7 +99,7 @@ async def test_health_and_openapi_document_every_route(served: Served) -> None:
     assert {"post"} == set(paths["/api/v1/executions/{id}/kill"])
     assert "get" in paths["/api/v1/openapi.json"]
     ops = [op["operationId"] for p in paths.values() for op in p.values()]
-    assert len(ops) == len(set(ops)) == 17
+    assert len(ops) == len(set(ops)) == 20
     list_params = {p["name"] for p in paths["/api/v1/executions"]["get"]["parameters"]}
     assert {"namespace", "flowId", "state", "limit", "offset"} <= list_params
 
@@ -271,3 +276,27 @@ async def test_the_api_mounts_in_a_host_app(tmp_path: Path) -> None:
             r = await client.post("/wf/api/v1/executions/team/hello?wait=true", json={})
             assert r.json()["state"] == "SUCCESS"
             assert json.loads((await client.get("/wf/api/v1/health")).text)["status"] == "ok"
+
+
+async def test_a_webhook_starts_its_flow_with_the_request_and_a_wrong_key_starts_nothing(
+    served: Served,
+) -> None:
+    """POST to the webhook with the (templated) key starts the flow with trigger.body,
+    headers and parameters; a wrong key is 404; a false condition starts nothing."""
+    url = "/api/v1/executions/webhook/team/hooked"
+    r = await served.client.post(f"{url}/hooked-key", params={"a": "1"},
+                                 json={"hello": "world"}, headers={"X-Thing": "yes"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    ex = await served.rt.wait(r.json()["id"])
+    assert ex.state is af.State.SUCCESS and ex.inputs == {"who": "world"}
+    assert ex.trigger is not None
+    assert ex.trigger["body"] == {"hello": "world"} and ex.trigger["parameters"] == {"a": ["1"]}
+    assert ex.trigger["headers"]["x-thing"] == "yes"
+    before = len(await served.rt.executions(flow="hooked"))
+    r = await served.client.post(f"{url}/wrong-key", json={"hello": "world"})
+    assert r.status_code == 404
+    r = await served.client.post(f"{url}/hooked-key", json={"hello": "nobody"})
+    assert r.status_code == 200 and r.json()["started"] is False
+    assert len(await served.rt.executions(flow="hooked")) == before
+    r = await served.client.get(f"/api/v1/executions/{ex.id}")
+    assert r.json()["trigger"]["type"] == "Webhook"

@@ -38,12 +38,14 @@ from actorflow.flows._registry import (
     SpecError,
     tasks_of,
 )
+from actorflow.flows._triggers import TriggerSpec
 from actorflow.runtime import Flow, has_template
 
 Path_ = tuple[str | int, ...]
 _BAD: Any = object()
 _SYNTAX = ImmutableSandboxedEnvironment()
 _AT = re.compile(r"\s+- at `\$(?P<sub>[^`]*)`$")
+_FIELD_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 _SUB = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
 _ISO = re.compile(
     r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?"
@@ -71,6 +73,7 @@ class FlowSpec(Spec, kw_only=True):
     finally_: list[ChildTask] = msgspec.field(default_factory=list, name="finally")
     retry: RetrySpec | None = None
     concurrency: ConcurrencySpec | None = None
+    triggers: list[TriggerSpec] = []
 
 
 def parse_duration(value: Any) -> float:
@@ -439,6 +442,7 @@ def load_flow_text(
             finally_=tasks_of(spec.finally_),
             retry=spec.retry.to_retry() if spec.retry is not None else None,
             concurrency=spec.concurrency.to_concurrency() if spec.concurrency else None,
+            triggers=tuple(t.to_trigger() for t in spec.triggers),
             source=text,
             source_path=file,
         )
@@ -449,12 +453,20 @@ def load_flow_text(
                 Problem(
                     p.message,
                     file,
-                    p.line or checker.line(checker.task_ids.get(p.field or "", (p.field or "",))),
+                    p.line
+                    or checker.line(checker.task_ids.get(p.field or "") or _field_path(p.field)),
                     p.field,
                 )
                 for p in exc.problems
             ]
         ) from None
+
+
+def _field_path(field: str | None) -> Path_:
+    """``triggers[0].cron`` -> ``("triggers", 0, "cron")``: the engine's field names as paths."""
+    if not field:
+        return ()
+    return tuple(int(i) if i else k for k, i in _FIELD_PART.findall(field))
 
 
 def load_flow(path: str | os.PathLike[str], *, registry: Registry | None = None) -> Flow:

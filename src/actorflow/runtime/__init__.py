@@ -30,6 +30,7 @@ from actorflow.runtime._observer import DURATION_METRIC, Observer
 from actorflow.runtime._records import Attempt, Execution, Metric, StateEntry, TaskRun
 from actorflow.runtime._retry import NonRetryableError, Retry
 from actorflow.runtime._runtime import ExecutionHandle, Runtime
+from actorflow.runtime._scheduler import Scheduler
 from actorflow.runtime._states import (
     EXECUTION_TRANSITIONS,
     MISTRAL_VIEW,
@@ -61,8 +62,16 @@ from actorflow.runtime._tasks import (
     TaskFunction,
     task,
 )
-from actorflow.runtime._template import has_template
+from actorflow.runtime._template import has_template, render, truthy
 from actorflow.runtime._tracing import ObserverGroup, Tracing, TracingObserver, tracing_observer
+from actorflow.runtime._triggers import (
+    FlowTrigger,
+    RecoverMissed,
+    Schedule,
+    Trigger,
+    Webhook,
+    trigger_key,
+)
 
 __all__ = [
     "DURATION_METRIC",
@@ -82,6 +91,7 @@ __all__ = [
     "Fail",
     "FakeClock",
     "Flow",
+    "FlowTrigger",
     "Flowable",
     "ForEach",
     "If",
@@ -96,10 +106,13 @@ __all__ = [
     "Parallel",
     "Pause",
     "PauseBehavior",
+    "RecoverMissed",
     "Retry",
     "Return",
     "Runnable",
     "Runtime",
+    "Schedule",
+    "Scheduler",
     "Sequential",
     "Sleep",
     "State",
@@ -115,10 +128,15 @@ __all__ = [
     "TaskStorage",
     "Tracing",
     "TracingObserver",
+    "Trigger",
+    "Webhook",
     "has_template",
+    "render",
     "set_source_loader",
     "task",
     "tracing_observer",
+    "trigger_key",
+    "truthy",
     "validate_inputs",
 ]
 

@@ -173,6 +173,7 @@ class TaskContext:
         "outputs",
         "task_id",
         "task_run_id",
+        "trigger",
         "value",
     )
 
@@ -191,6 +192,7 @@ class TaskContext:
         attempt: int,
         value: Any = None,
         iteration: int | None = None,
+        trigger: Mapping[str, Any] | None = None,
     ) -> None:
         self.engine = engine
         self.execution_id = execution_id
@@ -204,6 +206,8 @@ class TaskContext:
         self.attempt = attempt
         self.value = value
         self.iteration = iteration
+        #: What started the execution, when a trigger did (``{{ trigger.* }}``).
+        self.trigger = trigger or {}
         self._metric: MetricRecorder | None = None
 
     # Made on first use: most tasks log nothing and record nothing, and a helper pointing
@@ -251,6 +255,7 @@ class TaskContext:
                 "namespace": self.namespace,
                 "revision": self.flow_revision,
             },
+            "trigger": self.trigger,
         }
 
     def render(self, value: Any, *, field: str = "") -> Any:

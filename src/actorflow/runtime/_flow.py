@@ -11,6 +11,7 @@ from typing import Any
 from actorflow._errors import FlowValidationError, InputError, Problem
 from actorflow.runtime._retry import Retry
 from actorflow.runtime._tasks import Dag, Flowable, Task
+from actorflow.runtime._triggers import Trigger, trigger_problems
 
 _MISSING: Any = object()
 
@@ -136,6 +137,7 @@ class Flow:
             ``finally_`` always.
         retry: default retry for every runnable task without its own (or an ancestor's).
         concurrency: limit on concurrent executions of this flow.
+        triggers: what starts executions by itself (Schedule, FlowTrigger, Webhook).
         source: the flow file's text, kept with executions so recovery can reload it.
     """
 
@@ -150,6 +152,7 @@ class Flow:
     concurrency: Concurrency | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    triggers: Sequence[Trigger] = ()
     source: str | None = None
     source_path: str | None = None
     _index: dict[str, tuple[Task, Flowable | None]] = field(
@@ -162,6 +165,7 @@ class Flow:
             problems.append(Problem("flow id must not be empty", field="id"))
         if not [t for t in self.tasks if not t.disabled]:
             problems.append(Problem("a flow needs at least one task", field="tasks"))
+        problems.extend(trigger_problems(self.triggers))
         for task, parent in self._walk(self.top_level(), None):
             if not task.id:
                 problems.append(Problem("task id must not be empty", field="tasks"))

@@ -105,6 +105,8 @@ class Execution(msgspec.Struct, frozen=True, gc=False, tag="execution"):
     flow_source: str | None = None
     error: str | None = None
     manual_pause: bool = False
+    #: What started it, when a trigger did (``{{ trigger.* }}``: type, id, date...).
+    trigger: dict[str, Any] | None = None
 
     @property
     def start_date(self) -> float:

@@ -154,6 +154,10 @@ class Runtime(Recovery):
         """Make a flow known: for subflows, and to resume its unfinished executions."""
         self.engine.register(flow)
 
+    def new_execution_id(self) -> str:
+        """A fresh execution id, for :meth:`submit`'s ``execution_id``."""
+        return self.engine.new_id()
+
     def flow(self, namespace: str, flow_id: str, revision: int | None = None) -> Flow | None:
         """A registered flow (its latest revision unless ``revision`` is given), else None."""
         return self.engine.find_flow(namespace, flow_id, revision)
@@ -175,9 +179,15 @@ class Runtime(Recovery):
         labels: Mapping[str, str] | None = None,
         traceparent: str | None = None,
         durable: bool = True,
+        trigger: Mapping[str, Any] | None = None,
+        execution_id: str | None = None,
     ) -> ExecutionHandle:
         """Create an execution of ``flow`` and start it; returns once it is stored
-        (``durable=False``: once it is queued for storage, for a caller that awaits its end)."""
+        (``durable=False``: once it is queued for storage, for a caller that awaits its end).
+
+        ``trigger`` records what started it (``{{ trigger.* }}``); ``execution_id`` is an id
+        made beforehand with :meth:`new_execution_id` (a trigger claims its fire with it).
+        """
         engine = self.engine
         engine._check()
         valid = validate_inputs(flow.inputs, inputs, where=f"flow {flow.namespace}.{flow.id}")
@@ -190,6 +200,8 @@ class Runtime(Recovery):
             inputs=valid,
             labels=dict(labels or {}),
             traceparent=traceparent,
+            trigger=dict(trigger) if trigger is not None else None,
+            execution_id=execution_id,
         )
         commit = engine.save_execution(record, record.history)
         engine.start_execution(flow, record)

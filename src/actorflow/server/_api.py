@@ -35,7 +35,7 @@ from actorflow._errors import (
     StoredFileNotFound,
 )
 from actorflow.flows import load_flow_text
-from actorflow.runtime import Execution, Flow, Runtime, State
+from actorflow.runtime import Execution, Flow, Runtime, State, Webhook, render, truthy
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -406,6 +406,39 @@ class Api:
         )
         return JSONResponse(execution_json(await self.rt.get(handle.id)), status_code=201)
 
+    async def webhook(self, request: Request) -> Response:
+        """Start the flow whose Webhook trigger has this key, with ``trigger.body``,
+        ``trigger.headers`` and ``trigger.parameters``; a wrong key starts nothing (404)."""
+        p = request.path_params
+        flow = self._flow(p["namespace"], p["flow_id"])
+        flow_vars = {"id": flow.id, "namespace": flow.namespace, "revision": flow.revision}
+        hook = next(
+            (t for t in flow.triggers if isinstance(t, Webhook) and not t.disabled
+             and str(render(t.key, {"flow": flow_vars})) == p["key"]),
+            None,
+        )  # fmt: skip
+        if hook is None:
+            raise ApiError(
+                404, "not_found", f"no webhook of {flow.namespace}.{flow.id} has this key"
+            )
+        raw = await _body(request)
+        try:
+            body: Any = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            body = raw.decode("utf-8", errors="replace")
+        variables = {
+            "type": "Webhook", "id": hook.id, "body": body,
+            "headers": {k: v for k, v in request.headers.items()},
+            "parameters": {k: request.query_params.getlist(k) for k in request.query_params},
+        }  # fmt: skip
+        context = {"trigger": variables, "flow": flow_vars}
+        for i, condition in enumerate(hook.conditions):
+            if not truthy(render(condition, context, where=f"triggers.{hook.id}[{i}]")):
+                return JSONResponse({"started": False, "reason": "a condition is false"})
+        inputs = render(dict(hook.inputs), context, where=f"triggers.{hook.id}.inputs")
+        handle = await self.rt.submit(flow, inputs, trigger=variables)
+        return JSONResponse(execution_json(await self.rt.get(handle.id)), status_code=200)
+
     async def _state(self, request: Request, status: int) -> Response:
         ex = await self.rt.get(request.path_params["id"])
         return JSONResponse(execution_json(ex, tree=False), status_code=status)
@@ -429,6 +462,11 @@ class Api:
             Route(ex + "/resume", g(self.resume), methods=["POST"]),
             Route(ex + "/restart", g(self.restart), methods=["POST"]),
             Route(ex + "/replay", g(self.replay), methods=["POST"]),
+            Route(
+                "/api/v1/executions/webhook/{namespace}/{flow_id}/{key}",
+                g(self.webhook),
+                methods=["GET", "POST", "PUT"],
+            ),
             # After the control routes: POST .../{id}/kill must not read as a flow named kill.
             Route("/api/v1/executions/{namespace}/{flow_id}", g(self.submit), methods=["POST"]),
         ]

@@ -93,9 +93,12 @@ def document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
             {"name": q, "in": "query", "required": False, "schema": schema}
             for q, schema in QUERY.get(name, {}).items()
         ]
-        for method in sorted((route.methods or set()) - {"HEAD"}):
+        methods = sorted((route.methods or set()) - {"HEAD"})
+        for method in methods:
             op: dict[str, Any] = {
-                "operationId": name,
+                # Unique per operation, as OpenAPI wants: a route with several methods
+                # (the webhook) names each.
+                "operationId": name if len(methods) == 1 else f"{name}_{method.lower()}",
                 "summary": summary.strip(),
                 "description": " ".join(description.split()),
                 "parameters": params,

@@ -13,7 +13,7 @@ import anyio
 
 from actorflow._errors import FlowValidationError
 from actorflow.flows import load_flows
-from actorflow.runtime import Flow, Runtime
+from actorflow.runtime import Flow, Runtime, Scheduler
 
 
 def load_flow_dir(path: str | Path) -> tuple[list[Flow], list[FlowValidationError]]:
@@ -34,11 +34,13 @@ async def serve(
     sock: socket.socket | None = None,
     ready: anyio.Event | None = None,
     handle_signals: bool = False,
+    scheduler: bool = True,
     **runtime_options: Any,
 ) -> None:
-    """Open the runtime on ``db`` (recovering what dead processes left), register ``flows``
-    and serve the API until cancelled or, with ``handle_signals``, until SIGINT/SIGTERM (a
-    second one stops at once); the runtime then closes."""
+    """Open the runtime on ``db`` (recovering what dead processes left), register ``flows``,
+    run their triggers (``scheduler``) and serve the API until cancelled or, with
+    ``handle_signals``, until SIGINT/SIGTERM (a second one stops at once); the runtime then
+    closes."""
     import uvicorn
 
     from actorflow.server._api import app
@@ -59,6 +61,8 @@ async def serve(
         async with anyio.create_task_group() as tg:
             if handle_signals:
                 tg.start_soon(_stop_on_signal, server)
+            if scheduler:
+                tg.start_soon(Scheduler(rt).run)
             if ready is not None:
                 ready.set()
             await server.serve(sockets=[sock] if sock is not None else None)

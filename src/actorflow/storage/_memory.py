@@ -73,6 +73,7 @@ class MemoryStore:
         self._metrics: dict[_MetricKey, MetricRow] = {}
         self._commands: list[CommandRow] = []
         self._owners: dict[str, float] = {}
+        self._fires: dict[tuple[str, str], tuple[float, str | None, str]] = {}
         self._ids = itertools.count(1)
         self._failed: BaseException | None = None
         self._closed = False
@@ -359,6 +360,31 @@ class MemoryStore:
         cmd = CommandRow(next(self._ids), execution_id, kind, payload, self.clock())
         self._commands.append(cmd)
         return cmd.id
+
+    async def claim_fire(
+        self, trigger: str, fire: str, tick: float, execution_id: str | None, owner: str
+    ) -> bool:
+        """Record one fire of a trigger unless it is recorded already; True if this call did."""
+        self._check()
+        if (trigger, fire) in self._fires:
+            return False
+        self._fires[(trigger, fire)] = (tick, execution_id, owner)
+        return True
+
+    async def last_tick(self, trigger: str) -> float | None:
+        """The latest recorded fire's tick of a trigger, or None."""
+        ticks = [t for (trg, _), (t, _, _) in self._fires.items() if trg == trigger]
+        return max(ticks) if ticks else None
+
+    async def unstarted_fires(self, stale_after: float) -> list[tuple[str, str, float, str]]:
+        """Fires whose execution was never stored and whose owner is gone."""
+        fresh = self.clock() - stale_after
+        return sorted(
+            ((trg, fire, tick, ex_id) for (trg, fire), (tick, ex_id, owner) in self._fires.items()
+             if ex_id is not None and ex_id not in self._execs
+             and self._owners.get(owner, float("-inf")) < fresh),
+            key=lambda r: r[2],
+        )  # fmt: skip
 
     async def register_owner(self, owner: str, ttl: float) -> None:
         """Announce a live runtime process."""

@@ -6,7 +6,7 @@ import sqlite3
 
 from actorflow._errors import DatabaseInvalid, SchemaTooNew
 
-CURRENT_VERSION = 2
+CURRENT_VERSION = 3
 
 _V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -109,8 +109,24 @@ CREATE INDEX IF NOT EXISTS ix_commands_execution ON commands(execution_id);
 UPDATE schema_version SET version = 2
 """
 
+# v3: triggers. One row per fire (a schedule's tick, a flow trigger's source execution),
+# claimed by INSERT: the primary key makes each fire happen once, across restarts and servers.
+_V2_TO_V3 = """
+CREATE TABLE trigger_fires (
+    trigger TEXT NOT NULL,
+    fire TEXT NOT NULL,
+    tick REAL NOT NULL,
+    execution_id TEXT,
+    owner TEXT,
+    created REAL NOT NULL,
+    PRIMARY KEY (trigger, fire)
+);
+CREATE INDEX ix_trigger_fires_tick ON trigger_fires(trigger, tick);
+UPDATE schema_version SET version = 3
+"""
+
 # MIGRATIONS[v] takes a database from version v to v + 1.
-MIGRATIONS: dict[int, str] = {1: _V1_TO_V2}
+MIGRATIONS: dict[int, str] = {1: _V1_TO_V2, 2: _V2_TO_V3}
 
 
 def _statements(script: str) -> list[str]:

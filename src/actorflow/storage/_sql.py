@@ -340,3 +340,26 @@ def claim(
 
     result: list[Any] = _transaction(conn, body)
     return result
+
+
+def claim_fire(
+    conn: sqlite3.Connection,
+    trigger: str,
+    fire: str,
+    tick: float,
+    execution_id: str | None,
+    owner: str,
+    now: float,
+) -> bool:
+    """Record one fire of a trigger unless it is recorded already; True if this call did."""
+
+    def body(c: sqlite3.Connection) -> bool:
+        cur = c.execute(
+            "INSERT INTO trigger_fires (trigger, fire, tick, execution_id, owner, created)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT(trigger, fire) DO NOTHING",
+            (trigger, fire, tick, execution_id, owner, now),
+        )
+        return cur.rowcount == 1
+
+    result: bool = _transaction(conn, body)
+    return result

@@ -384,6 +384,14 @@ class SQLiteStore(SQLiteReads):
             (owner, self.clock(), ttl),
         )
 
+    async def claim_fire(
+        self, trigger: str, fire: str, tick: float, execution_id: str | None, owner: str
+    ) -> bool:
+        """Record one fire of a trigger unless it is recorded already; True if this call did."""
+        return await self._admin(
+            _sql.claim_fire, trigger, fire, tick, execution_id, owner, self.clock()
+        )
+
     async def heartbeat(self, owner: str) -> None:
         """Keep an owner alive."""
         await self._admin(

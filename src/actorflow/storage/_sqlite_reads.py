@@ -32,6 +32,7 @@ class SQLiteReads:
 
     path: Path
     _reader: aiosqlite.Connection | None
+    clock: Callable[[], float]
 
     @staticmethod
     async def _call(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
@@ -205,6 +206,23 @@ class SQLiteReads:
             "SELECT id, execution_id, kind, payload, created FROM commands WHERE id > ? ORDER BY id"
         )
         return [CommandRow(*r) for r in await self._rows(sql, (last_id,))]
+
+    async def last_tick(self, trigger: str) -> float | None:
+        """The latest recorded fire's tick of a trigger, or None."""
+        rows = await self._rows("SELECT max(tick) FROM trigger_fires WHERE trigger = ?", (trigger,))
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    async def unstarted_fires(self, stale_after: float) -> list[tuple[str, str, float, str]]:
+        """Fires whose execution was never stored and whose owner is gone."""
+        rows = await self._rows(
+            "SELECT trigger, fire, tick, execution_id FROM trigger_fires f"
+            " WHERE execution_id IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.id = f.execution_id)"
+            " AND (owner IS NULL OR owner NOT IN"
+            "  (SELECT owner FROM owners WHERE heartbeat >= ?)) ORDER BY tick",
+            (self.clock() - stale_after,),
+        )
+        return [(r[0], r[1], float(r[2]), r[3]) for r in rows]
 
     async def owners(self) -> list[tuple[str, float]]:
         """Registered owners with their last heartbeat."""

@@ -227,6 +227,22 @@ class Store(Protocol):
         """Registered owners with their last heartbeat."""
         ...
 
+    async def claim_fire(
+        self, trigger: str, fire: str, tick: float, execution_id: str | None, owner: str
+    ) -> bool:
+        """Record one fire of a trigger (a tick, a source execution) unless some process did
+        already; True if this call did. ``execution_id`` is the execution it will start."""
+        ...
+
+    async def last_tick(self, trigger: str) -> float | None:
+        """The latest recorded fire's tick of a trigger, or None."""
+        ...
+
+    async def unstarted_fires(self, stale_after: float) -> list[tuple[str, str, float, str]]:
+        """Fires whose execution was never stored and whose owner is gone: (trigger, fire,
+        tick, execution_id), to start now."""
+        ...
+
     async def claim_orphans(
         self, owner: str, terminal_states: Collection[str], stale_after: float
     ) -> list[ExecutionRow]:

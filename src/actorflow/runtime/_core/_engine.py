@@ -160,6 +160,11 @@ class Engine:
         self._prefix = os.urandom(5).hex()
         self._ids = itertools.count(1)
         self.accepting = True
+        #: Called with every execution whose end is stored (the scheduler's Flow triggers).
+        self.end_listeners: list[Callable[[Execution], None]] = []
+        #: Called with an execution at each new state short of its end (Flow triggers on
+        #: RUNNING or PAUSED); ends go to ``end_listeners`` once stored.
+        self.state_listeners: list[Callable[[Execution], None]] = []
         self.guardian = guardian(self)
         # The guardian is an actor as well as a GuardianLike; a Protocol cannot say both.
         actor = cast("Actor", self.guardian)
@@ -215,6 +220,9 @@ class Engine:
                         self._admit()  # an idle execution holds no slot
                 else:
                     idle.discard(ex.id)
+            if self.state_listeners and not ex.state.terminal:
+                for listener in self.state_listeners:
+                    listener(ex)
             store.write(history_ops(ex.id, None, new))
         return store.write_latest(("execution", ex.id), self._execution_rows, (ex, self.owner))
 
@@ -309,6 +317,8 @@ class Engine:
             ended = self._ended
             if error is None:
                 ended[ex.id] = ex
+                for listener in self.end_listeners:
+                    listener(ex)
             for done in self._waiters.pop(ex.id, ()):
                 if not done.done():
                     if error is None:
@@ -430,10 +440,13 @@ def new_execution_record(
     parent_task_run_id: str | None = None,
     labels: dict[str, str] | None = None,
     traceparent: str | None = None,
+    trigger: dict[str, Any] | None = None,
+    execution_id: str | None = None,
 ) -> Execution:
     """A CREATED execution of ``flow``."""
     return Execution(
-        id=engine.new_id(),
+        id=execution_id or engine.new_id(),
+        trigger=trigger,
         namespace=flow.namespace,
         flow_id=flow.id,
         flow_revision=flow.revision,

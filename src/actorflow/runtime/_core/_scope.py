@@ -48,6 +48,7 @@ class ExecutionScope:
             "task": {"id": tr.task_id if tr else None},
             "execution": {"id": ex.id, "state": ex.state.value},
             "flow": {"id": ex.flow_id, "namespace": ex.namespace, "revision": ex.flow_revision},
+            "trigger": ex.trigger or {},
         }
 
     def task_context(self, tr: TaskRun, attempt: int) -> TaskContext:
@@ -67,6 +68,7 @@ class ExecutionScope:
             attempt=attempt,
             value=value,
             iteration=tr.iteration,
+            trigger=ex.trigger,
         )
 
     def record_outputs(self, tr: TaskRun) -> None:
