@@ -47,3 +47,21 @@ def test_server_refuses_a_missing_flows_directory(tmp_path: Path) -> None:
     proc = start("server", "--db", tmp_path / "s.db", "--flows", tmp_path / "nope", "--port", "0")
     code, _out, err = finish(proc)
     assert code == 2 and "nope" in err and "not a directory" in err
+
+
+def test_flow_deploy_list_and_show(tmp_path: Path) -> None:
+    """`flow deploy DIR` stores every flow, `flows` lists them, `flow show` prints a source;
+    deploying again changes nothing."""
+    from _support.cli import af, af_json
+
+    db = tmp_path / "f.db"
+    out = af_json("flow", "deploy", EXAMPLES, "--db", db)
+    assert {d["id"] for d in out} >= {"hello", "approval"} and all(d["new"] for d in out)
+    again = af_json("flow", "deploy", EXAMPLES / "hello.yaml", "--db", db)
+    assert again == [{**next(d for d in out if d["id"] == "hello"), "new": False}]
+    listed = af_json("flows", "--db", db)
+    assert {f["id"] for f in listed} == {d["id"] for d in out}
+    shown = af("flow", "show", "examples.hello", "--db", db).stdout
+    assert shown == (EXAMPLES / "hello.yaml").read_text()
+    missing = af("flow", "show", "nope", "--db", db, code=1)
+    assert "no deployed flow 'nope'" in missing.stderr

@@ -407,6 +407,74 @@ async def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_flow_deploy(args: argparse.Namespace) -> int:
+    paths: list[Path] = []
+    for given in args.paths:
+        p = Path(given)
+        if p.is_dir():
+            paths.extend(sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml", ".json")))
+        else:
+            paths.append(p)
+    flows = [load_flow(p) for p in paths]  # every file valid before anything is stored
+    out: list[dict[str, Any]] = []
+    async with Runtime.open(_db(args), recover=False) as rt:
+        for flow in flows:
+            assert flow.source is not None
+            deployed, new = await rt.deploy(flow.source)
+            out.append({"namespace": deployed.namespace, "id": deployed.id,
+                        "revision": deployed.revision, "new": new,
+                        "file": flow.source_path})  # fmt: skip
+    if args.json:
+        print(json.dumps(out))
+    else:
+        console = _console()
+        for d in out:
+            what = "deployed" if d["new"] else "unchanged"
+            console.print(f"{what} {d['namespace']}.{d['id']} revision {d['revision']}")
+    return 0
+
+
+async def cmd_flows(args: argparse.Namespace) -> int:
+    async with _open(args) as rt:
+        rows = await rt.store.flows(args.namespace)
+    if args.json:
+        print(json.dumps([{"namespace": r.namespace, "id": r.id, "revision": r.revision,
+                           "created": r.created} for r in rows]))  # fmt: skip
+        return 0
+    from rich.table import Table
+
+    table = Table("namespace", "id", "revision", "deployed")
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created))
+        table.add_row(r.namespace, r.id, str(r.revision), when)
+    _console().print(table)
+    return 0
+
+
+async def cmd_flow_show(args: argparse.Namespace) -> int:
+    namespace, _, flow_id = args.id.rpartition(".")
+    async with _open(args) as rt:
+        if namespace:
+            row = await rt.store.flow_revision(namespace, flow_id, args.revision)
+        else:
+            matches = [r for r in await rt.store.flows() if r.id == flow_id]
+            if len(matches) > 1:
+                names = ", ".join(f"{r.namespace}.{r.id}" for r in matches)
+                raise CliError(f"flow id {flow_id!r} is deployed in several namespaces: {names}")
+            row = matches[0] if matches else None
+            if row is not None and args.revision is not None:
+                row = await rt.store.flow_revision(row.namespace, flow_id, args.revision)
+    if row is None:
+        raise CliError(f"no deployed flow {args.id!r}" + (
+            f" revision {args.revision}" if args.revision is not None else ""))  # fmt: skip
+    if args.json:
+        print(json.dumps({"namespace": row.namespace, "id": row.id, "revision": row.revision,
+                          "created": row.created, "source": row.source}))  # fmt: skip
+    else:
+        print(row.source, end="" if row.source.endswith("\n") else "\n")
+    return 0
+
+
 async def cmd_server(args: argparse.Namespace) -> int:
     try:
         from actorflow.server import load_flow_dir, serve
@@ -513,6 +581,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="execution id")
     p.add_argument("--from", dest="from_task", metavar="TASK", help="task id to run again from")
     p.set_defaults(func=cmd_restart)
+    p = add("flows", "deployed flows (latest revisions)")
+    p.add_argument("--namespace", help="only this namespace")
+    p.set_defaults(func=cmd_flows)
+    p = add("flow", "deploy or show flows stored in the database")
+    flow_sub = p.add_subparsers(dest="flow_command", required=True, metavar="ACTION")
+    q = flow_sub.add_parser("deploy", help="store flow files (or every file of a directory)",
+                            parents=[common])  # fmt: skip
+    q.add_argument("paths", nargs="+", metavar="FILE|DIR")
+    q.set_defaults(func=cmd_flow_deploy)
+    q = flow_sub.add_parser("show", help="the source of a deployed flow", parents=[common])
+    q.add_argument("id", help="flow id, or namespace.id")
+    q.add_argument("--revision", type=int, help="a revision (default: the latest)")
+    q.set_defaults(func=cmd_flow_show)
     p = add("server", "a long-running worker serving the HTTP API (the server extra)")
     p.add_argument("--flows", action="append", metavar="DIR", help="flows to deploy (repeatable)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")

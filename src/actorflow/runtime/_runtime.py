@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
+import logging
 import os
 import tempfile
 import time
@@ -40,6 +42,9 @@ from actorflow.storage import (
 
 DEFAULT_MAX_ACTIVE: int | None = 128
 DEFAULT_MAX_QUEUED: int | None = 10_000
+
+
+_log = logging.getLogger("actorflow.runtime")
 
 
 class ExecutionHandle:
@@ -122,6 +127,7 @@ class Runtime(Recovery):
                 execution_actor=ExecutionActor, guardian=Guardian,
             )  # fmt: skip
             rt = cls(engine, store)
+            await rt._load_deployed()  # before `flows`: the caller's own objects win
             for flow in flows:
                 engine.register(flow)
             await store.register_owner(engine.owner, STALE_AFTER)
@@ -153,6 +159,34 @@ class Runtime(Recovery):
     def register(self, flow: Flow) -> None:
         """Make a flow known: for subflows, and to resume its unfinished executions."""
         self.engine.register(flow)
+
+    async def deploy(self, source: str) -> tuple[Flow, bool]:
+        """Store a flow file's text as the next revision of its flow (unless the latest stored
+        revision has the same text) and register it; returns (the flow, whether it is new).
+
+        Deployed flows are loaded by every runtime that opens the database, so any worker can
+        run them. Python flows are not deployed: register them on each worker
+        (``Runtime.open(flows=...)``).
+        """
+        flow = load_source(source)
+        if flow is None:
+            raise FlowError("no flow language is installed to read flow sources")
+        revision, new = await self.store.deploy_flow(flow.namespace, flow.id, source, flow.revision)
+        flow = dataclasses.replace(flow, revision=revision)
+        self.engine.register(flow)
+        return flow, new
+
+    async def _load_deployed(self) -> None:
+        for row in await self.store.flows():
+            try:
+                flow = load_source(row.source)
+            except FlowError as exc:
+                # E.g. a task type only another worker registers: that worker runs it.
+                _log.warning("deployed flow %s.%s revision %d does not load here: %s",
+                             row.namespace, row.id, row.revision, exc)  # fmt: skip
+                continue
+            if flow is not None:
+                self.engine.register(dataclasses.replace(flow, revision=row.revision))
 
     def new_execution_id(self) -> str:
         """A fresh execution id, for :meth:`submit`'s ``execution_id``."""

@@ -246,16 +246,11 @@ class Api:
         return JSONResponse({"valid": True, "problems": [], "flow": flow_json(flow)})
 
     async def deploy_flow(self, request: Request) -> Response:
-        """Deploy a flow source (YAML or JSON body): 201 with the flow, 422 with its problems."""
+        """Deploy a flow source (YAML or JSON body), stored as its next revision: 201 with the
+        flow (200 when the latest revision has the same source), 422 with its problems."""
         source = (await _body(request)).decode("utf-8", errors="replace")
-        flow = load_flow_text(source)
-        existing = self.rt.flow(flow.namespace, flow.id)
-        if existing is not None and existing.source == flow.source:
-            return JSONResponse(flow_json(existing), status_code=200)
-        if existing is not None and flow.revision <= existing.revision:
-            flow = _with_revision(flow, existing.revision + 1)
-        self.rt.register(flow)
-        return JSONResponse(flow_json(flow), status_code=201)
+        flow, new = await self.rt.deploy(source)
+        return JSONResponse(flow_json(flow), status_code=201 if new else 200)
 
     # -- executions ------------------------------------------------------------------------
     async def submit(self, request: Request) -> Response:
@@ -476,12 +471,6 @@ def _log_json(row: Any) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.to_builtins(row)
     data["timestamp"] = _iso(row.ts)
     return data
-
-
-def _with_revision(flow: Flow, revision: int) -> Flow:
-    import dataclasses
-
-    return dataclasses.replace(flow, revision=revision)
 
 
 def api_routes(runtime: Runtime) -> list[BaseRoute]:

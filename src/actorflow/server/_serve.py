@@ -37,7 +37,8 @@ async def serve(
     scheduler: bool = True,
     **runtime_options: Any,
 ) -> None:
-    """Open the runtime on ``db`` (recovering what dead processes left), register ``flows``,
+    """Open the runtime on ``db`` (recovering what dead processes left), deploy ``flows``
+    (file flows are stored as revisions; Python flows are registered here only),
     run their triggers (``scheduler``) and serve the API until cancelled or, with
     ``handle_signals``, until SIGINT/SIGTERM (a second one stops at once); the runtime then
     closes."""
@@ -52,7 +53,12 @@ async def serve(
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    async with Runtime.open(db, flows=flows, **runtime_options) as rt:
+    files = [f for f in flows if f.source is not None]
+    python = [f for f in flows if f.source is None]
+    async with Runtime.open(db, flows=python, **runtime_options) as rt:
+        for f in files:  # stored, so every worker on this database can run them
+            assert f.source is not None
+            await rt.deploy(f.source)
         config = uvicorn.Config(
             app(rt), host=host, port=port, log_level="warning", lifespan="off",
             timeout_graceful_shutdown=5,

@@ -25,6 +25,7 @@ from actorflow.storage._rows import (
     DeleteExecution,
     DeleteTaskRuns,
     ExecutionRow,
+    FlowRow,
     HistoryRow,
     LogRow,
     MetricRow,
@@ -74,6 +75,7 @@ class MemoryStore:
         self._commands: list[CommandRow] = []
         self._owners: dict[str, float] = {}
         self._fires: dict[tuple[str, str], tuple[float, str | None, str]] = {}
+        self._flows: dict[tuple[str, str], list[FlowRow]] = {}
         self._ids = itertools.count(1)
         self._failed: BaseException | None = None
         self._closed = False
@@ -360,6 +362,36 @@ class MemoryStore:
         cmd = CommandRow(next(self._ids), execution_id, kind, payload, self.clock())
         self._commands.append(cmd)
         return cmd.id
+
+    async def deploy_flow(
+        self, namespace: str, flow_id: str, source: str, revision: int | None = None
+    ) -> tuple[int, bool]:
+        """Store a flow's source as its next revision unless the latest has the same source."""
+        self._check()
+        revisions = self._flows.setdefault((namespace, flow_id), [])
+        if revisions and revisions[-1].source == source:
+            return revisions[-1].revision, False
+        latest = revisions[-1].revision if revisions else 0
+        chosen = revision if revision is not None and revision > latest else latest + 1
+        revisions.append(FlowRow(namespace, flow_id, chosen, source, self.clock()))
+        return chosen, True
+
+    async def flows(self, namespace: str | None = None) -> list[FlowRow]:
+        """The latest revision of every deployed flow (of ``namespace``)."""
+        return [
+            revs[-1]
+            for (ns, _), revs in sorted(self._flows.items())
+            if namespace is None or ns == namespace
+        ]
+
+    async def flow_revision(
+        self, namespace: str, flow_id: str, revision: int | None = None
+    ) -> FlowRow | None:
+        """One deployed revision (the latest when ``revision`` is None)."""
+        revs = self._flows.get((namespace, flow_id), [])
+        if revision is None:
+            return revs[-1] if revs else None
+        return next((r for r in revs if r.revision == revision), None)
 
     async def claim_fire(
         self, trigger: str, fire: str, tick: float, execution_id: str | None, owner: str

@@ -105,6 +105,16 @@ class CommandRow(msgspec.Struct, frozen=True, gc=False):
     created: float
 
 
+class FlowRow(msgspec.Struct, frozen=True, gc=False):
+    """A deployed revision of a flow: its source, which the flow language loads."""
+
+    namespace: str
+    id: str
+    revision: int
+    source: str
+    created: float
+
+
 class UpsertExecution(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Insert or replace an execution row."""
 

@@ -6,7 +6,7 @@ import sqlite3
 
 from actorflow._errors import DatabaseInvalid, SchemaTooNew
 
-CURRENT_VERSION = 3
+CURRENT_VERSION = 4
 
 _V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -125,8 +125,21 @@ CREATE INDEX ix_trigger_fires_tick ON trigger_fires(trigger, tick);
 UPDATE schema_version SET version = 3
 """
 
+# v4: deployed flows, by revision, so that any worker can load what it is asked to run.
+_V3_TO_V4 = """
+CREATE TABLE flows (
+    namespace TEXT NOT NULL,
+    id TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (namespace, id, revision)
+);
+UPDATE schema_version SET version = 4
+"""
+
 # MIGRATIONS[v] takes a database from version v to v + 1.
-MIGRATIONS: dict[int, str] = {1: _V1_TO_V2, 2: _V2_TO_V3}
+MIGRATIONS: dict[int, str] = {1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4}
 
 
 def _statements(script: str) -> list[str]:

@@ -363,3 +363,34 @@ def claim_fire(
 
     result: bool = _transaction(conn, body)
     return result
+
+
+def deploy_flow(
+    conn: sqlite3.Connection,
+    namespace: str,
+    flow_id: str,
+    source: str,
+    revision: int | None,
+    now: float,
+) -> tuple[int, bool]:
+    """Store ``source`` as the next revision of a flow (or as ``revision``), unless the latest
+    one has the same source; returns (revision, whether it is new)."""
+
+    def body(c: sqlite3.Connection) -> tuple[int, bool]:
+        row = c.execute(
+            "SELECT revision, source FROM flows WHERE namespace = ? AND id = ?"
+            " ORDER BY revision DESC LIMIT 1",
+            (namespace, flow_id),
+        ).fetchone()
+        if row is not None and row[1] == source:
+            return int(row[0]), False
+        latest = int(row[0]) if row is not None else 0
+        chosen = revision if revision is not None and revision > latest else latest + 1
+        c.execute(
+            "INSERT INTO flows (namespace, id, revision, source, created) VALUES (?,?,?,?,?)",
+            (namespace, flow_id, chosen, source, now),
+        )
+        return chosen, True
+
+    result: tuple[int, bool] = _transaction(conn, body)
+    return result

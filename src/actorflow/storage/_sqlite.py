@@ -384,6 +384,14 @@ class SQLiteStore(SQLiteReads):
             (owner, self.clock(), ttl),
         )
 
+    async def deploy_flow(
+        self, namespace: str, flow_id: str, source: str, revision: int | None = None
+    ) -> tuple[int, bool]:
+        """Store a flow's source as its next revision unless the latest has the same source."""
+        return await self._admin(
+            _sql.deploy_flow, namespace, flow_id, source, revision, self.clock()
+        )
+
     async def claim_fire(
         self, trigger: str, fire: str, tick: float, execution_id: str | None, owner: str
     ) -> bool:

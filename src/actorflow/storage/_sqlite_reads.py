@@ -17,6 +17,7 @@ from actorflow.storage._rows import (
     AttemptRow,
     CommandRow,
     ExecutionRow,
+    FlowRow,
     HistoryRow,
     LogRow,
     MetricRow,
@@ -206,6 +207,31 @@ class SQLiteReads:
             "SELECT id, execution_id, kind, payload, created FROM commands WHERE id > ? ORDER BY id"
         )
         return [CommandRow(*r) for r in await self._rows(sql, (last_id,))]
+
+    async def flows(self, namespace: str | None = None) -> list[FlowRow]:
+        """The latest revision of every deployed flow (of ``namespace``)."""
+        where, params = ("WHERE namespace = ?", (namespace,)) if namespace else ("", ())
+        rows = await self._rows(
+            "SELECT namespace, id, revision, source, created FROM flows f " + where
+            + (" AND" if where else " WHERE")
+            + " revision = (SELECT max(revision) FROM flows g"
+            " WHERE g.namespace = f.namespace AND g.id = f.id) ORDER BY namespace, id",
+            params,
+        )  # fmt: skip
+        return [FlowRow(*r) for r in rows]
+
+    async def flow_revision(
+        self, namespace: str, flow_id: str, revision: int | None = None
+    ) -> FlowRow | None:
+        """One deployed revision (the latest when ``revision`` is None)."""
+        sql = "SELECT namespace, id, revision, source, created FROM flows WHERE namespace = ?"
+        sql += " AND id = ?"
+        params: tuple[Any, ...] = (namespace, flow_id)
+        if revision is not None:
+            sql += " AND revision = ?"
+            params += (revision,)
+        rows = await self._rows(sql + " ORDER BY revision DESC LIMIT 1", params)
+        return FlowRow(*rows[0]) if rows else None
 
     async def last_tick(self, trigger: str) -> float | None:
         """The latest recorded fire's tick of a trigger, or None."""

@@ -11,6 +11,7 @@ from actorflow.storage._rows import (
     AttemptRow,
     CommandRow,
     ExecutionRow,
+    FlowRow,
     HistoryRow,
     LogRow,
     MetricRow,
@@ -225,6 +226,23 @@ class Store(Protocol):
 
     async def owners(self) -> list[tuple[str, float]]:
         """Registered owners with their last heartbeat."""
+        ...
+
+    async def deploy_flow(
+        self, namespace: str, flow_id: str, source: str, revision: int | None = None
+    ) -> tuple[int, bool]:
+        """Store a flow's source as its next revision (``revision`` when it is higher than the
+        latest) unless the latest has the same source; returns (revision, whether new)."""
+        ...
+
+    async def flows(self, namespace: str | None = None) -> list[FlowRow]:
+        """The latest revision of every deployed flow (of ``namespace``), by namespace and id."""
+        ...
+
+    async def flow_revision(
+        self, namespace: str, flow_id: str, revision: int | None = None
+    ) -> FlowRow | None:
+        """One deployed revision (the latest when ``revision`` is None)."""
         ...
 
     async def claim_fire(
