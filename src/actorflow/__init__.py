@@ -12,6 +12,8 @@ This package offers the names most programs need.
 
 from __future__ import annotations
 
+import importlib.metadata as _metadata
+
 from actorflow._errors import (
     ActorError,
     ActorflowError,
@@ -68,6 +70,11 @@ from actorflow.runtime import (
     task,
 )
 
+try:
+    __version__ = _metadata.version("actorflow")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = [
     "ActorError",
     "ActorNameTaken",
@@ -118,6 +125,7 @@ __all__ = [
     "TaskRun",
     "TemplateError",
     "Webhook",
+    "__version__",
     "load_flow",
     "load_flow_text",
     "task",

@@ -146,3 +146,11 @@ class IllegalOperation(ActorflowError):
 
 class RuntimeClosedError(ActorflowError):
     """The runtime is closed or has stopped accepting work."""
+
+
+# Tracebacks and task-failure log lines name classes by ``__module__``: show where users
+# import them from, not this private module.
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and issubclass(_cls, ActorflowError):
+        _cls.__module__ = "actorflow"
+del _cls

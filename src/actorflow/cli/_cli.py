@@ -23,6 +23,7 @@ import anyio
 from rich.console import Console
 from rich.text import Text
 
+from actorflow import __version__
 from actorflow._errors import (
     ActorflowError,
     ExecutionNotFound,
@@ -213,7 +214,19 @@ async def cmd_validate(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     code = 0
     err = _console(err=True)
-    for path in args.flows:
+    paths: list[str] = []
+    for given in args.flows:
+        if Path(given).is_dir():  # every flow file under it
+            found = sorted(
+                str(p) for p in Path(given).rglob("*")
+                if p.suffix in (".yaml", ".yml", ".json") and p.is_file()
+            )  # fmt: skip
+            if not found:
+                raise CliError(f"{given}: no flow files (*.yaml, *.yml, *.json) under it", 2)
+            paths.extend(found)
+        else:
+            paths.append(given)
+    for path in paths:
         try:
             flow = load_flow(path)
             results.append({"file": path, "valid": True, "id": flow.id, "problems": []})
@@ -399,9 +412,11 @@ async def cmd_purge(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(f"--older-than: {exc}", 2) from None
     async with _open(args) as rt:
-        deleted = await rt.purge(older_than=older)
+        deleted = await rt.purge(older_than=older, dry_run=args.dry_run)
     if args.json:
-        print(json.dumps({"deleted": deleted}))
+        print(json.dumps({"would_delete" if args.dry_run else "deleted": deleted}))
+    elif args.dry_run:
+        _console().print(f"would purge {len(deleted)} execution(s) older than {args.older_than}")
     else:
         _console().print(f"purged {len(deleted)} execution(s) older than {args.older_than}")
     return 0
@@ -527,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="actorflow", description="Run workflow files and inspect their executions."
     )
+    parser.add_argument("--version", action="version", version=f"actorflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
@@ -540,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(_CHILD_FLAG, dest="detached_child", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
     p = add("validate", "check flow files; every problem with file, line and field")
-    p.add_argument("flows", nargs="+", metavar="FLOW")
+    p.add_argument("flows", nargs="+", metavar="FLOW|DIR")
     p.set_defaults(func=cmd_validate)
     p = add("schema", "print the JSON Schema of flow files")
     p.set_defaults(func=cmd_schema)
@@ -601,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_server)
     p = add("purge", "delete ended executions older than a duration")
     p.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h, PT1H")
+    p.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
     p.set_defaults(func=cmd_purge)
     return parser
 
@@ -633,8 +650,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         if isinstance(exc, KeyboardInterrupt):
             return 130
+        if isinstance(exc, BrokenPipeError):
+            return _broken_pipe()
         raise
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _broken_pipe()
     return code
+
+
+def _broken_pipe() -> int:
+    # The reader (`| head`) went away: the normal end of a pipe, not an error to report.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0
 
 
 __all__ = ["build_parser", "main"]

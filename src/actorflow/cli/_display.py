@@ -72,9 +72,39 @@ def state_text(state: State) -> Text:
     return Text(state.value, style=STYLE.get(state, ""))
 
 
+#: Keys of records that hold epoch seconds: JSON output adds ``<key>_iso`` beside each.
+_DATE_KEYS = frozenset({"date", "start", "end", "ts", "created", "heartbeat"})
+
+
+def _with_iso(value: Any) -> Any:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out[k] = _with_iso(v)
+            if k in _DATE_KEYS and isinstance(v, int | float) and not isinstance(v, bool):
+                out[f"{k}_iso"] = iso_date(v)
+            elif k == "history" and isinstance(v, list | tuple):
+                # Entries stay [state, date] pairs (scripts unpack them); the dates in ISO
+                # come beside, in the same order.
+                out["history_iso"] = [
+                    iso_date(e[1]) for e in v if isinstance(e, list | tuple) and len(e) == 2
+                ]
+        return out
+    if isinstance(value, list | tuple):
+        return [_with_iso(v) for v in value]
+    return value
+
+
+def iso_date(epoch: float) -> str:
+    """ISO-8601 in UTC with milliseconds: ``2026-12-01T21:10:41.123Z``."""
+    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def to_json(value: Any) -> str:
-    """Plain JSON of records (structs, lists, dicts) for scripts."""
-    return json.dumps(msgspec.to_builtins(value), indent=2, sort_keys=False, default=str)
+    """Plain JSON of records (structs, lists, dicts) for scripts: epoch seconds as stored,
+    each with its ISO-8601 form beside it (``date`` and ``date_iso``)."""
+    return json.dumps(_with_iso(msgspec.to_builtins(value)), indent=2, default=str)
 
 
 def _label(tr: TaskRun) -> str:

@@ -7,6 +7,7 @@ import dataclasses
 import importlib
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
@@ -101,18 +102,18 @@ class Runtime(Recovery):
         check_limits(max_active, max_queued)  # before anything is opened
         own_store = store is None
         store = store or open_store(str(path))
+        temp_root: Path | None = None
         if files is None:
-            in_memory = str(path) in (":memory:", "memory://")
-            root = (
-                Path(tempfile.mkdtemp(prefix="actorflow-files-"))
-                if in_memory
-                else Path(f"{path}.files")
-            )
-            files = FileStorage(root)
+            if str(path) in (":memory:", "memory://"):
+                temp_root = Path(tempfile.mkdtemp(prefix="actorflow-files-"))
+            files = FileStorage(temp_root or Path(f"{path}.files"))
         elif not isinstance(files, FileStorage):
             files = FileStorage(Path(files))
         body_error: Exception | None = None
         async with contextlib.AsyncExitStack() as stack:
+            if temp_root is not None:
+                # Nothing of an in-memory runtime outlives it: nor its files' temporary folder.
+                stack.callback(shutil.rmtree, temp_root, ignore_errors=True)
             if own_store:
                 await stack.enter_async_context(store)  # type: ignore[arg-type]
             if observer is None and tracing is not False:
@@ -520,10 +521,14 @@ class Runtime(Recovery):
         return ExecutionHandle(self, record)
 
     async def purge(
-        self, *, older_than: float | None = None, execution_ids: Collection[str] | None = None
+        self,
+        *,
+        older_than: float | None = None,
+        execution_ids: Collection[str] | None = None,
+        dry_run: bool = False,
     ) -> list[str]:
         """Delete ended executions (with their files) that ended more than ``older_than``
-        seconds ago, or by id; running ones are never deleted."""
+        seconds ago, or by id; running ones are never deleted. ``dry_run``: only say which."""
         await self.store.flush()
         rows = []
         if execution_ids:
@@ -542,8 +547,8 @@ class Runtime(Recovery):
                 if len(page) < 1000:
                     break
                 offset += 1000
-        if not rows:
-            return []
+        if not rows or dry_run:
+            return [r.id for r in rows]
         deleted = await self.store.purge(execution_ids=[r.id for r in rows])
         gone = set(deleted)
         for row in rows:

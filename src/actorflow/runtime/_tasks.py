@@ -145,6 +145,9 @@ class TaskFailure(Exception):
     """Raised by the Fail task."""
 
 
+TaskFailure.__module__ = "actorflow.runtime"  # its public home, shown in failure log lines
+
+
 @dataclass(frozen=True, kw_only=True)
 class Fail(Runnable):
     """Fails with ``message`` (only when ``condition`` is truthy, if given)."""
