@@ -27,11 +27,11 @@ from actorflow.runtime._core._guardian import Guardian
 from actorflow.runtime._core._messages import Restart, ResumeWith, Snapshot
 from actorflow.runtime._core._persist import decode_any, decode_execution, decode_task_run
 from actorflow.runtime._core._recovery import COMMAND_POLL, STALE_AFTER, TERMINAL_NAMES, Recovery
-from actorflow.runtime._flow import Flow, load_source, validate_inputs
+from actorflow.runtime._flow import Flow, Input, load_source, validate_inputs
 from actorflow.runtime._observer import Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import TERMINAL, State, check_transition
-from actorflow.runtime._tasks import Flowable
+from actorflow.runtime._tasks import Flowable, Task
 from actorflow.storage import (
     DeleteTaskRuns,
     FileStorage,
@@ -160,6 +160,37 @@ class Runtime(Recovery):
     def register(self, flow: Flow) -> None:
         """Make a flow known: for subflows, and to resume its unfinished executions."""
         self.engine.register(flow)
+
+    async def run_task(
+        self,
+        task: Task,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        namespace: str = "adhoc",
+        labels: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Execution:
+        """Run one task on its own, without writing a flow (Mistral's "action execution"):
+        with its retries, timeout and records, stored and shown like any execution (of a flow
+        ``task-<task id>`` in ``namespace``); ``inputs`` are ``{{ inputs.* }}`` to its templates.
+        Returns the finished execution; ``.task_run(task.id)`` has its attempts and outputs.
+        """
+        if isinstance(task, Flowable):
+            raise IllegalOperation(
+                f"run_task runs one task; {task.id!r} is a flowable: make it a Flow"
+            )
+        values = dict(inputs or {})
+        flow = Flow(
+            id=f"task-{task.id}",
+            namespace=namespace,
+            inputs=[Input(name=k, type="any", required=False) for k in sorted(values)],
+            tasks=[task],
+            labels={"actorflow.adhoc": "true", **dict(labels or {})},
+            description=f"task {task.id} run on its own",
+        )
+        self.register(flow)  # recovery and restart find it by id
+        handle = await self.submit(flow, values, durable=False)
+        return await self.wait(handle.id, timeout=timeout)
 
     async def deploy(self, source: str) -> tuple[Flow, bool]:
         """Store a flow file's text as the next revision of its flow (unless the latest stored
