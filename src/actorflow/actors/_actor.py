@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from actorflow.actors._cancel import Interruptible
 from actorflow.actors._messages import Kill, SystemMessage
@@ -22,6 +22,9 @@ class Actor:
 
     __slots__ = ("__weakref__", "context")
     context: ActorContext
+    #: Children are independent of one another: when this actor stops, they all stop at
+    #: once and share one grace period (default: one at a time, in reverse start order).
+    stop_children_together: ClassVar[bool] = False
 
     async def on_start(self) -> None:
         """Called before the first message."""

@@ -64,6 +64,8 @@ class ActorSystem:
         self.escalations: list[tuple[str, BaseException]] = []
         self._on_escalation = on_escalation
         self._closing = False
+        # Set while shutting down: every stop shares it, so the whole tree stops in time.
+        self._deadline: float | None = None
         # On asyncio, spawning with loop.create_task is ~5x faster than anyio's start_soon;
         # the actor task still runs under its own anyio CancelScope and never raises.
         self._aio_loop: asyncio.AbstractEventLoop | None = None
@@ -168,8 +170,7 @@ class ActorSystem:
                 children = self._children_of(ref)
                 if children:
                     ref._shielded = True  # children must stop even if the system cancels us
-                    for child in reversed(children):
-                        await stop_within(child, 5.0)
+                    await self._stop_children(ref, children)
             finally:
                 self._cleanup(ref, parent, error)
                 if ref._task is not None:
@@ -195,8 +196,7 @@ class ActorSystem:
                 if children:
                     # Shielded: children must stop even when the system is being cancelled.
                     with anyio.CancelScope(shield=True):
-                        for child in reversed(children):
-                            await stop_within(child, 5.0)
+                        await self._stop_children(ref, children)
                 self._cleanup(ref, parent, error)
 
     async def _loop(self, ref: ActorRef, actor: Actor) -> None:
@@ -290,15 +290,31 @@ class ActorSystem:
                 # Runs in an actor's cleanup: a faulty host callback must not break shutdown.
                 _log.exception("on_escalation callback failed for %s", name)
 
-    async def shutdown(self) -> None:
-        """Stop every top-level actor in reverse spawn order (children first, each)."""
-        for ref in reversed(list(self._top.values())):
-            await stop_within(ref, 5.0)
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Stop every actor within ``grace`` seconds in all, however many there are: top-level
+        actors in reverse spawn order (each stops its children first), all within one
+        deadline, after which whatever still runs is cancelled."""
+        deadline = self._deadline = anyio.current_time() + grace
+        for ref in reversed(list(self._top.values())):  # in order, within one deadline
+            await stop_all([ref], deadline)
         self._closing = True
-        for ref in list(self._actors.values()):
-            await stop_within(ref, 5.0)
+        await stop_all(list(self._actors.values()), deadline)
         if self._tasks:
             await asyncio.wait(list(self._tasks))
+
+    def _stop_deadline(self) -> float:
+        """When a stopping child must be gone: the shutdown's deadline, else 5 s from now."""
+        return self._deadline if self._deadline is not None else anyio.current_time() + 5.0
+
+    async def _stop_children(self, ref: ActorRef, children: list[ActorRef]) -> None:
+        """Stop a stopping actor's children: in reverse start order, each within the grace;
+        all at once when the actor says its children are independent
+        (``Actor.stop_children_together``), so a thousand of them share one grace."""
+        if getattr(ref._actor, "stop_children_together", False):
+            await stop_all(list(reversed(children)), self._stop_deadline())
+            return
+        for child in reversed(children):
+            await stop_all([child], self._stop_deadline())
 
     def cancel_all(self) -> None:
         """Cancel every actor at once (the host is being cancelled)."""
@@ -316,6 +332,21 @@ def _hooks(cls: type[Actor]) -> tuple[bool, bool]:
     if found is None:
         found = _HOOKS[cls] = (cls.on_start is not Actor.on_start, cls.on_stop is not Actor.on_stop)
     return found
+
+
+async def stop_all(refs: list[ActorRef], deadline: float) -> None:
+    """Stop ``refs`` together; cancel those still alive at ``deadline`` (anyio time)."""
+    alive = [r for r in refs if r.alive]
+    for ref in alive:
+        ref._push(Stop(), None)
+    with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+        for ref in alive:
+            await ref.join()
+    for ref in alive:
+        if ref.alive:
+            ref._cancel()
+    for ref in alive:
+        await ref.join()
 
 
 async def stop_within(ref: ActorRef, timeout: float) -> None:

@@ -74,6 +74,8 @@ class Runtime(Recovery):
     def __init__(self, engine: Engine, store: Store) -> None:
         self.engine = engine
         self.store = store
+        #: Seconds closing may take in all (see :meth:`open`).
+        self.shutdown_timeout = 10.0
         self._last_command = 0
         # Restarted here at (wall time): older commands were meant for the previous run.
         self._restarted_at: dict[str, float] = {}
@@ -93,12 +95,19 @@ class Runtime(Recovery):
         recover: bool = True,
         max_active: int | None = DEFAULT_MAX_ACTIVE,
         max_queued: int | None = DEFAULT_MAX_QUEUED,
+        shutdown_timeout: float = 10.0,
     ) -> AsyncIterator[Runtime]:
         """Open a runtime on the database at ``path`` (``":memory:"`` keeps nothing).
 
         Unfinished executions whose owner process is gone are resumed, provided their flow is
         in ``flows`` (or registered later with :meth:`register`) or was loaded from a file.
+        Closing takes at most about ``shutdown_timeout`` seconds, however many executions run
+        (set ``rt.shutdown_timeout`` to change it before the block ends): running attempts get
+        that long together, then are interrupted and resumed by the next runtime to open the
+        database, as after a crash.
         """
+        if not shutdown_timeout >= 0:  # NaN too
+            raise ValueError(f"shutdown_timeout must be >= 0 seconds, got {shutdown_timeout!r}")
         check_limits(max_active, max_queued)  # before anything is opened
         own_store = store is None
         store = store or open_store(str(path))
@@ -128,6 +137,7 @@ class Runtime(Recovery):
                 execution_actor=ExecutionActor, guardian=Guardian,
             )  # fmt: skip
             rt = cls(engine, store)
+            rt.shutdown_timeout = shutdown_timeout
             await rt._load_deployed()  # before `flows`: the caller's own objects win
             for flow in flows:
                 engine.register(flow)
@@ -146,7 +156,10 @@ class Runtime(Recovery):
                 engine.accepting = False
                 tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
-                    await system.shutdown()
+                    # Bounded whatever the number of executions: attempts still running at
+                    # the end are interrupted; the next start (or another worker) recovers
+                    # them as after a crash (FAILED "interrupted", then a new attempt).
+                    await system.shutdown(rt.shutdown_timeout)
                     with contextlib.suppress(Exception):
                         await engine.observer.aclose()
                     with contextlib.suppress(Exception):

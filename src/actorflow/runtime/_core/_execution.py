@@ -51,6 +51,10 @@ class ChildCrashed(msgspec.Struct, frozen=True, tag=True):
 class ExecutionActor(Actor):
     """Runs one execution to a terminal state."""
 
+    # Its children (executions / task runs) do not depend on one another: a shutdown gives
+    # them one grace period together.
+    stop_children_together = True
+
     __slots__ = ("_pending", "child_restarts", "engine", "ex", "flow", "frames", "live", "mode",
                  "runs", "scope")  # fmt: skip
 

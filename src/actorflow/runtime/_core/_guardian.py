@@ -30,6 +30,10 @@ _log = logging.getLogger("actorflow.runtime")
 class Guardian(Actor):
     """Parent of every execution actor of one runtime."""
 
+    # Its children (executions / task runs) do not depend on one another: a shutdown gives
+    # them one grace period together.
+    stop_children_together = True
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.by_actor: dict[str, tuple[str, Flow]] = {}
