@@ -61,7 +61,13 @@ from actorflow.runtime._tasks import (
     TaskFunction,
     task,
 )
-from actorflow.runtime._template import has_template
+from actorflow.runtime._template import (
+    TemplateLimits,
+    check_template,
+    has_template,
+    set_template_limits,
+    template_limits,
+)
 from actorflow.runtime._tracing import ObserverGroup, Tracing, TracingObserver, tracing_observer
 
 __all__ = [
@@ -113,11 +119,15 @@ __all__ = [
     "TaskLogger",
     "TaskRun",
     "TaskStorage",
+    "TemplateLimits",
     "Tracing",
     "TracingObserver",
+    "check_template",
     "has_template",
     "set_source_loader",
+    "set_template_limits",
     "task",
+    "template_limits",
     "tracing_observer",
     "validate_inputs",
 ]
