@@ -38,7 +38,7 @@ from actorflow.flows._registry import (
     SpecError,
     tasks_of,
 )
-from actorflow.runtime import Flow, has_template
+from actorflow.runtime import MAX_DURATION, Flow, has_template
 
 Path_ = tuple[str | int, ...]
 _BAD: Any = object()
@@ -52,8 +52,12 @@ _ISO = re.compile(
 )
 _SHORT = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+#: Kestra's limit on namespaces: 150 characters.
 Namespace = Annotated[
-    str, msgspec.Meta(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$", description="dot-separated")
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$", max_length=150, description="dot-separated"
+    ),
 ]
 
 
@@ -96,8 +100,12 @@ def parse_duration(value: Any) -> float:
                 raise ValueError(
                     f"invalid duration {value!r}; use seconds, ISO-8601 (PT1M30S) or 5s/2m/1h"
                 ) from None
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise ValueError(f"a duration must be a finite number of seconds, got {value!r}")
     if seconds < 0:
         raise ValueError(f"a duration must not be negative, got {value!r}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"a duration must be at most 100 years, got {value!r}")
     return seconds
 
 
@@ -336,7 +344,7 @@ def _polish(message: str, value: Any, tp: Any) -> str:
     scalar = value is not _MISSING and not isinstance(value, dict | list)
     if message.startswith("Invalid enum value"):
         choices = ", ".join(str(v) for v in _literals(tp))
-        got = f" {value!r}" if scalar else ""
+        got = f" {_shown(value)}" if scalar else ""
         return f"invalid value{got}; expected one of: {choices}"
     m = _EXPECTED.match(message)
     if m is None:
@@ -344,12 +352,21 @@ def _polish(message: str, value: Any, tp: Any) -> str:
     exp = " or ".join(_NAMES.get(x.strip(), x.strip()) for x in m.group("exp").split("|"))
     rest = m.group("rest").replace(" matching regex '", " matching ").rstrip("'")
     if scalar:
-        got = f", got {value!r}"
+        got = f", got {_shown(value)}"
     elif m.group("got"):
         got = f", got {_NAMES.get(m.group('got'), m.group('got'))}"
     else:
         got = ""
     return f"expected {exp}{rest}{got}"
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut when long (a 100,000-character id stays a one-line message)."""
+    text = repr(value)
+    if len(text) <= 80:
+        return text
+    size = f"{len(value):,} characters" if isinstance(value, str) else f"{len(text):,} chars"
+    return f"{text[:60]}... ({size})"
 
 
 def _unknown_key(key: str, what: str, allowed: list[str]) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actorflow.runtime._clock import Clock, FakeClock
+from actorflow.runtime._clock import MAX_DURATION, Clock, FakeClock
 from actorflow.runtime._context import MetricRecorder, TaskContext, TaskLogger, TaskStorage
 from actorflow.runtime._flow import (
     Concurrency,
@@ -73,6 +73,7 @@ from actorflow.runtime._tracing import ObserverGroup, Tracing, TracingObserver, 
 __all__ = [
     "DURATION_METRIC",
     "EXECUTION_TRANSITIONS",
+    "MAX_DURATION",
     "MISTRAL_VIEW",
     "TASK_RUN_TRANSITIONS",
     "AllowFailure",

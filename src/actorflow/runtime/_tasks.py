@@ -13,7 +13,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from actorflow._errors import FlowError
+from actorflow.runtime._clock import check_duration
 from actorflow.runtime._retry import Retry
+
+#: The longest task id (Kestra's limit for flow ids).
+MAX_ID_LENGTH = 100
 
 if TYPE_CHECKING:
     from actorflow.runtime._context import TaskContext
@@ -43,6 +48,19 @@ class Task:
     description: str = ""
 
     flowable = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str):
+            raise FlowError(f"task id must be a string, got {type(self.id).__name__}")
+        if len(self.id) > MAX_ID_LENGTH:
+            raise FlowError(
+                f"task id {self.id[:40]!r}... has {len(self.id):,} characters; "
+                f"at most {MAX_ID_LENGTH} are allowed"
+            )
+        for name in _DURATIONS:
+            value = getattr(self, name, None)
+            if value is not None and not isinstance(value, str):
+                check_duration(value, f"task {self.id!r}: {name}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,8 +155,15 @@ class Sleep(Runnable):
     duration: float | str
 
     async def run(self, ctx: TaskContext) -> Any:
-        await ctx.sleep(float(ctx.render(self.duration, field="duration")))
+        rendered = ctx.render(self.duration, field="duration")
+        seconds = float(rendered) if isinstance(rendered, str) else rendered
+        await ctx.sleep(check_duration(seconds, f"task {self.id!r}: duration"))
         return None
+
+
+# Fields of a task (of any subclass) that hold seconds; a template string is checked once
+# rendered.
+_DURATIONS = ("timeout", "duration", "delay")
 
 
 class TaskFailure(Exception):
