@@ -38,7 +38,7 @@ from actorflow.runtime import (
 
 ENTRY_POINT_GROUP = "actorflow.task_types"
 MAX_ID_LENGTH = 100
-_ID_PATTERN = "^[a-zA-Z0-9][a-zA-Z0-9_-]*$"
+ID_PATTERN = "^[a-zA-Z0-9][a-zA-Z0-9_-]*$"
 _TYPE_NAME = re.compile(r"^[A-Za-z_][\w.-]*$")
 
 #: A flow, task or input id: letters, digits, ``_`` and ``-`` (usable in ``outputs.<id>``),
@@ -46,7 +46,7 @@ _TYPE_NAME = re.compile(r"^[A-Za-z_][\w.-]*$")
 Id = Annotated[
     str,
     msgspec.Meta(
-        pattern=_ID_PATTERN, max_length=MAX_ID_LENGTH, description="letters, digits, _ and -"
+        pattern=ID_PATTERN, max_length=MAX_ID_LENGTH, description="letters, digits, _ and -"
     ),
 ]
 
