@@ -192,6 +192,32 @@ class PauseBehavior(enum.StrEnum):
     CANCEL = "CANCEL"
 
 
+#: Nested subflow executions a chain may hold (a flow calling itself through others).
+MAX_SUBFLOW_DEPTH = 10
+
+
+async def check_subflow_depth(
+    grandparent_id: str | None,
+    parent_of: Callable[[str], Awaitable[str | None]],
+    target: str,
+) -> None:
+    """Refuse a child execution nested more than MAX_SUBFLOW_DEPTH deep (FlowError).
+
+    ``grandparent_id`` is the parent of the execution that starts the child; ``parent_of``
+    reads an execution's parent id (None at the top). A top-level parent costs no read.
+    """
+    depth = 1
+    execution_id = grandparent_id
+    while execution_id is not None:
+        depth += 1
+        if depth > MAX_SUBFLOW_DEPTH:
+            raise FlowError(
+                f"subflow {target}: more than {MAX_SUBFLOW_DEPTH} nested subflow executions "
+                "(does a flow call itself through other flows?)"
+            )
+        execution_id = await parent_of(execution_id)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Subflow(Task):
     """Runs another flow as a child execution and (with ``wait``) takes its outcome."""
