@@ -19,6 +19,7 @@ from actorflow.flows._loader import (
     load_flow,
     load_flow_text,
     load_flows,
+    load_subflows,
     parse_duration,
 )
 from actorflow.flows._registry import TaskType, register_task_type, task_type
@@ -37,6 +38,7 @@ __all__ = [
     "load_flow",
     "load_flow_text",
     "load_flows",
+    "load_subflows",
     "parse_duration",
     "register_task_type",
     "task_type",

@@ -16,6 +16,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -975,6 +976,104 @@ def load_flows(
     return flows, failures
 
 
+_FLOW_SUFFIXES = (".yaml", ".yml", ".json")
+_SNIFF_BYTES = 64 << 10
+# A top-level (column 0) ``id:`` or ``namespace:`` line of a block-style YAML file.
+_TOP_KEY = re.compile(
+    r"""^(id|namespace)[ \t]*:[ \t]*(?:"([^"\n]*)"|'([^'\n]*)'|([^\s#]+))""", re.MULTILINE
+)
+
+
+def _sniff(path: Path) -> tuple[str | None, str | None]:
+    """The top-level id and namespace a flow file seems to declare, from its first 64 KiB
+    (None when not found there: a JSON or flow-style file)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_SNIFF_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return None, None
+    found: dict[str, str] = {}
+    for m in _TOP_KEY.finditer(head):
+        found.setdefault(m.group(1), next(g for g in m.groups()[1:] if g is not None))
+    return found.get("id"), found.get("namespace")
+
+
+def _called(flow: Flow) -> set[tuple[str, str]]:
+    """The (namespace, id) of every flow that ``flow`` runs as a subflow."""
+    out: set[tuple[str, str]] = set()
+    stack: list[Task] = list(flow.top_level())
+    while stack:
+        task = stack.pop()
+        if isinstance(task, Flowable):
+            stack.extend(task.children())
+        elif isinstance(task, Subflow):
+            out.add((task.namespace or flow.namespace, task.flow_id))
+    return out
+
+
+def load_subflows(
+    flow: Flow,
+    directories: Sequence[str | os.PathLike[str]],
+    *,
+    registry: Registry | None = None,
+    limits: LoadLimits | None = None,
+) -> tuple[list[Flow], list[FlowValidationError]]:
+    """The flows that ``flow`` runs as subflows (and theirs, transitively), from the flow
+    files of ``directories``; and the failures of files that were read for them.
+
+    A file is parsed only when it may hold a flow still wanted: first the files whose
+    top-level ``id:`` (and ``namespace:``) say so, then, for a flow still missing, the files
+    that do not say what they hold. Other files, broken or not, are never read past their
+    first 64 KiB.
+    """
+    files = [
+        p
+        for d in directories
+        for p in sorted(Path(d).iterdir())
+        if p.suffix.lower() in _FLOW_SUFFIXES and p.is_file()
+    ]
+    own = Path(flow.source_path).resolve() if flow.source_path else None
+    files = [p for p in files if p.resolve() != own]
+    sniffed = {p: _sniff(p) for p in files}
+    loaded: dict[tuple[str, str], Flow] = {(flow.namespace, flow.id): flow}
+    failures: list[FlowValidationError] = []
+    tried: set[Path] = set()
+    wanted = sorted(_called(flow) - loaded.keys())
+
+    def parse(path: Path) -> None:
+        tried.add(path)
+        try:
+            found = load_flow(path, registry=registry, limits=limits)
+        except FlowValidationError as exc:
+            failures.append(exc)
+            return
+        key = (found.namespace, found.id)
+        if key not in loaded:
+            loaded[key] = found
+            wanted.extend(sorted(_called(found) - loaded.keys()))
+
+    while wanted:
+        namespace, flow_id = key = wanted.pop()
+        if key in loaded:
+            continue
+        named = [
+            p
+            for p, (sid, sns) in sniffed.items()
+            if p not in tried and sid == flow_id and sns in (None, namespace)
+        ]
+        # The file named after the flow first, as flows usually are.
+        for path in sorted(named, key=lambda p: p.stem != flow_id):
+            parse(path)
+            if key in loaded:
+                break
+        else:
+            for path in [p for p, (sid, _) in sniffed.items() if sid is None and p not in tried]:
+                parse(path)
+                if key in loaded:
+                    break
+    return [f for k, f in loaded.items() if k != (flow.namespace, flow.id)], failures
+
+
 __all__ = [
     "FlowSpec",
     "LoadLimits",
@@ -982,5 +1081,6 @@ __all__ = [
     "load_flow",
     "load_flow_text",
     "load_flows",
+    "load_subflows",
     "parse_duration",
 ]
