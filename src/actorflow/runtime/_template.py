@@ -537,7 +537,7 @@ _SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}).)*)\}\}\s*$", re.DOTALL)
 # Text with plain ``{{ a.b[0] | f }}`` expressions only: valid syntax without parsing it.
 _SIMPLE = re.compile(
     r"(?:[^{]|\{(?![{%#]))*"
-    r"(?:\{\{\s*[A-Za-z_]\w*(?:\.\w+|\[\d+\])*(?:\s*\|\s*[A-Za-z_]\w*)*\s*\}\}"
+    r"(?:\{\{\s*(?!not\b)[A-Za-z_]\w*(?:\.\w+|\[\d+\])*(?:\s*\|\s*[A-Za-z_]\w*)*\s*\}\}"
     r"(?:[^{]|\{(?![{%#]))*)*",
 )
 _TOO_DEEP = "the template is nested too deeply or is too long an expression to compile"
