@@ -57,10 +57,8 @@ class Task:
                 f"task id {self.id[:40]!r}... has {len(self.id):,} characters; "
                 f"at most {MAX_ID_LENGTH} are allowed"
             )
-        for name in _DURATIONS:
-            value = getattr(self, name, None)
-            if value is not None and not isinstance(value, str):
-                check_duration(value, f"task {self.id!r}: {name}")
+        if self.timeout is not None:
+            check_duration(self.timeout, f"task {self.id!r}: timeout")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,16 +152,16 @@ class Sleep(Runnable):
 
     duration: float | str
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.duration, str):  # a template is checked once rendered
+            check_duration(self.duration, f"task {self.id!r}: duration")
+
     async def run(self, ctx: TaskContext) -> Any:
         rendered = ctx.render(self.duration, field="duration")
         seconds = float(rendered) if isinstance(rendered, str) else rendered
         await ctx.sleep(check_duration(seconds, f"task {self.id!r}: duration"))
         return None
-
-
-# Fields of a task (of any subclass) that hold seconds; a template string is checked once
-# rendered.
-_DURATIONS = ("timeout", "duration", "delay")
 
 
 class TaskFailure(Exception):
@@ -258,6 +256,11 @@ class Pause(Flowable):
     timeout: float | None = None
     behavior: PauseBehavior | None = None
     on_resume: Sequence[Any] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.delay is not None:
+            check_duration(self.delay, f"task {self.id!r}: delay")
 
 
 @dataclass(frozen=True, kw_only=True)
