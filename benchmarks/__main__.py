@@ -15,7 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODULES = ["actors", "storage_writer", "persistence", "engine", "durable", "tracing"]
+MODULES = [
+    "actors",
+    "storage_writer",
+    "persistence",
+    "engine",
+    "durable",
+    "tracing",
+    "flow_loading",
+]
 RESULTS = Path(__file__).parent / "results"
 
 

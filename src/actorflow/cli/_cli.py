@@ -42,7 +42,7 @@ from actorflow.cli._display import (
     timeline_rows,
     to_json,
 )
-from actorflow.flows import load_flow, load_flows, parse_duration
+from actorflow.flows import load_flow, load_subflows, parse_duration
 from actorflow.runtime import (
     Execution,
     ExecutionHandle,
@@ -124,15 +124,20 @@ def _has_subflows(tasks: Sequence[Task]) -> bool:
 
 
 def _flows_for(flow: Flow, path: str, dirs: Sequence[str]) -> list[Flow]:
-    """The flow and, when it calls subflows, the flows of its directory and ``--flow-dir``."""
-    flows = [flow]
-    search = list(dirs)
-    if _has_subflows(flow.top_level()) and not search:
-        search.append(str(Path(path).parent))
-    for d in search:
-        found, _failed = load_flows(d)
-        flows.extend(f for f in found if (f.namespace, f.id) != (flow.namespace, flow.id))
-    return flows
+    """The flow and, when it calls subflows, those it calls, from ``--flow-dir`` (else the
+    flow's directory): only the files that may hold them are parsed; a broken one is
+    reported as a warning, and the run goes on (its subflow task fails if it is needed)."""
+    if not _has_subflows(flow.top_level()):
+        return [flow]
+    found, failures = load_subflows(flow, list(dirs) or [str(Path(path).parent)])
+    err = _console(err=True)
+    for exc in failures:
+        first = exc.problems[0] if exc.problems else None
+        more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+        err.print(
+            Text.assemble(("warning: ", "yellow"), f"skipped a subflow candidate: {first}{more}")
+        )
+    return [flow, *found]
 
 
 # -- running ---------------------------------------------------------------------------------

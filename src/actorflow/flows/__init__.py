@@ -14,7 +14,14 @@ May import: ``actorflow.runtime`` (its public API), ``actorflow.storage``,
 from __future__ import annotations
 
 from actorflow.flows._builtin import HttpRequest, OutputValues, ShellCommands
-from actorflow.flows._loader import load_flow, load_flow_text, load_flows, parse_duration
+from actorflow.flows._loader import (
+    LoadLimits,
+    load_flow,
+    load_flow_text,
+    load_flows,
+    load_subflows,
+    parse_duration,
+)
 from actorflow.flows._registry import TaskType, register_task_type, task_type
 from actorflow.flows._schema import flow_schema
 from actorflow.runtime import set_source_loader
@@ -23,6 +30,7 @@ set_source_loader(load_flow_text)
 
 __all__ = [
     "HttpRequest",
+    "LoadLimits",
     "OutputValues",
     "ShellCommands",
     "TaskType",
@@ -30,6 +38,7 @@ __all__ = [
     "load_flow",
     "load_flow_text",
     "load_flows",
+    "load_subflows",
     "parse_duration",
     "register_task_type",
     "task_type",

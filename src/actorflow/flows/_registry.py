@@ -37,11 +37,18 @@ from actorflow.runtime import (
 )
 
 ENTRY_POINT_GROUP = "actorflow.task_types"
-_ID_PATTERN = "^[a-zA-Z0-9][a-zA-Z0-9_-]*$"
+MAX_ID_LENGTH = 100
+ID_PATTERN = "^[a-zA-Z0-9][a-zA-Z0-9_-]*$"
 _TYPE_NAME = re.compile(r"^[A-Za-z_][\w.-]*$")
 
-#: A task or input id: letters, digits, ``_`` and ``-`` (usable in ``outputs.<id>``).
-Id = Annotated[str, msgspec.Meta(pattern=_ID_PATTERN, description="letters, digits, _ and -")]
+#: A flow, task or input id: letters, digits, ``_`` and ``-`` (usable in ``outputs.<id>``),
+#: at most 100 characters (Kestra's limit for flow ids).
+Id = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=ID_PATTERN, max_length=MAX_ID_LENGTH, description="letters, digits, _ and -"
+    ),
+]
 
 if TYPE_CHECKING:
     Duration = float

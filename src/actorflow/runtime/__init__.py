@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actorflow.runtime._clock import Clock, FakeClock
+from actorflow.runtime._clock import MAX_DURATION, Clock, FakeClock
 from actorflow.runtime._context import MetricRecorder, TaskContext, TaskLogger, TaskStorage
 from actorflow.runtime._flow import (
     Concurrency,
@@ -62,7 +62,15 @@ from actorflow.runtime._tasks import (
     TaskFunction,
     task,
 )
-from actorflow.runtime._template import has_template, render, truthy
+from actorflow.runtime._template import (
+    TemplateLimits,
+    check_template,
+    has_template,
+    render,
+    set_template_limits,
+    template_limits,
+    truthy,
+)
 from actorflow.runtime._tracing import ObserverGroup, Tracing, TracingObserver, tracing_observer
 from actorflow.runtime._triggers import (
     FlowTrigger,
@@ -76,6 +84,7 @@ from actorflow.runtime._triggers import (
 __all__ = [
     "DURATION_METRIC",
     "EXECUTION_TRANSITIONS",
+    "MAX_DURATION",
     "MISTRAL_VIEW",
     "TASK_RUN_TRANSITIONS",
     "AllowFailure",
@@ -126,14 +135,18 @@ __all__ = [
     "TaskLogger",
     "TaskRun",
     "TaskStorage",
+    "TemplateLimits",
     "Tracing",
     "TracingObserver",
     "Trigger",
     "Webhook",
+    "check_template",
     "has_template",
     "render",
     "set_source_loader",
+    "set_template_limits",
     "task",
+    "template_limits",
     "tracing_observer",
     "trigger_key",
     "truthy",

@@ -8,10 +8,36 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
+import math
 import time
 from collections.abc import Callable
 
 import anyio
+
+from actorflow._errors import FlowError
+
+#: The longest duration a flow may name (timeouts, delays, retry intervals): 100 years.
+MAX_DURATION = 100 * 365 * 86400.0
+
+_log = logging.getLogger("actorflow.clock")
+
+
+def check_duration(value: object, what: str) -> float:
+    """``value`` as seconds, if it is a finite number in ``[0, MAX_DURATION]``; else FlowError.
+
+    A NaN would stop every timer of the runtime (it compares false with everything), an
+    infinite or huge one overflows dates; both are refused where durations enter.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FlowError(f"{what} must be a number of seconds, got {type(value).__name__}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_DURATION:
+        raise FlowError(
+            f"{what} must be a finite number of seconds between 0 and {MAX_DURATION:.0f} "
+            f"(100 years), got {value!r}"
+        )
+    return seconds
 
 
 class Clock:
@@ -23,7 +49,7 @@ class Clock:
 
     async def wait(self, deadline: float | None, wake: anyio.Event) -> None:
         """Return at ``deadline`` or when ``wake`` is set, whichever comes first."""
-        if deadline is None:
+        if deadline is None or deadline != deadline:  # None or NaN: no deadline
             await wake.wait()
             return
         with anyio.move_on_after(max(0.0, deadline - self.now())):
@@ -85,7 +111,14 @@ class Timers:
         self._wake.set()
 
     def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
-        """Run ``callback`` (synchronously, in the timer task) at ``when``."""
+        """Run ``callback`` (synchronously, in the timer task) at ``when``.
+
+        A NaN ``when`` fires at once (and is logged): kept as is, it would compare false with
+        every other time, break the heap order and stop every timer behind it.
+        """
+        if when != when:
+            _log.warning("timer for %r due at NaN: firing it now", callback)
+            when = self.clock.now()
         handle = TimerHandle(when, callback)
         first = self._heap[0][0] if self._heap else None
         heapq.heappush(self._heap, (when, next(self._seq), handle))

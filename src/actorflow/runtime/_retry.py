@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from actorflow._errors import FlowError
+from actorflow.runtime._clock import MAX_DURATION
 
 
 class NonRetryableError(Exception):
@@ -41,6 +42,17 @@ class Retry:
     abort_on: Sequence[type[BaseException]] = field(default=())
 
     def __post_init__(self) -> None:
+        for name in ("interval", "max_interval", "min_interval", "max_duration"):
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, int | float) and 0 <= value <= MAX_DURATION
+            ):
+                raise FlowError(
+                    f"retry.{name} must be a finite number of seconds between 0 and "
+                    f"{MAX_DURATION:.0f} (100 years), got {value!r}"
+                )
+        if not (isinstance(self.factor, int | float) and 0 <= self.factor <= 1e6):
+            raise FlowError(f"retry.factor must be a finite number <= 1e6, got {self.factor!r}")
         if self.max_attempts is not None and self.max_attempts < 1:
             raise FlowError(f"retry.max_attempts must be >= 1, got {self.max_attempts}")
         if self.interval < 0 or self.min_interval < 0:
@@ -78,8 +90,11 @@ class Retry:
         if self.kind == "constant":
             return self.interval
         if self.kind == "exponential":
-            d = self.interval * self.factor ** (attempts_done - 1)
-            return min(d, self.max_interval) if self.max_interval is not None else d
+            try:
+                d = self.interval * self.factor ** (attempts_done - 1)
+            except OverflowError:  # after ~1000 attempts: the cap applies anyway
+                d = MAX_DURATION
+            return min(d, MAX_DURATION if self.max_interval is None else self.max_interval)
         assert self.max_interval is not None
         return float((rng or _random).uniform(self.min_interval, self.max_interval))
 

@@ -13,7 +13,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from actorflow._errors import FlowError
+from actorflow.runtime._clock import check_duration
 from actorflow.runtime._retry import Retry
+
+#: The longest task id (Kestra's limit for flow ids).
+MAX_ID_LENGTH = 100
 
 if TYPE_CHECKING:
     from actorflow.runtime._context import TaskContext
@@ -43,6 +48,17 @@ class Task:
     description: str = ""
 
     flowable = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str):
+            raise FlowError(f"task id must be a string, got {type(self.id).__name__}")
+        if len(self.id) > MAX_ID_LENGTH:
+            raise FlowError(
+                f"task id {self.id[:40]!r}... has {len(self.id):,} characters; "
+                f"at most {MAX_ID_LENGTH} are allowed"
+            )
+        if self.timeout is not None:
+            check_duration(self.timeout, f"task {self.id!r}: timeout")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,8 +152,15 @@ class Sleep(Runnable):
 
     duration: float | str
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.duration, str):  # a template is checked once rendered
+            check_duration(self.duration, f"task {self.id!r}: duration")
+
     async def run(self, ctx: TaskContext) -> Any:
-        await ctx.sleep(float(ctx.render(self.duration, field="duration")))
+        rendered = ctx.render(self.duration, field="duration")
+        seconds = float(rendered) if isinstance(rendered, str) else rendered
+        await ctx.sleep(check_duration(seconds, f"task {self.id!r}: duration"))
         return None
 
 
@@ -168,6 +191,32 @@ class PauseBehavior(enum.StrEnum):
     WARN = "WARN"
     FAIL = "FAIL"
     CANCEL = "CANCEL"
+
+
+#: Nested subflow executions a chain may hold (a flow calling itself through others).
+MAX_SUBFLOW_DEPTH = 10
+
+
+async def check_subflow_depth(
+    grandparent_id: str | None,
+    parent_of: Callable[[str], Awaitable[str | None]],
+    target: str,
+) -> None:
+    """Refuse a child execution nested more than MAX_SUBFLOW_DEPTH deep (FlowError).
+
+    ``grandparent_id`` is the parent of the execution that starts the child; ``parent_of``
+    reads an execution's parent id (None at the top). A top-level parent costs no read.
+    """
+    depth = 1
+    execution_id = grandparent_id
+    while execution_id is not None:
+        depth += 1
+        if depth > MAX_SUBFLOW_DEPTH:
+            raise FlowError(
+                f"subflow {target}: more than {MAX_SUBFLOW_DEPTH} nested subflow executions "
+                "(does a flow call itself through other flows?)"
+            )
+        execution_id = await parent_of(execution_id)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,6 +259,11 @@ class Pause(Flowable):
     timeout: float | None = None
     behavior: PauseBehavior | None = None
     on_resume: Sequence[Any] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.delay is not None:
+            check_duration(self.delay, f"task {self.id!r}: delay")
 
 
 @dataclass(frozen=True, kw_only=True)

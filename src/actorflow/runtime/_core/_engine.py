@@ -30,6 +30,7 @@ from actorflow.runtime._flow import ConcurrencyBehavior, Flow, validate_inputs
 from actorflow.runtime._observer import Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State
+from actorflow.runtime._tasks import check_subflow_depth
 from actorflow.storage import AppendLog, Commit, FileStorage, LogRow, Store
 
 if TYPE_CHECKING:
@@ -379,6 +380,8 @@ class Engine:
     ) -> str:
         """Start a subflow execution linked to task run ``tr``."""
         namespace = task.namespace or parent.namespace
+        target = f"{namespace}.{task.flow_id}"
+        await check_subflow_depth(parent.parent_execution_id, self._parent_id, target)
         flow = self.find_flow(namespace, task.flow_id)
         if flow is None:
             raise ExecutionNotFound(f"subflow {namespace}.{task.flow_id} is not registered")
@@ -396,6 +399,10 @@ class Engine:
         await self.save_execution(record, record.history)
         self.spawn_execution(flow, record, [], "start", Start())
         return record.id
+
+    async def _parent_id(self, execution_id: str) -> str | None:
+        row = await self.store.get_execution(execution_id)
+        return None if row is None else row.parent_execution_id
 
     def watch_child(self, child_id: str, watcher: ActorRef) -> None:
         """After recovery: tell ``watcher`` when child execution ``child_id`` ends."""
