@@ -240,12 +240,19 @@ async def test_a_writer_process_that_dies_fails_the_commits(tmp_path: Path) -> N
         assert await s.get_execution("a") == ex("a") and await s.get_execution("b") is None
 
 
-async def test_a_foreign_key_violation_fails_the_store(tmp_path: Path) -> None:
-    """A task run of an execution that does not exist fails its batch loudly."""
+async def test_a_foreign_key_violation_rejects_only_its_row(tmp_path: Path) -> None:
+    """A task run of an execution that does not exist is left out and named; the rest of
+    its batch commits and the store keeps writing."""
     async with SQLiteStore(tmp_path / "fk.db") as s:
-        with pytest.raises(StorageUnavailable, match="FOREIGN KEY"):
-            await s.write([UpsertTaskRun(tr("t", "no-such-execution"))])
-        assert s.failed is not None
+        commit = s.write([UpsertExecution(ex("e")), UpsertTaskRun(tr("t", "no-such-execution"))])
+        await commit
+        assert [(r.execution_id, r.table, r.key) for r in commit.rejected] == [
+            ("no-such-execution", "task_runs", "t")
+        ]
+        assert "FOREIGN KEY" in commit.rejected[0].error
+        assert s.failed is None and await s.get_execution("e") == ex("e")
+        await s.write([UpsertExecution(ex("later"))])
+        assert await s.get_execution("later") == ex("later")
 
 
 # -- schema versions ------------------------------------------------------------------------
