@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +21,16 @@ from actorflow import DatabaseInvalid, SchemaTooNew, StorageError, StorageUnavai
 from actorflow.storage import (
     CURRENT_VERSION,
     MemoryStore,
+    QuarantineExecution,
+    QuarantineRow,
     SQLiteStore,
     UpsertExecution,
     UpsertTaskRun,
     open_store,
 )
-from actorflow.storage._schema import create_v1
+from actorflow.storage._integrity import inspect_file
+from actorflow.storage._schema import MIGRATIONS, create_v1
+from actorflow.storage._writer_proc import Sidecar, _encode_sidecar, parse_sidecar, read_wal_header
 
 pytestmark = pytest.mark.anyio
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -240,12 +247,19 @@ async def test_a_writer_process_that_dies_fails_the_commits(tmp_path: Path) -> N
         assert await s.get_execution("a") == ex("a") and await s.get_execution("b") is None
 
 
-async def test_a_foreign_key_violation_fails_the_store(tmp_path: Path) -> None:
-    """A task run of an execution that does not exist fails its batch loudly."""
+async def test_a_foreign_key_violation_rejects_only_its_row(tmp_path: Path) -> None:
+    """A task run of an execution that does not exist is left out and named; the rest of
+    its batch commits and the store keeps writing."""
     async with SQLiteStore(tmp_path / "fk.db") as s:
-        with pytest.raises(StorageUnavailable, match="FOREIGN KEY"):
-            await s.write([UpsertTaskRun(tr("t", "no-such-execution"))])
-        assert s.failed is not None
+        commit = s.write([UpsertExecution(ex("e")), UpsertTaskRun(tr("t", "no-such-execution"))])
+        await commit
+        assert [(r.execution_id, r.table, r.key) for r in commit.rejected] == [
+            ("no-such-execution", "task_runs", "t")
+        ]
+        assert "FOREIGN KEY" in commit.rejected[0].error
+        assert s.failed is None and await s.get_execution("e") == ex("e")
+        await s.write([UpsertExecution(ex("later"))])
+        assert await s.get_execution("later") == ex("later")
 
 
 # -- schema versions ------------------------------------------------------------------------
@@ -363,3 +377,367 @@ async def test_a_writer_process_that_cannot_start_is_a_clear_error(
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
     with pytest.raises(StorageUnavailable, match="ACTORFLOW_SQLITE_WRITER=thread"):
         await SQLiteStore(tmp_path / "noproc.db").open()
+
+
+# -- purge at scale ---------------------------------------------------------------------------
+async def test_purging_40000_executions_is_not_bound_by_the_sql_variable_limit(
+    tmp_path: Path,
+) -> None:
+    """40,000 executions purged by id and by age under SQLite's stock limit of 32,766 bound
+    variables: every one deleted, in bounded batches."""
+    async with SQLiteStore(tmp_path / "many.db") as s:
+        for start in range(0, 80_000, 1000):
+            s.write([UpsertExecution(ex(f"e{i:05}", "SUCCESS", created=float(i), ended=2.0))
+                     for i in range(start, start + 1000)])  # fmt: skip
+        await s.flush()
+        assert s._writer is not None  # the admin connection that purges
+        await SQLiteStore._call(
+            s._writer, lambda c: c.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32766)
+        )
+        batches: list[int] = []
+        by_id = await s.purge(
+            execution_ids=[f"e{i:05}" for i in range(40_000)],
+            progress=lambda p: batches.append(len(p.ids)),
+        )
+        assert by_id == [f"e{i:05}" for i in range(40_000)]
+        assert len(batches) == 80 and set(batches) == {500}
+        assert len(await s.purge(older_than=50.0, states=TERMINAL)) == 40_000
+        assert await s.list_executions(limit=-1) == []
+
+
+# -- a write lock held by another process -------------------------------------------------------
+_HOLDER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("COMMIT")
+"""
+
+
+@contextlib.contextmanager
+def _lock_held(path: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the write lock of ``path`` until a line is written to it."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path)], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        yield holder
+    finally:
+        with contextlib.suppress(OSError):
+            assert holder.stdin is not None
+            holder.stdin.write("\n")
+            holder.stdin.close()
+        holder.wait()
+
+
+def _release(holder: subprocess.Popen[str]) -> None:
+    assert holder.stdin is not None
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+
+
+@pytest.mark.parametrize("writer", ["process", "thread"])
+async def test_a_write_waits_for_another_process_lock_and_recovers(
+    tmp_path: Path, writer: str
+) -> None:
+    """Writes (a batch and a command) wait while another process holds the write lock, are
+    told it is waiting, and commit once it is released; the store goes on."""
+    path = tmp_path / "busy.db"
+    async with SQLiteStore(path, writer=writer) as s:
+        await s.write([UpsertExecution(ex("before"))])
+        waiting = anyio.Event()
+        s.on_lock_wait = lambda waited: waiting.set()
+        with _lock_held(path) as holder:
+            commit = s.write([UpsertExecution(ex("during"))])
+            with anyio.fail_after(20):
+                await waiting.wait()
+            assert not commit.done
+            _release(holder)
+            with anyio.fail_after(20):
+                await commit
+        assert s.failed is None and s.stats.lock_waits >= 1
+        with _lock_held(path) as holder:
+            waiting = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(s.post_command, "during", "kill")
+                with anyio.fail_after(20):
+                    await waiting.wait()
+                _release(holder)
+        assert [c.kind for c in await s.commands_after(0)] == ["kill"]
+        await s.write([UpsertExecution(ex("after"))])
+        assert {r.id for r in await s.list_executions()} == {"before", "during", "after"}
+
+
+@pytest.mark.parametrize("writer", ["process", "thread"])
+async def test_a_lock_held_past_lock_timeout_fails_naming_the_lock(
+    tmp_path: Path, writer: str
+) -> None:
+    """Past lock_timeout the waiting batch fails with StorageUnavailable naming the lock,
+    the file and the bound; nothing of it is written."""
+    path = tmp_path / "stuck.db"
+    async with SQLiteStore(path, writer=writer, lock_timeout=0.3) as s:
+        with _lock_held(path):
+            with pytest.raises(StorageUnavailable, match="write lock") as info:
+                await s.write([UpsertExecution(ex("late"))])
+            assert str(path) in str(info.value) and "lock_timeout=0.3s" in str(info.value)
+        assert await s.get_execution("late") is None
+    with pytest.raises(ValueError, match="lock_timeout"):
+        SQLiteStore(path, lock_timeout=0)
+
+
+# -- schema versions that are not versions -------------------------------------------------------
+@pytest.mark.parametrize("bad", ["two", -1, 0, 2.5, None])
+async def test_a_bad_schema_version_is_refused_untouched(tmp_path: Path, bad: object) -> None:
+    """A schema_version that is not a whole number from 1 up is DatabaseInvalid naming the
+    file and the value, for writing and reading; nothing is written."""
+    path = tmp_path / "odd.db"
+    async with SQLiteStore(path) as s:
+        await s.write([UpsertExecution(ex("e"))])
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        if bad is None:
+            conn.execute("INSERT INTO schema_version VALUES (1)")  # two rows: 1 and 3
+        else:
+            conn.execute("UPDATE schema_version SET version = ?", (bad,))
+        conn.commit()
+    before = _snapshot(path)
+    for read_only in (False, True):
+        with pytest.raises(DatabaseInvalid, match=r"not a schema version|several versions") as info:
+            await SQLiteStore(path, read_only=read_only).open()
+        assert str(path) in str(info.value)
+        assert (repr(bad) if bad is not None else "several versions") in str(info.value)
+    assert _snapshot(path) == before
+
+
+# -- damage found at open ------------------------------------------------------------------------
+async def _filled(path: Path, n: int = 200) -> None:
+    async with SQLiteStore(path) as s:
+        await s.write([UpsertExecution(ex(f"e{i:03}", data=b"x" * 2000)) for i in range(n)])
+
+
+@pytest.mark.parametrize("cut", [100, 4096 * 3])
+async def test_a_truncated_file_is_refused_at_open_untouched(tmp_path: Path, cut: int) -> None:
+    """A file cut off the page grid, or cut by whole pages below the size its header gives,
+    is refused at open (read-only too) before any read could rewrite it."""
+    path = tmp_path / "cut.db"
+    await _filled(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:-cut])
+    before = _snapshot(path)
+    for read_only in (True, False):
+        with pytest.raises(DatabaseInvalid, match="is truncated") as info:
+            await SQLiteStore(path, read_only=read_only).open()
+        assert str(path) in str(info.value)
+    assert _snapshot(path) == before
+
+
+_CRASHER = """
+import asyncio, sys
+from actorflow.storage import ExecutionRow, SQLiteStore, UpsertExecution
+
+async def main() -> None:
+    store = SQLiteStore(sys.argv[1], writer="thread")
+    await store.open()
+    for i in range(int(sys.argv[2])):
+        row = ExecutionRow(f"c{i}", "ns", "f", 1, "RUNNING", 1.0, 1.0, data=b"c" * 100)
+        await store.write([UpsertExecution(row)])
+    print("written", flush=True)
+    sys.stdin.readline()  # killed while waiting here
+
+asyncio.run(main())
+"""
+
+
+def _crash_after_writes(path: Path, n: int = 20) -> None:
+    """A process writes ``n`` executions through a store and is SIGKILLed with it open."""
+    child = subprocess.Popen([sys.executable, "-c", _CRASHER, str(path), str(n)], text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "written\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert Path(f"{path}-wal").stat().st_size > 32  # the commits are only in the WAL
+
+
+async def test_the_wal_of_a_killed_writer_is_checked_and_recovered(tmp_path: Path) -> None:
+    """After a SIGKILL the WAL left behind is recognised as the database's own, the file
+    passes quick_check, and every committed write is there."""
+    path = tmp_path / "crashed.db"
+    await _filled(path, 10)
+    _crash_after_writes(path)
+    found = inspect_file(path)
+    assert found.recovered and found.version == CURRENT_VERSION
+    async with SQLiteStore(path) as s:
+        ids = {r.id for r in await s.list_executions(limit=-1)}
+    assert ids == {f"e{i:03}" for i in range(10)} | {f"c{i}" for i in range(20)}
+
+
+async def test_a_crash_over_a_damaged_file_fails_quick_check_untouched(tmp_path: Path) -> None:
+    """A file left by a crash whose pages are damaged is refused by quick_check at open."""
+    path = tmp_path / "damaged.db"
+    await _filled(path)
+    _crash_after_writes(path, 1)
+    data = bytearray(path.read_bytes())
+    middle = (len(data) // 4096 // 2) * 4096
+    data[middle : middle + 4096] = b"\xff" * 4096
+    path.write_bytes(bytes(data))
+    wal = Path(f"{path}-wal")
+    before, wal_before = _snapshot(path), wal.read_bytes()
+    with pytest.raises(DatabaseInvalid, match="integrity check") as info:
+        await SQLiteStore(path).open()
+    assert str(path) in str(info.value)
+    assert _snapshot(path)[:2] == before[:2] and wal.read_bytes() == wal_before
+
+
+# -- a WAL from another database ---------------------------------------------------------------
+async def _live_wal_of_another(path: Path) -> bytes:
+    """The WAL of another actorflow database, copied while it is open (its commits in it)."""
+    async with SQLiteStore(path, writer="thread") as other:
+        await other.write([UpsertExecution(ex(f"other{i}")) for i in range(5)])
+        return Path(f"{path}-wal").read_bytes()
+
+
+async def test_a_wal_of_another_database_is_refused_untouched(tmp_path: Path) -> None:
+    """Another database's WAL copied beside a cleanly closed database, or over the WAL of a
+    crashed one, is refused at open; neither file is changed."""
+    foreign = await _live_wal_of_another(tmp_path / "other.db")
+    clean = tmp_path / "clean.db"
+    await _filled(clean, 5)
+    crashed = tmp_path / "crashed.db"
+    await _filled(crashed, 5)
+    _crash_after_writes(crashed)
+    for path, message in ((clean, "closed cleanly"), (crashed, "not this database's")):
+        wal = Path(f"{path}-wal")
+        wal.write_bytes(foreign)
+        before = _snapshot(path)
+        for read_only in (True, False):
+            with pytest.raises(DatabaseInvalid, match=message) as info:
+                await SQLiteStore(path, read_only=read_only).open()
+            assert str(path) in str(info.value)
+        assert _snapshot(path)[:2] == before[:2] and wal.read_bytes() == foreign
+        wal.unlink()  # as the message says: without it, the database opens as last checkpointed
+        async with SQLiteStore(path) as s:
+            assert {r.id for r in await s.list_executions()} >= {f"e{i:03}" for i in range(5)}
+            assert await s.get_execution("other0") is None
+
+
+async def test_a_wal_reset_after_the_last_record_is_accepted(tmp_path: Path) -> None:
+    """A crash right after the WAL was reset (its record one generation behind) is not
+    taken for a foreign WAL."""
+    path = tmp_path / "reset.db"
+    await _filled(path, 5)
+    _crash_after_writes(path)
+    sidecar = Path(f"{path}-walsalts")
+    record = parse_sidecar(sidecar.read_bytes())
+    wal = read_wal_header(str(path))
+    assert record is not None and wal is not None and record.current == wal
+    mask = 0xFFFFFFFF
+    behind = ((wal[0] - 1) & mask, (wal[1] - 1) & mask, 12345)  # the reset not recorded yet
+    sidecar.write_bytes(_encode_sidecar(Sidecar(1, behind, (0, 0, 0))))
+    assert inspect_file(path).recovered
+    two_behind = ((wal[0] - 2) & mask, (wal[1] - 2) & mask, 1)
+    sidecar.write_bytes(_encode_sidecar(Sidecar(1, two_behind, (0, 0, 0))))
+    with pytest.raises(DatabaseInvalid, match="not this database's"):
+        inspect_file(path)
+
+
+# -- read-only opens -----------------------------------------------------------------------------
+async def test_a_read_only_store_writes_nothing_and_sees_later_writers(tmp_path: Path) -> None:
+    """A read-only store starts no writer, creates no file beside the database, changes no
+    byte or mtime, registers no owner; once a writer appears it reads its commits."""
+    path = tmp_path / "ro.db"
+    await _filled(path, 3)
+    before = _snapshot(path)
+    async with SQLiteStore(path, read_only=True) as r:
+        assert r._proc is None and r._task is None and r._writer is None
+        assert len(await r.list_executions()) == 3
+        with pytest.raises(StorageUnavailable, match="read-only"):
+            await r.register_owner("me", 10)
+        with pytest.raises(StorageUnavailable, match="read-only"):
+            await r.purge(older_than=1e12)
+        assert _snapshot(path) == before
+        async with SQLiteStore(path) as w:
+            await w.write([UpsertExecution(ex("new"))])
+            assert await r.get_execution("new") == ex("new")
+
+
+_READER = """
+import asyncio, os, sys
+import anyio
+from actorflow.storage import SQLiteStore
+
+async def main() -> None:
+    await anyio.to_thread.run_sync(lambda: None)  # imports done while they can be read
+    if os.getuid() == 0:  # drop to nobody for good: root writes through any file mode
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+    async with SQLiteStore(sys.argv[1], read_only=True) as store:
+        print(len(await store.list_executions(limit=-1)))
+
+asyncio.run(main())
+"""
+
+
+async def test_a_read_only_store_works_where_nothing_may_be_written(tmp_path: Path) -> None:
+    """A read-only store opens and reads a database in a directory its process cannot write
+    (as nobody when run as root), and leaves the directory as it was."""
+    base = Path(tempfile.mkdtemp(prefix="af-rodir-"))
+    try:
+        base.chmod(0o755)
+        path = base / "ro.db"
+        await _filled(path, 7)
+        path.chmod(0o644)
+        if os.geteuid() != 0:
+            base.chmod(0o555)
+        before = _snapshot(path)
+        # Not runuser: this interpreter may live where nobody cannot exec it (/root/...).
+        done = subprocess.run([sys.executable, "-c", _READER, str(path)],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert (done.returncode, done.stdout.strip()) == (0, "7"), done.stderr
+        assert _snapshot(path) == before
+    finally:
+        base.chmod(0o755)
+        shutil.rmtree(base)
+
+
+# -- rows the runtime cannot decode ----------------------------------------------------------------
+async def test_rows_with_undecodable_text_are_handed_over_not_raised(tmp_path: Path) -> None:
+    """An execution whose text is not UTF-8 comes back from listing, recovery and claims
+    (its bad bytes as surrogates), beside the healthy ones, instead of failing the read."""
+    path = tmp_path / "mangled.db"
+    async with SQLiteStore(path) as s:
+        await s.write(
+            [UpsertExecution(ex("bad", owner=None)), UpsertExecution(ex("ok", owner=None))]
+        )
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("UPDATE executions SET flow_id = CAST(x'66ff00' AS TEXT) WHERE id = 'bad'")
+        conn.commit()
+    async with SQLiteStore(path) as s:
+        listed = {r.id: r.flow_id for r in await s.list_executions()}
+        assert listed == {"bad": "f\udcff\x00", "ok": "f"}
+        assert {r.id for r in await s.unfinished_executions(TERMINAL)} == {"bad", "ok"}
+        assert {r.id for r in await s.claim_orphans("me", TERMINAL, 10)} == {"bad", "ok"}
+        assert (await s.get_execution("ok")) == ex("ok", owner="me")
+
+
+# -- schema v2 to v3 -------------------------------------------------------------------------------
+async def test_migrates_a_version_2_database_to_quarantine(tmp_path: Path) -> None:
+    """A v2 database gains the quarantine table and keeps its rows."""
+    path = tmp_path / "v2.db"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        create_v1(conn)
+        conn.executescript(MIGRATIONS[1])
+        conn.execute(
+            "INSERT INTO executions (id, namespace, flow_id, flow_revision, state, created,"
+            " updated, data) VALUES ('e', 'ns', 'f', 1, 'RUNNING', 1.0, 1.0, x'00')"
+        )
+    async with SQLiteStore(path) as s:
+        assert [r.id for r in await s.list_executions()] == ["e"]
+        assert await s.quarantined() == []
+        await s.write([QuarantineExecution(QuarantineRow("e", "undecodable", 2.0))])
+        assert [q.reason for q in await s.quarantined()] == ["undecodable"]
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(CURRENT_VERSION,)]

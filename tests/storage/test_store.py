@@ -19,6 +19,11 @@ from actorflow.storage import (
     MetricRow,
     Op,
     OutputRow,
+    PurgeProgress,
+    QuarantineExecution,
+    QuarantineRow,
+    RejectedOp,
+    ReleaseQuarantine,
     Store,
     UpsertAttempt,
     UpsertExecution,
@@ -419,3 +424,186 @@ async def test_write_latest_does_not_move_across_a_delete(store: Store) -> None:
     store.write_latest("t", build, ("t", "RUNNING"))
     await store.flush()
     assert [(r.id, r.state) for r in await store.task_runs("e")] == [("t", "RUNNING")]
+
+
+# -- purge in batches -----------------------------------------------------------------------
+def _execution_with_rows(e: str, ended: float | None = 2.0, created: float = 1.0) -> list[Op]:
+    state = "SUCCESS" if ended is not None else "RUNNING"
+    return [UpsertExecution(ex(e, state, created=created, ended=ended)), UpsertTaskRun(tr(f"{e}-t", e)),
+            UpsertAttempt(AttemptRow(e, f"{e}-t", 1, "SUCCESS", 1.0)),
+            AppendHistory(HistoryRow(e, None, state, 2.0)),
+            UpsertMetric(MetricRow(e, f"{e}-t", "m", "counter", {}, 1.0)),
+            AppendLog(LogRow(e, f"{e}-t", 1.0, "INFO", "x")),
+            UpsertOutput(OutputRow(e, f"{e}-t", b"o"))]  # fmt: skip
+
+
+async def _rows_of(store: Store, e: str) -> list[int]:
+    """How many rows of each kind an execution has (all 1 when whole, all 0 when purged)."""
+    return [
+        int(await store.get_execution(e) is not None),
+        len(await store.task_runs(e)), len(await store.attempts(e)), len(await store.history(e)),
+        len(await store.metrics(execution_id=e)), len(await store.logs(e)), len(await store.outputs(e)),
+    ]  # fmt: skip
+
+
+async def test_purge_goes_in_batches_and_reports_progress(store: Store) -> None:
+    """purge deletes batch_size executions per batch, oldest first, and reports each batch
+    (ids, running count, total, batch number) to a sync or async progress callback."""
+    ops: list[Op] = []
+    for i in range(25):
+        ops += _execution_with_rows(f"e{i:02}", created=float(i))
+    ops += _execution_with_rows("live", ended=None)
+    await store.write(ops)
+    seen: list[PurgeProgress] = []
+    deleted = await store.purge(older_than=50.0, batch_size=10, progress=seen.append)
+    assert deleted == [f"e{i:02}" for i in range(25)]
+    assert [(p.deleted, p.total, p.batches, len(p.ids)) for p in seen] == [
+        (10, 25, 1, 10), (20, 25, 2, 10), (25, 25, 3, 5)
+    ]  # fmt: skip
+    assert [i for p in seen for i in p.ids] == deleted
+    assert await _rows_of(store, "live") == [1] * 7
+
+    async def async_progress(p: PurgeProgress) -> None:
+        seen.append(p)
+        await anyio.lowlevel.checkpoint()
+
+    seen.clear()
+    assert await store.purge(execution_ids=["live"], batch_size=10, progress=async_progress) == [
+        "live"
+    ]
+    assert [p.ids for p in seen] == [("live",)]
+    with pytest.raises(ValueError, match="batch_size"):
+        await store.purge(older_than=1.0, batch_size=0)
+
+
+async def test_an_interrupted_purge_leaves_whole_executions_and_resumes(store: Store) -> None:
+    """A purge stopped after its first batch has deleted that batch's executions whole and
+    left the others whole; the same purge again deletes the rest."""
+    ops: list[Op] = []
+    for i in range(12):
+        ops += _execution_with_rows(f"e{i:02}", created=float(i))
+    await store.write(ops)
+    await store.post_command("e00", "kill")
+
+    def stop_after_first(p: PurgeProgress) -> None:
+        raise KeyboardInterrupt if p.batches == 1 else AssertionError("went on")
+
+    with pytest.raises(KeyboardInterrupt):
+        await store.purge(older_than=50.0, batch_size=5, progress=stop_after_first)
+    for i in range(12):
+        assert await _rows_of(store, f"e{i:02}") == ([0] * 7 if i < 5 else [1] * 7)
+    assert await store.commands_after(0) == []
+    assert await store.purge(older_than=50.0, batch_size=5) == [f"e{i:02}" for i in range(5, 12)]
+    assert await store.list_executions() == []
+
+
+# -- one bad value fails one row -----------------------------------------------------------
+async def test_bad_values_reject_only_their_rows(store: Store) -> None:
+    """Ints beyond 64 bits, a lone surrogate and a NaN metric in one batch are left out and
+    named with their execution; every other row of the batch (theirs too) commits, and the
+    store goes on writing."""
+    heard: list[RejectedOp] = []
+    store.on_rejected = heard.extend
+    ops: list[Op] = []
+    for e in ("good", "huge", "big", "surrogate", "nan"):
+        ops += [UpsertExecution(ex(e)), UpsertTaskRun(tr(f"{e}-t", e))]
+    ops += [
+        UpsertAttempt(
+            AttemptRow("huge", "huge-t", 2**70, "RUNNING", 1.0)
+        ),  # msgpack cannot carry it
+        UpsertMetric(MetricRow("big", "big-t", "rows", "counter", {}, 1.0, 2**63)),  # SQLite cannot
+        AppendLog(LogRow("surrogate", "surrogate-t", 1.0, "INFO", "half a pair: \ud800")),
+        UpsertMetric(MetricRow("nan", "nan-t", "ratio", "timer", {}, float("nan"))),
+        AppendLog(LogRow("good", "good-t", 1.0, "INFO", "fine ✓")),
+        UpsertMetric(MetricRow("good", "good-t", "rows", "counter", {}, 3.0)),
+    ]
+    commit = store.write(ops)
+    await commit
+    got = {(r.execution_id, r.table, r.key): r.error for r in commit.rejected}
+    assert set(got) == {("huge", "attempts", "huge-t"), ("big", "metrics", "big-t/rows"),
+                        ("surrogate", "logs", "surrogate-t"), ("nan", "metrics", "nan-t/ratio")}  # fmt: skip
+    assert (
+        "OverflowError" in got["huge", "attempts", "huge-t"]
+        and "attempts.number" in got["huge", "attempts", "huge-t"]
+    )
+    assert (
+        "OverflowError" in got["big", "metrics", "big-t/rows"]
+        and "metrics.count" in got["big", "metrics", "big-t/rows"]
+    )
+    assert "surrogates not allowed" in got["surrogate", "logs", "surrogate-t"]
+    assert "NOT NULL constraint failed: metrics.value" in got["nan", "metrics", "nan-t/ratio"]
+    assert tuple(heard) == commit.rejected
+    assert store.failed is None
+    for e in ("good", "huge", "big", "surrogate", "nan"):
+        assert await store.get_execution(e) == ex(e) and len(await store.task_runs(e)) == 1
+    assert [lg.message for lg in await store.logs("good")] == ["fine ✓"]
+    assert [m.value for m in await store.metrics(execution_id="good")] == [3.0]
+    assert await store.logs("surrogate") == [] and await store.metrics(execution_id="nan") == []
+    assert await store.attempts("huge") == []
+    later = store.write([UpsertExecution(ex("later"))])
+    await later
+    assert later.rejected == () and await store.get_execution("later") == ex("later")
+
+
+async def test_a_snapshot_builder_that_raises_rejects_only_its_item(store: Store) -> None:
+    """A write_latest builder that raises (an unencodable snapshot) is reported by its key;
+    the other items of its batch are written."""
+    heard: list[RejectedOp] = []
+    store.on_rejected = heard.extend
+    await store.write([UpsertExecution(ex("e"))])
+    build = Builds()
+
+    def broken(item: object) -> list[Op]:
+        raise TypeError("Encoding objects of type function is unsupported")
+
+    store.write_latest("a", build, ("a", "RUNNING"))
+    store.write_latest(("bad", 1), broken, None)
+    store.write_latest("b", build, ("b", "RUNNING"))
+    with anyio.fail_after(30):
+        await store.flush()
+    assert [(r.execution_id, r.key) for r in heard] == [(None, "('bad', 1)")]
+    assert "TypeError: Encoding objects" in heard[0].error
+    assert [r.id for r in await store.task_runs("e")] == ["a", "b"]
+    assert store.failed is None
+
+
+async def test_a_storage_failure_still_stops_the_store_and_is_announced(store: Store) -> None:
+    """After rows were rejected the store goes on, but a storage failure (disk full) stops
+    it as before, and on_failed hears of it once."""
+    failures: list[BaseException] = []
+    store.on_failed = failures.append
+    await store.write(
+        [UpsertExecution(ex("e")), AppendLog(LogRow("e", None, float("nan"), "INFO", "x"))]
+    )
+    store.fail_next = OSError("disk full")  # type: ignore[attr-defined]
+    with pytest.raises(StorageUnavailable, match="disk full"):
+        await store.write([UpsertExecution(ex("lost"))])
+    with pytest.raises(StorageUnavailable):
+        store.write([UpsertExecution(ex("later"))])
+    assert len(failures) == 1 and "disk full" in str(failures[0])
+
+
+# -- quarantine -----------------------------------------------------------------------------
+async def test_a_quarantined_execution_is_kept_listed_and_not_recovered(store: Store) -> None:
+    """Quarantine keeps an execution's rows as they are, lists it with its reason, and keeps
+    it out of unfinished_executions and claims until released; a purge removes the mark."""
+    await store.write(
+        _execution_with_rows("bad", ended=None) + _execution_with_rows("ok", ended=None)
+    )
+    await store.write(
+        [QuarantineExecution(QuarantineRow("bad", "msgspec.DecodeError: truncated", 5.0))]
+    )
+    assert await store.quarantined() == [
+        QuarantineRow("bad", "msgspec.DecodeError: truncated", 5.0)
+    ]
+    assert await _rows_of(store, "bad") == [1] * 7
+    assert (await store.get_execution("bad")).data == b"snap-bad"  # type: ignore[union-attr]
+    assert [r.id for r in await store.unfinished_executions(TERMINAL)] == ["ok"]
+    assert [r.id for r in await store.claim_orphans("me", TERMINAL, 10)] == ["ok"]
+    assert {r.id for r in await store.list_executions()} == {"bad", "ok"}
+    await store.write([ReleaseQuarantine("bad")])
+    assert await store.quarantined() == []
+    assert [r.id for r in await store.claim_orphans("me", TERMINAL, 10)] == ["bad"]
+    await store.write([QuarantineExecution(QuarantineRow("bad", "again", 6.0))])
+    assert await store.purge(execution_ids=["bad"]) == ["bad"]
+    assert await store.quarantined() == []

@@ -20,6 +20,11 @@ from actorflow.storage._rows import (
     MetricRow,
     Op,
     OutputRow,
+    PurgeProgress,
+    QuarantineExecution,
+    QuarantineRow,
+    RejectedOp,
+    ReleaseQuarantine,
     TaskRunRow,
     UpsertAttempt,
     UpsertExecution,
@@ -32,15 +37,23 @@ from actorflow.storage._sqlite import SQLiteStore, WriterStats
 from actorflow.storage._store import Commit, Store
 
 
-def open_store(url_or_path: str | os.PathLike[str], *, read_only: bool = False) -> Store:
+def open_store(
+    url_or_path: str | os.PathLike[str],
+    *,
+    read_only: bool = False,
+    lock_timeout: float = 30.0,
+) -> Store:
     """A store for a path or ``sqlite://`` URL (SQLite), or ``":memory:"`` / ``"memory://"``.
 
     The store is not opened yet: use it as ``async with`` (or call ``open``).
+    ``lock_timeout``: seconds a SQLite write waits for a lock another process holds.
     """
     text = os.fspath(url_or_path)
     if text in (":memory:", "memory://"):
         return MemoryStore()
-    return SQLiteStore(text.removeprefix("sqlite://"), read_only=read_only)
+    return SQLiteStore(
+        text.removeprefix("sqlite://"), read_only=read_only, lock_timeout=lock_timeout
+    )
 
 
 __all__ = [
@@ -64,7 +77,12 @@ __all__ = [
     "MetricRow",
     "Op",
     "OutputRow",
+    "PurgeProgress",
+    "QuarantineExecution",
+    "QuarantineRow",
     "Readable",
+    "RejectedOp",
+    "ReleaseQuarantine",
     "SQLiteStore",
     "Store",
     "TaskRunRow",

@@ -3,20 +3,28 @@
 Writes apply at once, so every commit is already resolved; ``write_latest`` items are built
 when something reads (or after many of them), so what is never read is never encoded. Orders
 match SQLite's: rows come back in first-insertion order (an upsert keeps a row's place),
-task runs by creation.
+task runs by creation. So do its refusals: a row SQLite could not store for its values (an
+int beyond 64 bits, a lone surrogate, a NaN or None in a NOT NULL column, a type SQLite
+cannot bind) is left out and reported (``Commit.rejected``, ``on_rejected``), the rest is
+applied. Foreign keys are not checked.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import logging
+import math
 import time
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from types import EllipsisType
 from typing import Any
 
 import msgspec
+from msgspec.structs import astuple
 
 from actorflow._errors import StorageUnavailable
+from actorflow.storage._batch import build_failure
 from actorflow.storage._rows import (
     AppendHistory,
     AppendLog,
@@ -31,6 +39,11 @@ from actorflow.storage._rows import (
     MetricRow,
     Op,
     OutputRow,
+    PurgeProgress,
+    QuarantineExecution,
+    QuarantineRow,
+    RejectedOp,
+    ReleaseQuarantine,
     TaskRunRow,
     UpsertAttempt,
     UpsertExecution,
@@ -38,13 +51,128 @@ from actorflow.storage._rows import (
     UpsertOutput,
     UpsertTaskRun,
 )
-from actorflow.storage._store import COMMITTED, Commit
+from actorflow.storage._store import (
+    COMMITTED,
+    Commit,
+    FailedCallback,
+    ProgressCallback,
+    RejectedCallback,
+)
+
+_log = logging.getLogger("actorflow.storage")
 
 _MetricKey = tuple[str, str, str, tuple[tuple[str, str], ...]]
 _SETTLE_AT = 4096  # pending latest items kept unbuilt at most
 # Ops that must not overtake pending latest items (same tables, or deletes).
 _ORDERED = frozenset({UpsertExecution, UpsertTaskRun, UpsertAttempt, UpsertOutput,
                       DeleteTaskRuns, DeleteExecution})  # fmt: skip
+
+
+# Per row type: its table, and per field (in order) whether SQLite's column is NOT NULL.
+_TABLES: dict[type[msgspec.Struct], tuple[str, frozenset[str]]] = {
+    ExecutionRow: ("executions", frozenset(
+        {"namespace", "flow_id", "flow_revision", "state", "created", "updated", "data"})),
+    TaskRunRow: ("task_runs", frozenset(
+        {"execution_id", "task_id", "state", "created", "updated", "data"})),
+    AttemptRow: ("attempts", frozenset({"execution_id", "task_run_id", "number", "state",
+                                        "start"})),
+    HistoryRow: ("state_history", frozenset({"execution_id", "state", "ts"})),
+    MetricRow: ("metrics", frozenset({"execution_id", "task_run_id", "name", "kind", "tags",
+                                      "value", "count"})),
+    LogRow: ("logs", frozenset({"execution_id", "ts", "level", "message"})),
+    OutputRow: ("outputs", frozenset({"task_run_id", "execution_id", "data"})),
+    QuarantineRow: ("quarantine", frozenset({"execution_id", "reason", "ts"})),
+}  # fmt: skip
+_BINDABLE = (int, float, str, bytes, type(None))
+
+
+def _value_error(table: str, notnull: frozenset[str], name: str, value: Any) -> str | None:
+    """Why SQLite would not store ``value`` in column ``name``, or None."""
+    t = type(value)
+    if t is str:
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError as exc:
+                return f"UnicodeEncodeError: {exc} (column {table}.{name})"
+        return None
+    if t is int:
+        if not -(2**63) <= value < 2**63:
+            return (
+                "OverflowError: Python int too large to convert to SQLite INTEGER"
+                f" (column {table}.{name})"
+            )
+        return None
+    if value is None or (t is float and math.isnan(value)):  # SQLite binds NaN as NULL
+        if name in notnull:
+            return f"IntegrityError: NOT NULL constraint failed: {table}.{name}"
+        return None
+    if not isinstance(value, _BINDABLE) and not (table == "metrics" and name == "tags"):
+        return f"ProgrammingError: Error binding parameter: type {t.__name__!r} is not supported"
+    return None
+
+
+_I64 = 2**63
+
+
+def _fast_check(cls: type[msgspec.Struct]) -> Callable[[Any], bool]:
+    """A test that a row of ``cls`` holds only values SQLite takes as they are, made from its
+    field types: every write passes here, and a per-field loop tripled the cost of a write.
+    False (or an exception, for a value of another type) sends the row to :func:`check`'s
+    exact test."""
+    terms = []
+    for f in msgspec.structs.fields(cls):
+        v = f"r.{f.name}"
+        term = {
+            str: f"{v}.isascii()",
+            float: f"(type({v}) is float and {v} == {v})",  # NaN != NaN
+            int: f"(type({v}) is int and -{_I64} <= {v} < {_I64})",
+            bytes: f"type({v}) is bytes",
+            str | None: f"({v} is None or {v}.isascii())",
+            float | None: f"({v} is None or type({v}) is float)",
+        }.get(f.type, "True")  # dict[str, str] tags: stored as JSON, always storable
+        terms.append(term)
+    namespace: dict[str, Any] = {}
+    exec(f"def fast(r):\n    return {' and '.join(terms)}", namespace)
+    fast: Callable[[Any], bool] = namespace["fast"]
+    return fast
+
+
+_SHAPES = {
+    cls: (table, cls.__struct_fields__, _fast_check(cls)) for cls, (table, _) in _TABLES.items()
+}
+
+
+def check(op: Op) -> RejectedOp | None:
+    """The rejection SQLite would give ``op`` for its values, or None."""
+    row = getattr(op, "row", None)
+    if row is None:
+        return None
+    table, names, fast = _SHAPES[type(row)]
+    try:
+        if fast(row):
+            return None
+    except Exception:  # a value of an unexpected type: the exact test below says
+        pass
+    notnull = _TABLES[type(row)][1]
+    for name, value in zip(names, astuple(row), strict=True):
+        error = _value_error(table, notnull, name, value)
+        if error is not None:
+            return _rejected(table, row, error)
+    return None
+
+
+def _rejected(table: str, row: Any, error: str) -> RejectedOp:
+    execution_id = row.id if table == "executions" else row.execution_id
+    key = getattr(row, "id", None) or getattr(row, "task_run_id", None) or execution_id
+    if table == "metrics":
+        key = f"{key}/{row.name}"
+    return RejectedOp(
+        execution_id if type(execution_id) is str else None,
+        table,
+        key if type(key) is str else repr(key),
+        error,
+    )
 
 
 class _Rows:
@@ -76,6 +204,9 @@ class MemoryStore:
         self._owners: dict[str, float] = {}
         self._fires: dict[tuple[str, str], tuple[float, str | None, str]] = {}
         self._flows: dict[tuple[str, str], list[FlowRow]] = {}
+        self._quarantine: dict[str, QuarantineRow] = {}
+        self.on_rejected: RejectedCallback | None = None
+        self.on_failed: FailedCallback | None = None
         self._ids = itertools.count(1)
         self._failed: BaseException | None = None
         self._closed = False
@@ -117,19 +248,51 @@ class MemoryStore:
         if error is not None:
             self._failed = error
             failed = Commit()
-            failed.resolve(
-                StorageUnavailable(f"a write failed, storage stopped so nothing is lost: {error}")
+            unavailable = StorageUnavailable(
+                f"a write failed, storage stopped so nothing is lost: {error}"
             )
+            failed.resolve(unavailable)
+            if self.on_failed is not None:
+                self.on_failed(unavailable)
             return failed
         if self._latest:
             for op in ops:
                 if type(op) in _ORDERED:
                     self._settle()  # rows of the same tables, or a delete: keep the order
                     break
+        rejected = self._apply_all(ops)
+        if not rejected:
+            return COMMITTED
+        commit = Commit()
+        commit.resolve(None, rejected)
+        return commit
+
+    def _apply_all(self, ops: Iterable[Op]) -> tuple[RejectedOp, ...]:
+        """Apply the ops that SQLite would take; report (and return) the others."""
+        rejected: list[RejectedOp] = []
         apply = self._apply
         for op in ops:
-            apply(op)
-        return COMMITTED
+            bad = check(op)
+            if bad is None:
+                apply(op)
+            else:
+                rejected.append(bad)
+        if rejected:
+            self._report(tuple(rejected))
+        return tuple(rejected)
+
+    def _report(self, rejected: tuple[RejectedOp, ...]) -> None:
+        if self.on_rejected is None:
+            for r in rejected:
+                _log.warning(
+                    "memory store: a row of execution %s was not stored (%s %s): %s",
+                    r.execution_id, r.table, r.key, r.error,
+                )  # fmt: skip
+            return
+        try:
+            self.on_rejected(rejected)
+        except Exception:
+            _log.exception("memory store: on_rejected failed")
 
     def write_latest(
         self, key: Hashable, build: Callable[[Any], Sequence[Op]], item: Any
@@ -150,9 +313,16 @@ class MemoryStore:
         latest = self._latest
         if latest:
             self._latest = {}
-            for build, item in latest.values():
-                for op in build(item):
-                    self._apply(op)
+            unbuilt: list[RejectedOp] = []
+            ops: list[Op] = []
+            for key, (build, item) in latest.items():
+                try:
+                    ops.extend(build(item))
+                except Exception as exc:  # one unencodable snapshot must not stop the rest
+                    unbuilt.append(build_failure(key, exc))
+            if unbuilt:
+                self._report(tuple(unbuilt))
+            self._apply_all(ops)
 
     def _bucket(self, execution_id: str) -> _Rows:
         rows = self._rows.get(execution_id)
@@ -183,6 +353,10 @@ class MemoryStore:
             self._delete_task_runs(op.execution_id, set(op.task_run_ids))
         elif isinstance(op, DeleteExecution):
             self._delete({op.execution_id})
+        elif isinstance(op, QuarantineExecution):
+            self._quarantine[op.row.execution_id] = op.row
+        elif isinstance(op, ReleaseQuarantine):
+            self._quarantine.pop(op.execution_id, None)
         else:
             raise TypeError(f"not a storage op: {op!r}")
 
@@ -204,6 +378,7 @@ class MemoryStore:
         for i in ids:
             self._execs.pop(i, None)
             self._rows.pop(i, None)
+            self._quarantine.pop(i, None)
         self._metrics = {k: m for k, m in self._metrics.items() if m.execution_id not in ids}
         self._commands = [c for c in self._commands if c.execution_id not in ids]
 
@@ -247,11 +422,17 @@ class MemoryStore:
         return rows[offset : offset + limit] if limit >= 0 else rows[offset:]
 
     async def unfinished_executions(self, terminal_states: Collection[str]) -> list[ExecutionRow]:
-        """Executions not in a terminal state, oldest first."""
+        """Executions not in a terminal state, oldest first, quarantined ones left out."""
         self._settle()
         done = set(terminal_states)
-        rows = [r for r in self._execs.values() if r.state not in done]
+        held = self._quarantine
+        rows = [r for r in self._execs.values() if r.state not in done and r.id not in held]
         return sorted(rows, key=lambda r: (r.created, r.id))
+
+    async def quarantined(self) -> list[QuarantineRow]:
+        """Quarantined executions with the reason, oldest first."""
+        self._settle()
+        return sorted(self._quarantine.values(), key=lambda q: (q.ts, q.execution_id))
 
     async def task_runs(self, execution_id: str) -> list[TaskRunRow]:
         """Task runs in creation order (ties: first stored first)."""
@@ -339,22 +520,43 @@ class MemoryStore:
         older_than: float | None = None,
         execution_ids: Collection[str] | None = None,
         states: Collection[str] | None = None,
+        batch_size: int = 500,
+        progress: ProgressCallback | None = None,
     ) -> list[str]:
-        """Delete executions (ended before ``older_than``, or by id) with all their rows."""
+        """Delete executions (ended before ``older_than``, or named) with all their rows,
+        ``batch_size`` at a time (see :meth:`Store.purge`)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self._settle()
         self._check()
-        ids = set(execution_ids or ())
+        named = set(execution_ids or ())
         wanted = set(states) if states is not None else None
-        found = [
-            r
-            for r in self._execs.values()
-            if (r.id in ids or (older_than is not None and r.ended is not None
-                                and r.ended < older_than))
-            and (wanted is None or r.state in wanted)
-        ]  # fmt: skip
-        found.sort(key=lambda r: (r.created, r.id))
-        self._delete({r.id for r in found})
-        return [r.id for r in found]
+
+        def qualifies(r: ExecutionRow) -> bool:
+            return (
+                r.id in named
+                or (older_than is not None and r.ended is not None and r.ended < older_than)
+            ) and (wanted is None or r.state in wanted)
+
+        found = sorted((r for r in self._execs.values() if qualifies(r)),
+                       key=lambda r: (r.created, r.id))  # fmt: skip
+        candidates = [r.id for r in found]
+        deleted: list[str] = []
+        for batches, start in enumerate(range(0, len(candidates), batch_size), 1):
+            self._settle()
+            self._check()
+            gone = [
+                i
+                for i in candidates[start : start + batch_size]
+                if (r := self._execs.get(i)) is not None and qualifies(r)
+            ]
+            self._delete(set(gone))
+            deleted.extend(gone)
+            if progress is not None:
+                done = progress(PurgeProgress(tuple(gone), len(deleted), len(candidates), batches))
+                if inspect.isawaitable(done):
+                    await done
+        return deleted
 
     async def post_command(self, execution_id: str, kind: str, payload: bytes = b"") -> int:
         """Store a command for the owning process."""
@@ -450,6 +652,7 @@ class MemoryStore:
             r
             for r in self._execs.values()
             if r.state not in done
+            and r.id not in self._quarantine
             and (r.owner is None or (r.owner != owner and r.owner not in live))
         ]
         taken.sort(key=lambda r: (r.created, r.id))

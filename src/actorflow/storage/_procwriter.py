@@ -14,6 +14,7 @@ import os
 import struct
 import sys
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +57,51 @@ class WriterError(StorageUnavailable):
         self.kind = kind
 
 
-class ProcessWriter:
-    """Sends batch plans to a writer process; several may be in flight, committed in order."""
+Rejection = tuple[int, int, str, str]
+"""A row the process left out: (index in the plan, index of the row, error type, message)."""
+Unsent = tuple[int, tuple[Any, ...], str, str]
+"""A row not sent at all: (statement index, the row, error type, message)."""
 
-    def __init__(self, path: Path) -> None:
+
+def drop_unencodable(plan: Plan) -> tuple[Plan, list[Unsent]]:
+    """``plan`` without the rows msgpack cannot carry, and those rows.
+
+    Only called once the whole plan failed to encode: a row at a time is slower."""
+    kept: Plan = []
+    dropped: list[Unsent] = []
+    for stmt, rows in plan:
+        good: list[tuple[Any, ...]] = []
+        for row in rows:
+            try:
+                _encode(row)
+            except (TypeError, ValueError, OverflowError) as exc:  # UnicodeError is a ValueError
+                dropped.append((stmt, row, type(exc).__name__, str(exc)))
+                continue
+            good.append(row)
+        if good:
+            kept.append((stmt, good))
+    return kept, dropped
+
+
+class ProcessWriter:
+    """Sends batch plans to a writer process; several may be in flight, committed in order.
+
+    ``on_wait(seconds)`` hears, about every 100 ms, that the oldest batch waits for a write
+    lock another connection holds.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        lock_timeout: float,
+        on_wait: Callable[[float], None] | None = None,
+    ) -> None:
         self.path = path
+        self.lock_timeout = lock_timeout
+        self.on_wait = on_wait
         self._proc: asyncio.subprocess.Process | None = None
         self._ids = itertools.count(1)
-        self._pending: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._pending: deque[tuple[int, asyncio.Future[list[Rejection]]]] = deque()
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -76,24 +114,38 @@ class ProcessWriter:
         _widen_pipe(self._proc.stdin)
         self._reader = asyncio.get_running_loop().create_task(self._read())
         try:
-            await self._send([str(self.path), list(STATEMENTS), os.getpid()], 0)
+            body = _encode([str(self.path), list(STATEMENTS), os.getpid(), self.lock_timeout])
+            await self._send(body, 0)
         except BaseException:
             await self.close()
             raise
 
-    async def send(self, plan: Plan, fail: BaseException | None = None) -> asyncio.Future[None]:
-        """Queue ``plan`` for one transaction; the future resolves once it committed (or
-        raises :class:`StorageUnavailable`). Waits only while the pipe is full."""
-        batch_id = next(self._ids)
-        return await self._send([batch_id, plan, str(fail) if fail else None], batch_id)
+    async def send(
+        self, plan: Plan, fail: BaseException | None = None
+    ) -> tuple[asyncio.Future[list[Rejection]], list[Unsent]]:
+        """Queue ``plan`` for one transaction; waits only while the pipe is full.
 
-    async def _send(self, message: list[Any], batch_id: int) -> asyncio.Future[None]:
+        Returns a future of the rows the process left out, by their place in ``plan`` (it
+        raises :class:`StorageUnavailable` if the batch failed), and the rows not sent
+        because msgpack cannot carry them: those are removed from ``plan`` in place, so
+        the places the process names are places in ``plan`` as it is now.
+        """
+        batch_id = next(self._ids)
+        dropped: list[Unsent] = []
+        try:
+            body = _encode([batch_id, plan, str(fail) if fail else None])
+        except (TypeError, ValueError, OverflowError):
+            kept, dropped = drop_unencodable(plan)
+            body = _encode([batch_id, kept, str(fail) if fail else None])
+            plan[:] = kept
+        return await self._send(body, batch_id), dropped
+
+    async def _send(self, body: bytes, batch_id: int) -> asyncio.Future[list[Rejection]]:
         proc = self._proc
         if proc is None or proc.stdin is None or self._reader is None or self._reader.done():
             raise self._stopped()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[list[Rejection]] = asyncio.get_running_loop().create_future()
         self._pending.append((batch_id, done))
-        body = _encode(message)
         try:
             proc.stdin.write(_HEADER.pack(len(body)) + body)
             await proc.stdin.drain()
@@ -118,7 +170,11 @@ class ProcessWriter:
         try:
             while True:
                 (size,) = _HEADER.unpack(await proc.stdout.readexactly(_HEADER.size))
-                batch_id, failure = _decode(await proc.stdout.readexactly(size))
+                batch_id, failure, rejected = _decode(await proc.stdout.readexactly(size))
+                if failure == "wait":
+                    if self.on_wait is not None:
+                        self.on_wait(rejected)
+                    continue
                 expected, done = self._pending.popleft()
                 if batch_id != expected:
                     raise StorageUnavailable(
@@ -127,7 +183,7 @@ class ProcessWriter:
                 if done.done():
                     continue
                 if failure is None:
-                    done.set_result(None)
+                    done.set_result([tuple(r) for r in rejected])
                 else:
                     done.set_exception(WriterError(failure[0], failure[1]))
         except (asyncio.IncompleteReadError, ConnectionError):

@@ -115,6 +115,37 @@ class FlowRow(msgspec.Struct, frozen=True, gc=False):
     created: float
 
 
+class QuarantineRow(msgspec.Struct, frozen=True, gc=False):
+    """An execution set aside (its rows kept as they are) and why; recovery skips it."""
+
+    execution_id: str
+    reason: str
+    ts: float
+
+
+class RejectedOp(msgspec.Struct, frozen=True, gc=False):
+    """A write the store could not take (a value it cannot encode, a constraint it breaks).
+
+    The rest of its transaction committed; only this row was left out. ``execution_id`` is
+    None when the row could not even be built (a ``write_latest`` builder raised); ``key``
+    then is the ``repr`` of the ``write_latest`` key.
+    """
+
+    execution_id: str | None
+    table: str
+    key: str
+    error: str
+
+
+class PurgeProgress(msgspec.Struct, frozen=True, gc=False):
+    """One committed batch of a purge: its ids, and the counts so far."""
+
+    ids: tuple[str, ...]
+    deleted: int
+    total: int
+    batches: int
+
+
 class UpsertExecution(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Insert or replace an execution row."""
 
@@ -170,6 +201,18 @@ class DeleteExecution(msgspec.Struct, frozen=True, gc=False, tag=True):
     execution_id: str
 
 
+class QuarantineExecution(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """Set an execution aside: its rows stay, recovery and claims skip it until released."""
+
+    row: QuarantineRow
+
+
+class ReleaseQuarantine(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """Let a quarantined execution be recovered (and claimed) again."""
+
+    execution_id: str
+
+
 Op = (
     UpsertExecution
     | UpsertTaskRun
@@ -180,4 +223,6 @@ Op = (
     | UpsertOutput
     | DeleteTaskRuns
     | DeleteExecution
+    | QuarantineExecution
+    | ReleaseQuarantine
 )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sqlite3
 
 from actorflow._errors import DatabaseInvalid, SchemaTooNew
+from actorflow.storage._writer_proc import with_lock_retry
 
-CURRENT_VERSION = 4
+CURRENT_VERSION = 5
 
 _V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -138,8 +139,19 @@ CREATE TABLE flows (
 UPDATE schema_version SET version = 4
 """
 
+# v5: an execution whose rows the runtime cannot decode is set aside (kept, listed, skipped
+# by recovery and claims) instead of failing every start.
+_V4_TO_V5 = """
+CREATE TABLE quarantine (
+    execution_id TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+UPDATE schema_version SET version = 5
+"""
+
 # MIGRATIONS[v] takes a database from version v to v + 1.
-MIGRATIONS: dict[int, str] = {1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4}
+MIGRATIONS: dict[int, str] = {1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4, 4: _V4_TO_V5}
 
 
 def _statements(script: str) -> list[str]:
@@ -170,10 +182,22 @@ def read_version(conn: sqlite3.Connection, where: str) -> int:
             f"{where}: an SQLite database but not an actorflow one (no schema_version table);"
             " left untouched"
         )
-    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-    if row is None or row[0] is None:
+    values = {r[0] for r in conn.execute("SELECT version FROM schema_version")}
+    if not values:
         raise DatabaseInvalid(f"{where}: its schema_version table is empty; left untouched")
-    version = int(row[0])
+    if len(values) > 1:
+        raise DatabaseInvalid(
+            f"{where}: its schema_version table holds several versions"
+            f" ({', '.join(sorted(map(repr, values)))}); left untouched"
+        )
+    (version,) = values
+    # Anything but a whole number from 1 up would send the migrations down the wrong path
+    # (0 or -1 re-create tables that exist): refuse it before anything is written.
+    if type(version) is not int or version < 1:
+        raise DatabaseInvalid(
+            f"{where}: schema_version holds {version!r}, not a schema version (a whole number"
+            f" from 1 to {CURRENT_VERSION}); left untouched"
+        )
     if version > CURRENT_VERSION:
         raise SchemaTooNew(
             f"{where}: schema version {version} is newer than this actorflow understands"
@@ -182,12 +206,16 @@ def read_version(conn: sqlite3.Connection, where: str) -> int:
     return version
 
 
-def migrate(conn: sqlite3.Connection, where: str) -> int:
+def migrate(conn: sqlite3.Connection, where: str, lock_timeout: float = 30.0) -> int:
     """Bring a database to :data:`CURRENT_VERSION` in ONE transaction; returns the old version.
 
     The version is read again under the write lock, so two processes opening the same new
-    file do not both create the schema.
+    file do not both create the schema. Waits up to ``lock_timeout`` for that lock.
     """
+    return with_lock_retry(lambda: _migrate(conn, where), where=where, lock_timeout=lock_timeout)
+
+
+def _migrate(conn: sqlite3.Connection, where: str) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         old = version = read_version(conn, where)

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sqlite3
 import time
-from collections.abc import Collection, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, TypeVar
 
 from msgspec.structs import astuple
 
-from actorflow._errors import DatabaseInvalid
+from actorflow.storage import _writer_proc
 from actorflow.storage._rows import (
     AppendHistory,
     AppendLog,
@@ -24,6 +24,8 @@ from actorflow.storage._rows import (
     DeleteTaskRuns,
     ExecutionRow,
     Op,
+    QuarantineExecution,
+    ReleaseQuarantine,
     TaskRunRow,
     UpsertAttempt,
     UpsertExecution,
@@ -31,9 +33,9 @@ from actorflow.storage._rows import (
     UpsertOutput,
     UpsertTaskRun,
 )
-from actorflow.storage._schema import read_version
+from actorflow.storage._writer_proc import WalRecorder, busy_timeout_ms, with_lock_retry
 
-_HEADER = b"SQLite format 3\x00"
+T = TypeVar("T")
 EXEC_COLS = (
     "id, namespace, flow_id, flow_revision, state, created, updated, ended,"
     " parent_execution_id, owner, data"
@@ -63,7 +65,9 @@ _SQL_METRIC = _upsert("metrics", METRIC_COLS, "task_run_id, name, kind, tags")
 _SQL_OUTPUT = _upsert("outputs", "task_run_id, execution_id, data", "task_run_id")
 _SQL_HISTORY = "INSERT INTO state_history (execution_id, task_run_id, state, ts) VALUES (?,?,?,?)"
 _SQL_LOG = f"INSERT INTO logs ({LOG_COLS}) VALUES (?,?,?,?,?,?,?)"
-_CHILD_TABLES = ("attempts", "state_history", "metrics", "logs", "outputs", "commands", "task_runs")
+_SQL_QUARANTINE = _upsert("quarantine", "execution_id, reason, ts", "execution_id")
+_CHILD_TABLES = ("attempts", "state_history", "metrics", "logs", "outputs", "commands",
+                 "quarantine", "task_runs")  # fmt: skip
 
 
 def tags_key(tags: Mapping[str, str]) -> str:
@@ -77,46 +81,21 @@ def _tags_json(items: tuple[tuple[str, str], ...]) -> str:
     return json.dumps(dict(items), separators=(",", ":"))
 
 
-def inspect_file(path: Path) -> int:
-    """Schema version of an existing file (0 if absent or empty); refuses anything not ours.
-
-    Reads through a read-only connection, so a refused file is never modified.
-    """
-    if not path.exists() or path.stat().st_size == 0:
-        return 0
-    with path.open("rb") as f:
-        if f.read(16) != _HEADER:
-            raise DatabaseInvalid(f"{path}: not an SQLite database (bad header); left untouched")
-    try:
-        # Without a WAL beside it, immutable=1 reads the file alone and creates no -wal/-shm
-        # next to a file we may refuse; with one, the WAL must be read too.
-        wal = Path(f"{path}-wal").exists()
-        mode = "mode=ro" if wal else "mode=ro&immutable=1"
-        conn = sqlite3.connect(f"{path.absolute().as_uri()}?{mode}", uri=True)
-        try:
-            return read_version(conn, str(path))
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:
-        raise  # locked, unreadable: the caller reports it as unavailable, not as invalid
-    except sqlite3.DatabaseError as exc:
-        raise DatabaseInvalid(
-            f"{path}: corrupt or unreadable database ({exc}); left untouched"
-        ) from exc
-
-
-def setup(conn: sqlite3.Connection, writer: bool) -> None:
+def setup(conn: sqlite3.Connection, writer: bool, lock_timeout: float = 30.0) -> None:
     """Connection pragmas: WAL and NORMAL sync for the writer, read-only for readers."""
-    conn.execute("PRAGMA busy_timeout = 5000")
+    # Writers wait in short attempts (each wait is reported, the bound is ours); a reader
+    # in WAL mode meets a lock only during recovery, so SQLite may wait it out alone.
+    wait = busy_timeout_ms(lock_timeout) if writer else int(min(lock_timeout, 86400.0) * 1000)
+    conn.execute(f"PRAGMA busy_timeout = {wait}")
     conn.execute("PRAGMA foreign_keys = ON")
     if writer:
-        set_wal(conn)
+        set_wal(conn, lock_timeout)
         conn.execute("PRAGMA synchronous = NORMAL")
     else:
         conn.execute("PRAGMA query_only = ON")
 
 
-def set_wal(conn: sqlite3.Connection, patience: float = 5.0) -> None:
+def set_wal(conn: sqlite3.Connection, patience: float = 30.0) -> None:
     """``journal_mode = WAL``, waiting while another connection holds the file.
 
     The busy timeout does not cover a journal-mode change that meets a lock (SQLite answers
@@ -135,14 +114,55 @@ def set_wal(conn: sqlite3.Connection, patience: float = 5.0) -> None:
             delay = min(delay * 2, 0.1)
 
 
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
 def fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
-    """Rows of one query."""
-    return conn.execute(sql, params).fetchall()
+    """Rows of one query. Text that is not UTF-8 (a damaged row) comes back with its bad
+    bytes as lone surrogates instead of failing the whole query: the caller decides."""
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "Could not decode to UTF-8" not in str(exc):
+            raise
+    # Rare: a Python text factory is slower than the built-in one, so only for this query.
+    conn.text_factory = _lenient_text
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.text_factory = str
 
 
-def execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
+class Admin:
+    """How the in-process writer connection writes: the lock bound, where waits are told,
+    and the WAL recorder that must hear of each commit (see ``_writer_proc``)."""
+
+    def __init__(
+        self,
+        where: str,
+        lock_timeout: float,
+        recorder: WalRecorder | None,
+        on_wait: Callable[[float], None] | None = None,
+    ) -> None:
+        self.where = where
+        self.lock_timeout = lock_timeout
+        self.recorder = recorder
+        self.on_wait = on_wait
+
+    def retry(self, attempt: Callable[[], T]) -> T:
+        """``attempt()``, again while another connection holds the lock; records the WAL."""
+        result = with_lock_retry(
+            attempt, where=self.where, lock_timeout=self.lock_timeout, on_wait=self.on_wait
+        )
+        if self.recorder is not None:
+            self.recorder.after_write()
+        return result
+
+
+def execute(conn: sqlite3.Connection, admin: Admin, sql: str, params: Sequence[Any]) -> int:
     """One autocommitted statement; returns the last row id."""
-    return int(conn.execute(sql, params).lastrowid or 0)
+    return admin.retry(lambda: int(conn.execute(sql, params).lastrowid or 0))
 
 
 # Every statement a batch may run, by index: a plan names them by number, so the writer
@@ -155,15 +175,64 @@ STATEMENTS: tuple[str, ...] = (
     _SQL_METRIC,
     _SQL_LOG,
     _SQL_OUTPUT,
+    _SQL_QUARANTINE,
+    "DELETE FROM quarantine WHERE execution_id = ?",
     "DELETE FROM task_runs WHERE execution_id = ? AND id = ?",
     *(f"DELETE FROM {t} WHERE execution_id = ? AND task_run_id = ?"
       for t in ("attempts", "outputs", "metrics")),
     *(f"DELETE FROM {t} WHERE execution_id = ?" for t in _CHILD_TABLES),
     "DELETE FROM executions WHERE id = ?",
 )  # fmt: skip
-_EXEC, _TR, _ATTEMPT, _HISTORY, _METRIC, _LOG, _OUTPUT, _DEL_TR = range(8)
-_DEL_TR_CHILDREN = (8, 9, 10)
-_DEL_EXEC = tuple(range(11, 11 + len(_CHILD_TABLES) + 1))
+_EXEC, _TR, _ATTEMPT, _HISTORY, _METRIC, _LOG, _OUTPUT, _QUARANTINE, _RELEASE, _DEL_TR = range(10)
+_DEL_TR_CHILDREN = (10, 11, 12)
+_DEL_EXEC = tuple(range(13, 13 + len(_CHILD_TABLES) + 1))
+assert len(STATEMENTS) == _DEL_EXEC[-1] + 1
+
+
+def _columns(sql: str) -> tuple[str, tuple[str, ...]]:
+    """Table and parameter columns of one of STATEMENTS, in parameter order."""
+    if sql.startswith("INSERT INTO "):
+        table, rest = sql[len("INSERT INTO ") :].split(" (", 1)
+        cols = rest.split(")", 1)[0]
+        return table, tuple(c.strip().strip('"') for c in cols.split(","))
+    table, where = sql[len("DELETE FROM ") :].split(" WHERE ", 1)
+    return table, tuple(p.split(" = ")[0].strip() for p in where.split(" AND "))
+
+
+_SHAPES = tuple(_columns(sql) for sql in STATEMENTS)
+
+
+def describe(stmt: int, row: Sequence[Any]) -> tuple[str | None, str, str, str]:
+    """(execution id, table, key, the column whose value is suspect or "") of a plan row."""
+    table, cols = _SHAPES[stmt]
+    values = dict(zip(cols, row, strict=False))
+    execution_id = values.get("id") if table == "executions" else values.get("execution_id")
+    key = values.get("id") or values.get("task_run_id") or execution_id
+    key = key if isinstance(key, str) else repr(key)
+    if "name" in values:
+        key = f"{key}/{values['name']}"
+    return (
+        execution_id if isinstance(execution_id, str) else None,
+        table,
+        key,
+        suspect_column(cols, row),
+    )
+
+
+def suspect_column(cols: Sequence[str], row: Sequence[Any]) -> str:
+    """The first column whose value SQLite cannot store as given, or ""."""
+    for col, value in zip(cols, row, strict=False):
+        if type(value) is int and not -(2**63) <= value < 2**63:
+            return col
+        if type(value) is float and math.isnan(value):
+            return col
+        if type(value) is str and not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                return col
+    return ""
+
 
 Plan = list[tuple[int, list[tuple[Any, ...]]]]
 """Statements of one transaction, in order: (index in STATEMENTS, parameter rows)."""
@@ -238,6 +307,14 @@ def plan_batch(ops: Sequence[Op]) -> Plan:
             group.emit(plan)
             group = _Group()
             plan.extend((stmt, [(op.execution_id,)]) for stmt in _DEL_EXEC)
+        elif isinstance(op, QuarantineExecution):
+            group.emit(plan)  # rare: kept in order with everything around it
+            group = _Group()
+            plan.append((_QUARANTINE, [astuple(op.row)]))
+        elif isinstance(op, ReleaseQuarantine):
+            group.emit(plan)
+            group = _Group()
+            plan.append((_RELEASE, [(op.execution_id,)]))
         else:
             raise TypeError(f"not a storage op: {op!r}")
     group.emit(plan)
@@ -245,30 +322,17 @@ def plan_batch(ops: Sequence[Op]) -> Plan:
 
 
 def run_plan(
-    conn: sqlite3.Connection,
-    plan: Plan,
-    fail: BaseException | None = None,
-    statements: Sequence[str] = STATEMENTS,
-) -> None:
-    """Run ``plan`` as ONE transaction. ``fail`` is a test hook raised just before COMMIT."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for stmt, rows in plan:
-            conn.executemany(statements[stmt], rows)
-        if fail is not None:
-            raise fail
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-def apply_batch(
-    conn: sqlite3.Connection, ops: Sequence[Op], fail: BaseException | None = None
-) -> None:
-    """Write ``ops`` as ONE transaction (see :func:`plan_batch`)."""
-    run_plan(conn, plan_batch(ops), fail)
+    conn: sqlite3.Connection, admin: Admin, plan: Plan, fail: BaseException | None = None
+) -> list[Any]:
+    """Run ``plan`` as ONE transaction (the writer process's code, in this thread); returns
+    the rows left out for their values, as ``[plan index, row index, type, message]``."""
+    rejected = _writer_proc.run_plan(
+        conn, STATEMENTS, plan, where=admin.where, lock_timeout=admin.lock_timeout,
+        fail=fail, on_wait=admin.on_wait,
+    )  # fmt: skip
+    if admin.recorder is not None:
+        admin.recorder.after_write()
+    return rejected
 
 
 def delete_executions(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
@@ -278,72 +342,108 @@ def delete_executions(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
         conn.executemany(STATEMENTS[stmt], params)
 
 
-def _transaction(conn: sqlite3.Connection, body: Any, *args: Any) -> Any:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = body(conn, *args)
-        conn.execute("COMMIT")
-        return result
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+def _transaction(conn: sqlite3.Connection, admin: Admin, body: Callable[..., T], *args: Any) -> T:
+    def attempt() -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn, *args)
+            conn.execute("COMMIT")
+            return result
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    return admin.retry(attempt)
 
 
-def purge(
+CHUNK = 500  # ids bound into one statement: far below any SQLITE_MAX_VARIABLE_NUMBER
+
+
+def purge_candidates(
     conn: sqlite3.Connection,
     older_than: float | None,
     ids: Sequence[str],
     states: Collection[str] | None,
 ) -> list[str]:
-    """Delete executions ended before ``older_than`` or named in ``ids`` (in ``states``)."""
-    where: list[str] = []
-    params: list[Any] = []
-    if ids:
-        where.append(f"id IN ({','.join('?' * len(ids))})")
-        params.extend(ids)
-    if older_than is not None:
-        where.append("(ended IS NOT NULL AND ended < ?)")
-        params.append(older_than)
-    if not where:
+    """Ids a purge would delete, oldest first: executions ended before ``older_than`` and
+    those named in ``ids``, in ``states`` if given. Reads only; ``ids`` go in chunks."""
+    st = list(states) if states is not None else None
+    if st == []:
         return []
-    sql = f"SELECT id FROM executions WHERE ({' OR '.join(where)})"
-    if states is not None:
-        st = list(states)
-        sql += f" AND state IN ({','.join('?' * len(st))})"
-        params.extend(st)
+    in_states = f" AND state IN ({','.join('?' * len(st))})" if st is not None else ""
+    found: dict[str, float] = {}
+    if older_than is not None:
+        sql = f"SELECT id, created FROM executions WHERE ended IS NOT NULL AND ended < ?{in_states}"
+        found.update(conn.execute(sql, [older_than, *(st or ())]))
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), CHUNK):
+        chunk = unique[start : start + CHUNK]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT id, created FROM executions WHERE id IN ({marks}){in_states}"
+        found.update(conn.execute(sql, [*chunk, *(st or ())]))
+    return sorted(found, key=lambda i: (found[i], i))
+
+
+def purge_batch(
+    conn: sqlite3.Connection,
+    admin: Admin,
+    batch: Sequence[str],
+    named: Collection[str],
+    older_than: float | None,
+    states: Collection[str] | None,
+) -> list[str]:
+    """Delete the executions of ``batch`` that still qualify, whole, in ONE transaction.
+
+    The test is made again under the write lock: an execution restarted since the
+    candidates were read is no longer purged.
+    """
+    wanted = set(states) if states is not None else None
 
     def body(c: sqlite3.Connection) -> list[str]:
-        found = [r[0] for r in c.execute(sql + " ORDER BY created, id", params)]
-        delete_executions(c, found)
-        return found
+        sql = f"SELECT id, state, ended FROM executions WHERE id IN ({','.join('?' * len(batch))})"
+        rows = {r[0]: r for r in c.execute(sql, list(batch))}
+        keep = []
+        for i in batch:
+            r = rows.get(i)
+            if r is None or (wanted is not None and r[1] not in wanted):
+                continue
+            if i in named or (older_than is not None and r[2] is not None and r[2] < older_than):
+                keep.append(i)
+        delete_executions(c, keep)
+        return keep
 
-    result: list[str] = _transaction(conn, body)
-    return result
+    return _transaction(conn, admin, body)
 
 
 def claim(
-    conn: sqlite3.Connection, owner: str, terminal: Sequence[str], fresh_after: float
+    conn: sqlite3.Connection,
+    admin: Admin,
+    owner: str,
+    terminal: Sequence[str],
+    fresh_after: float,
 ) -> list[Any]:
-    """Set ``owner`` on unfinished executions of no live owner; returns those rows."""
+    """Set ``owner`` on unfinished executions of no live owner (quarantined ones stay where
+    they are); returns those rows."""
     marks = ",".join("?" * len(terminal))
     select = (
         f"SELECT {EXEC_COLS} FROM executions WHERE state NOT IN ({marks}) AND"
         " (owner IS NULL OR (owner != ? AND owner NOT IN"
-        " (SELECT owner FROM owners WHERE heartbeat >= ?))) ORDER BY created, id"
+        " (SELECT owner FROM owners WHERE heartbeat >= ?)))"
+        " AND id NOT IN (SELECT execution_id FROM quarantine) ORDER BY created, id"
     )
 
     def body(c: sqlite3.Connection) -> list[Any]:
-        rows = c.execute(select, (*terminal, owner, fresh_after)).fetchall()
+        rows = fetch(c, select, (*terminal, owner, fresh_after))
         c.executemany("UPDATE executions SET owner = ? WHERE id = ?", [(owner, r[0]) for r in rows])
         return [(*r[:9], owner, r[10]) for r in rows]
 
-    result: list[Any] = _transaction(conn, body)
-    return result
+    return _transaction(conn, admin, body)
 
 
 def claim_fire(
     conn: sqlite3.Connection,
+    admin: Admin,
     trigger: str,
     fire: str,
     tick: float,
@@ -361,12 +461,13 @@ def claim_fire(
         )
         return cur.rowcount == 1
 
-    result: bool = _transaction(conn, body)
+    result: bool = _transaction(conn, admin, body)
     return result
 
 
 def deploy_flow(
     conn: sqlite3.Connection,
+    admin: Admin,
     namespace: str,
     flow_id: str,
     source: str,
@@ -392,5 +493,5 @@ def deploy_flow(
         )
         return chosen, True
 
-    result: tuple[int, bool] = _transaction(conn, body)
+    result: tuple[int, bool] = _transaction(conn, admin, body)
     return result

@@ -7,6 +7,16 @@ batch (at most ``batch_max`` ops), builds it, and commits it as ONE transaction 
 process (several batches in flight, in order) or, with ``writer="thread"``, in aiosqlite's
 thread (one hop per batch, not per statement). Migrations and administration (claims,
 purges, owners, commands) run on an in-process connection; reads in ``_sqlite_reads``.
+
+Failures (see ``_store``): a batch with rows SQLite cannot take for their values commits
+without them and names them (``Commit.rejected``, ``on_rejected``); any other failure
+stops the store. A write lock held by another connection is waited for, in short attempts
+with backoff, up to ``lock_timeout`` seconds (each wait is told to ``on_lock_wait``); past
+it the batch fails as storage failure, naming the lock. ``open`` checks the file first
+(``_integrity``): truncation, a WAL from another database, a failed ``quick_check`` after a
+crash. A ``read_only`` store writes nothing at all: no writer, no migration, no owner, no
+``-wal``/``-shm`` it did not find (a WAL-less file is read ``immutable=1`` until a writer
+appears).
 """
 
 from __future__ import annotations
@@ -14,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
+import logging
 import os
 import sqlite3
 import time
@@ -29,25 +41,57 @@ import msgspec
 from actorflow._errors import DatabaseInvalid, StorageError, StorageUnavailable
 from actorflow.storage import _sql
 from actorflow.storage._batch import Batch
-from actorflow.storage._procwriter import ProcessWriter, WriterError
+from actorflow.storage._integrity import inspect_file
+from actorflow.storage._procwriter import ProcessWriter, Rejection, Unsent, WriterError
 from actorflow.storage._rows import (
     ExecutionRow,
     Op,
+    PurgeProgress,
+    RejectedOp,
 )
 from actorflow.storage._schema import CURRENT_VERSION, migrate
 from actorflow.storage._sqlite_reads import SQLiteReads
-from actorflow.storage._store import COMMITTED, Commit
+from actorflow.storage._store import (
+    COMMITTED,
+    Commit,
+    FailedCallback,
+    ProgressCallback,
+    RejectedCallback,
+)
+from actorflow.storage._writer_proc import WalRecorder, mark_clean
 
 T = TypeVar("T")
 _PIPELINE = 8  # batches sent to the writer process before the first is acknowledged
+_log = logging.getLogger("actorflow.storage")
+# Stores of this process by database (real path): a file open here is not read through a
+# descriptor of our own (see _integrity.inspect_file).
+_OPEN: dict[str, int] = {}
+
+
+def _rejections(
+    plan: _sql.Plan, found: Sequence[Rejection], unsent: Sequence[Unsent]
+) -> list[RejectedOp]:
+    out = []
+    for stmt, row, kind, message in [
+        *unsent,
+        *((plan[i][0], plan[i][1][r], kind, message) for i, r, kind, message in found),
+    ]:
+        execution_id, table, key, column = _sql.describe(stmt, row)
+        named = f"{table}.{column}"
+        where = f" (column {named})" if column and named not in message else ""
+        out.append(RejectedOp(execution_id, table, key, f"{kind}: {message}{where}"))
+    return out
 
 
 class WriterStats(msgspec.Struct, frozen=True):
-    """What the writer did so far: transactions committed and ops they held."""
+    """What the writer did so far: transactions committed and ops they held, rows left out
+    for their values, and how often a write waited for another connection's lock."""
 
     batches: int
     ops: int
     largest_batch: int
+    rejected: int = 0
+    lock_waits: int = 0
 
 
 class SQLiteStore(SQLiteReads):
@@ -62,9 +106,14 @@ class SQLiteStore(SQLiteReads):
         writer: str | None = None,
         read_only: bool = False,
         clock: Callable[[], float] = time.time,
+        lock_timeout: float = 30.0,
     ) -> None:
         if batch_max < 1:
             raise ValueError(f"batch_max must be at least 1, not {batch_max}")
+        if not lock_timeout > 0:  # NaN too
+            raise ValueError(
+                f"lock_timeout must be a positive number of seconds, not {lock_timeout}"
+            )
         writer = writer or os.environ.get("ACTORFLOW_SQLITE_WRITER") or "process"
         if writer not in ("process", "thread"):
             raise ValueError(
@@ -80,8 +129,18 @@ class SQLiteStore(SQLiteReads):
         self.writer = writer
         self._proc: ProcessWriter | None = None
         self.read_only = read_only
+        # How long a write waits for a lock another connection (process) holds, in all,
+        # before storage is declared failed.
+        self.lock_timeout = lock_timeout
         self.clock = clock  # wall time for heartbeats and command stamps (tests age them)
         self.fail_next: BaseException | None = None  # test hook: the next batch raises this
+        self.on_rejected: RejectedCallback | None = None
+        self.on_failed: FailedCallback | None = None
+        # Called on the loop, about every 100 ms, while a write waits for a lock (seconds
+        # waited so far): to log it, or for tests to act on it.
+        self.on_lock_wait: Callable[[float], None] | None = None
+        self._admin_of: _sql.Admin | None = None
+        self._registered: str | None = None
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._queue: deque[Batch] = deque()
@@ -90,7 +149,8 @@ class SQLiteStore(SQLiteReads):
         self._task: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
         self._refusal: str | None = "store is not open"
-        self._batches = self._ops = self._largest = 0
+        self._batches = self._ops = self._largest = self._rejected = self._lock_waits = 0
+        self._warned_wait = False
 
     @property
     def failed(self) -> BaseException | None:
@@ -100,11 +160,13 @@ class SQLiteStore(SQLiteReads):
     @property
     def stats(self) -> WriterStats:
         """Transactions and ops written since open."""
-        return WriterStats(self._batches, self._ops, self._largest)
+        return WriterStats(
+            self._batches, self._ops, self._largest, self._rejected, self._lock_waits
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
-        """Validate the file, migrate it, connect, start the writer."""
+        """Check the file, migrate it, connect, start the writer (read-only: check, connect)."""
         if self._reader is not None:
             return
         path = self.path
@@ -116,21 +178,35 @@ class SQLiteStore(SQLiteReads):
             raise StorageError(f"{path}: no such database (opened read-only)")
         if not hasattr(aiosqlite.Connection, "_execute"):
             raise StorageError("this aiosqlite has no Connection._execute; pin aiosqlite<1")
+        real = os.path.realpath(path)
+        loop = asyncio.get_running_loop()
+        self._lock_waits = 0
         try:
-            version = await anyio.to_thread.run_sync(_sql.inspect_file, path)
+            found = await anyio.to_thread.run_sync(
+                functools.partial(inspect_file, path, in_use=_OPEN.get(real, 0) > 0)
+            )
+            _OPEN[real] = _OPEN.get(real, 0) + 1
+            self._registered = real
             if self.read_only:
-                if version != CURRENT_VERSION:
+                if found.version != CURRENT_VERSION:
                     raise StorageError(
-                        f"{path}: schema version {version} must be migrated to"
+                        f"{path}: schema version {found.version} must be migrated to"
                         f" {CURRENT_VERSION}; open it once without read_only"
                     )
-                self._reader = await self._connect(f"{path.absolute().as_uri()}?mode=ro", False)
+                self._reader = await self._connect_reader(found.wal)
             else:
+
+                def told(waited: float) -> None:  # in the connection's thread
+                    loop.call_soon_threadsafe(self._lock_waited, waited)
+
+                admin = self._admin_of = _sql.Admin(
+                    str(path), self.lock_timeout, WalRecorder(str(path)), told
+                )
                 self._writer = await self._connect(str(path), True)
-                await self._call(self._writer, migrate, str(path))
+                await self._call(self._writer, _migrate, admin)
                 self._reader = await self._connect(str(path), False)
                 if self.writer == "process":
-                    self._proc = ProcessWriter(path)
+                    self._proc = ProcessWriter(path, self.lock_timeout, self._lock_waited)
                     try:
                         await self._proc.start()
                     except (OSError, StorageUnavailable) as exc:
@@ -146,7 +222,7 @@ class SQLiteStore(SQLiteReads):
             await self._disconnect()
             raise
         self._failed = None
-        self._batches = self._ops = self._largest = 0
+        self._batches = self._ops = self._largest = self._rejected = 0
         if self.read_only:
             self._refusal = "store is opened read-only"
         else:
@@ -154,16 +230,39 @@ class SQLiteStore(SQLiteReads):
             # A plain asyncio task (aiosqlite ties the store to asyncio anyway): it belongs to
             # no caller's cancel scope, so a cancelled caller cannot strand queued writes, and
             # open/close may come from different tasks.
-            self._task = asyncio.get_running_loop().create_task(self._run_writer())
+            self._task = loop.create_task(self._run_writer())
+
+    def _lock_waited(self, waited: float) -> None:
+        """A write waits for a lock another connection holds (on the loop)."""
+        self._lock_waits += 1
+        if waited >= 1.0 and not self._warned_wait:
+            self._warned_wait = True
+            _log.warning(
+                "%s: waiting for a write lock another connection holds (%.1fs so far; giving"
+                " up at lock_timeout=%gs)", self.path, waited, self.lock_timeout,
+            )  # fmt: skip
+        elif waited < 1.0:
+            self._warned_wait = False
+        if self.on_lock_wait is not None:
+            self.on_lock_wait(waited)
 
     async def _connect(self, target: str, writer: bool) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(target, uri=target.startswith("file:"), isolation_level=None)
         try:
-            await self._call(conn, _sql.setup, writer)
+            await self._call(conn, _sql.setup, writer, self.lock_timeout)
         except BaseException:
             await conn.close()
             raise
         return conn
+
+    async def _connect_reader(self, wal: bool) -> aiosqlite.Connection:
+        """The read-only connection: it must create nothing beside the file. A file without
+        a WAL is read ``immutable=1`` (SQLite would otherwise create -wal and -shm, and fail
+        on a read-only directory); the reads switch to a live connection once a writer
+        created a WAL (see ``_rows``)."""
+        uri = self.path.absolute().as_uri()
+        self._static = not wal
+        return await self._connect(f"{uri}?{'mode=ro' if wal else 'mode=ro&immutable=1'}", False)
 
     async def close(self) -> None:
         """Commit everything queued, stop the writer, disconnect. Never raises for a failure
@@ -177,7 +276,12 @@ class SQLiteStore(SQLiteReads):
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(self._task)
                 self._task = None
+            wrote = self._writer is not None
             await self._disconnect()
+            if wrote and _OPEN.get(os.path.realpath(self.path), 0) == 0:
+                # The last connection of every process gone, SQLite deleted the WAL: a WAL
+                # found later is not ours (see _integrity). Does nothing if one remains.
+                await anyio.to_thread.run_sync(mark_clean, str(self.path))
 
     async def _disconnect(self) -> None:
         proc, self._proc = self._proc, None
@@ -188,6 +292,14 @@ class SQLiteStore(SQLiteReads):
                 with contextlib.suppress(Exception):
                     await conn.close()
         self._reader = self._writer = None
+        self._admin_of = None
+        real, self._registered = self._registered, None
+        if real is not None:
+            left = _OPEN.get(real, 1) - 1
+            if left > 0:
+                _OPEN[real] = left
+            else:
+                _OPEN.pop(real, None)
 
     async def __aenter__(self) -> SQLiteStore:
         await self.open()
@@ -295,37 +407,67 @@ class SQLiteStore(SQLiteReads):
                     if self._failed is not None or not queue:
                         continue
                 batch = queue.popleft()
-                ops = batch.materialize()
+                ops, unbuilt = batch.materialize()
                 fail, self.fail_next = self.fail_next, None
                 in_flight.append(batch)
+                plan = _sql.plan_batch(ops)
                 if self._proc is not None:
-                    done = await self._proc.send(_sql.plan_batch(ops), fail)
-                    done.add_done_callback(functools.partial(self._acked, batch, len(ops), fail))
+                    done, unsent = await self._proc.send(plan, fail)
+                    done.add_done_callback(
+                        functools.partial(self._acked, batch, len(ops), fail, plan, unsent, unbuilt)
+                    )
                 else:
-                    await self._call(conn, _sql.apply_batch, ops, fail)
-                    self._committed(batch, len(ops))
+                    assert self._admin_of is not None
+                    found = await self._call(conn, _sql.run_plan, self._admin_of, plan, fail)
+                    self._committed(batch, len(ops), unbuilt + _rejections(plan, found, ()))
         except BaseException as exc:
             self._fail(exc)
             if not isinstance(exc, Exception):
                 raise
 
-    def _committed(self, batch: Batch, ops: int) -> None:
+    def _committed(self, batch: Batch, ops: int, rejected: list[RejectedOp]) -> None:
         if self._in_flight and self._in_flight[0] is batch:
             self._in_flight.popleft()
         self._batches += 1
         self._ops += ops
         self._largest = max(self._largest, ops)
-        batch.commit.resolve()
+        left_out = tuple(rejected)
+        if left_out:
+            self._rejected += len(left_out)
+            self._report(left_out)
+        batch.commit.resolve(None, left_out)
+
+    def _report(self, rejected: tuple[RejectedOp, ...]) -> None:
+        """Tell the runtime (or the log) which rows were left out, before the commit wakes
+        anyone: whoever awaits it then sees its execution failed, not succeeded."""
+        if self.on_rejected is None:
+            for r in rejected:
+                _log.warning(
+                    "%s: a row of execution %s was not stored (%s %s): %s",
+                    self.path, r.execution_id, r.table, r.key, r.error,
+                )  # fmt: skip
+            return
+        try:
+            self.on_rejected(rejected)
+        except Exception:  # the callback's bug must not stop the writer
+            _log.exception("%s: on_rejected failed", self.path)
 
     def _acked(
-        self, batch: Batch, ops: int, fail: BaseException | None, done: asyncio.Future[None]
+        self,
+        batch: Batch,
+        ops: int,
+        fail: BaseException | None,
+        plan: _sql.Plan,
+        unsent: list[Unsent],
+        unbuilt: list[RejectedOp],
+        done: asyncio.Future[list[Rejection]],
     ) -> None:
         """A reply of the writer process (they come in the order the batches went)."""
         if self._failed is not None:
             return
         error = done.exception()
         if error is None:
-            self._committed(batch, ops)
+            self._committed(batch, ops, unbuilt + _rejections(plan, done.result(), unsent))
         else:
             # The test hook's own exception, as in-thread; otherwise what the process said.
             self._fail(fail if fail is not None and isinstance(error, WriterError) else error)
@@ -333,6 +475,7 @@ class SQLiteStore(SQLiteReads):
 
     def _fail(self, exc: BaseException) -> None:
         """Fail the batches in flight and everything queued; refuse later writes."""
+        first = self._failed is None
         self._failed = exc
         error = StorageUnavailable(
             f"{self.path}: a write failed, storage stopped so nothing is lost silently: {exc}"
@@ -343,13 +486,23 @@ class SQLiteStore(SQLiteReads):
         for batch in batches:
             batch.commit.resolve(error)
         self._wake_writer()
+        if first and self.on_failed is not None:
+            try:
+                self.on_failed(error)
+            except Exception:
+                _log.exception("%s: on_failed failed", self.path)
 
     # -- administration: whole transactions on the writer connection -----------------
     async def _admin(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._refusal is not None or self._failed is not None or self._writer is None:
+        if (
+            self._refusal is not None
+            or self._failed is not None
+            or self._writer is None
+            or self._admin_of is None
+        ):
             raise self._unavailable()
         try:
-            return await self._call(self._writer, fn, *args)
+            return await self._call(self._writer, fn, self._admin_of, *args)
         except sqlite3.Error as exc:
             raise StorageUnavailable(f"{self.path}: {exc}") from exc
 
@@ -359,13 +512,35 @@ class SQLiteStore(SQLiteReads):
         older_than: float | None = None,
         execution_ids: Collection[str] | None = None,
         states: Collection[str] | None = None,
+        batch_size: int = 500,
+        progress: ProgressCallback | None = None,
     ) -> list[str]:
-        """Delete executions (ended before ``older_than``, or by id) with all their rows."""
+        """Delete executions (ended before ``older_than``, or named) with all their rows,
+        ``batch_size`` per transaction (see :meth:`Store.purge`)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         await self.flush()
-        ids = list(execution_ids or ())
-        return await self._admin(
-            _sql.purge, older_than, ids, None if states is None else list(states)
-        )
+        if self._reader is None or self._writer is None:
+            raise self._unavailable()
+        named = set(execution_ids or ())
+        wanted = None if states is None else list(states)
+        try:
+            candidates = await self._call(
+                self._writer, _sql.purge_candidates, older_than, list(named), wanted
+            )
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"{self.path}: {exc}") from exc
+        deleted: list[str] = []
+        step = min(batch_size, _sql.CHUNK)
+        for batches, start in enumerate(range(0, len(candidates), step), 1):
+            chunk = candidates[start : start + step]
+            gone = await self._admin(_sql.purge_batch, chunk, named, older_than, wanted)
+            deleted.extend(gone)
+            if progress is not None:
+                done = progress(PurgeProgress(tuple(gone), len(deleted), len(candidates), batches))
+                if inspect.isawaitable(done):
+                    await done
+        return deleted
 
     async def post_command(self, execution_id: str, kind: str, payload: bytes = b"") -> int:
         """Store a command for the owning process; durable on return."""
@@ -376,7 +551,7 @@ class SQLiteStore(SQLiteReads):
         )
 
     async def register_owner(self, owner: str, ttl: float) -> None:
-        """Announce a live runtime process."""
+        """Announce a live runtime process (refused by a read-only store)."""
         await self._admin(
             _sql.execute,
             "INSERT INTO owners (owner, heartbeat, ttl) VALUES (?,?,?) ON CONFLICT(owner)"
@@ -422,3 +597,11 @@ class SQLiteStore(SQLiteReads):
             _sql.claim, owner, list(terminal_states), self.clock() - stale_after
         )
         return [ExecutionRow(*r) for r in rows]
+
+
+def _migrate(conn: sqlite3.Connection, admin: _sql.Admin) -> int:
+    """Migrate (waiting for the write lock like any write) and record the WAL."""
+    old = migrate(conn, admin.where, admin.lock_timeout)
+    if admin.recorder is not None:
+        admin.recorder.after_write()
+    return old

@@ -1,8 +1,15 @@
-"""The SQLite store's queries: its own connection and thread, never waiting for the writer."""
+"""The SQLite store's queries: its own connection and thread, never waiting for the writer.
+
+Reads hand back rows as stored, never decoding ``data``: a damaged snapshot is the
+runtime's to detect (and quarantine). Text columns that are not valid UTF-8 come back with
+the bad bytes as lone surrogates (``surrogateescape``) rather than failing the query.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +29,7 @@ from actorflow.storage._rows import (
     LogRow,
     MetricRow,
     OutputRow,
+    QuarantineRow,
     TaskRunRow,
 )
 
@@ -34,6 +42,12 @@ class SQLiteReads:
     path: Path
     _reader: aiosqlite.Connection | None
     clock: Callable[[], float]
+    # A read-only store on a file without a WAL reads it immutable=1 (nothing created
+    # beside it) until a writer makes a WAL; then it needs a live connection to see it.
+    _static: bool = False
+
+    async def _connect_reader(self, wal: bool) -> aiosqlite.Connection:
+        raise NotImplementedError
 
     @staticmethod
     async def _call(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
@@ -45,6 +59,14 @@ class SQLiteReads:
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         if self._reader is None:
             raise StorageError(f"{self.path}: store is not open")
+        if self._static and os.path.exists(f"{self.path}-wal"):
+            old, self._reader = self._reader, None
+            with contextlib.suppress(Exception):
+                await old.close()
+            try:
+                self._reader = await self._connect_reader(True)
+            except sqlite3.Error as exc:
+                raise StorageUnavailable(f"{self.path}: cannot read ({exc})") from exc
         try:
             return await self._call(self._reader, _sql.fetch, sql, params)
         except sqlite3.OperationalError as exc:
@@ -95,13 +117,19 @@ class SQLiteReads:
         return [ExecutionRow(*r) for r in await self._rows(sql, [*params, limit, offset])]
 
     async def unfinished_executions(self, terminal_states: Collection[str]) -> list[ExecutionRow]:
-        """Executions not in a terminal state, oldest first."""
+        """Executions not in a terminal state, oldest first, quarantined ones left out."""
         st = list(terminal_states)
         sql = (
             f"SELECT {_sql.EXEC_COLS} FROM executions WHERE state NOT IN"
-            f" ({','.join('?' * len(st))}) ORDER BY created, id"
+            f" ({','.join('?' * len(st))}) AND id NOT IN (SELECT execution_id FROM quarantine)"
+            " ORDER BY created, id"
         )
         return [ExecutionRow(*r) for r in await self._rows(sql, st)]
+
+    async def quarantined(self) -> list[QuarantineRow]:
+        """Quarantined executions with the reason, oldest first."""
+        sql = "SELECT execution_id, reason, ts FROM quarantine ORDER BY ts, execution_id"
+        return [QuarantineRow(*r) for r in await self._rows(sql)]
 
     async def task_runs(self, execution_id: str) -> list[TaskRunRow]:
         """Task runs of an execution in creation order."""

@@ -1,9 +1,32 @@
-"""The store interface the runtime writes through, and the commit handle of the writer."""
+"""The store interface the runtime writes through, and the commit handle of the writer.
+
+Two kinds of write failure, told apart:
+
+* A *storage* failure (disk full, I/O error, the writer process killed, a write lock held
+  past ``lock_timeout``): the transaction is rolled back, its :class:`Commit` and every
+  later one fail with StorageUnavailable, the store refuses further writes (``failed`` is
+  set, ``on_failed`` is called once). Nothing after a lost write may commit.
+* A *value* failure (an int beyond 64 bits, a lone surrogate, a NaN or NULL in a NOT NULL
+  column, a broken constraint, a ``write_latest`` builder that raised): only the rows
+  holding such values are left out; the rest of the transaction commits and the store goes
+  on. The commit resolves without error and lists the rows in ``Commit.rejected``; the
+  store calls ``on_rejected(rejected)`` (or logs a warning when it is None) before the
+  commit resolves, so the runtime can fail just those executions.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Generator, Hashable, Iterable, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Generator,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from types import EllipsisType
 from typing import Any, Protocol
 
@@ -17,6 +40,9 @@ from actorflow.storage._rows import (
     MetricRow,
     Op,
     OutputRow,
+    PurgeProgress,
+    QuarantineRow,
+    RejectedOp,
     TaskRunRow,
 )
 
@@ -25,10 +51,12 @@ class Commit:
     """Awaitable: resolves when the transaction holding some writes committed.
 
     Awaiting it, or adding a callback, marks it *wanted*: a writer that lingers to gather a
-    bigger batch commits a wanted one at once.
+    bigger batch commits a wanted one at once. ``rejected`` lists the rows of that
+    transaction that were left out for their values (see the module docstring); awaiting
+    does not raise for them.
     """
 
-    __slots__ = ("_callbacks", "_notify", "_waiters", "done", "error", "wanted")
+    __slots__ = ("_callbacks", "_notify", "_waiters", "done", "error", "rejected", "wanted")
 
     def __init__(self, notify: Callable[[], None] | None = None) -> None:
         # Bare loop futures, not Events: thousands of submitters may wait on one commit.
@@ -36,12 +64,17 @@ class Commit:
         self._callbacks: list[Callable[[BaseException | None], None]] | None = None
         self._notify = notify
         self.error: BaseException | None = None
+        self.rejected: tuple[RejectedOp, ...] = ()
         self.done = False
         self.wanted = False
 
-    def resolve(self, error: BaseException | None = None) -> None:
-        """Mark committed (or failed with ``error``); wakes the waiters, runs the callbacks."""
+    def resolve(
+        self, error: BaseException | None = None, rejected: tuple[RejectedOp, ...] = ()
+    ) -> None:
+        """Mark committed (or failed with ``error``), with the rows left out; wakes the
+        waiters, runs the callbacks."""
         self.error = error
+        self.rejected = rejected
         self.done = True
         waiters, self._waiters = self._waiters, None
         for waiter in waiters or ():
@@ -92,8 +125,21 @@ COMMITTED = Commit()
 COMMITTED.resolve()
 
 
+RejectedCallback = Callable[[tuple[RejectedOp, ...]], None]
+FailedCallback = Callable[[BaseException], None]
+ProgressCallback = Callable[[PurgeProgress], Awaitable[None] | None]
+
+
 class Store(Protocol):
-    """Where the runtime keeps executions; one writer with group commit."""
+    """Where the runtime keeps executions; one writer with group commit.
+
+    ``on_rejected`` hears the rows left out of each transaction for their values, on the
+    event loop, before that transaction's commit resolves; ``on_failed`` hears once that
+    storage failed and writes stop (see the module docstring).
+    """
+
+    on_rejected: RejectedCallback | None
+    on_failed: FailedCallback | None
 
     @property
     def failed(self) -> BaseException | None:
@@ -152,7 +198,11 @@ class Store(Protocol):
         ...
 
     async def unfinished_executions(self, terminal_states: Collection[str]) -> list[ExecutionRow]:
-        """Executions whose state is not terminal."""
+        """Executions whose state is not terminal, quarantined ones left out."""
+        ...
+
+    async def quarantined(self) -> list[QuarantineRow]:
+        """Quarantined executions with the reason, oldest first (their rows are kept)."""
         ...
 
     async def task_runs(self, execution_id: str) -> list[TaskRunRow]:
@@ -200,8 +250,17 @@ class Store(Protocol):
         older_than: float | None = None,
         execution_ids: Collection[str] | None = None,
         states: Collection[str] | None = None,
+        batch_size: int = 500,
+        progress: ProgressCallback | None = None,
     ) -> list[str]:
-        """Delete executions with all their rows; returns the deleted ids."""
+        """Delete executions (ended before ``older_than``, or named) with all their rows, in
+        ``states`` if given; returns the deleted ids, oldest first.
+
+        Deletes ``batch_size`` executions per transaction, each execution whole, and calls
+        ``progress`` (awaited if it returns an awaitable) after each. Interrupted (an
+        error, a crash, ``progress`` raising), it leaves every execution deleted or kept
+        whole; the same call again deletes the rest.
+        """
         ...
 
     async def post_command(self, execution_id: str, kind: str, payload: bytes = b"") -> int:
@@ -265,5 +324,6 @@ class Store(Protocol):
         self, owner: str, terminal_states: Collection[str], stale_after: float
     ) -> list[ExecutionRow]:
         """Atomically take unfinished executions whose owner is unset, unregistered or has not
-        heartbeat for ``stale_after`` seconds; returns only those this call took."""
+        heartbeat for ``stale_after`` seconds (never quarantined ones); returns only those
+        this call took."""
         ...
