@@ -108,3 +108,33 @@ async def test_an_in_memory_runtime_leaves_no_temporary_folder() -> None:
         async with actorflow.Runtime.open(":memory:") as rt:
             await rt.run(actorflow.Flow(id="x", tasks=[actorflow.Log(id="l", message="m")]))
     assert set(Path(tempfile.gettempdir()).glob("actorflow-files-*")) <= before
+
+
+def test_read_commands_write_nothing(tmp_path: Path) -> None:
+    """executions, show, timeline, logs and flows leave the database's bytes as they were
+    and register no owner."""
+    import hashlib
+    import sqlite3
+
+    db = tmp_path / "r.db"
+    run = af_json("run", EXAMPLES / "hello.yaml", "--db", db, "-i", "name=x")
+    af("flow", "deploy", EXAMPLES / "hello.yaml", "--db", db)
+
+    def state() -> tuple[str, list[str]]:
+        digest = hashlib.sha256()
+        for f in sorted(tmp_path.glob("r.db*")):
+            if f.is_file():
+                digest.update(f.name.encode() + f.read_bytes())
+        names = sorted(p.name for p in tmp_path.iterdir())
+        return digest.hexdigest(), names
+
+    before = state()
+    for cmd in (["executions"], ["show", run["id"]], ["timeline", run["id"]],
+                ["logs", run["id"]], ["flows"], ["flow", "show", "examples.hello"]):  # fmt: skip
+        af(*cmd, "--db", db)
+    assert state() == before
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        assert conn.execute("SELECT count(*) FROM owners").fetchone() == (0,)
+    finally:
+        conn.close()

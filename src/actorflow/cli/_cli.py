@@ -264,10 +264,15 @@ async def cmd_schema(args: argparse.Namespace) -> int:
 
 
 # -- reading ---------------------------------------------------------------------------------
-def _open(args: argparse.Namespace) -> Any:
+def _open(args: argparse.Namespace, *, read_only: bool = False) -> Any:
     if not Path(_db(args)).exists():
         raise CliError(f"no database at {_db(args)} (use --db or ACTORFLOW_DB)")
-    return Runtime.open(_db(args), recover=False)
+    return Runtime.open(_db(args), recover=False, read_only=read_only)
+
+
+def _read(args: argparse.Namespace) -> Any:
+    """A runtime for a read command: opens the database read-only, writes nothing."""
+    return _open(args, read_only=True)
 
 
 async def _get(rt: Runtime, execution_id: str) -> Execution:
@@ -282,7 +287,7 @@ async def cmd_executions(args: argparse.Namespace) -> int:
     bad = [s for s in states if s not in State.__members__]
     if bad:
         raise CliError(f"unknown state(s) {bad}; use {', '.join(State.__members__)}", 2)
-    async with _open(args) as rt:
+    async with _read(args) as rt:
         rows = await rt.executions(
             flow=args.flow, namespace=args.namespace, state=states or None, limit=args.limit
         )
@@ -294,7 +299,7 @@ async def cmd_executions(args: argparse.Namespace) -> int:
 
 
 async def cmd_show(args: argparse.Namespace) -> int:
-    async with _open(args) as rt:
+    async with _read(args) as rt:
         ex = await _get(rt, args.id)
     if args.json:
         print(to_json(ex))
@@ -304,7 +309,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
 
 
 async def cmd_timeline(args: argparse.Namespace) -> int:
-    async with _open(args) as rt:
+    async with _read(args) as rt:
         ex = await _get(rt, args.id)
     if args.json:
         print(json.dumps({"id": ex.id, "state": ex.state.value, "rows": timeline_rows(ex)}))
@@ -317,7 +322,7 @@ async def cmd_timeline(args: argparse.Namespace) -> int:
 
 
 async def cmd_logs(args: argparse.Namespace) -> int:
-    async with _open(args) as rt:
+    async with _read(args) as rt:
         ex = await _get(rt, args.id)
         names = {tr.id: (tr.task_id, tr.value) for tr in ex.task_runs}
         rows = await rt.logs(ex.id)
@@ -455,7 +460,7 @@ async def cmd_flow_deploy(args: argparse.Namespace) -> int:
 
 
 async def cmd_flows(args: argparse.Namespace) -> int:
-    async with _open(args) as rt:
+    async with _read(args) as rt:
         rows = await rt.store.flows(args.namespace)
     if args.json:
         print(json.dumps([{"namespace": r.namespace, "id": r.id, "revision": r.revision,
@@ -473,7 +478,7 @@ async def cmd_flows(args: argparse.Namespace) -> int:
 
 async def cmd_flow_show(args: argparse.Namespace) -> int:
     namespace, _, flow_id = args.id.rpartition(".")
-    async with _open(args) as rt:
+    async with _read(args) as rt:
         if namespace:
             row = await rt.store.flow_revision(namespace, flow_id, args.revision)
         else:

@@ -96,6 +96,8 @@ class Runtime(Recovery):
         max_active: int | None = DEFAULT_MAX_ACTIVE,
         max_queued: int | None = DEFAULT_MAX_QUEUED,
         shutdown_timeout: float = 10.0,
+        read_only: bool = False,
+        lock_timeout: float = 30.0,
     ) -> AsyncIterator[Runtime]:
         """Open a runtime on the database at ``path`` (``":memory:"`` keeps nothing).
 
@@ -105,12 +107,18 @@ class Runtime(Recovery):
         (set ``rt.shutdown_timeout`` to change it before the block ends): running attempts get
         that long together, then are interrupted and resumed by the next runtime to open the
         database, as after a crash.
+
+        ``read_only``: read and inspect only (the CLI's read commands): nothing is written, no
+        writer starts, no owner is registered, nothing is recovered; it works on a read-only
+        file. ``lock_timeout``: seconds a write waits for a lock another process holds.
         """
         if not shutdown_timeout >= 0:  # NaN too
             raise ValueError(f"shutdown_timeout must be >= 0 seconds, got {shutdown_timeout!r}")
         check_limits(max_active, max_queued)  # before anything is opened
         own_store = store is None
-        store = store or open_store(str(path))
+        store = store or open_store(str(path), read_only=read_only, lock_timeout=lock_timeout)
+        if read_only:
+            recover = False
         temp_root: Path | None = None
         if files is None:
             if str(path) in (":memory:", "memory://"):
@@ -141,9 +149,10 @@ class Runtime(Recovery):
             await rt._load_deployed()  # before `flows`: the caller's own objects win
             for flow in flows:
                 engine.register(flow)
-            await store.register_owner(engine.owner, STALE_AFTER)
             tg.start_soon(engine.timers.run)
-            tg.start_soon(rt._housekeeping)
+            if not read_only:  # a reader announces nothing and runs no one else's commands
+                await store.register_owner(engine.owner, STALE_AFTER)
+                tg.start_soon(rt._housekeeping)
             if recover:
                 await rt.recover()
             try:
@@ -164,8 +173,9 @@ class Runtime(Recovery):
                         await engine.observer.aclose()
                     with contextlib.suppress(Exception):
                         await store.flush()
-                    with contextlib.suppress(Exception):
-                        await store.release_owner(engine.owner)
+                    if not read_only:
+                        with contextlib.suppress(Exception):
+                            await store.release_owner(engine.owner)
         if body_error is not None:
             raise body_error
 
