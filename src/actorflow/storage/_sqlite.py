@@ -463,9 +463,12 @@ class SQLiteStore(SQLiteReads):
         done: asyncio.Future[list[Rejection]],
     ) -> None:
         """A reply of the writer process (they come in the order the batches went)."""
+        if done.cancelled():
+            return
+        # Read even when ignored below: asyncio reports an exception nobody retrieved.
+        error = done.exception()
         if self._failed is not None:
             return
-        error = done.exception()
         if error is None:
             self._committed(batch, ops, unbuilt + _rejections(plan, done.result(), unsent))
         else:
