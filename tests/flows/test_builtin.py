@@ -20,7 +20,10 @@ from actorflow.runtime import Execution, FakeClock, Flow, Runtime, State
 
 async def _run(flow: Flow, tmp_path: Path, clock: bool = True) -> Execution:
     async with Runtime.open(
-        ":memory:", files=tmp_path / "files", clock=FakeClock() if clock else None
+        ":memory:",
+        files=tmp_path / "files",
+        clock=FakeClock() if clock else None,
+        allow_types={"shell"},
     ) as rt:
         return await rt.run(flow, timeout=20)
 

@@ -1,20 +1,16 @@
 """Built-in task types of flow files (with Kestra's aliases), and the runnables only files need:
-output values, HTTP requests and shell commands."""
+output values, HTTP requests and shell commands (``_shell``)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-import anyio
 import msgspec
 
 from actorflow.flows._registry import (
@@ -34,6 +30,7 @@ from actorflow.flows._registry import (
     flowable_common,
     tasks_of,
 )
+from actorflow.flows._shell import ShellCommands
 from actorflow.runtime import (
     AllowFailure,
     Dag,
@@ -59,7 +56,6 @@ if TYPE_CHECKING:
     from actorflow.runtime import TaskContext
 
 _MAX_CAPTURE = 1 << 20
-_KILL_GRACE = 2.0
 
 
 # -- runnables that exist for flow files ----------------------------------------------------
@@ -125,84 +121,6 @@ class HttpRequest(Runnable):
         if code >= 400 and not self.allow_failed:
             raise TaskFailure(f"{self.method} {uri} failed with status {code}: {text[:200]}")
         return {"code": code, "headers": resp_headers, "body": out_body, "uri": uri}
-
-
-@dataclass(frozen=True, kw_only=True)
-class ShellCommands(Runnable):
-    """Runs ``commands`` as one script with ``interpreter``; outputs exit code, stdout, stderr.
-
-    A non-zero exit fails the task. On kill or timeout the whole process group gets SIGTERM,
-    then SIGKILL after a grace period, so no child process outlives the task run.
-    """
-
-    commands: tuple[str, ...]
-    interpreter: tuple[str, ...] = ("/bin/sh", "-c")
-    env: Mapping[str, str] = field(default_factory=dict)
-    working_dir: str | None = None
-    fail_fast: bool = True
-
-    async def run(self, ctx: TaskContext) -> Any:
-        lines = [str(ctx.render(c, field=f"commands[{i}]")) for i, c in enumerate(self.commands)]
-        script = "\n".join((["set -e"] if self.fail_fast else []) + lines)
-        env = {
-            **os.environ,
-            **{k: str(v) for k, v in ctx.render(dict(self.env), field="env").items()},
-        }
-        out: list[bytes] = []
-        err: list[bytes] = []
-        process = await anyio.open_process(
-            [*self.interpreter, script],
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=self.working_dir,
-            start_new_session=True,
-        )
-        try:
-            async with anyio.create_task_group() as tg:
-                assert process.stdout is not None and process.stderr is not None
-                tg.start_soon(_pump, process.stdout, out, ctx, "INFO")
-                tg.start_soon(_pump, process.stderr, err, ctx, "WARNING")
-                code = await process.wait()
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await _terminate(process)
-            raise
-        stdout = b"".join(out).decode(errors="replace")
-        stderr = b"".join(err).decode(errors="replace")
-        if code != 0:
-            tail = stderr.strip().splitlines()[-3:]
-            detail = f": {' | '.join(tail)}" if tail else ""
-            raise TaskFailure(f"command exited with code {code}{detail}")
-        return {"exit_code": code, "stdout": stdout, "stderr": stderr}
-
-
-async def _pump(stream: Any, sink: list[bytes], ctx: TaskContext, level: str) -> None:
-    size = 0
-    pending = b""
-    async for chunk in stream:
-        if size < _MAX_CAPTURE:
-            sink.append(chunk[: _MAX_CAPTURE - size])
-            size += len(chunk)
-        pending += chunk
-        *done, pending = pending.split(b"\n")
-        for line in done:
-            ctx.log.log(level, line.decode(errors="replace"))
-    if pending:
-        ctx.log.log(level, pending.decode(errors="replace"))
-
-
-async def _terminate(process: Any) -> None:
-    """SIGTERM the process group, SIGKILL it if it is still there after the grace period."""
-    if process.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with anyio.move_on_after(_KILL_GRACE):
-        await process.wait()
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    await process.wait()
 
 
 # -- file schema of the built-in types --------------------------------------------------------
@@ -332,7 +250,9 @@ class HttpSpec(TaskSpec, kw_only=True):
 
 
 class ShellSpec(TaskSpec, kw_only=True):
-    """``shell``: run ``commands`` as one script (``set -e`` unless ``fail_fast: false``)."""
+    """``shell``: run ``commands`` as one script (``set -e`` unless ``fail_fast: false``);
+    only in a runtime that allows ``shell``. The script sees PATH, HOME, LANG, TMPDIR and
+    ``env``, nothing else of the runtime's environment."""
 
     commands: Annotated[list[str], msgspec.Meta(min_length=1)]
     interpreter: Annotated[list[str], msgspec.Meta(min_length=1)] = msgspec.field(

@@ -14,8 +14,15 @@ from typing import Any
 import anyio
 import msgspec
 
-from actorflow._errors import ExecutionNotFound, FlowError, IllegalOperation, StorageUnavailable
+from actorflow._errors import (
+    ExecutionNotFound,
+    FlowError,
+    IllegalOperation,
+    StorageUnavailable,
+    TaskNotAllowed,
+)
 from actorflow.actors import Kill, Pause, open_actor_system
+from actorflow.runtime._allow import allowed_types, check_allowed
 from actorflow.runtime._clock import Clock
 from actorflow.runtime._core._admission import check_limits
 from actorflow.runtime._core._engine import Engine, new_execution_record
@@ -87,12 +94,17 @@ class Runtime(Recovery):
         recover: bool = True,
         max_active: int | None = DEFAULT_MAX_ACTIVE,
         max_queued: int | None = DEFAULT_MAX_QUEUED,
+        allow_types: Collection[str] | str = (),
     ) -> AsyncIterator[Runtime]:
         """Open a runtime on the database at ``path`` (``":memory:"`` keeps nothing).
 
         Unfinished executions whose owner process is gone are resumed, provided their flow is
         in ``flows`` (or registered later with :meth:`register`) or was loaded from a file.
+        ``allow_types`` names the gated task types this runtime runs (``{"shell"}``: tasks
+        that run commands); a flow with any other gated task is refused at submit with
+        :class:`~actorflow.TaskNotAllowed`, and recovery leaves its executions alone.
         """
+        allowed = allowed_types(allow_types)
         check_limits(max_active, max_queued)  # before anything is opened
         own_store = store is None
         store = store or open_store(str(path))
@@ -121,6 +133,7 @@ class Runtime(Recovery):
                 observer=observer, max_active=max_active, max_queued=max_queued,
                 execution_actor=ExecutionActor, guardian=Guardian,
             )  # fmt: skip
+            engine.allow_types = allowed
             rt = cls(engine, store)
             for flow in flows:
                 engine.register(flow)
@@ -167,6 +180,7 @@ class Runtime(Recovery):
         (``durable=False``: once it is queued for storage, for a caller that awaits its end)."""
         engine = self.engine
         engine._check()
+        check_allowed(flow, engine.allow_types, engine.find_flow)
         valid = validate_inputs(flow.inputs, inputs, where=f"flow {flow.namespace}.{flow.id}")
         await engine.admission.wait_for_room()
         if traceparent is None:
@@ -506,6 +520,10 @@ class Runtime(Recovery):
             raise IllegalOperation(
                 f"flow {ex.namespace}.{ex.flow_id} revision {ex.flow_revision} is not registered"
             )
+        try:
+            check_allowed(flow, self.engine.allow_types, self.engine.find_flow)
+        except TaskNotAllowed as exc:
+            raise IllegalOperation(f"execution {ex.id}: {exc}") from exc
         return flow
 
 

@@ -11,7 +11,7 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from actorflow.runtime._retry import Retry
 
@@ -43,6 +43,9 @@ class Task:
     description: str = ""
 
     flowable = False
+    #: What ``Runtime.open(allow_types=...)`` must name before this task may run (``"shell"``
+    #: for tasks that run commands on the runtime's machine); None: it always may.
+    requires_allow: ClassVar[str | None] = None
 
 
 @dataclass(frozen=True, kw_only=True)
