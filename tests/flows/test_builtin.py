@@ -102,7 +102,7 @@ async def test_http_refuses_other_schemes(tmp_path: Path) -> None:
     flow = load_flow_text("id: f\ntasks:\n  - {id: read, type: http, uri: 'file:///etc/passwd'}\n")
     ex = await _run(flow, tmp_path)
     assert ex.state is State.FAILED
-    assert "must be http:// or https://" in (ex.task_run("read").error or "")
+    assert "must be an http:// or https:// URL" in (ex.task_run("read").error or "")
 
 
 @pytest.mark.anyio

@@ -1,18 +1,15 @@
 """Built-in task types of flow files (with Kestra's aliases), and the runnables only files need:
-output values, HTTP requests and shell commands (``_shell``)."""
+output values, HTTP requests (``_http``) and shell commands (``_shell``)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import msgspec
 
+from actorflow.flows._http import DEFAULT_MAX_SIZE, HttpRequest
 from actorflow.flows._registry import (
     REGISTRY,
     ChildTask,
@@ -49,13 +46,10 @@ from actorflow.runtime import (
     Subflow,
     Switch,
     Task,
-    TaskFailure,
 )
 
 if TYPE_CHECKING:
     from actorflow.runtime import TaskContext
-
-_MAX_CAPTURE = 1 << 20
 
 
 # -- runnables that exist for flow files ----------------------------------------------------
@@ -67,60 +61,6 @@ class OutputValues(Runnable):
 
     async def run(self, ctx: TaskContext) -> Any:
         return {"values": ctx.render(dict(self.values), field="values")}
-
-
-@dataclass(frozen=True, kw_only=True)
-class HttpRequest(Runnable):
-    """An HTTP(S) request; outputs ``code``, ``headers`` and ``body`` (JSON decoded if JSON).
-
-    Status >= 400 fails the task unless ``allow_failed``. Only http and https URIs are accepted.
-    """
-
-    uri: str
-    method: str = "GET"
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: Any = None
-    content_type: str | None = None
-    allow_failed: bool = False
-
-    async def run(self, ctx: TaskContext) -> Any:
-        uri = str(ctx.render(self.uri, field="uri"))
-        if not uri.lower().startswith(("http://", "https://")):
-            raise ValueError(f"uri must be http:// or https://, got {uri!r}")
-        headers = {
-            str(k): str(v) for k, v in ctx.render(dict(self.headers), field="headers").items()
-        }
-        body = ctx.render(self.body, field="body")
-        data: bytes | None = None
-        content_type = self.content_type
-        if body is not None:
-            if isinstance(body, str | bytes):
-                data = body.encode() if isinstance(body, str) else body
-            else:
-                data = json.dumps(body).encode()
-                content_type = content_type or "application/json"
-        if content_type:
-            headers.setdefault("Content-Type", content_type)
-        request = urllib.request.Request(uri, data=data, headers=headers, method=self.method)
-        timeout = self.timeout or 60.0
-
-        def send() -> tuple[int, dict[str, str], bytes]:
-            try:
-                with urllib.request.urlopen(request, timeout=timeout) as resp:
-                    return resp.status, dict(resp.headers.items()), resp.read(_MAX_CAPTURE)
-            except urllib.error.HTTPError as exc:
-                return exc.code, dict(exc.headers.items()), exc.read(_MAX_CAPTURE)
-
-        code, resp_headers, raw = await ctx.run_sync(send)
-        text = raw.decode("utf-8", errors="replace")
-        out_body: Any = text
-        if "json" in resp_headers.get("Content-Type", "").lower():
-            with contextlib.suppress(ValueError):
-                out_body = json.loads(text)
-        ctx.log.info(f"{self.method} {uri} -> {code}")
-        if code >= 400 and not self.allow_failed:
-            raise TaskFailure(f"{self.method} {uri} failed with status {code}: {text[:200]}")
-        return {"code": code, "headers": resp_headers, "body": out_body, "uri": uri}
 
 
 # -- file schema of the built-in types --------------------------------------------------------
@@ -238,7 +178,8 @@ class SubflowSpec(TaskSpec, kw_only=True):
 
 
 class HttpSpec(TaskSpec, kw_only=True):
-    """``http``: an HTTP(S) request; outputs ``code``, ``headers``, ``body``."""
+    """``http``: an HTTP(S) request; outputs ``code``, ``headers``, ``body``. ``timeout``
+    bounds the whole request (default 60 s); a body over ``max_size`` bytes fails it."""
 
     aliases: ClassVar[Mapping[str, str]] = {"url": "uri"}
     uri: str
@@ -247,6 +188,8 @@ class HttpSpec(TaskSpec, kw_only=True):
     body: Any = None
     content_type: str | None = None
     allow_failed: bool = False
+    max_size: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_MAX_SIZE
+    follow_redirects: bool = True
 
 
 class ShellSpec(TaskSpec, kw_only=True):
@@ -419,6 +362,8 @@ BUILTINS: tuple[TaskType, ...] = (
             body=s.body,
             content_type=s.content_type,
             allow_failed=s.allow_failed,
+            max_size=s.max_size,
+            follow_redirects=s.follow_redirects,
             **common(s),
         ),
         (f"{_K}http.Request",),
