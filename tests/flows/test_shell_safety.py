@@ -213,6 +213,56 @@ tasks:
     assert _exited(pids) == []
 
 
+async def test_sigterm_ignored_gets_sigkill_after_the_grace(tmp_path: Path) -> None:
+    """A command that ignores SIGTERM is SIGKILLed after the grace period, children too."""
+    pids = tmp_path / "pids"
+    flow = load_flow_text(f"""
+id: stubborn
+tasks:
+  - id: s
+    type: shell
+    timeout: 0.3s
+    commands:
+      - trap '' TERM
+      - sh -c 'trap "" TERM; sleep 1000' &
+      - echo $! >> {pids}
+      - echo $$ >> {pids}
+      - wait
+""")
+    ex = await _run(flow, tmp_path)
+    assert ex.state is State.FAILED and "Timeout" in (ex.task_run("s").error or "")
+    assert _exited(_pids(pids)) == []
+
+
+async def test_a_dead_supervisor_fails_the_task_and_is_replaced(
+    tmp_path: Path, fifo: tuple[Path, int]
+) -> None:
+    """If the supervisor process is killed, its running command dies with it (pdeathsig),
+    the task run fails saying why, and the next shell task gets a new supervisor."""
+    path, fd = fifo
+    flow = load_flow_text(f"""
+id: lost
+tasks:
+  - id: lost
+    type: shell
+    commands:
+      - echo $$ > {path}
+      - sleep 1000
+""")
+    async with Runtime.open(":memory:", files=tmp_path / "f", allow_types={"shell"}) as rt:
+        handle = await rt.submit(flow)
+        [shell] = await _read_fifo_async(fd)
+        stat = Path(f"/proc/{shell}/stat").read_text()
+        supervisor = int(stat.rsplit(")", 1)[1].split()[1])
+        os.kill(supervisor, signal.SIGKILL)
+        ex = await handle.wait(timeout=30)
+        assert ex.state is State.FAILED
+        assert "supervisor process went away" in (ex.task_run("lost").error or "")
+        assert _exited([shell]) == []
+        again = await rt.run(load_flow_text(SHELL_FLOW), timeout=30)
+        assert again.state is State.SUCCESS
+
+
 RUNTIME = """
 import sys, anyio
 from actorflow.flows import load_flow_text

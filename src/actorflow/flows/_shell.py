@@ -320,8 +320,11 @@ class ShellCommands(Runnable):
             finally:
                 child.close()
         finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(lambda: shutil.rmtree(tmp, ignore_errors=True))
+            try:
+                os.rmdir(tmp)  # the usual case: left empty
+            except OSError:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(lambda: shutil.rmtree(tmp, ignore_errors=True))
         if code != 0:
             tail = stderr.strip().splitlines()[-3:]
             detail = f": {' | '.join(tail)}" if tail else ""

@@ -40,6 +40,7 @@ import selectors
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -108,6 +109,8 @@ class _Task:
     marker: str
     kill_at: float | None = None
     killed: bool = False
+    # Kept until reaped here: a dropped Popen would let subprocess reap it behind our back.
+    proc: subprocess.Popen[bytes] | None = None
 
 
 class Supervisor:
@@ -197,53 +200,45 @@ class Supervisor:
 
     # -- spawning -------------------------------------------------------------------
     def _spawn(self, msg: dict[str, Any], fds: list[int]) -> None:
-        out, err, status = fds
-        argv = [str(a) for a in msg["argv"]]
-        env = {str(k): str(v) for k, v in msg["env"].items()}
-        cwd = msg.get("cwd")
-        errors_r, errors_w = os.pipe()  # both close-on-exec: EOF on errors_r means exec worked
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child, until exec
-            try:
-                os.close(errors_r)
-                os.setsid()
-                if self.prctl is not None:
-                    self.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-                if os.getppid() != self.pid:
-                    os._exit(127)
-                for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGCHLD,
-                            signal.SIGPIPE, signal.SIGXFSZ):  # fmt: skip
-                    signal.signal(sig, signal.SIG_DFL)
-                signal.set_wakeup_fd(-1)
-                null = os.open(os.devnull, os.O_RDONLY)
-                os.dup2(null, 0)
-                os.dup2(out, 1)
-                os.dup2(err, 2)
-                os.closerange(3, errors_w)
-                os.closerange(errors_w + 1, 1 << 16)
-                if cwd is not None:
-                    os.chdir(str(cwd))
-                os.execvpe(argv[0], argv, env)
-            except BaseException as exc:
-                with contextlib.suppress(BaseException):
-                    os.write(errors_w, f"{type(exc).__name__}: {exc}".encode()[:2000])
-            os._exit(127)
-        os.close(errors_w)
-        os.close(out)
-        os.close(err)
-        failure = b""
-        while chunk := os.read(errors_r, 4096):
-            failure += chunk
-        os.close(errors_r)
-        if failure:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-            self._report(status, f"error {failure.decode(errors='replace')}", close=True)
+        if len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
             return
-        task = _Task(id=int(msg["id"]), pid=pid, status=status, marker=str(msg["marker"]))
-        self.tasks[pid] = task
+        out, err, status = fds
+        prctl = self.prctl
+        me = self.pid
+
+        def in_child() -> None:  # safe here: this process has one thread
+            if prctl is not None:
+                prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != me:
+                os._exit(127)
+            for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)  # ignored ones would survive exec
+
+        try:
+            # Popen's C fork-exec path (3x faster than os.fork and exec from Python).
+            proc = subprocess.Popen(
+                [str(a) for a in msg["argv"]],
+                env={str(k): str(v) for k, v in msg["env"].items()},
+                cwd=msg.get("cwd"),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                preexec_fn=in_child,
+            )
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            self._report(status, f"error {type(exc).__name__}: {exc}", close=True)
+            return
+        finally:
+            os.close(out)
+            os.close(err)
+        task = _Task(id=int(msg["id"]), pid=proc.pid, status=status, marker=str(msg["marker"]))
+        task.proc = proc
+        self.tasks[proc.pid] = task
         self.by_id[task.id] = task
-        self._report(status, f"pid {pid}")
+        self._report(status, f"pid {proc.pid}")
 
     @staticmethod
     def _report(fd: int, line: str, *, close: bool = False) -> None:
@@ -293,6 +288,8 @@ class Supervisor:
             self._clear(task)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
+            if task.proc is not None:
+                task.proc.returncode = code
             self._report(task.status, f"exit {code}", close=True)
 
     def _clear(self, task: _Task) -> None:
