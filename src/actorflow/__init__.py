@@ -37,6 +37,7 @@ from actorflow._errors import (
     StorageError,
     StorageUnavailable,
     StoredFileNotFound,
+    TaskNotAllowed,
     TemplateError,
 )
 from actorflow.flows import load_flow, load_flow_text, task_type
@@ -122,6 +123,7 @@ __all__ = [
     "Subflow",
     "Switch",
     "TaskContext",
+    "TaskNotAllowed",
     "TaskRun",
     "TemplateError",
     "Webhook",

@@ -18,6 +18,7 @@ Every error the package raises on purpose derives from :class:`ActorflowError`::
     │   └── FileAccessDenied       a file outside the reader's scope, or reached through a symlink
     ├── FlowError                  flow definitions
     │   └── FlowValidationError    every problem at once, each with file, line and field
+    │       └── TaskNotAllowed     a task of a type this runtime does not allow (``shell``)
     ├── TemplateError              an expression failed to render (names task and field)
     ├── InputError                 execution or resume inputs do not match the declared ones
     ├── InvalidTransition          a state change not in the transition table
@@ -115,6 +116,10 @@ class FlowValidationError(FlowError):
         self.problems = tuple(problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
         super().__init__(f"{len(self.problems)} problem(s) in flow:\n{lines}")
+
+
+class TaskNotAllowed(FlowValidationError):
+    """A flow has tasks of a type the runtime was not opened to allow (``allow_types``)."""
 
 
 class TemplateError(ActorflowError):

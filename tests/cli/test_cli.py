@@ -116,7 +116,7 @@ def test_default_database_location(tmp_path: Path) -> None:
 def test_timeline_logs_and_filters(tmp_path: Path) -> None:
     """timeline draws every task run and attempt; logs filter by task; executions by state."""
     db = tmp_path / "x.db"
-    af("run", EXAMPLES / "retries_and_errors.yaml", "--db", db)
+    af("run", EXAMPLES / "retries_and_errors.yaml", "--allow", "shell", "--db", db)
     [ex] = af_json("executions", "--db", db, "--state", "WARNING")
     assert af_json("executions", "--db", db, "--state", "FAILED,KILLED") == []
     chart = af("timeline", ex["id"], "--db", db, "--width", "80").stdout
@@ -142,7 +142,7 @@ def test_kill_from_a_second_process(tmp_path: Path) -> None:
     db = tmp_path / "x.db"
     marker = tmp_path / "marker"
     flow = _write(tmp_path, "long.yaml", LONG)
-    runner = start("run", flow, "--input", f"marker={marker}", "--db", db)
+    runner = start("run", flow, "--input", f"marker={marker}", "--allow", "shell", "--db", db)
     try:
         [(ex_id,)] = poll(
             "the sleep task to run",
@@ -162,7 +162,7 @@ def test_kill_from_a_second_process(tmp_path: Path) -> None:
     assert elapsed < 5.0, f"the kill took {elapsed:.2f}s to land"
     marker.write_text("")
     # `after` outlives a few command polls of the restarting process.
-    out = af("restart", ex_id, "--db", db).stdout
+    out = af("restart", ex_id, "--allow", "shell", "--db", db).stdout
     assert "✔ nap SUCCESS" in out and "✔ after SUCCESS" in out
 
 
@@ -171,16 +171,16 @@ def test_restart_and_replay(tmp_path: Path) -> None:
     db = tmp_path / "x.db"
     marker = tmp_path / "marker"
     flow = _write(tmp_path, "failing.yaml", FAILING)
-    af("run", flow, "--input", f"marker={marker}", "--db", db, code=1)
+    af("run", flow, "--input", f"marker={marker}", "--allow", "shell", "--db", db, code=1)
     [ex] = af_json("executions", "--db", db)
     marker.write_text("now it exists")
-    out = af("restart", ex["id"], "--db", db).stdout
+    out = af("restart", ex["id"], "--allow", "shell", "--db", db).stdout
     assert "✔ check SUCCESS" in out and "first" not in out.split("check")[0].split("\n", 1)[1]
     tree = af_json("show", ex["id"], "--db", db)
     assert tree["state"] == "SUCCESS"
     assert [a["state"] for a in next(t for t in tree["task_runs"] if t["task_id"] == "check")
             ["attempts"]] == ["FAILED", "SUCCESS"]  # fmt: skip
-    af("replay", ex["id"], "--from", "last", "--db", db)
+    af("replay", ex["id"], "--from", "last", "--allow", "shell", "--db", db)
     replays = [e for e in af_json("executions", "--db", db) if e["id"] != ex["id"]]
     assert [e["original_execution_id"] for e in replays] == [ex["id"]]
     assert af("replay", ex["id"], "--from", "nowhere", "--db", db, code=1).stderr

@@ -103,6 +103,7 @@ def test_example_runs(flow: Path, tmp_path: Path) -> None:
         assert code == 0, out + err
         assert "⏸ approve PAUSED" in out and "examples.hello > greet" in out
     else:
-        af("run", flow, "--db", db)
+        # The retries example has a shell task (allowing it changes nothing for the rest).
+        af("run", flow, "--allow", "shell", "--db", db)
     [ex] = [e for e in af_json("executions", "--db", db) if e["parent_execution_id"] is None]
     CHECKS[flow.stem](af_json("show", ex["id"], "--db", db), db)

@@ -20,7 +20,10 @@ from actorflow.runtime import Execution, FakeClock, Flow, Runtime, State
 
 async def _run(flow: Flow, tmp_path: Path, clock: bool = True) -> Execution:
     async with Runtime.open(
-        ":memory:", files=tmp_path / "files", clock=FakeClock() if clock else None
+        ":memory:",
+        files=tmp_path / "files",
+        clock=FakeClock() if clock else None,
+        allow_types={"shell"},
     ) as rt:
         return await rt.run(flow, timeout=20)
 
@@ -99,7 +102,7 @@ async def test_http_refuses_other_schemes(tmp_path: Path) -> None:
     flow = load_flow_text("id: f\ntasks:\n  - {id: read, type: http, uri: 'file:///etc/passwd'}\n")
     ex = await _run(flow, tmp_path)
     assert ex.state is State.FAILED
-    assert "must be http:// or https://" in (ex.task_run("read").error or "")
+    assert "must be an http:// or https:// URL" in (ex.task_run("read").error or "")
 
 
 @pytest.mark.anyio

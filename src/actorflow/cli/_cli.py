@@ -86,6 +86,11 @@ def _db(args: argparse.Namespace) -> str:
     return str(args.db or os.environ.get("ACTORFLOW_DB") or "actorflow.db")
 
 
+def _allow(args: argparse.Namespace) -> list[str]:
+    """``--allow shell --allow x`` or ``--allow shell,x``: the gated task types to run."""
+    return [n.strip() for v in args.allow or () for n in v.split(",") if n.strip()]
+
+
 def _inputs(pairs: Sequence[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs or ():
@@ -173,7 +178,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
     progress = None if quiet else Progress(console)
     flows = _flows_for(flow, args.flow, args.flow_dir or ())
     observer = cli_observer(progress, args.trace)
-    async with Runtime.open(_db(args), flows=flows, observer=observer, recover=False) as rt:
+    async with Runtime.open(
+        _db(args), flows=flows, observer=observer, recover=False, allow_types=_allow(args)
+    ) as rt:
         handle = await rt.submit(flow, inputs)
         if child:
             print(handle.id, flush=True)
@@ -190,6 +197,8 @@ def _detach(args: argparse.Namespace) -> int:
         argv += ["--input", pair]
     for d in args.flow_dir or ():
         argv += ["--flow-dir", d]
+    for name in _allow(args):
+        argv += ["--allow", name]
     if args.trace == "otlp":  # console output would go to the child's closed stderr
         argv += ["--trace", "otlp"]
     argv.append(_CHILD_FLAG)
@@ -404,7 +413,9 @@ async def cmd_restart(args: argparse.Namespace) -> int:
     console = _console()
     progress = None if args.json else Progress(console)
     observer = cli_observer(progress, args.trace)
-    async with Runtime.open(_db(args), observer=observer, recover=False) as rt:
+    async with Runtime.open(
+        _db(args), observer=observer, recover=False, allow_types=_allow(args)
+    ) as rt:
         await _get(rt, args.id)
         try:
             if args.command == "restart":
@@ -533,7 +544,7 @@ async def cmd_server(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)  # fmt: skip
     observer = cli_observer(None, args.trace)
     await serve(db, flows=flows, host=args.host, port=port, sock=sock, observer=observer,
-                handle_signals=True)  # fmt: skip
+                handle_signals=True, allow_types=_allow(args))  # fmt: skip
     return 0
 
 
@@ -558,12 +569,22 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, parents=[common])
 
+    def allow(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--allow",
+            action="append",
+            metavar="TYPE",
+            help="run tasks of this gated type, e.g. shell (off by default: it runs commands "
+            "on this machine); repeat or separate with commas",
+        )
+
     p = add("run", "run a flow file and show its progress")
     p.add_argument("flow", help="flow file (YAML or JSON)")
     p.add_argument("--input", "-i", action="append", metavar="K=V", help="an input value")
     p.add_argument("--detach", action="store_true", help="run in the background, print the id")
     p.add_argument("--flow-dir", action="append", metavar="DIR", help="flows for subflows")
     p.add_argument(_CHILD_FLAG, dest="detached_child", action="store_true", help=argparse.SUPPRESS)
+    allow(p)
     p.set_defaults(func=cmd_run)
     p = add("validate", "check flow files; every problem with file, line and field")
     p.add_argument("flows", nargs="+", metavar="FLOW|DIR")
@@ -602,10 +623,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("restart", "run the failed task runs of an execution again (same id)")
     p.add_argument("id", help="execution id")
     p.add_argument("--input", "-i", action="append", metavar="K=V", help=argparse.SUPPRESS)
+    allow(p)
     p.set_defaults(func=cmd_restart, from_task=None)
     p = add("replay", "a new execution that runs again from a task")
     p.add_argument("id", help="execution id")
     p.add_argument("--from", dest="from_task", metavar="TASK", help="task id to run again from")
+    allow(p)
     p.set_defaults(func=cmd_restart)
     p = add("flows", "deployed flows (latest revisions)")
     p.add_argument("--namespace", help="only this namespace")
@@ -624,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flows", action="append", metavar="DIR", help="flows to deploy (repeatable)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8080, help="port to listen on")
+    allow(p)
     p.set_defaults(func=cmd_server)
     p = add("purge", "delete ended executions older than a duration")
     p.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h, PT1H")

@@ -1,22 +1,15 @@
 """Built-in task types of flow files (with Kestra's aliases), and the runnables only files need:
-output values, HTTP requests and shell commands."""
+output values, HTTP requests (``_http``) and shell commands (``_shell``)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-import anyio
 import msgspec
 
+from actorflow.flows._http import DEFAULT_MAX_SIZE, HttpRequest
 from actorflow.flows._registry import (
     REGISTRY,
     ChildTask,
@@ -34,6 +27,7 @@ from actorflow.flows._registry import (
     flowable_common,
     tasks_of,
 )
+from actorflow.flows._shell import ShellCommands
 from actorflow.runtime import (
     AllowFailure,
     Dag,
@@ -52,14 +46,10 @@ from actorflow.runtime import (
     Subflow,
     Switch,
     Task,
-    TaskFailure,
 )
 
 if TYPE_CHECKING:
     from actorflow.runtime import TaskContext
-
-_MAX_CAPTURE = 1 << 20
-_KILL_GRACE = 2.0
 
 
 # -- runnables that exist for flow files ----------------------------------------------------
@@ -71,138 +61,6 @@ class OutputValues(Runnable):
 
     async def run(self, ctx: TaskContext) -> Any:
         return {"values": ctx.render(dict(self.values), field="values")}
-
-
-@dataclass(frozen=True, kw_only=True)
-class HttpRequest(Runnable):
-    """An HTTP(S) request; outputs ``code``, ``headers`` and ``body`` (JSON decoded if JSON).
-
-    Status >= 400 fails the task unless ``allow_failed``. Only http and https URIs are accepted.
-    """
-
-    uri: str
-    method: str = "GET"
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: Any = None
-    content_type: str | None = None
-    allow_failed: bool = False
-
-    async def run(self, ctx: TaskContext) -> Any:
-        uri = str(ctx.render(self.uri, field="uri"))
-        if not uri.lower().startswith(("http://", "https://")):
-            raise ValueError(f"uri must be http:// or https://, got {uri!r}")
-        headers = {
-            str(k): str(v) for k, v in ctx.render(dict(self.headers), field="headers").items()
-        }
-        body = ctx.render(self.body, field="body")
-        data: bytes | None = None
-        content_type = self.content_type
-        if body is not None:
-            if isinstance(body, str | bytes):
-                data = body.encode() if isinstance(body, str) else body
-            else:
-                data = json.dumps(body).encode()
-                content_type = content_type or "application/json"
-        if content_type:
-            headers.setdefault("Content-Type", content_type)
-        request = urllib.request.Request(uri, data=data, headers=headers, method=self.method)
-        timeout = self.timeout or 60.0
-
-        def send() -> tuple[int, dict[str, str], bytes]:
-            try:
-                with urllib.request.urlopen(request, timeout=timeout) as resp:
-                    return resp.status, dict(resp.headers.items()), resp.read(_MAX_CAPTURE)
-            except urllib.error.HTTPError as exc:
-                return exc.code, dict(exc.headers.items()), exc.read(_MAX_CAPTURE)
-
-        code, resp_headers, raw = await ctx.run_sync(send)
-        text = raw.decode("utf-8", errors="replace")
-        out_body: Any = text
-        if "json" in resp_headers.get("Content-Type", "").lower():
-            with contextlib.suppress(ValueError):
-                out_body = json.loads(text)
-        ctx.log.info(f"{self.method} {uri} -> {code}")
-        if code >= 400 and not self.allow_failed:
-            raise TaskFailure(f"{self.method} {uri} failed with status {code}: {text[:200]}")
-        return {"code": code, "headers": resp_headers, "body": out_body, "uri": uri}
-
-
-@dataclass(frozen=True, kw_only=True)
-class ShellCommands(Runnable):
-    """Runs ``commands`` as one script with ``interpreter``; outputs exit code, stdout, stderr.
-
-    A non-zero exit fails the task. On kill or timeout the whole process group gets SIGTERM,
-    then SIGKILL after a grace period, so no child process outlives the task run.
-    """
-
-    commands: tuple[str, ...]
-    interpreter: tuple[str, ...] = ("/bin/sh", "-c")
-    env: Mapping[str, str] = field(default_factory=dict)
-    working_dir: str | None = None
-    fail_fast: bool = True
-
-    async def run(self, ctx: TaskContext) -> Any:
-        lines = [str(ctx.render(c, field=f"commands[{i}]")) for i, c in enumerate(self.commands)]
-        script = "\n".join((["set -e"] if self.fail_fast else []) + lines)
-        env = {
-            **os.environ,
-            **{k: str(v) for k, v in ctx.render(dict(self.env), field="env").items()},
-        }
-        out: list[bytes] = []
-        err: list[bytes] = []
-        process = await anyio.open_process(
-            [*self.interpreter, script],
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=self.working_dir,
-            start_new_session=True,
-        )
-        try:
-            async with anyio.create_task_group() as tg:
-                assert process.stdout is not None and process.stderr is not None
-                tg.start_soon(_pump, process.stdout, out, ctx, "INFO")
-                tg.start_soon(_pump, process.stderr, err, ctx, "WARNING")
-                code = await process.wait()
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await _terminate(process)
-            raise
-        stdout = b"".join(out).decode(errors="replace")
-        stderr = b"".join(err).decode(errors="replace")
-        if code != 0:
-            tail = stderr.strip().splitlines()[-3:]
-            detail = f": {' | '.join(tail)}" if tail else ""
-            raise TaskFailure(f"command exited with code {code}{detail}")
-        return {"exit_code": code, "stdout": stdout, "stderr": stderr}
-
-
-async def _pump(stream: Any, sink: list[bytes], ctx: TaskContext, level: str) -> None:
-    size = 0
-    pending = b""
-    async for chunk in stream:
-        if size < _MAX_CAPTURE:
-            sink.append(chunk[: _MAX_CAPTURE - size])
-            size += len(chunk)
-        pending += chunk
-        *done, pending = pending.split(b"\n")
-        for line in done:
-            ctx.log.log(level, line.decode(errors="replace"))
-    if pending:
-        ctx.log.log(level, pending.decode(errors="replace"))
-
-
-async def _terminate(process: Any) -> None:
-    """SIGTERM the process group, SIGKILL it if it is still there after the grace period."""
-    if process.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with anyio.move_on_after(_KILL_GRACE):
-        await process.wait()
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    await process.wait()
 
 
 # -- file schema of the built-in types --------------------------------------------------------
@@ -320,7 +178,8 @@ class SubflowSpec(TaskSpec, kw_only=True):
 
 
 class HttpSpec(TaskSpec, kw_only=True):
-    """``http``: an HTTP(S) request; outputs ``code``, ``headers``, ``body``."""
+    """``http``: an HTTP(S) request; outputs ``code``, ``headers``, ``body``. ``timeout``
+    bounds the whole request (default 60 s); a body over ``max_size`` bytes fails it."""
 
     aliases: ClassVar[Mapping[str, str]] = {"url": "uri"}
     uri: str
@@ -329,10 +188,14 @@ class HttpSpec(TaskSpec, kw_only=True):
     body: Any = None
     content_type: str | None = None
     allow_failed: bool = False
+    max_size: Annotated[int, msgspec.Meta(ge=0)] = DEFAULT_MAX_SIZE
+    follow_redirects: bool = True
 
 
 class ShellSpec(TaskSpec, kw_only=True):
-    """``shell``: run ``commands`` as one script (``set -e`` unless ``fail_fast: false``)."""
+    """``shell``: run ``commands`` as one script (``set -e`` unless ``fail_fast: false``);
+    only in a runtime that allows ``shell``. The script sees PATH, HOME, LANG, TMPDIR and
+    ``env``, nothing else of the runtime's environment."""
 
     commands: Annotated[list[str], msgspec.Meta(min_length=1)]
     interpreter: Annotated[list[str], msgspec.Meta(min_length=1)] = msgspec.field(
@@ -499,6 +362,8 @@ BUILTINS: tuple[TaskType, ...] = (
             body=s.body,
             content_type=s.content_type,
             allow_failed=s.allow_failed,
+            max_size=s.max_size,
+            follow_redirects=s.follow_redirects,
             **common(s),
         ),
         (f"{_K}http.Request",),

@@ -17,8 +17,15 @@ from typing import Any
 import anyio
 import msgspec
 
-from actorflow._errors import ExecutionNotFound, FlowError, IllegalOperation, StorageUnavailable
+from actorflow._errors import (
+    ExecutionNotFound,
+    FlowError,
+    IllegalOperation,
+    StorageUnavailable,
+    TaskNotAllowed,
+)
 from actorflow.actors import Kill, Pause, open_actor_system
+from actorflow.runtime._allow import allowed_types, check_allowed
 from actorflow.runtime._clock import Clock
 from actorflow.runtime._core._admission import check_limits
 from actorflow.runtime._core._engine import Engine, new_execution_record
@@ -98,6 +105,7 @@ class Runtime(Recovery):
         shutdown_timeout: float = 10.0,
         read_only: bool = False,
         lock_timeout: float = 30.0,
+        allow_types: Collection[str] | str = (),
     ) -> AsyncIterator[Runtime]:
         """Open a runtime on the database at ``path`` (``":memory:"`` keeps nothing).
 
@@ -111,9 +119,14 @@ class Runtime(Recovery):
         ``read_only``: read and inspect only (the CLI's read commands): nothing is written, no
         writer starts, no owner is registered, nothing is recovered; it works on a read-only
         file. ``lock_timeout``: seconds a write waits for a lock another process holds.
+
+        ``allow_types`` names the gated task types this runtime runs (``{"shell"}``: tasks
+        that run commands); a flow with any other gated task is refused at submit with
+        :class:`~actorflow.TaskNotAllowed`, and recovery leaves its executions alone.
         """
         if not shutdown_timeout >= 0:  # NaN too
             raise ValueError(f"shutdown_timeout must be >= 0 seconds, got {shutdown_timeout!r}")
+        allowed = allowed_types(allow_types)
         check_limits(max_active, max_queued)  # before anything is opened
         own_store = store is None
         store = store or open_store(str(path), read_only=read_only, lock_timeout=lock_timeout)
@@ -144,6 +157,7 @@ class Runtime(Recovery):
                 observer=observer, max_active=max_active, max_queued=max_queued,
                 execution_actor=ExecutionActor, guardian=Guardian,
             )  # fmt: skip
+            engine.allow_types = allowed
             rt = cls(engine, store)
             rt.shutdown_timeout = shutdown_timeout
             await rt._load_deployed()  # before `flows`: the caller's own objects win
@@ -279,6 +293,7 @@ class Runtime(Recovery):
         """
         engine = self.engine
         engine._check()
+        check_allowed(flow, engine.allow_types, engine.find_flow)
         valid = validate_inputs(flow.inputs, inputs, where=f"flow {flow.namespace}.{flow.id}")
         await engine.admission.wait_for_room()
         if traceparent is None:
@@ -624,6 +639,10 @@ class Runtime(Recovery):
             raise IllegalOperation(
                 f"flow {ex.namespace}.{ex.flow_id} revision {ex.flow_revision} is not registered"
             )
+        try:
+            check_allowed(flow, self.engine.allow_types, self.engine.find_flow)
+        except TaskNotAllowed as exc:
+            raise IllegalOperation(f"execution {ex.id}: {exc}") from exc
         return flow
 
 

@@ -11,7 +11,7 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from actorflow._errors import FlowError
 from actorflow.runtime._clock import check_duration
@@ -48,6 +48,9 @@ class Task:
     description: str = ""
 
     flowable = False
+    #: What ``Runtime.open(allow_types=...)`` must name before this task may run (``"shell"``
+    #: for tasks that run commands on the runtime's machine); None: it always may.
+    requires_allow: ClassVar[str | None] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str):

@@ -16,6 +16,7 @@ import msgspec
 
 from actorflow._errors import ExecutionNotFound, RuntimeClosedError, StorageUnavailable
 from actorflow.actors import ActorSystem, Kill
+from actorflow.runtime._allow import check_allowed
 from actorflow.runtime._clock import Clock, Timers
 from actorflow.runtime._core._admission import Admission
 from actorflow.runtime._core._messages import Complete, Dequeue, Start
@@ -120,6 +121,9 @@ class Slots:
 
 class Engine:
     """Everything the actors of one runtime share."""
+
+    #: Names of the gated task types this runtime runs (``Runtime.open(allow_types=...)``).
+    allow_types: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -385,6 +389,7 @@ class Engine:
         flow = self.find_flow(namespace, task.flow_id)
         if flow is None:
             raise ExecutionNotFound(f"subflow {namespace}.{task.flow_id} is not registered")
+        check_allowed(flow, self.allow_types, self.find_flow)
         valid = validate_inputs(flow.inputs, inputs, where=f"subflow {namespace}.{flow.id}")
         record = new_execution_record(
             engine=self,
