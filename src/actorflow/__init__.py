@@ -35,6 +35,7 @@ from actorflow._errors import (
     StorageUnavailable,
     StoredFileNotFound,
     TemplateError,
+    UnstorableValue,
 )
 from actorflow.flows import load_flow, load_flow_text, task_type
 from actorflow.runtime import (
@@ -108,6 +109,7 @@ __all__ = [
     "TaskContext",
     "TaskRun",
     "TemplateError",
+    "UnstorableValue",
     "load_flow",
     "load_flow_text",
     "task",
