@@ -39,6 +39,7 @@ from actorflow._errors import (
     StoredFileNotFound,
     TaskNotAllowed,
     TemplateError,
+    UnstorableValue,
 )
 from actorflow.flows import load_flow, load_flow_text, task_type
 from actorflow.runtime import (
@@ -126,6 +127,7 @@ __all__ = [
     "TaskNotAllowed",
     "TaskRun",
     "TemplateError",
+    "UnstorableValue",
     "Webhook",
     "__version__",
     "load_flow",

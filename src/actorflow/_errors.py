@@ -21,6 +21,8 @@ Every error the package raises on purpose derives from :class:`ActorflowError`::
     │       └── TaskNotAllowed     a task of a type this runtime does not allow (``shell``)
     ├── TemplateError              an expression failed to render (names task and field)
     ├── InputError                 execution or resume inputs do not match the declared ones
+    ├── UnstorableValue            a value the store cannot keep (also a ValueError): names
+    │                              where it is (``outputs.x.y``, ``metric 'n'``) and why
     ├── InvalidTransition          a state change not in the transition table
     ├── ExecutionNotFound          no execution with that id
     ├── IllegalOperation           an operation that the execution's state forbids
@@ -128,6 +130,10 @@ class TemplateError(ActorflowError):
 
 class InputError(ActorflowError):
     """Inputs do not match what the flow or pause task declares."""
+
+
+class UnstorableValue(ActorflowError, ValueError):
+    """A value the store cannot keep exactly: refused where it enters (see ``runtime._values``)."""
 
 
 class InvalidTransition(ActorflowError):

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 
+from actorflow._errors import UnstorableValue
 from actorflow.runtime._records import Metric
 from actorflow.runtime._template import render, truthy
+from actorflow.runtime._values import check_text, metric_tags, metric_value
 from actorflow.storage import FileScope
 
 if TYPE_CHECKING:
@@ -47,11 +49,21 @@ class TaskLogger:
         self._ctx = ctx
 
     def log(self, level: str, message: str) -> None:
-        """Store ``message`` at ``level`` (DEBUG, INFO, WARNING, ERROR, CRITICAL)."""
+        """Store ``message`` at ``level`` (DEBUG, INFO, WARNING, ERROR, CRITICAL).
+
+        A message the store cannot keep (not a str, or a str with a lone surrogate) raises
+        :class:`~actorflow.UnstorableValue` and fails the attempt, even if the task catches it.
+        """
         level = level.upper()
         if level not in LEVELS:
             raise ValueError(f"unknown log level {level!r}; use one of {LEVELS}")
         c = self._ctx
+        if type(message) is not str or not message.isascii():
+            try:
+                check_text(message, f"log line (ctx.log.{level.lower()})")
+            except UnstorableValue as exc:
+                c.reject(exc)
+                raise
         c.engine.log(c.execution_id, c.task_run_id, level, message)
         if _logger.isEnabledFor(logging.DEBUG):
             _logger.log(getattr(logging, level), "[%s/%s] %s", c.execution_id, c.task_id, message)
@@ -73,10 +85,6 @@ class TaskLogger:
         self.log("ERROR", message)
 
 
-def _tag_key(tags: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((str(k), str(v)) for k, v in tags.items()))
-
-
 class MetricRecorder:
     """Counters and timers of one task run; the same name and tags are summed (as Kestra)."""
 
@@ -85,16 +93,26 @@ class MetricRecorder:
         self._values: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[float]] = {}
 
     def _add(self, kind: str, name: str, value: float, tags: Mapping[str, Any]) -> None:
-        if not name:
-            raise ValueError("metric name must not be empty")
-        key = (name, kind, _tag_key(tags))
-        slot = self._values.get(key)
+        # Checked when recorded: a value the store cannot keep (NaN, inf, a tag that is an
+        # object) raises UnstorableValue here and fails the attempt, never the store.
+        try:
+            check_text(name, "metric name")
+            if not name:
+                raise UnstorableValue("metric name must not be empty")
+            number = metric_value(name, value)
+            key = (name, kind, metric_tags(name, tags))
+            slot = self._values.get(key)
+            total = number if slot is None else slot[0] + number
+            metric_value(name, total)  # finite values can still sum to inf
+        except UnstorableValue as exc:
+            self._ctx.reject(exc)
+            raise
         if slot is None:
-            self._values[key] = [float(value), 1]
+            self._values[key] = [total, 1]
         else:
-            slot[0] += float(value)
+            slot[0] = total
             slot[1] += 1
-        self._ctx.engine.observe_metric(self._ctx, kind, name, float(value), dict(key[2]))
+        self._ctx.engine.observe_metric(self._ctx, kind, name, number, dict(key[2]))
 
     def counter(self, name: str, value: float = 1.0, **tags: Any) -> None:
         """Add ``value`` to the counter ``name`` with ``tags``."""
@@ -171,6 +189,7 @@ class TaskContext:
         "iteration",
         "namespace",
         "outputs",
+        "rejected",
         "task_id",
         "task_run_id",
         "trigger",
@@ -209,6 +228,13 @@ class TaskContext:
         #: What started the execution, when a trigger did (``{{ trigger.* }}``).
         self.trigger = trigger or {}
         self._metric: MetricRecorder | None = None
+        # The first log line or metric refused as unstorable: the attempt fails with it.
+        self.rejected: UnstorableValue | None = None
+
+    def reject(self, error: UnstorableValue) -> None:
+        """Remember a refused log line or metric: the attempt fails with the first one."""
+        if self.rejected is None:
+            self.rejected = error
 
     # Made on first use: most tasks log nothing and record nothing, and a helper pointing
     # back at its context is a cycle only the GC frees.

@@ -8,10 +8,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from actorflow._errors import FlowValidationError, InputError, Problem
+from actorflow._errors import FlowValidationError, InputError, Problem, UnstorableValue
 from actorflow.runtime._retry import Retry
 from actorflow.runtime._tasks import Dag, Flowable, Task
 from actorflow.runtime._triggers import Trigger, trigger_problems
+from actorflow.runtime._values import (
+    check_labels,
+    check_sql_int,
+    check_text,
+    safe_text,
+    to_plain,
+)
 
 _MISSING: Any = object()
 
@@ -86,7 +93,12 @@ _COERCE: Mapping[str, Any] = {
 def validate_inputs(
     declared: Sequence[Input], given: Mapping[str, Any] | None, *, where: str
 ) -> dict[str, Any]:
-    """Coerce ``given`` to the declared inputs; InputError lists every problem."""
+    """Coerce ``given`` to the declared inputs; InputError lists every problem.
+
+    Every value becomes plain data the store keeps exactly (see ``runtime._values``): a
+    value it cannot keep (an int beyond 64 bits, a lone surrogate, an object, nesting deeper
+    than 100 levels) is refused here, naming the input and the path inside it.
+    """
     given = dict(given or {})
     out: dict[str, Any] = {}
     problems: list[str] = []
@@ -94,17 +106,24 @@ def validate_inputs(
         if inp.name in given:
             raw = given.pop(inp.name)
             try:
-                out[inp.name] = _COERCE[inp.type](raw)
+                out[inp.name] = to_plain(_COERCE[inp.type](raw), f"inputs.{inp.name}")
+            except UnstorableValue as exc:
+                problems.append(str(exc))
+            except RecursionError:
+                problems.append(f"inputs.{inp.name} ({inp.type}): nested too deeply")
             except (ValueError, TypeError) as exc:
-                problems.append(f"input {inp.name!r} ({inp.type}): {exc}")
+                problems.append(f"input {inp.name!r} ({inp.type}): {safe_text(str(exc))}")
         elif inp.default is not _MISSING:
-            out[inp.name] = inp.default
+            try:
+                out[inp.name] = to_plain(inp.default, f"inputs.{inp.name} (its default)")
+            except UnstorableValue as exc:
+                problems.append(str(exc))
         elif inp.required:
             problems.append(f"missing required input {inp.name!r}")
         else:
             out[inp.name] = None
     for extra in given:
-        problems.append(f"unknown input {extra!r}")
+        problems.append(f"unknown input {safe_text(repr(extra))}")
     if problems:
         raise InputError(f"{where}: " + "; ".join(problems))
     return out
@@ -175,10 +194,33 @@ class Flow:
                 self._index[task.id] = (task, parent)
             if isinstance(task, Dag):
                 problems.extend(_check_dag(task))
+        problems.extend(self._storable())
         if self.concurrency is not None and self.concurrency.limit < 1:
             problems.append(Problem("concurrency.limit must be >= 1", field="concurrency.limit"))
         if problems:
             raise FlowValidationError([_with_file(p, self.source_path) for p in problems])
+
+    def _storable(self) -> list[Problem]:
+        """Identity fields every execution row carries: the store must keep them exactly."""
+        problems: list[Problem] = []
+        bad_revision = check_sql_int(self.revision, "revision")
+        if bad_revision is not None:
+            problems.append(Problem(bad_revision, field="revision"))
+        for name in ("id", "namespace"):
+            try:
+                check_text(getattr(self, name), name)
+            except UnstorableValue as exc:
+                problems.append(Problem(str(exc), field=name))
+        try:
+            check_labels(self.labels, "labels")
+        except UnstorableValue as exc:
+            problems.append(Problem(str(exc), field="labels"))
+        for task_id in self._index:
+            try:
+                check_text(task_id, f"task id {task_id!r}")
+            except UnstorableValue as exc:
+                problems.append(Problem(str(exc), field="tasks"))
+        return problems
 
     def top_level(self) -> Sequence[Task]:
         """The flow's own tasks, errors and finally tasks."""

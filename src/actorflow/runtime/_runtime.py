@@ -21,8 +21,10 @@ from actorflow._errors import (
     ExecutionNotFound,
     FlowError,
     IllegalOperation,
+    InputError,
     StorageUnavailable,
     TaskNotAllowed,
+    UnstorableValue,
 )
 from actorflow.actors import Kill, Pause, open_actor_system
 from actorflow.runtime._allow import allowed_types, check_allowed
@@ -39,6 +41,7 @@ from actorflow.runtime._observer import Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import TERMINAL, State, check_transition
 from actorflow.runtime._tasks import Flowable, Task
+from actorflow.runtime._values import check_labels, check_text, to_plain
 from actorflow.storage import (
     DeleteTaskRuns,
     FileStorage,
@@ -294,7 +297,14 @@ class Runtime(Recovery):
         engine = self.engine
         engine._check()
         check_allowed(flow, engine.allow_types, engine.find_flow)
-        valid = validate_inputs(flow.inputs, inputs, where=f"flow {flow.namespace}.{flow.id}")
+        where = f"flow {flow.namespace}.{flow.id}"
+        valid = validate_inputs(flow.inputs, inputs, where=where)
+        try:
+            extra = check_labels(labels or {}, "labels")
+            if traceparent is not None:
+                check_text(traceparent, "traceparent")
+        except UnstorableValue as exc:
+            raise InputError(f"{where}: {exc}") from None
         await engine.admission.wait_for_room()
         if traceparent is None:
             traceparent = engine.observer.current_traceparent()
@@ -302,7 +312,7 @@ class Runtime(Recovery):
             engine=engine,
             flow=flow,
             inputs=valid,
-            labels=dict(labels or {}),
+            labels=extra,
             traceparent=traceparent,
             trigger=dict(trigger) if trigger is not None else None,
             execution_id=execution_id,
@@ -372,16 +382,19 @@ class Runtime(Recovery):
         wanted = frozenset(states) | TERMINAL
         engine = self.engine
         with anyio.fail_after(timeout):
+            engine.raise_if_storage_failed()
             # Register first, then look: no change can slip between the two.
             event = engine.state_waiter(execution_id, wanted)
             try:
                 snap = await self.get(execution_id)
                 if snap.state not in wanted:
+                    engine.raise_if_storage_failed()
                     if execution_id not in engine.live:
                         raise IllegalOperation(f"execution {execution_id} is not running here")
                     await event.wait()
             finally:
                 engine.drop_state_waiter(execution_id, event)
+            engine.raise_if_storage_failed()  # the event is also how storage failure wakes us
             await self.store.flush()
             return await self.get(execution_id)
 
@@ -451,9 +464,16 @@ class Runtime(Recovery):
 
     async def resume(self, execution_id: str, inputs: Mapping[str, Any] | None = None) -> None:
         """Resume a PAUSED execution; ``inputs`` go to the Pause task it waits on."""
-        await self._control(
-            execution_id, ResumeWith(dict(inputs or {})), "resume", dict(inputs or {})
-        )
+        # Checked here too (the Pause task checks them against its declarations): they may
+        # travel to another process as a command first.
+        try:
+            given = {
+                check_text(k, "resume input name"): to_plain(v, f"inputs.{k}")
+                for k, v in (inputs or {}).items()
+            }
+        except UnstorableValue as exc:
+            raise InputError(f"resume of {execution_id}: {exc}") from None
+        await self._control(execution_id, ResumeWith(given), "resume", given)
 
     async def restart(self, execution_id: str) -> ExecutionHandle:
         """Run failed task runs of a FAILED, KILLED or WARNING execution again (same id)."""

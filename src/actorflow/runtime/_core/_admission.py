@@ -72,6 +72,13 @@ class Admission:
                 waiter.set_result(None)
                 self._promised += 1
 
+    def fail_waiting(self, error: Callable[[], BaseException]) -> None:
+        """Wake every submitter waiting for room with ``error()`` (storage failed)."""
+        room, self._room = self._room, deque()
+        for waiter in room:
+            if not waiter.done():
+                waiter.set_exception(error())
+
     async def wait_for_room(self) -> None:
         """Until the FIFO has a place (``max_queued``), in submission order: submit's
         backpressure. Returns with the place held until the caller parks, synchronously."""
@@ -82,7 +89,7 @@ class Admission:
         try:
             await waiter
         except BaseException:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self._promised -= 1  # woken but leaving: pass the place on
                 self._wake_submitters()
             raise

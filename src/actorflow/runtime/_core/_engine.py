@@ -32,6 +32,7 @@ from actorflow.runtime._observer import Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State
 from actorflow.runtime._tasks import check_subflow_depth
+from actorflow.runtime._values import safe_text
 from actorflow.storage import AppendLog, Commit, FileStorage, LogRow, Store
 
 if TYPE_CHECKING:
@@ -170,6 +171,9 @@ class Engine:
         #: Called with an execution at each new state short of its end (Flow triggers on
         #: RUNNING or PAUSED); ends go to ``end_listeners`` once stored.
         self.state_listeners: list[Callable[[Execution], None]] = []
+        # Set once storage failed: every waiter was told, and every later one is.
+        self.storage_error: StorageUnavailable | None = None
+        self._watched: Commit | None = None  # the newest batch commit with our callback
         self.guardian = guardian(self)
         # The guardian is an actor as well as a GuardianLike; a Protocol cannot say both.
         actor = cast("Actor", self.guardian)
@@ -195,8 +199,59 @@ class Engine:
     def _check(self) -> None:
         failed = self.store.failed
         if failed is not None:
-            self.accepting = False
+            self.storage_failed(failed)
             raise RuntimeClosedError(f"storage failed, no more work is accepted: {failed}")
+
+    def _watch(self, commit: Commit) -> Commit:
+        """Hear of a failed batch: one callback per batch, on the newest commit we wrote to
+        (a failure fails that batch and every one queued behind it)."""
+        if commit is not self._watched:
+            self._watched = commit
+            commit.add_callback(self._batch_done, want=False)
+        return commit
+
+    def _batch_done(self, error: BaseException | None) -> None:
+        # Only a store that stopped stops the runtime: a store that refuses one op and goes
+        # on (a bad op isolated) fails that op's commit and nothing else.
+        if error is not None and self.store.failed is not None:
+            self.storage_failed(self.store.failed)
+
+    def _refused(self, error: StorageUnavailable) -> None:
+        """A write raised: the store is closed, read-only or failed; nothing here can go on."""
+        self.storage_failed(self.store.failed or error)
+
+    def storage_failed(self, error: BaseException) -> None:
+        """Storage stopped: accept no more work, and answer every caller waiting on this
+        runtime (``wait``, ``wait_for``, ``submit``) with :class:`StorageUnavailable`.
+
+        Nothing they wait for can be reported any more: an end is reported only once stored.
+        """
+        if self.storage_error is not None:
+            return
+        self.accepting = False
+        self.storage_error = _unavailable("storage failed", error)
+        waiters, self._waiters = self._waiters, {}
+        for execution_id, futures in waiters.items():
+            for done in futures:
+                if not done.done():
+                    # One exception per caller: a shared one would collect every traceback.
+                    done.set_exception(
+                        _unavailable(f"execution {execution_id}: its end cannot be stored", error)
+                    )
+        state_waiters, self._state_waiters = self._state_waiters, {}
+        for entries in state_waiters.values():
+            for _, event in entries:
+                event.set()  # wait_for wakes and raises storage_error
+        self.admission.fail_waiting(
+            lambda: _unavailable("storage failed, nothing more can be submitted", error)
+        )
+
+    def raise_if_storage_failed(self) -> None:
+        """Raise :class:`StorageUnavailable` once storage failed."""
+        if self.storage_error is None and self.store.failed is not None:
+            self.storage_failed(self.store.failed)
+        if self.storage_error is not None:
+            raise StorageUnavailable(str(self.storage_error))
 
     def save_execution(self, ex: Execution, new: Sequence[StateEntry]) -> Commit:
         """Queue an execution snapshot; returns the commit to await for durability."""
@@ -228,8 +283,18 @@ class Engine:
             if self.state_listeners and not ex.state.terminal:
                 for listener in self.state_listeners:
                     listener(ex)
-            store.write(history_ops(ex.id, None, new))
-        return store.write_latest(("execution", ex.id), self._execution_rows, (ex, self.owner))
+            if ex.error is not None and not ex.error.isascii():
+                ex = msgspec.structs.replace(ex, error=safe_text(ex.error))
+        try:
+            if new:
+                store.write(history_ops(ex.id, None, new))
+            commit = store.write_latest(
+                ("execution", ex.id), self._execution_rows, (ex, self.owner)
+            )
+        except StorageUnavailable as exc:
+            self._refused(exc)
+            raise
+        return self._watch(commit)
 
     def save_task_run(self, tr: TaskRun, new: Sequence[StateEntry] = ()) -> Commit:
         """Queue a task-run snapshot (with its attempts; outputs and metrics once ended)."""
@@ -240,14 +305,28 @@ class Engine:
                     self.observer.task_run_changed(tr, None)
                 except Exception:  # tracing must never break an execution
                     _log.exception("observer failed on task run %s", tr.id)
-            store.write(history_ops(tr.execution_id, tr.id, new))
-        return store.write_latest(tr.id, self._task_run_rows, tr)
+            if tr.error is not None and not tr.error.isascii():
+                # Error texts come from exceptions, whatever they hold: kept as valid text.
+                tr = msgspec.structs.replace(tr, error=safe_text(tr.error))
+        try:
+            if new:
+                store.write(history_ops(tr.execution_id, tr.id, new))
+            commit = store.write_latest(tr.id, self._task_run_rows, tr)
+        except StorageUnavailable as exc:
+            self._refused(exc)
+            raise
+        return self._watch(commit)
 
     def log(self, execution_id: str, task_run_id: str | None, level: str, message: str) -> None:
         """Store one log line of a task run."""
         trace_id, span_id = self.observer.log_ids()
         row = LogRow(execution_id, task_run_id, self.clock.now(), level, message, trace_id, span_id)
-        self.store.write((AppendLog(row),))
+        try:
+            commit = self.store.write((AppendLog(row),))
+        except StorageUnavailable as exc:
+            self._refused(exc)
+            raise
+        self._watch(commit)
 
     def observe_metric(
         self, ctx: TaskContext, kind: str, name: str, value: float, tags: dict[str, str]
@@ -345,6 +424,10 @@ class Engine:
         ended = self._ended.get(execution_id)
         if ended is not None:
             return ended
+        if self.storage_error is not None:
+            raise _unavailable(
+                f"execution {execution_id}: its end cannot be stored", self.storage_error
+            )
         ending = self._ending.get(execution_id)
         if (
             execution_id not in self.live
@@ -422,6 +505,10 @@ class Engine:
         ref = self.live.get(child_id)
         if ref is not None and ref.is_alive:
             ref.tell_nowait(Kill())
+
+
+def _unavailable(what: str, error: BaseException) -> StorageUnavailable:
+    return StorageUnavailable(f"{what}: {error}")
 
 
 def _not_stored(ex: Execution, error: BaseException) -> StorageUnavailable:

@@ -7,13 +7,14 @@ running attempt at once through ``on_interrupt`` (the attempt's cancel scope).
 
 from __future__ import annotations
 
+import math
 import traceback
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
-from actorflow._errors import InputError
+from actorflow._errors import InputError, UnstorableValue
 from actorflow.actors import Actor, Interruptible, Kill
 from actorflow.runtime._clock import TimerHandle
 from actorflow.runtime._core._messages import (
@@ -31,22 +32,34 @@ from actorflow.runtime._flow import validate_inputs
 from actorflow.runtime._records import Attempt, StateEntry, TaskRun
 from actorflow.runtime._states import TERMINAL, State, check_transition
 from actorflow.runtime._tasks import Pause, PauseBehavior, Runnable, Subflow, Task
+from actorflow.runtime._values import metric_value, safe_text, to_plain
 
 if TYPE_CHECKING:
     from actorflow.runtime._core._scope import ExecutionScope
 
 
 def normalize_outputs(result: Any) -> dict[str, Any]:
-    """A task's return value as an outputs mapping of plain, storable values."""
+    """A task's return value as an outputs mapping of plain, storable values.
+
+    Raises :class:`~actorflow.UnstorableValue` naming the field (``outputs.x.y``) the store
+    could not keep: raised inside the attempt, it fails that attempt (retries apply).
+    """
     if result is None:
         return {}
-    plain = msgspec.to_builtins(result, str_keys=True)
+    # A plain value that is not a mapping is stored as outputs.value: errors say so.
+    scalar = isinstance(result, str | int | float | bytes | list | tuple | set | frozenset)
+    plain = to_plain(result, "outputs.value" if scalar else "outputs")
     return plain if isinstance(plain, dict) else {"value": plain}
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """``Type: message`` of an error, as text the store keeps (whatever the message holds)."""
+    name = safe_text(type(exc).__name__)
+    try:
+        text = str(exc)
+    except Exception:  # a broken __str__ must not break the task run reporting it
+        return f"{name} (its message could not be read)"
+    return f"{name}: {safe_text(text)}" if text else name
 
 
 class TaskRunActor(Actor):
@@ -210,11 +223,21 @@ class TaskRunActor(Actor):
             except Exception as exc:
                 error = exc
         self._cancel = None
+        if error is None and ctx.rejected is not None:
+            # A log line or metric the store could not keep was refused; even if the task
+            # caught that error, the attempt did not record what it meant to.
+            error = ctx.rejected
         metrics = ctx.metrics()
         if metrics:
-            self.record = msgspec.structs.replace(
-                self.record, metrics=_merge(self.record.metrics, metrics)
-            )
+            merged = _merge(self.record.metrics, metrics)
+            try:
+                for m in merged:
+                    metric_value(m.name, m.value)
+            except UnstorableValue as exc:  # finite per attempt, overflowed in the sum
+                merged = tuple(m for m in merged if math.isfinite(m.value))
+                if error is None:
+                    error = exc
+            self.record = msgspec.structs.replace(self.record, metrics=merged)
         if cancel.cancelled_caught or self._killed:
             if span is not None:
                 engine.observer.attempt_ended(span, State.KILLED, None)
@@ -233,7 +256,7 @@ class TaskRunActor(Actor):
             self._end_attempt(state, attempt_state=State.SUCCESS, outputs=outputs)
             return
         if not isinstance(error, TimeoutError):
-            ctx.log.error("".join(traceback.format_exception_only(error)).strip())
+            ctx.log.error(safe_text("".join(traceback.format_exception_only(error)).strip()))
         if span is not None:  # after the log line, so it carries the attempt's span id
             engine.observer.attempt_ended(span, State.FAILED, error)
         self._failed(error)
