@@ -103,9 +103,9 @@ async def test_sequential_tree_attributes_and_events(otel: Otel) -> None:
     assert root.parent is None
     assert parent_of(outer, spans) == "execution team.seq"
     assert parent_of(a, spans) == "task outer"
-    attempts = [s for s in spans if s.name == "attempt 1"]
+    attempts = [s for s in spans if s.name in ("a attempt 1", "own attempt 1")]
     assert {parent_of(s, spans) for s in attempts} == {"task a", "task own"}
-    assert parent_of(otel.one("user work"), spans) == "attempt 1"
+    assert parent_of(otel.one("user work"), spans) == "own attempt 1"
     tr = ex.task_run("a")
     assert attr(root, "actorflow.flow.namespace") == "team"
     assert attr(root, "actorflow.flow.revision") == flow.revision
@@ -148,10 +148,10 @@ async def test_parallel_and_retried_tasks(otel: Otel) -> None:
     assert parent_of(otel.one("task b"), spans) == "task both"
     assert parent_of(otel.one("task c"), spans) == "task both"
     c_attempts = sorted(
-        (s for s in spans if s.name.startswith("attempt") and attr(s, "actorflow.task.id") == "c"),
+        (s for s in spans if " attempt " in s.name and attr(s, "actorflow.task.id") == "c"),
         key=lambda s: attr(s, "actorflow.attempt.number"),
     )
-    assert [s.name for s in c_attempts] == ["attempt 1", "attempt 2"]
+    assert [s.name for s in c_attempts] == ["c attempt 1", "c attempt 2"]
     assert all(parent_of(s, spans) == "task c" for s in c_attempts)
     failed, ok = c_attempts
     assert failed.status.status_code is StatusCode.ERROR
@@ -176,7 +176,8 @@ async def test_foreach_and_subflow(otel: Otel) -> None:
         ex = await rt.run(flow)
     assert ex.state is State.SUCCESS
     spans = otel.spans()
-    d_spans = [s for s in spans if s.name == "task d"]
+    d_spans = [s for s in spans if s.name.startswith("task d")]
+    assert sorted(s.name for s in d_spans) == ["task d[1]", "task d[2]"]
     assert sorted(attr(s, "actorflow.task_run.value") for s in d_spans) == ["1", "2"]
     assert all(parent_of(s, spans) == "task each" for s in d_spans)
     sub_exec = otel.one("execution default.child")
@@ -202,9 +203,8 @@ async def test_failed_and_killed_runs_set_error_status(otel: Otel) -> None:
         span = next(s for s in spans if s.name == name)
         assert attr(span, "actorflow.state") == state
         assert span.status.status_code is StatusCode.ERROR
-    nap_attempt = next(
-        s for s in spans if s.name == "attempt 1" and parent_of(s, spans) == "task nap"
-    )
+    nap_attempt = otel.one("nap attempt 1")
+    assert parent_of(nap_attempt, spans) == "task nap"
     assert attr(nap_attempt, "actorflow.state") == "KILLED"
 
 
@@ -296,15 +296,11 @@ async def test_metrics_go_to_otel_instruments_and_logs_carry_ids(otel: Otel) -> 
                                        "actorflow.task.id": "a"}  # fmt: skip
     step: Any = points["step"].data
     assert sum(p.sum for p in step.data_points) == 1.0
-    attempt = next(
-        s for s in otel.spans() if s.name == "attempt 1" and attr(s, "actorflow.task.id") == "a"
-    )
+    attempt = otel.one("a attempt 1")
     line = next(lg for lg in logs if lg.message == "working")
     assert line.trace_id == format(attempt.context.trace_id, "032x")
     assert line.span_id == format(attempt.context.span_id, "016x")
-    failed = next(
-        s for s in otel.spans() if s.name == "attempt 1" and attr(s, "actorflow.task.id") == "c"
-    )
+    failed = otel.one("c attempt 1")
     error_line = next(lg for lg in bad_logs if lg.level == "ERROR")
     assert error_line.span_id == format(failed.context.span_id, "016x")
 
