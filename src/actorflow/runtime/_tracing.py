@@ -97,7 +97,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import Event, EventBase, ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
@@ -122,7 +122,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util import types
 
 from actorflow.runtime._observer import DURATION_METRIC, AttemptScope, EngineView, Observer
-from actorflow.runtime._records import Execution, TaskRun
+from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State
 
 if TYPE_CHECKING:
@@ -146,6 +146,7 @@ _OTLP_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 _KEEP_ENDED = 1024
 _VALUE_IN_NAME = 40  # longer loop values are cut in span names (the attribute keeps it whole)
 _INTERNAL = SpanKind.INTERNAL
+_STATE_NAMES = {s: s.value for s in State}  # Enum.value is a slow descriptor
 _UNSET = Status(StatusCode.UNSET)
 _EMPTY_CONTEXT = otel_context.Context()
 # The W3C level-2 "random" flag, on SDKs that know it (1.37+); 0 leaves flags unchanged.
@@ -243,8 +244,8 @@ class Tracing:
 class _Factory:
     """Makes the spans of one observer: light spans for an SDK tracer (see the module doc)."""
 
-    __slots__ = ("idgen", "info", "limits", "processor", "random_ids", "resource", "sampler",
-                 "scope", "tracer")  # fmt: skip
+    __slots__ = ("idgen", "info", "limits", "max_events", "max_value_len", "processor",
+                 "random_ids", "resource", "sampler", "scope", "tracer")  # fmt: skip
 
     def __init__(self, tracer: SdkTracer) -> None:
         self.tracer = tracer
@@ -254,7 +255,9 @@ class _Factory:
         self.idgen = tracer.id_generator
         self.info = tracer.instrumentation_info
         self.scope = InstrumentationScope("actorflow", _version())
-        self.limits = SpanLimits()
+        limits = self.limits = SpanLimits()
+        self.max_events = limits.max_events
+        self.max_value_len = limits.max_span_attribute_length
         is_random = getattr(self.idgen, "is_trace_id_random", None)
         self.random_ids = bool(is_random()) if callable(is_random) else False
 
@@ -292,44 +295,49 @@ class _Factory:
     ) -> Span:  # fmt: skip
         """A child of one of our spans: recorded if that one is sampled, else that one."""
         psc = parent.get_span_context()
-        if not psc.trace_flags.sampled:
+        flags = psc.trace_flags
+        if not flags & 1:  # not sampled
             return parent
-        sc = SpanContext(psc.trace_id, self.idgen.generate_span_id(), False, psc.trace_flags,
+        sc = SpanContext(psc.trace_id, self.idgen.generate_span_id(), False, flags,
                          psc.trace_state)  # fmt: skip
-        return self._start(name, sc, psc, ctx, attrs, start)
+        span = _LightSpan(self, name, sc, psc, attrs, start)
+        self.processor.on_start(span, ctx)  # type: ignore[arg-type]
+        return span
 
     def _start(self, name: str, sc: SpanContext, parent: SpanContext | None,
                ctx: otel_context.Context, attrs: dict[str, Any], start: int) -> Span:  # fmt: skip
         span = _LightSpan(self, name, sc, parent, attrs, start)
-        self.processor.on_start(span, parent_context=ctx)  # type: ignore[arg-type]
+        self.processor.on_start(span, ctx)  # type: ignore[arg-type]
         return span
 
     def finish(self, span: _LightSpan) -> None:
         """Hand the ended span to the processors as an SDK ``ReadableSpan``."""
-        limits = self.limits
         attrs: Any = span._attrs
-        if span._dirty or limits.max_span_attribute_length is not None:
+        if span._dirty or self.max_value_len is not None:
             # Values set from outside the runtime are cleaned as the SDK cleans them.
+            limits = self.limits
             attrs = BoundedAttributes(limits.max_span_attributes, attrs, True,
                                       limits.max_span_attribute_length)  # fmt: skip
         events: Any = span._events
-        if limits.max_events is not None and len(events) > limits.max_events:
-            events = BoundedList.from_seq(limits.max_events, events)
-        readable = ReadableSpan(
-            name=span._name,
-            context=span._context,
-            parent=span._parent,
-            resource=self.resource,
-            attributes=attrs,
-            events=events,
-            kind=_INTERNAL,
-            instrumentation_info=self.info,
-            status=span._status,
-            start_time=span._start,
-            end_time=span._end,
-            instrumentation_scope=self.scope,
+        if self.max_events is not None and len(events) > self.max_events:
+            events = BoundedList.from_seq(self.max_events, events)
+        self.processor.on_end(
+            ReadableSpan(
+                span._name,
+                span._context,
+                span._parent,
+                self.resource,
+                attrs,
+                events,
+                (),
+                _INTERNAL,
+                self.info,
+                span._status,
+                span._start,
+                span._end,
+                self.scope,
+            )
         )
-        self.processor.on_end(readable)
 
 
 class _LightSpan(Span):
@@ -359,7 +367,7 @@ class _LightSpan(Span):
         self._attrs = attrs
         self._start = start
         self._end: int | None = None
-        self._events: list[Event] = []
+        self._events: list[EventBase] = []
         self._status = _UNSET
         self._dirty = False
 
@@ -456,7 +464,7 @@ class _LightSpan(Span):
         return self._attrs
 
     @property
-    def events(self) -> Sequence[Event]:
+    def events(self) -> Sequence[EventBase]:
         """The events so far."""
         return tuple(self._events)
 
@@ -509,6 +517,53 @@ class _ApiFactory:
         return self.tracer.start_span(name, ctx, _INTERNAL, attrs, start_time=start)
 
 
+def _put(span: Span, key: str, value: types.AnyValue) -> None:
+    """Set one of the runtime's own attributes (clean already: no cleaning on a light span)."""
+    if type(span) is _LightSpan:
+        if span._end is None:
+            span._attrs[key] = value
+    else:
+        span.set_attribute(key, value)
+
+
+class _StateEvent(EventBase):
+    """A state change as a span event: a name and a date, no attributes."""
+
+    __slots__ = ("_date", "_state")
+
+    def __init__(self, state: str, date: int) -> None:  # no super(): our own properties
+        self._state = state
+        self._date = date
+
+    @property
+    def name(self) -> str:
+        return self._state
+
+    @property
+    def timestamp(self) -> int:
+        return self._date
+
+    @property
+    def attributes(self) -> types.Attributes:
+        return None
+
+    @property
+    def dropped_attributes(self) -> int:
+        """None dropped."""
+        return 0
+
+
+def _state_events(span: Span, history: Sequence[StateEntry]) -> None:
+    """One event per state change, at its date."""
+    if type(span) is _LightSpan:
+        if span._end is None:
+            names = _STATE_NAMES
+            span._events.extend([_StateEvent(names[e.state], int(e.date * 1e9)) for e in history])
+    else:
+        for e in history:
+            span.add_event(e.state.value, timestamp=_ns(e.date))
+
+
 # -- the observer --------------------------------------------------------------------------------
 class _Open:
     """An open execution or task-run span, with the attributes its children start from."""
@@ -531,7 +586,7 @@ class _Open:
         """An OTel context with this span current: the parent of its children (made once)."""
         ctx = self._context
         if ctx is None:
-            ctx = self._context = trace.set_span_in_context(self.span)
+            ctx = self._context = trace.set_span_in_context(self.span, _EMPTY_CONTEXT)
         return ctx
 
 
@@ -580,9 +635,9 @@ class TracingObserver(Observer):
     def _end(entry: _Open, state: State, error: str | None, end: float) -> None:
         span = entry.span
         if entry.recording:
-            span.set_attribute("actorflow.state", state.value)
+            _put(span, "actorflow.state", state.value)
             if state in _ERROR_STATES:
-                span.set_attribute("error.type", entry.error_type or state.value)
+                _put(span, "error.type", entry.error_type or state.value)
                 span.set_status(Status(StatusCode.ERROR, error or state.value))
         span.end(end_time=_ns(end))
 
@@ -606,9 +661,7 @@ class TracingObserver(Observer):
             if len(self._ended) > _KEEP_ENDED:
                 del self._ended[next(iter(self._ended))]
             if entry.recording:
-                span = entry.span
-                for e in ex.history:
-                    span.add_event(e.state.value, timestamp=_ns(e.date))
+                _state_events(entry.span, ex.history)
             self._end(entry, ex.state, ex.error, ex.history[-1].date)
 
     def execution_recovered(self, ex: Execution, task_runs: Sequence[TaskRun]) -> None:
@@ -641,9 +694,9 @@ class TracingObserver(Observer):
         attrs["actorflow.attempt.number"] = number
         span = self._spans.child(attempt_span_name(tr, number), run.span, run.context, attrs,
                                  start)  # fmt: skip
-        span.set_attribute("actorflow.state", State.FAILED.value)
-        span.set_attribute("actorflow.interrupted", True)
-        span.set_attribute("error.type", "interrupted")
+        _put(span, "actorflow.state", State.FAILED.value)
+        _put(span, "actorflow.interrupted", True)
+        _put(span, "error.type", "interrupted")
         span.set_status(Status(StatusCode.ERROR, "interrupted"))
         span.end(end_time=end)
 
@@ -720,9 +773,7 @@ class TracingObserver(Observer):
         if tr.state.terminal:
             del self._runs[tr.id]
             if entry.recording:
-                span = entry.span
-                for e in tr.history:
-                    span.add_event(e.state.value, timestamp=_ns(e.date))
+                _state_events(entry.span, tr.history)
             self._end(entry, tr.state, tr.error, tr.history[-1].date)
 
     # -- attempts ---------------------------------------------------------------------------
@@ -745,7 +796,7 @@ class TracingObserver(Observer):
         else:
             span = run.span
         # Current for the task's code: attach and detach both run in the task-run actor's task.
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token = otel_context.attach(trace.set_span_in_context(span, run.context))
         return span, token, run
 
     def attempt_ended(self, token: Any, state: State, error: BaseException | None) -> None:
@@ -754,17 +805,17 @@ class TracingObserver(Observer):
         if self._attempts.pop(id(span), None) is None:
             return  # the task run's own (unsampled) span, or already ended by close
         now = self._now()
-        span.set_attribute("actorflow.state", state.value)
+        _put(span, "actorflow.state", state.value)
         if error is not None:
             kind = _error_type(error)
             run.error_type = kind
-            span.set_attribute("error.type", kind)
+            _put(span, "error.type", kind)
             if isinstance(span, _LightSpan):
                 span._events.append(_exception_event(error, now))
             else:
                 span.record_exception(error, timestamp=now)
         elif state in _ERROR_STATES:
-            span.set_attribute("error.type", state.value)
+            _put(span, "error.type", state.value)
         if state in _ERROR_STATES:
             span.set_status(Status(StatusCode.ERROR, str(error) if error else state.value))
         span.end(end_time=now)
@@ -797,11 +848,11 @@ class TracingObserver(Observer):
         """End the spans still open (their runtime closes), and flush providers we made."""
         end = self._now()
         for span in self._attempts.values():
-            span.set_attribute("actorflow.interrupted", True)
+            _put(span, "actorflow.interrupted", True)
             span.end(end_time=end)  # a task cancelled by the closing runtime never ended it
         for entry in (*self._runs.values(), *self._exec.values()):
             if entry.recording:
-                entry.span.set_attribute("actorflow.interrupted", True)
+                _put(entry.span, "actorflow.interrupted", True)
                 entry.span.end(end_time=end)
         self._attempts.clear()
         self._runs.clear()
