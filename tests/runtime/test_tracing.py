@@ -15,10 +15,10 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision, Sampler, SamplingResult
 from opentelemetry.trace import StatusCode
 
 import _support.cli as cli
@@ -468,3 +468,147 @@ def test_cli_trace_console_writes_spans_to_stderr(tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["state"] == "SUCCESS"
     assert '"name": "execution examples.hello"' in proc.stderr
     assert '"actorflow.task.id": "greet"' in proc.stderr
+
+
+class _Recorder(SpanProcessor):
+    """Keeps what on_start and on_end receive, and sets an attribute at start."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, Any, Any]] = []
+        self.ended: list[ReadableSpan] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        assert span.is_recording() and span.end_time is None
+        self.started.append((span.name, span.parent, trace.get_current_span(parent_context)))
+        span.set_attribute("added.on_start", span.name)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span)
+
+
+async def test_processors_hear_each_span_start_and_end() -> None:
+    """A span processor's on_start gets each span as it starts (a live span it may set
+    attributes on, with its parent in parent_context), on_end an SDK ReadableSpan once it ends."""
+    provider = TracerProvider()
+    recorder = _Recorder()
+    provider.add_span_processor(recorder)
+    async with Runtime.open(":memory:", tracing=provider) as rt:
+        ex = await rt.run(af.Flow(id="p", tasks=[work("a")]))
+    assert ex.state is State.SUCCESS
+    assert [n for n, _, _ in recorder.started] == ["execution default.p", "task a", "a attempt 1"]
+    ended = {s.name: s for s in recorder.ended}
+    assert set(ended) == {"execution default.p", "task a", "a attempt 1"}
+    for name, parent, in_context in recorder.started:
+        span = ended[name]
+        assert isinstance(span, ReadableSpan)
+        assert attr(span, "added.on_start") == name
+        assert span.parent == parent
+        if parent is not None:
+            assert in_context.get_span_context() == parent
+    assert ended["task a"].parent == ended["execution default.p"].context
+    assert ended["a attempt 1"].parent == ended["task a"].context
+    assert ended["task a"].instrumentation_scope is not None
+    assert ended["task a"].instrumentation_scope.name == "actorflow"
+    assert ended["task a"].resource is provider.resource
+
+
+async def test_task_code_writes_on_its_attempt_span(otel: Otel) -> None:
+    """The task's code can set attributes and add events on the current span (its attempt);
+    values OTel does not accept are cleaned as the SDK cleans them."""
+
+    @af.task
+    async def annotate(ctx: af.TaskContext) -> None:
+        span = trace.get_current_span()
+        span.set_attribute("rows", 42)
+        span.set_attribute("bad", object())  # type: ignore[arg-type]
+        span.add_event("checkpoint", {"step": 1})
+
+    async with Runtime.open(":memory:", tracing=otel.tracing) as rt:
+        await rt.run(af.Flow(id="u", tasks=[annotate("x")]))
+    span = otel.one("x attempt 1")
+    assert attr(span, "rows") == 42
+    assert isinstance(attr(span, "bad"), str)  # cleaned as the SDK cleans it
+    assert [(e.name, dict(e.attributes or {})) for e in span.events] == [
+        ("checkpoint", {"step": 1})
+    ]
+
+
+class _CountingSampler(Sampler):
+    """Drops the executions of flow ``quiet``; counts what it is asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None,
+                      attributes: Any = None, links: Any = None, trace_state: Any = None) -> SamplingResult:  # fmt: skip
+        self.asked.append(name)
+        if (attributes or {}).get("actorflow.flow.id") == "quiet":
+            return SamplingResult(Decision.DROP)
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, {"sampled.by": "counter"})
+
+    def get_description(self) -> str:
+        return "counting"
+
+
+async def test_the_sampler_decides_once_per_execution() -> None:
+    """The provider's sampler is asked once per execution, with its span's name and attributes;
+    a dropped execution makes no span at all, a kept one is recorded whole with the sampler's
+    attributes on its execution span."""
+    sampler = _CountingSampler()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with Runtime.open(":memory:", tracing=provider) as rt:
+        quiet = await rt.run(af.Flow(id="quiet", tasks=[work("a"), work("b")]))
+        loud = await rt.run(af.Flow(id="loud", tasks=[work("a"), work("b")]))
+        logs = await rt.logs(quiet.id)
+    assert sampler.asked == ["execution default.quiet", "execution default.loud"]
+    spans = exporter.get_finished_spans()
+    assert {attr(s, "actorflow.execution.id") for s in spans} == {loud.id}
+    assert len(spans) == 5
+    root = next(s for s in spans if s.name == "execution default.loud")
+    assert attr(root, "sampled.by") == "counter"
+    assert {lg.trace_id for lg in logs if lg.trace_id} and all(lg.trace_id for lg in logs)
+
+
+class _OtherTracerProvider(trace.TracerProvider):
+    """A provider that is not the SDK's (its tracers wrap the SDK's): spans go through
+    start_span."""
+
+    def __init__(self, inner: TracerProvider) -> None:
+        self.inner = inner
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        sdk = self.inner.get_tracer(*args, **kwargs)
+
+        class Wrapped(trace.Tracer):
+            def start_span(self, *a: Any, **k: Any) -> trace.Span:
+                return sdk.start_span(*a, **k)
+
+            def start_as_current_span(self, *a: Any, **k: Any) -> Any:
+                return sdk.start_as_current_span(*a, **k)
+
+        return Wrapped()
+
+
+async def test_a_provider_that_is_not_the_sdks_gets_the_same_tree(otel: Otel) -> None:
+    """With a tracer provider that is not the SDK's, spans are made through start_span with the
+    same names, tree, events and status."""
+    retry = af.Retry.constant(0, max_attempts=2)
+    async with Runtime.open(":memory:", tracing=_OtherTracerProvider(otel.provider)) as rt:
+        ex = await rt.run(af.Flow(id="api", tasks=[work("c", fail_first=True, retry=retry)]))
+    assert ex.state is State.SUCCESS
+    spans = otel.spans()
+    assert sorted(s.name for s in spans) == [
+        "c attempt 1",
+        "c attempt 2",
+        "execution default.api",
+        "task c",
+    ]
+    assert parent_of(otel.one("c attempt 2"), spans) == "task c"
+    failed = otel.one("c attempt 1")
+    assert failed.status.status_code is StatusCode.ERROR
+    assert attr(failed, "error.type") == "ConnectionError"
+    assert [e.name for e in otel.one("task c").events] == [
+        h.state.value for h in ex.task_run("c").history
+    ]

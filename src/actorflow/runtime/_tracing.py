@@ -83,6 +83,7 @@ the process longer.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import sys
@@ -123,9 +124,10 @@ from opentelemetry.util import types
 
 from actorflow.runtime._observer import DURATION_METRIC, AttemptScope, EngineView, Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
-from actorflow.runtime._states import State
+from actorflow.runtime._states import TERMINAL, State
 
 if TYPE_CHECKING:
+    from actorflow.runtime._clock import Clock
     from actorflow.runtime._context import TaskContext
 
 __all__ = [
@@ -164,6 +166,7 @@ def _sampled(span: Span) -> bool:
     return span.get_span_context().trace_flags.sampled
 
 
+@functools.cache
 def _version() -> str:
     try:
         from importlib.metadata import version
@@ -568,16 +571,23 @@ def _state_events(span: Span, history: Sequence[StateEntry]) -> None:
 class _Open:
     """An open execution or task-run span, with the attributes its children start from."""
 
-    __slots__ = ("_context", "child_attrs", "error_type", "recording", "sampled", "span",
-                 "traceparent")  # fmt: skip
+    __slots__ = ("_context", "child_attrs", "error_type", "label", "recording", "sampled",
+                 "span", "traceparent")  # fmt: skip
 
-    def __init__(self, span: Span, child_attrs: dict[str, Any], shared: bool = False) -> None:
+    def __init__(
+        self,
+        span: Span,
+        child_attrs: dict[str, Any],
+        shared: bool = False,
+        sampled: bool | None = None,
+    ) -> None:
         self.span = span
         self.child_attrs = child_attrs
         self.traceparent: str | None = None
         # A shared span is its parent's (not sampled): only its owner records on it or ends it.
-        self.recording = not shared and span.is_recording()
-        self.sampled = _sampled(span)
+        self.recording = not shared and (sampled or span.is_recording())
+        self.sampled = _sampled(span) if sampled is None else sampled
+        self.label = ""
         self.error_type: str | None = None
         self._context: otel_context.Context | None = None
 
@@ -622,20 +632,22 @@ class TracingObserver(Observer):
         self._attempts: dict[int, Span] = {}
         self._instruments: dict[tuple[str, str], Any] = {}
         self._engine: EngineView | None = None
+        self._clock: Clock | None = None
 
     def bind(self, engine: EngineView) -> None:
         """Called by the engine: the clock for attempt spans, storage for durations."""
         self._engine = engine
+        self._clock = engine.clock
 
     def _now(self) -> int:
-        engine = self._engine
-        return _ns(engine.clock.now()) if engine is not None else _now_ns()
+        clock = self._clock
+        return int(clock.now() * 1e9) if clock is not None else _now_ns()
 
     @staticmethod
     def _end(entry: _Open, state: State, error: str | None, end: float) -> None:
         span = entry.span
         if entry.recording:
-            _put(span, "actorflow.state", state.value)
+            _put(span, "actorflow.state", _STATE_NAMES[state])
             if state in _ERROR_STATES:
                 _put(span, "error.type", entry.error_type or state.value)
                 span.set_status(Status(StatusCode.ERROR, error or state.value))
@@ -743,18 +755,18 @@ class TracingObserver(Observer):
                 found = self._open_run(known[pid], execution, known)
             if found is not None:
                 parent = found
-        child = execution.child_attrs.copy()
-        child["actorflow.task.id"] = tr.task_id
-        child["actorflow.task_run.id"] = tr.id
+        child = {**execution.child_attrs, "actorflow.task.id": tr.task_id,
+                 "actorflow.task_run.id": tr.id}  # fmt: skip
         if not parent.sampled:
-            entry = _Open(parent.span, child, shared=True)
+            entry = _Open(parent.span, child, True, False)
         else:
-            attrs = child.copy()
-            if tr.value is not None:
-                attrs["actorflow.task_run.value"] = tr.value
-            span = self._spans.child(task_span_name(tr), parent.span, parent.context, attrs,
-                                     _ns(tr.history[0].date))  # fmt: skip
-            entry = _Open(span, child)
+            attrs = {**child, "actorflow.task_run.value": tr.value} if tr.value is not None else {
+                **child}  # fmt: skip
+            label = _label(tr)
+            span = self._spans.child(f"task {label}", parent.span, parent.context, attrs,
+                                     int(tr.history[0].date * 1e9))  # fmt: skip
+            entry = _Open(span, child, False, True)
+            entry.label = label
         self._runs[tr.id] = entry
         return entry
 
@@ -770,11 +782,23 @@ class TracingObserver(Observer):
                 self._deferred.setdefault(tr.execution_id, {})[tr.id] = tr
                 return
             entry = self._open_run(tr, execution, {})
-        if tr.state.terminal:
+        state = tr.state
+        if state in TERMINAL:
             del self._runs[tr.id]
+            span = entry.span
+            end = tr.history[-1].date
+            if entry.recording and type(span) is _LightSpan and state not in _ERROR_STATES:
+                # The common case inlined: a light span that succeeded.
+                names = _STATE_NAMES
+                span._events.extend(
+                    [_StateEvent(names[e.state], int(e.date * 1e9)) for e in tr.history]
+                )
+                span._attrs["actorflow.state"] = names[state]
+                span.end(int(end * 1e9))
+                return
             if entry.recording:
-                _state_events(entry.span, tr.history)
-            self._end(entry, tr.state, tr.error, tr.history[-1].date)
+                _state_events(span, tr.history)
+            self._end(entry, state, tr.error, end)
 
     # -- attempts ---------------------------------------------------------------------------
     def attempt_started(self, scope: AttemptScope, tr: TaskRun, number: int) -> Any:
@@ -786,17 +810,18 @@ class TracingObserver(Observer):
             if execution is None:
                 execution = self._open_execution(scope.record)
             run = self._open_run(tr, execution, {})
+        ctx = run.context
         if run.sampled:
-            attrs = run.child_attrs.copy()
-            attrs["actorflow.attempt.number"] = number
-            start = _ns(tr.attempts[-1].start) if tr.attempts else self._now()
-            span = self._spans.child(attempt_span_name(tr, number), run.span, run.context,
-                                     attrs, start)  # fmt: skip
+            attrs = {**run.child_attrs, "actorflow.attempt.number": number}
+            attempts = tr.attempts
+            start = int(attempts[-1].start * 1e9) if attempts else self._now()
+            name = f"{run.label} attempt {number}"
+            span = self._spans.child(name, run.span, ctx, attrs, start)
             self._attempts[id(span)] = span
         else:
             span = run.span
         # Current for the task's code: attach and detach both run in the task-run actor's task.
-        token = otel_context.attach(trace.set_span_in_context(span, run.context))
+        token = otel_context.attach(trace.set_span_in_context(span, ctx))
         return span, token, run
 
     def attempt_ended(self, token: Any, state: State, error: BaseException | None) -> None:
@@ -805,7 +830,11 @@ class TracingObserver(Observer):
         if self._attempts.pop(id(span), None) is None:
             return  # the task run's own (unsampled) span, or already ended by close
         now = self._now()
-        _put(span, "actorflow.state", state.value)
+        if type(span) is _LightSpan and error is None and state is State.SUCCESS:
+            span._attrs["actorflow.state"] = "SUCCESS"
+            span.end(now)
+            return
+        _put(span, "actorflow.state", _STATE_NAMES[state])
         if error is not None:
             kind = _error_type(error)
             run.error_type = kind
@@ -1105,7 +1134,7 @@ def make_observer(tracing: Any) -> TracingObserver | None:
         return TracingObserver() if tracing is None and host_configured() else None
     if isinstance(tracing, Tracing):
         return TracingObserver(tracing.tracer_provider, tracing.meter_provider)
-    if isinstance(tracing, TracerProvider):
+    if isinstance(tracing, trace.TracerProvider):  # the SDK's, or any other
         return TracingObserver(tracing)
     if tracing is True and host_configured():
         return TracingObserver()
