@@ -527,7 +527,7 @@ async def test_task_code_writes_on_its_attempt_span(otel: Otel) -> None:
         await rt.run(af.Flow(id="u", tasks=[annotate("x")]))
     span = otel.one("x attempt 1")
     assert attr(span, "rows") == 42
-    assert isinstance(attr(span, "bad"), str)  # cleaned as the SDK cleans it
+    assert (span.attributes or {}).get("bad") is None  # cleaned as the SDK cleans it
     assert [(e.name, dict(e.attributes or {})) for e in span.events] == [
         ("checkpoint", {"step": 1})
     ]
