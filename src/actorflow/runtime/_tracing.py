@@ -759,6 +759,7 @@ class TracingObserver(Observer):
                  "actorflow.task_run.id": tr.id}  # fmt: skip
         if not parent.sampled:
             entry = _Open(parent.span, child, True, False)
+            entry._context = parent.context  # the same span current: the same context
         else:
             attrs = {**child, "actorflow.task_run.value": tr.value} if tr.value is not None else {
                 **child}  # fmt: skip
@@ -818,10 +819,11 @@ class TracingObserver(Observer):
             name = f"{run.label} attempt {number}"
             span = self._spans.child(name, run.span, ctx, attrs, start)
             self._attempts[id(span)] = span
+            ctx = trace.set_span_in_context(span, ctx)
         else:
-            span = run.span
+            span = run.span  # not sampled: its context is the one to make current
         # Current for the task's code: attach and detach both run in the task-run actor's task.
-        token = otel_context.attach(trace.set_span_in_context(span, ctx))
+        token = otel_context.attach(ctx)
         return span, token, run
 
     def attempt_ended(self, token: Any, state: State, error: BaseException | None) -> None:
