@@ -15,10 +15,10 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision, Sampler, SamplingResult
 from opentelemetry.trace import StatusCode
 
 import _support.cli as cli
@@ -103,9 +103,9 @@ async def test_sequential_tree_attributes_and_events(otel: Otel) -> None:
     assert root.parent is None
     assert parent_of(outer, spans) == "execution team.seq"
     assert parent_of(a, spans) == "task outer"
-    attempts = [s for s in spans if s.name == "attempt 1"]
+    attempts = [s for s in spans if s.name in ("a attempt 1", "own attempt 1")]
     assert {parent_of(s, spans) for s in attempts} == {"task a", "task own"}
-    assert parent_of(otel.one("user work"), spans) == "attempt 1"
+    assert parent_of(otel.one("user work"), spans) == "own attempt 1"
     tr = ex.task_run("a")
     assert attr(root, "actorflow.flow.namespace") == "team"
     assert attr(root, "actorflow.flow.revision") == flow.revision
@@ -148,10 +148,10 @@ async def test_parallel_and_retried_tasks(otel: Otel) -> None:
     assert parent_of(otel.one("task b"), spans) == "task both"
     assert parent_of(otel.one("task c"), spans) == "task both"
     c_attempts = sorted(
-        (s for s in spans if s.name.startswith("attempt") and attr(s, "actorflow.task.id") == "c"),
+        (s for s in spans if " attempt " in s.name and attr(s, "actorflow.task.id") == "c"),
         key=lambda s: attr(s, "actorflow.attempt.number"),
     )
-    assert [s.name for s in c_attempts] == ["attempt 1", "attempt 2"]
+    assert [s.name for s in c_attempts] == ["c attempt 1", "c attempt 2"]
     assert all(parent_of(s, spans) == "task c" for s in c_attempts)
     failed, ok = c_attempts
     assert failed.status.status_code is StatusCode.ERROR
@@ -176,7 +176,8 @@ async def test_foreach_and_subflow(otel: Otel) -> None:
         ex = await rt.run(flow)
     assert ex.state is State.SUCCESS
     spans = otel.spans()
-    d_spans = [s for s in spans if s.name == "task d"]
+    d_spans = [s for s in spans if s.name.startswith("task d")]
+    assert sorted(s.name for s in d_spans) == ["task d[1]", "task d[2]"]
     assert sorted(attr(s, "actorflow.task_run.value") for s in d_spans) == ["1", "2"]
     assert all(parent_of(s, spans) == "task each" for s in d_spans)
     sub_exec = otel.one("execution default.child")
@@ -202,9 +203,8 @@ async def test_failed_and_killed_runs_set_error_status(otel: Otel) -> None:
         span = next(s for s in spans if s.name == name)
         assert attr(span, "actorflow.state") == state
         assert span.status.status_code is StatusCode.ERROR
-    nap_attempt = next(
-        s for s in spans if s.name == "attempt 1" and parent_of(s, spans) == "task nap"
-    )
+    nap_attempt = otel.one("nap attempt 1")
+    assert parent_of(nap_attempt, spans) == "task nap"
     assert attr(nap_attempt, "actorflow.state") == "KILLED"
 
 
@@ -296,15 +296,11 @@ async def test_metrics_go_to_otel_instruments_and_logs_carry_ids(otel: Otel) -> 
                                        "actorflow.task.id": "a"}  # fmt: skip
     step: Any = points["step"].data
     assert sum(p.sum for p in step.data_points) == 1.0
-    attempt = next(
-        s for s in otel.spans() if s.name == "attempt 1" and attr(s, "actorflow.task.id") == "a"
-    )
+    attempt = otel.one("a attempt 1")
     line = next(lg for lg in logs if lg.message == "working")
     assert line.trace_id == format(attempt.context.trace_id, "032x")
     assert line.span_id == format(attempt.context.span_id, "016x")
-    failed = next(
-        s for s in otel.spans() if s.name == "attempt 1" and attr(s, "actorflow.task.id") == "c"
-    )
+    failed = otel.one("c attempt 1")
     error_line = next(lg for lg in bad_logs if lg.level == "ERROR")
     assert error_line.span_id == format(failed.context.span_id, "016x")
 
@@ -472,3 +468,147 @@ def test_cli_trace_console_writes_spans_to_stderr(tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["state"] == "SUCCESS"
     assert '"name": "execution examples.hello"' in proc.stderr
     assert '"actorflow.task.id": "greet"' in proc.stderr
+
+
+class _Recorder(SpanProcessor):
+    """Keeps what on_start and on_end receive, and sets an attribute at start."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, Any, Any]] = []
+        self.ended: list[ReadableSpan] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        assert span.is_recording() and span.end_time is None
+        self.started.append((span.name, span.parent, trace.get_current_span(parent_context)))
+        span.set_attribute("added.on_start", span.name)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span)
+
+
+async def test_processors_hear_each_span_start_and_end() -> None:
+    """A span processor's on_start gets each span as it starts (a live span it may set
+    attributes on, with its parent in parent_context), on_end an SDK ReadableSpan once it ends."""
+    provider = TracerProvider()
+    recorder = _Recorder()
+    provider.add_span_processor(recorder)
+    async with Runtime.open(":memory:", tracing=provider) as rt:
+        ex = await rt.run(af.Flow(id="p", tasks=[work("a")]))
+    assert ex.state is State.SUCCESS
+    assert [n for n, _, _ in recorder.started] == ["execution default.p", "task a", "a attempt 1"]
+    ended = {s.name: s for s in recorder.ended}
+    assert set(ended) == {"execution default.p", "task a", "a attempt 1"}
+    for name, parent, in_context in recorder.started:
+        span = ended[name]
+        assert isinstance(span, ReadableSpan)
+        assert attr(span, "added.on_start") == name
+        assert span.parent == parent
+        if parent is not None:
+            assert in_context.get_span_context() == parent
+    assert ended["task a"].parent == ended["execution default.p"].context
+    assert ended["a attempt 1"].parent == ended["task a"].context
+    assert ended["task a"].instrumentation_scope is not None
+    assert ended["task a"].instrumentation_scope.name == "actorflow"
+    assert ended["task a"].resource is provider.resource
+
+
+async def test_task_code_writes_on_its_attempt_span(otel: Otel) -> None:
+    """The task's code can set attributes and add events on the current span (its attempt);
+    values OTel does not accept are cleaned as the SDK cleans them."""
+
+    @af.task
+    async def annotate(ctx: af.TaskContext) -> None:
+        span = trace.get_current_span()
+        span.set_attribute("rows", 42)
+        span.set_attribute("bad", object())  # type: ignore[arg-type]
+        span.add_event("checkpoint", {"step": 1})
+
+    async with Runtime.open(":memory:", tracing=otel.tracing) as rt:
+        await rt.run(af.Flow(id="u", tasks=[annotate("x")]))
+    span = otel.one("x attempt 1")
+    assert attr(span, "rows") == 42
+    assert (span.attributes or {}).get("bad") is None  # cleaned as the SDK cleans it
+    assert [(e.name, dict(e.attributes or {})) for e in span.events] == [
+        ("checkpoint", {"step": 1})
+    ]
+
+
+class _CountingSampler(Sampler):
+    """Drops the executions of flow ``quiet``; counts what it is asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None,
+                      attributes: Any = None, links: Any = None, trace_state: Any = None) -> SamplingResult:  # fmt: skip
+        self.asked.append(name)
+        if (attributes or {}).get("actorflow.flow.id") == "quiet":
+            return SamplingResult(Decision.DROP)
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, {"sampled.by": "counter"})
+
+    def get_description(self) -> str:
+        return "counting"
+
+
+async def test_the_sampler_decides_once_per_execution() -> None:
+    """The provider's sampler is asked once per execution, with its span's name and attributes;
+    a dropped execution makes no span at all, a kept one is recorded whole with the sampler's
+    attributes on its execution span."""
+    sampler = _CountingSampler()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with Runtime.open(":memory:", tracing=provider) as rt:
+        quiet = await rt.run(af.Flow(id="quiet", tasks=[work("a"), work("b")]))
+        loud = await rt.run(af.Flow(id="loud", tasks=[work("a"), work("b")]))
+        logs = await rt.logs(quiet.id)
+    assert sampler.asked == ["execution default.quiet", "execution default.loud"]
+    spans = exporter.get_finished_spans()
+    assert {attr(s, "actorflow.execution.id") for s in spans} == {loud.id}
+    assert len(spans) == 5
+    root = next(s for s in spans if s.name == "execution default.loud")
+    assert attr(root, "sampled.by") == "counter"
+    assert {lg.trace_id for lg in logs if lg.trace_id} and all(lg.trace_id for lg in logs)
+
+
+class _OtherTracerProvider(trace.TracerProvider):
+    """A provider that is not the SDK's (its tracers wrap the SDK's): spans go through
+    start_span."""
+
+    def __init__(self, inner: TracerProvider) -> None:
+        self.inner = inner
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        sdk = self.inner.get_tracer(*args, **kwargs)
+
+        class Wrapped(trace.Tracer):
+            def start_span(self, *a: Any, **k: Any) -> trace.Span:
+                return sdk.start_span(*a, **k)
+
+            def start_as_current_span(self, *a: Any, **k: Any) -> Any:
+                return sdk.start_as_current_span(*a, **k)
+
+        return Wrapped()
+
+
+async def test_a_provider_that_is_not_the_sdks_gets_the_same_tree(otel: Otel) -> None:
+    """With a tracer provider that is not the SDK's, spans are made through start_span with the
+    same names, tree, events and status."""
+    retry = af.Retry.constant(0, max_attempts=2)
+    async with Runtime.open(":memory:", tracing=_OtherTracerProvider(otel.provider)) as rt:
+        ex = await rt.run(af.Flow(id="api", tasks=[work("c", fail_first=True, retry=retry)]))
+    assert ex.state is State.SUCCESS
+    spans = otel.spans()
+    assert sorted(s.name for s in spans) == [
+        "c attempt 1",
+        "c attempt 2",
+        "execution default.api",
+        "task c",
+    ]
+    assert parent_of(otel.one("c attempt 2"), spans) == "task c"
+    failed = otel.one("c attempt 1")
+    assert failed.status.status_code is StatusCode.ERROR
+    assert attr(failed, "error.type") == "ConnectionError"
+    assert [e.name for e in otel.one("task c").events] == [
+        h.state.value for h in ex.task_run("c").history
+    ]

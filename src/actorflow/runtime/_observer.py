@@ -6,6 +6,7 @@ the engine imports this module and never the reverse.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -47,6 +48,10 @@ class Observer:
 
     def execution_changed(self, ex: Execution) -> None:
         """An execution got a new state."""
+
+    def execution_recovered(self, ex: Execution, task_runs: Sequence[TaskRun]) -> None:
+        """A runtime resumes ``ex`` from storage (its process closed or died), with the task
+        runs as stored; called before any of them changes again."""
 
     def task_run_changed(self, tr: TaskRun, ex: Execution | None) -> None:
         """A task run got a new state."""

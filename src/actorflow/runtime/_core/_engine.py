@@ -370,6 +370,11 @@ class Engine:
         if not self.accepting:
             raise RuntimeClosedError("the runtime does not accept work any more")
         self.register(flow)
+        if mode == "recover" and self.tracing:
+            try:  # its spans continue from now, before any task run changes again
+                self.observer.execution_recovered(record, task_runs)
+            except Exception:  # tracing must never break an execution
+                _log.exception("observer failed on execution %s", record.id)
         ref = self.system._spawn(
             functools.partial(self._execution_actor, self, flow, record, task_runs, mode),
             None,
