@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODULES = ["actors", "storage_writer", "persistence", "engine", "tracing"]
+MODULES = ["actors", "storage_writer", "persistence", "engine", "growth", "tracing"]
 RESULTS = Path(__file__).parent / "results"
 
 
