@@ -2,7 +2,9 @@
 
 The ordinary lane is a bounded deque; the system lane is unbounded and always drained first.
 ``tell`` appends without yielding while there is room (no await on the fast path); only a full
-ordinary lane makes ``tell`` wait, which is the backpressure.
+ordinary lane makes ``tell`` wait, which is the backpressure. ``post`` is the one way past the
+bound, for reports a recipient must never refuse and whose number it bounds itself (a parent
+hears once from each child it spawned).
 """
 
 from __future__ import annotations
@@ -202,6 +204,25 @@ class ActorRef:
     def tell_nowait(self, message: Any) -> None:
         """Send without waiting; MailboxFull if the ordinary lane is full."""
         self._push(message, None)
+
+    def post(self, message: Any) -> None:
+        """Send without waiting and never refused: onto the ordinary lane even past its size.
+
+        In order with the ordinary messages. Only for messages the recipient bounds itself,
+        such as each child's report of its end to the parent that spawned it: refusing those
+        loses work (the children are done), and waiting would park every child on its parent.
+        """
+        if not self.alive or isinstance(message, SystemMessage):
+            self._push(message, None)
+            return
+        lane = self._ordinary
+        if lane is None:
+            lane = self._ordinary = deque()
+        lane.append((message, None))
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set()
 
     async def _room_for(self, message: Any) -> None:
         """Wait while the ordinary lane is full (system messages never wait)."""

@@ -119,8 +119,9 @@ class ExecutionActor(Actor):
         elif isinstance(message, Terminated):
             if message.error is not None:
                 # Terminated comes on the system lane, ahead of the snapshots the child sent
-                # before crashing: handle it after them, on the ordinary lane.
-                self.context.self_ref.tell_nowait(ChildCrashed(message.ref, message.error))
+                # before crashing: handle it after them, on the ordinary lane (never refused:
+                # one per child at most, like the reports themselves).
+                self.context.self_ref.post(ChildCrashed(message.ref, message.error))
         elif isinstance(message, Start):
             self._start()
         elif isinstance(message, Dequeue):
