@@ -3,15 +3,18 @@ from the task runs in any order, and big fan-outs finish."""
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import actorflow as af
+from actorflow.runtime._core._execution import CREATE_CHUNK
 from actorflow.runtime._core._frames import MAIN, Frame, make_frame
 from actorflow.runtime._records import StateEntry, TaskRun
 from actorflow.runtime._states import State, worst
@@ -160,6 +163,8 @@ def test_foreach_decides_as_the_rescan_rules_even_when_rebuilt(
         want = ref_foreach(d.main_runs(), n_values, n_tasks, concurrency)
         assert got == want
         assert frame.nexts() == frame.nexts()  # asking twice creates nothing
+        some = frame.nexts(2)
+        assert len(some) == min(2, len(want)) and set(some) <= set(frame.nexts())
 
     d = Driver(each, random.Random(seed))
     result = run_to_end(d, fail_rate, check)
@@ -186,7 +191,9 @@ def test_dag_decides_as_the_rescan_rules_even_when_rebuilt(
                  nodes=[af.DagTask(task=nothing(t), depends_on=ds) for t, ds in deps.items()])  # fmt: skip
 
     def check(d: Driver, frame: Frame) -> None:
-        assert [s.task.id for s in frame.nexts()] == ref_dag(d.main_runs(), deps, concurrency)
+        want = ref_dag(d.main_runs(), deps, concurrency)
+        assert [s.task.id for s in frame.nexts()] == want
+        assert [s.task.id for s in frame.nexts(1)] == want[:1]
 
     d = Driver(dag, rnd)
     result = run_to_end(d, fail_rate, check)
@@ -210,7 +217,6 @@ def test_rebuilt_dag_frame_skips_a_node_started_before_its_dependencies_were_add
 
 
 # -- whole executions -------------------------------------------------------------------------
-pytestmark_anyio = pytest.mark.anyio
 
 
 @pytest.mark.anyio
@@ -225,3 +231,97 @@ async def test_foreach_of_20000_values_succeeds(rt: af.Runtime, concurrency: int
     assert ex.state is af.State.SUCCESS
     assert sum(1 for tr in ex.task_runs if tr.task_id == "t") == 20_000
     assert rt.engine.system.dead_letters.count == 0
+
+
+SLOW = pytest.mark.skipif(
+    not os.environ.get("ACTORFLOW_SLOW_TESTS"),
+    reason="slow (about 25 s and 600 MB): set ACTORFLOW_SLOW_TESTS=1 to run it",
+)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("n", [20_000, pytest.param(100_000, marks=SLOW)])
+async def test_children_ending_at_once_lose_no_report(rt: af.Runtime, n: int) -> None:
+    """Children that all end in the same instant, far past the execution's 4,096-message
+    mailbox, are all heard: SUCCESS, no dead letter, no crash."""
+    started = 0
+    gate, all_in = anyio.Event(), anyio.Event()
+
+    @af.task
+    async def wait_gate(ctx: af.TaskContext) -> None:
+        nonlocal started
+        started += 1
+        if started == n:
+            all_in.set()
+        await gate.wait()
+
+    flow = af.Flow(id="gate", tasks=[
+        af.ForEach(id="each", values=list(range(n)), concurrency=0, tasks=[wait_gate("t")]),
+    ])  # fmt: skip
+    handle = await rt.submit(flow)
+    await all_in.wait()
+    gate.set()  # every child ends, and reports, before the execution handles one report
+    ex = await handle.wait()
+    assert ex.state is af.State.SUCCESS
+    assert sum(1 for tr in ex.task_runs if tr.state is af.State.SUCCESS) == n + 1
+    system = rt.engine.system
+    assert system.dead_letters.count == 0 and not system.crashes
+
+
+@pytest.mark.anyio
+async def test_a_big_fan_out_is_created_in_chunks(rt: af.Runtime) -> None:
+    """A 5,000-task Parallel does not spawn every child before the first one runs: short
+    children end about as fast as they are created, so few actors are alive at once."""
+    alive: list[int] = []
+    system = rt.engine.system
+
+    @af.task
+    async def count(ctx: af.TaskContext) -> None:
+        alive.append(len(system))
+
+    flow = af.Flow(
+        id="fan", tasks=[af.Parallel(id="all", tasks=[count(f"t{i}") for i in range(5000)])]
+    )
+    ex = await rt.run(flow)
+    assert ex.state is af.State.SUCCESS and len(alive) == 5000
+    assert max(alive) <= 3 * CREATE_CHUNK
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("control", ["kill", "pause"])
+async def test_control_between_chunks_of_a_fan_out(rt: af.Runtime, control: str) -> None:
+    """Kill or pause while a fan-out is still being created: kill ends KILLED with nothing
+    created after it; pause then resume creates the rest and succeeds, no report lost."""
+    n = 3 * CREATE_CHUNK
+    started = 0
+    gate, first = anyio.Event(), anyio.Event()
+
+    @af.task
+    async def wait_gate(ctx: af.TaskContext) -> None:
+        nonlocal started
+        started += 1
+        first.set()
+        await gate.wait()
+
+    flow = af.Flow(
+        id="fan", tasks=[af.Parallel(id="all", tasks=[wait_gate(f"t{i}") for i in range(n)])]
+    )
+    handle = await rt.submit(flow)
+    await first.wait()  # the first chunk runs; the rest is not created yet
+    assert started < n
+    if control == "kill":
+        await rt.kill(handle.id)
+        ex = await handle.wait()
+        assert ex.state is af.State.KILLED
+        created = [tr for tr in ex.task_runs if tr.task_id.startswith("t")]
+        assert created and len(created) < n
+        assert all(tr.state is af.State.KILLED for tr in created)
+    else:
+        await rt.pause(handle.id)
+        gate.set()
+        await rt.wait_for(handle.id, af.State.PAUSED)
+        await rt.resume(handle.id)
+        ex = await handle.wait()
+        assert ex.state is af.State.SUCCESS
+        assert sum(1 for tr in ex.task_runs if tr.task_id.startswith("t")) == n
+        assert rt.engine.system.dead_letters.count == 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from itertools import islice
 from typing import Any, NamedTuple
@@ -22,6 +23,7 @@ from actorflow.runtime._states import State, worst
 from actorflow.runtime._tasks import Dag, Flowable, ForEach, If, Parallel, Switch, Task
 
 MAIN, ERRORS, FINALLY = "tasks", "errors", "finally"
+ALL = sys.maxsize  # no limit on how many next children to list
 
 
 class Spec(NamedTuple):
@@ -136,13 +138,15 @@ class Frame:
         """Whether a main child failed (so main stops and ``errors`` run)."""
         return self.main.failed
 
-    def main_nexts(self) -> list[Spec]:
-        """Next main children; default: one after another, stopping at a failure."""
+    def main_nexts(self, limit: int) -> list[Spec]:
+        """Next main children (at most ``limit``, ``limit`` >= 1); default: one after
+        another, stopping at a failure."""
         return _seq(self.tasks, self.main, MAIN, self.value)
 
-    def nexts(self) -> list[Spec]:
-        """Children to create now (pure: creating them changes the answer)."""
-        specs = self.main_nexts()
+    def nexts(self, limit: int = ALL) -> list[Spec]:
+        """Children to create now, the first ``limit`` of them (pure: creating them changes
+        the answer). Costs what it returns, not what the frame holds."""
+        specs = self.main_nexts(limit)
         if specs or self.main_active():
             return specs
         if self.main_failed() and self.errors:
@@ -166,7 +170,7 @@ class Frame:
         if self.error is not None:
             state = State.FAILED
         else:
-            if self.nexts():
+            if self.nexts(1):
                 return None
             state = worst(self.main_states())
             if self.fin.failed:
@@ -197,14 +201,15 @@ class ParallelFrame(Frame):
         super().__init__(*args, **kw)
         self.concurrency = concurrency
 
-    def main_nexts(self) -> list[Spec]:
+    def main_nexts(self, limit: int) -> list[Spec]:
         if self.main.failed:
             return []
         started = len(self.main.ids)
-        room = len(self.tasks) - started
+        room = min(len(self.tasks) - started, limit)
         if self.concurrency:
             room = min(room, self.concurrency - self.main.active)
-        return [Spec(t, MAIN, self.value) for t in self.tasks[started : started + max(room, 0)]]
+        value = self.value
+        return [Spec(t, MAIN, value) for t in self.tasks[started : started + max(room, 0)]]
 
 
 class DagFrame(ParallelFrame):
@@ -256,10 +261,11 @@ class DagFrame(ParallelFrame):
         if tr.branch == MAIN and not old.terminal and tr.state.terminal:
             self._ended(tr.task_id)
 
-    def main_nexts(self) -> list[Spec]:
+    def main_nexts(self, limit: int) -> list[Spec]:
         if self.main.failed:
             return []
         room = self.concurrency - self.main.active if self.concurrency else len(self.tasks)
+        room = min(room, limit)
         staged, ready, started = self._staged, self._ready, self._started
         while len(staged) < room and ready:
             k = heapq.heappop(ready)
@@ -352,13 +358,13 @@ class ForEachFrame(Frame):
             self.main.failed = True
         self._track(i, was_open)
 
-    def main_nexts(self) -> list[Spec]:
+    def main_nexts(self, limit: int) -> list[Spec]:
         tasks, values, created = self.tasks, self.values, self._created
-        specs = [Spec(tasks[created[i]], MAIN, values[i], i) for i in self._ready]
+        specs = [Spec(tasks[created[i]], MAIN, values[i], i) for i in islice(self._ready, limit)]
         if self.main.failed or not tasks:
             return specs
         n = len(values)
-        room = n - self._next_group
+        room = min(n - self._next_group, limit - len(specs))
         if self.concurrency:
             room = min(room, self.concurrency - self._open)
         first = tasks[0]
