@@ -219,20 +219,6 @@ def test_rebuilt_dag_frame_skips_a_node_started_before_its_dependencies_were_add
 # -- whole executions -------------------------------------------------------------------------
 
 
-@pytest.mark.anyio
-@pytest.mark.parametrize("concurrency", [0, 10])
-async def test_foreach_of_20000_values_succeeds(rt: af.Runtime, concurrency: int) -> None:
-    """20,000 values (at once, or ten groups at a time) all run once and the ForEach succeeds."""
-    flow = af.Flow(id="fe", tasks=[
-        af.ForEach(id="each", values=list(range(20_000)), concurrency=concurrency,
-                   tasks=[nothing("t")]),
-    ])  # fmt: skip
-    ex = await rt.run(flow)
-    assert ex.state is af.State.SUCCESS
-    assert sum(1 for tr in ex.task_runs if tr.task_id == "t") == 20_000
-    assert rt.engine.system.dead_letters.count == 0
-
-
 SLOW = pytest.mark.skipif(
     not os.environ.get("ACTORFLOW_SLOW_TESTS"),
     reason="slow (about 25 s and 600 MB): set ACTORFLOW_SLOW_TESTS=1 to run it",
