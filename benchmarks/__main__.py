@@ -23,6 +23,7 @@ MODULES = [
     "durable",
     "tracing",
     "flow_loading",
+    "growth",
 ]
 RESULTS = Path(__file__).parent / "results"
 

@@ -67,6 +67,35 @@ async def test_full_mailbox_applies_backpressure() -> None:
     assert log == ["block", 1, 2, 3, "end"]
 
 
+async def test_post_is_never_refused_and_keeps_order() -> None:
+    """post queues past a full ordinary lane, in order with told messages, and loses none."""
+    log: list[Any] = []
+    gate = anyio.Event()
+    async with open_actor_system() as system:
+        ref = system.spawn(lambda: Recorder(log, gate), mailbox_size=2)
+        ref.tell_nowait("block")
+        await anyio.wait_all_tasks_blocked()
+        ref.tell_nowait(0)
+        ref.tell_nowait(1)
+        for i in range(2, 10_002):
+            ref.post(i)
+        with pytest.raises(MailboxFull):
+            ref.tell_nowait("refused")  # the bound still holds for ordinary sends
+        gate.set()
+        assert await ref.ask("end") == "end"
+    assert log == ["block", *range(10_002), "end"]
+    assert system.dead_letters.count == 0
+
+
+async def test_post_to_a_stopped_actor_is_a_dead_letter() -> None:
+    """post to a stopped actor records a dead letter instead of raising."""
+    async with open_actor_system() as system:
+        ref = system.spawn(lambda: Recorder([]))
+        await ref.stop()
+        ref.post("late")
+        assert system.dead_letters.count == 1
+
+
 async def test_system_messages_overtake_a_full_mailbox() -> None:
     """A system message is accepted by a full mailbox and handled before queued ones."""
     log: list[Any] = []

@@ -2,7 +2,9 @@
 
 The ordinary lane is a bounded deque; the system lane is unbounded and always drained first.
 ``tell`` appends without yielding while there is room (no await on the fast path); only a full
-ordinary lane makes ``tell`` wait, which is the backpressure.
+ordinary lane makes ``tell`` wait, which is the backpressure. ``post`` is the one way past the
+bound, for reports a recipient must never refuse and whose number it bounds itself (a parent
+hears once from each child it spawned).
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class ActorRef:
         "_capacity",
         "_done",
         "_inflight",
+        "_next",
         "_notify_stop",
         "_ordinary",
         "_room",
@@ -126,6 +129,10 @@ class ActorRef:
         # paused execution, say) keeps no buffers, and there may be a hundred thousand.
         self._system_lane: deque[Envelope] | None = None
         self._ordinary: deque[Envelope] | None = None
+        # The oldest ordinary message while the ordinary deque is not made: most actors (a task
+        # run gets Start and little else) never hold more than one, and a deque costs 600 bytes.
+        # Set only while ``_ordinary`` is None, so everything in ``_ordinary`` is newer.
+        self._next: Envelope | None = None
         self._wake: Signal | None = None
         self._room: deque[anyio.Event] | None = None  # senders waiting for room, when any
         self._done: anyio.Event | None = None  # made on first join: most actors never get one
@@ -169,10 +176,16 @@ class ActorRef:
         else:
             lane = self._ordinary
             if lane is None:
-                lane = self._ordinary = deque()
-            elif len(lane) >= self._capacity:
-                raise MailboxFull(f"mailbox of {self.name} is full ({self._capacity} messages)")
-            lane.append((message, reply))
+                if self._next is None:
+                    self._next = (message, reply)
+                else:
+                    if self._capacity < 2:
+                        raise MailboxFull(f"mailbox of {self.name} is full (1 message)")
+                    self._ordinary = deque(((message, reply),))
+            else:
+                if len(lane) + (self._next is not None) >= self._capacity:
+                    raise MailboxFull(f"mailbox of {self.name} is full ({self._capacity} messages)")
+                lane.append((message, reply))
         wake = self._wake
         if wake is not None:
             self._wake = None
@@ -203,6 +216,28 @@ class ActorRef:
         """Send without waiting; MailboxFull if the ordinary lane is full."""
         self._push(message, None)
 
+    def post(self, message: Any) -> None:
+        """Send without waiting and never refused: onto the ordinary lane even past its size.
+
+        In order with the ordinary messages. Only for messages the recipient bounds itself,
+        such as each child's report of its end to the parent that spawned it: refusing those
+        loses work (the children are done), and waiting would park every child on its parent.
+        """
+        if not self.alive or isinstance(message, SystemMessage):
+            self._push(message, None)
+            return
+        lane = self._ordinary
+        if lane is not None:
+            lane.append((message, None))
+        elif self._next is None:
+            self._next = (message, None)
+        else:
+            self._ordinary = deque(((message, None),))
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set()
+
     async def _room_for(self, message: Any) -> None:
         """Wait while the ordinary lane is full (system messages never wait)."""
         while self.alive and not isinstance(message, SystemMessage) and self._full():
@@ -222,7 +257,8 @@ class ActorRef:
 
     def _full(self) -> bool:
         lane = self._ordinary
-        return lane is not None and len(lane) >= self._capacity
+        queued = (len(lane) if lane is not None else 0) + (self._next is not None)
+        return queued >= self._capacity
 
     def _free_slot(self) -> None:
         """One slot freed up: wake the longest-waiting sender."""

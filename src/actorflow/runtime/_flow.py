@@ -21,6 +21,10 @@ from actorflow.runtime._values import (
 )
 
 _MISSING: Any = object()
+# Deepest task nesting a flow may have (a top-level task is at level 1). Far beyond what a
+# flow needs; it keeps every walk over the tree, ours and the host's, clear of the
+# interpreter's recursion limit.
+MAX_NESTING = 200
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,10 +233,28 @@ class Flow:
     def _walk(
         self, tasks: Sequence[Task], parent: Flowable | None
     ) -> Iterator[tuple[Task, Flowable | None]]:
-        for t in tasks:
-            yield t, parent
+        """Every task under ``tasks`` with its parent, depth first, each before its children.
+
+        Iterative: no recursion however deep the tree; deeper than MAX_NESTING is refused.
+        """
+        stack: list[tuple[Iterator[Task], Flowable | None]] = [(iter(tasks), parent)]
+        while stack:
+            children, owner = stack[-1]
+            t = next(children, None)
+            if t is None:
+                stack.pop()
+                continue
+            yield t, owner
             if isinstance(t, Flowable):
-                yield from self._walk(t.children(), t)
+                kids = t.children()
+                if not kids:
+                    continue
+                if len(stack) >= MAX_NESTING:
+                    raise FlowValidationError([_with_file(Problem(
+                        f"tasks nest more than {MAX_NESTING} levels deep (under {t.id!r})",
+                        field=t.id,
+                    ), self.source_path)])  # fmt: skip
+                stack.append((iter(kids), t))
 
     def task(self, task_id: str) -> Task:
         """The task with that id (KeyError if none)."""
@@ -278,16 +300,20 @@ def _check_dag(dag: Dag) -> list[Problem]:
                 problems.append(
                     Problem(f"depends on unknown task id {d!r}", field=f"{node.task.id}.depends_on")
                 )
-    # Kahn's algorithm: whatever is left once no node is free is on a cycle.
-    remaining = {i: {d for d in deps[i] if d in deps} for i in ids}
-    while True:
-        free = [i for i, ds in remaining.items() if not ds]
-        if not free:
-            break
-        for i in free:
-            del remaining[i]
-        for ds in remaining.values():
-            ds.difference_update(free)
+    # Kahn's algorithm, counting: whatever is never freed is on a cycle (or waits on one).
+    waiting = {i: {d for d in deps[i] if d in deps} for i in ids}
+    dependents: dict[str, list[str]] = {}
+    for i, ds in waiting.items():
+        for d in ds:
+            dependents.setdefault(d, []).append(i)
+    count = {i: len(ds) for i, ds in waiting.items()}
+    free = [i for i, c in count.items() if not c]
+    while free:
+        for j in dependents.get(free.pop(), ()):
+            count[j] -= 1
+            if not count[j]:
+                free.append(j)
+    remaining = [i for i, c in count.items() if c]
     if remaining:
         problems.append(
             Problem(f"cyclic dependency between {sorted(remaining)}", field=f"{dag.id}.nodes")

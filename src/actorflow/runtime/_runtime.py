@@ -340,10 +340,7 @@ class Runtime(Recovery):
                 snap = await ref.ask(Snapshot(), timeout=5.0)
                 if isinstance(snap, Execution):
                     return snap
-        ended = self.engine._ended.get(execution_id)
-        if ended is not None:
-            return ended
-        return await self._load(execution_id)
+        return await self._load(execution_id)  # ended (the ended cache keeps no trees) or not here
 
     async def _load(self, execution_id: str) -> Execution:
         row = await self.store.get_execution(execution_id)
@@ -357,7 +354,7 @@ class Runtime(Recovery):
         """Wait until the execution is terminal (its final state is stored); returns the tree."""
         found = self.engine.waiter(execution_id)
         if isinstance(found, Execution):
-            return found
+            return await self._load(execution_id)  # ended and stored: its tree is in the store
         if found is not None and timeout is None:
             return await found  # the common case: no cancel scope to build
         with anyio.fail_after(timeout):

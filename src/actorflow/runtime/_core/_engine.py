@@ -21,6 +21,8 @@ from actorflow.runtime._clock import Clock, Timers
 from actorflow.runtime._core._admission import Admission
 from actorflow.runtime._core._messages import Complete, Dequeue, Start
 from actorflow.runtime._core._persist import (
+    decode_execution,
+    decode_task_run,
     execution_rows,
     execution_rows_timed,
     history_ops,
@@ -159,7 +161,11 @@ class Engine:
         self.live: dict[str, ActorRef] = {}
         self.admission = Admission(max_active, max_queued)
         self._waiters: dict[str, list[asyncio.Future[Execution]]] = {}
+        # Executions that ended here and are stored, newest last (at most _KEEP_ENDED): each
+        # as its record alone (no task runs, inputs or outputs), so the cache costs the same
+        # whatever the executions carried; a late wait() or get() reads the tree from the store.
         self._ended: dict[str, Execution] = {}
+        self._loads: set[asyncio.Task[None]] = set()  # child trees read for watch_child
         self._ending: dict[str, Commit] = {}  # ended, final snapshot not committed yet
         self._child_watchers: dict[str, ActorRef] = {}
         self._state_waiters: dict[str, list[tuple[frozenset[State], anyio.Event]]] = {}
@@ -405,7 +411,7 @@ class Engine:
             self._ending.pop(ex.id, None)
             ended = self._ended
             if error is None:
-                ended[ex.id] = ex
+                ended[ex.id] = _ended_marker(ex)
                 for listener in self.end_listeners:
                     listener(ex)
             for done in self._waiters.pop(ex.id, ()):
@@ -416,7 +422,7 @@ class Engine:
                         done.set_exception(_not_stored(ex, error))
             if watcher is not None:
                 watcher.tell_nowait(Complete(ex.state, _child_outputs(ex), ex.error))
-            if len(ended) > 10_000:
+            if len(ended) > _KEEP_ENDED:
                 ended.pop(next(iter(ended)))
 
         # Nobody waiting: the writer may keep gathering; a waiter that comes wants it now.
@@ -424,8 +430,8 @@ class Engine:
         commit.add_callback(committed, want=watcher is not None or ex.id in self._waiters)
 
     def waiter(self, execution_id: str) -> Execution | asyncio.Future[Execution] | None:
-        """The ended execution, a future of it (set once its end is stored), or None when it
-        is not live here."""
+        """The ended execution's record (without its tree: read that from the store), a future
+        of the full tree (set once its end is stored), or None when it is not live here."""
         ended = self._ended.get(execution_id)
         if ended is not None:
             return ended
@@ -499,11 +505,31 @@ class Engine:
 
     def watch_child(self, child_id: str, watcher: ActorRef) -> None:
         """After recovery: tell ``watcher`` when child execution ``child_id`` ends."""
-        done = self._ended.get(child_id)
-        if done is not None:
-            watcher.tell_nowait(Complete(done.state, _child_outputs(done), done.error))
+        if child_id in self._ended:
+            # Ended and stored here already; the cache keeps no outputs: read them back.
+            task = asyncio.get_running_loop().create_task(self._tell_ended(child_id, watcher))
+            self._loads.add(task)
+            task.add_done_callback(self._loads.discard)
         else:
             self._child_watchers[child_id] = watcher
+
+    async def load_execution(self, execution_id: str) -> Execution | None:
+        """The stored tree of an execution, or None if there is none."""
+        row = await self.store.get_execution(execution_id)
+        if row is None:
+            return None
+        ex = decode_execution(row.data)
+        runs = [decode_task_run(r.data) for r in await self.store.task_runs(execution_id)]
+        return msgspec.structs.replace(ex, task_runs=tuple(runs))
+
+    async def _tell_ended(self, child_id: str, watcher: ActorRef) -> None:
+        try:
+            done = await self.load_execution(child_id)
+        except Exception:  # storage failed: the parent is recovered again on the next start
+            _log.exception("could not read ended child execution %s", child_id)
+            return
+        if done is not None:
+            watcher.tell_nowait(Complete(done.state, _child_outputs(done), done.error))
 
     def kill_child(self, child_id: str) -> None:
         """Kill a subflow's child execution (cascade)."""
@@ -514,6 +540,16 @@ class Engine:
 
 def _unavailable(what: str, error: BaseException) -> StorageUnavailable:
     return StorageUnavailable(f"{what}: {error}")
+
+
+_KEEP_ENDED = 10_000
+
+
+def _ended_marker(ex: Execution) -> Execution:
+    """What the ended cache keeps of ``ex``: the record without its tree or data."""
+    return msgspec.structs.replace(
+        ex, task_runs=(), inputs={}, labels={}, flow_source=None, error=None
+    )
 
 
 def _not_stored(ex: Execution, error: BaseException) -> StorageUnavailable:

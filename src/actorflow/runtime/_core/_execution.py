@@ -8,6 +8,7 @@ snapshot it reported, at most three times, then fails that task run.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,11 @@ if TYPE_CHECKING:
     from actorflow.runtime._core._engine import Engine
 
 _MAX_CHILD_RESTARTS = 3
+# Children created between two passes over the mailbox: a frame asking for 100,000 at once gets
+# them in chunks, with the reports of those already running handled in between. No limit on
+# how many run (a chunk that has not ended is not waited for), but the loop never stalls for
+# the whole fan-out, and short children end about as fast as they are made.
+CREATE_CHUNK = 512
 
 
 class ChildCrashed(msgspec.Struct, frozen=True, tag=True):
@@ -48,15 +54,19 @@ class ChildCrashed(msgspec.Struct, frozen=True, tag=True):
     error: str
 
 
+class _Continue(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """Create the children a chunk left over (see CREATE_CHUNK)."""
+
+
 class ExecutionActor(Actor):
     """Runs one execution to a terminal state."""
 
-    # Its children (executions / task runs) do not depend on one another: a shutdown gives
-    # them one grace period together.
+    # Its children (task runs) do not depend on one another: a shutdown gives them one grace
+    # period together.
     stop_children_together = True
 
-    __slots__ = ("_pending", "child_restarts", "engine", "ex", "flow", "frames", "live", "mode",
-                 "runs", "scope")  # fmt: skip
+    __slots__ = ("_budget", "_deferred", "_pending", "child_restarts", "engine", "ex", "flow",
+                 "frames", "live", "mode", "runs", "scope")  # fmt: skip
 
     def __init__(
         self, engine: Engine, flow: Flow, record: Execution, task_runs: list[TaskRun], mode: str
@@ -70,6 +80,8 @@ class ExecutionActor(Actor):
         self.child_restarts: dict[str, int] = {}
         self.mode = mode
         self._pending: list[StateEntry] = []
+        self._budget = CREATE_CHUNK  # children this pass over the mailbox may still create
+        self._deferred: dict[int, Frame] | None = None  # frames with children left to create
         self.scope: ExecutionScope
 
     # -- state -----------------------------------------------------------------------
@@ -123,8 +135,9 @@ class ExecutionActor(Actor):
         elif isinstance(message, Terminated):
             if message.error is not None:
                 # Terminated comes on the system lane, ahead of the snapshots the child sent
-                # before crashing: handle it after them, on the ordinary lane.
-                self.context.self_ref.tell_nowait(ChildCrashed(message.ref, message.error))
+                # before crashing: handle it after them, on the ordinary lane (never refused:
+                # one per child at most, like the reports themselves).
+                self.context.self_ref.post(ChildCrashed(message.ref, message.error))
         elif isinstance(message, Start):
             self._start()
         elif isinstance(message, Dequeue):
@@ -145,6 +158,10 @@ class ExecutionActor(Actor):
             self._rebuild()
         elif isinstance(message, ChildCrashed):
             self._child_terminated(message)
+        elif type(message) is _Continue:
+            frames, self._deferred = self._deferred or {}, None
+            self._budget = CREATE_CHUNK
+            self._process(list(frames.values()))
         return None
 
     def _start(self) -> None:
@@ -275,13 +292,20 @@ class ExecutionActor(Actor):
         while work:
             frame = work.pop()
             if not killing:
-                specs = frame.nexts()
-                while specs:
+                while True:
+                    if not self._budget:
+                        if frame.nexts(1):
+                            self._defer([*work, frame])
+                            return
+                        break
+                    specs = frame.nexts(self._budget)
+                    if not specs:
+                        break
+                    self._budget -= len(specs)
                     for spec in specs:
                         child = self._create(spec, frame)
                         if child is not None:
                             work.append(child)
-                    specs = frame.nexts()
                     if self.ex.state is not State.RUNNING:
                         return
             state = frame.result(killing)
@@ -299,6 +323,17 @@ class ExecutionActor(Actor):
             if parent is not None:
                 parent.changed(old, owner)
                 work.append(parent)
+
+    def _defer(self, frames: list[Frame]) -> None:
+        """Continue with ``frames`` after the messages already queued (reports among them)."""
+        deferred = self._deferred
+        if deferred is None:
+            deferred = self._deferred = {}
+            # Posted once the loop has run what is ready now (the children just spawned among
+            # it), so their reports come first; never refused, like them: one is pending at most.
+            asyncio.get_running_loop().call_soon(self.context.self_ref.post, _Continue())
+        for frame in frames:
+            deferred[id(frame)] = frame
 
     def _create(self, spec: Spec, frame: Frame) -> Frame | None:
         """Create and dispatch one child task run; returns a new frame to process."""

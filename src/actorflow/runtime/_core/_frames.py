@@ -1,16 +1,21 @@
 """Scheduling of containers (the flow's top level and each flowable task run).
 
 A frame decides which child task runs come next and, once nothing more can run, its own
-terminal state (worst child wins, then allow_failure / allow_warning). Frames keep counters
-updated per child change, so deciding is O(1) for sequences instead of rescanning children
-(Kestra's executor rescans the whole execution on every message). A frame can always be
-rebuilt from the task runs alone, which is how restart and crash recovery reconstruct it.
+terminal state (worst child wins, then allow_failure / allow_warning). Frames keep counters and
+ready sets updated per child change, so each decision costs the same whether the frame has ten
+children or a hundred thousand (Kestra's executor rescans the whole execution on every
+message; an earlier version here rescanned every ForEach group and every Dag node). A frame can
+always be rebuilt from the task runs alone, in any order they are added, which is how restart
+and crash recovery reconstruct it.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
+import sys
 from collections.abc import Mapping, Sequence
+from itertools import islice
 from typing import Any, NamedTuple
 
 from actorflow.runtime._records import TaskRun
@@ -18,6 +23,7 @@ from actorflow.runtime._states import State, worst
 from actorflow.runtime._tasks import Dag, Flowable, ForEach, If, Parallel, Switch, Task
 
 MAIN, ERRORS, FINALLY = "tasks", "errors", "finally"
+ALL = sys.maxsize  # no limit on how many next children to list
 
 
 class Spec(NamedTuple):
@@ -30,19 +36,17 @@ class Spec(NamedTuple):
 
 
 class Lane:
-    """Children of one branch (or one ForEach value group)."""
+    """Children of one branch: their ids in creation order, how many run, whether one failed."""
 
-    __slots__ = ("active", "by_task", "failed", "ids")
+    __slots__ = ("active", "failed", "ids")
 
     def __init__(self) -> None:
         self.ids: list[str] = []
-        self.by_task: dict[str, str] = {}
         self.active = 0
         self.failed = False
 
     def add(self, tr: TaskRun) -> None:
         self.ids.append(tr.id)
-        self.by_task[tr.task_id] = tr.id
         if not tr.state.terminal:
             self.active += 1
         elif tr.state.failed:
@@ -134,13 +138,15 @@ class Frame:
         """Whether a main child failed (so main stops and ``errors`` run)."""
         return self.main.failed
 
-    def main_nexts(self) -> list[Spec]:
-        """Next main children; default: one after another, stopping at a failure."""
+    def main_nexts(self, limit: int) -> list[Spec]:
+        """Next main children (at most ``limit``, ``limit`` >= 1); default: one after
+        another, stopping at a failure."""
         return _seq(self.tasks, self.main, MAIN, self.value)
 
-    def nexts(self) -> list[Spec]:
-        """Children to create now (pure: creating them changes the answer)."""
-        specs = self.main_nexts()
+    def nexts(self, limit: int = ALL) -> list[Spec]:
+        """Children to create now, the first ``limit`` of them (pure: creating them changes
+        the answer). Costs what it returns, not what the frame holds."""
+        specs = self.main_nexts(limit)
         if specs or self.main_active():
             return specs
         if self.main_failed() and self.errors:
@@ -164,7 +170,7 @@ class Frame:
         if self.error is not None:
             state = State.FAILED
         else:
-            if self.nexts():
+            if self.nexts(1):
                 return None
             state = worst(self.main_states())
             if self.fin.failed:
@@ -189,95 +195,192 @@ class ParallelFrame(Frame):
     After a failure no new child starts; running ones finish, then the frame is FAILED.
     """
 
-    concurrency = 0
+    __slots__ = ("concurrency",)
 
-    def main_nexts(self) -> list[Spec]:
+    def __init__(self, *args: Any, concurrency: int = 0, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.concurrency = concurrency
+
+    def main_nexts(self, limit: int) -> list[Spec]:
         if self.main.failed:
             return []
         started = len(self.main.ids)
-        room = len(self.tasks) - started
+        room = min(len(self.tasks) - started, limit)
         if self.concurrency:
             room = min(room, self.concurrency - self.main.active)
-        return [Spec(t, MAIN, self.value) for t in self.tasks[started : started + max(room, 0)]]
+        value = self.value
+        return [Spec(t, MAIN, value) for t in self.tasks[started : started + max(room, 0)]]
 
 
 class DagFrame(ParallelFrame):
-    """Each node starts once all its dependencies ended."""
+    """Each node starts once all its dependencies ended.
 
-    deps: dict[str, tuple[str, ...]]
+    Each node counts its dependencies not ended yet; a node whose count reaches zero goes on a
+    heap of ready node indexes (lowest first: the order the nodes are declared in), so a child
+    end costs its dependents' count, not a scan of every node.
+    """
 
-    def main_nexts(self) -> list[Spec]:
-        if self.main.failed:
-            return []
-        room = len(self.tasks)
-        if self.concurrency:
-            room = self.concurrency - self.main.active
-        specs: list[Spec] = []
-        by_task = self.main.by_task
-        for t in self.tasks:
-            if len(specs) >= room:
-                break
-            if t.id in by_task:
-                continue
-            if all(d in by_task and self.runs[by_task[d]].state.terminal for d in self.deps[t.id]):
-                specs.append(Spec(t, MAIN, self.value))
-        return specs
+    __slots__ = ("_dependents", "_index", "_ready", "_staged", "_started", "_waiting")
 
+    def set_deps(self, deps: Mapping[str, Sequence[str]]) -> None:
+        """Declare each node's dependencies (before any child is added)."""
+        self._index = {t.id: k for k, t in enumerate(self.tasks)}
+        self._dependents: dict[str, list[int]] = {}
+        self._waiting = [0] * len(self.tasks)
+        for k, t in enumerate(self.tasks):
+            needs = deps.get(t.id, ())
+            # A dependency on a disabled node never ends: the node never starts, as before.
+            self._waiting[k] = len(needs)
+            for d in needs:
+                self._dependents.setdefault(d, []).append(k)
+        self._ready = [k for k, w in enumerate(self._waiting) if not w]  # sorted: a heap
+        # Ready nodes taken off the heap by main_nexts but not created yet: nexts() must give
+        # the same answer until they are (result() asks without creating).
+        self._staged: dict[int, None] = {}
+        self._started = bytearray(len(self.tasks))
 
-class ForEachFrame(Frame):
-    """Main tasks once per value: a group per value, in order inside a group;
-    at most ``concurrency`` groups open at once (0 = no limit)."""
-
-    def __init__(self, *args: Any, values: Sequence[Any], concurrency: int, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.values = [loop_value(v) for v in values]
-        self.concurrency = concurrency
-        self.groups = [Lane() for _ in self.values]
-
-    def outputs(self) -> dict[str, Any]:
-        return {"values": self.values}
-
-    def lane(self, tr: TaskRun) -> Lane:
-        if tr.branch == MAIN and tr.iteration is not None:
-            return self.groups[tr.iteration]
-        return super().lane(tr)
+    def _ended(self, task_id: str) -> None:
+        waiting, ready = self._waiting, self._ready
+        for k in self._dependents.get(task_id, ()):
+            waiting[k] -= 1
+            if not waiting[k]:
+                heapq.heappush(ready, k)
 
     def add(self, tr: TaskRun) -> None:
         super().add(tr)
         if tr.branch == MAIN:
-            self.main.ids.append(tr.id)
+            k = self._index.get(tr.task_id)
+            if k is not None:
+                self._started[k] = 1
+                self._staged.pop(k, None)
+            if tr.state.terminal:
+                self._ended(tr.task_id)
 
-    def main_active(self) -> bool:
-        return any(g.active for g in self.groups)
+    def changed(self, old: State, tr: TaskRun) -> None:
+        super().changed(old, tr)
+        if tr.branch == MAIN and not old.terminal and tr.state.terminal:
+            self._ended(tr.task_id)
 
-    def main_failed(self) -> bool:
-        return any(g.failed for g in self.groups)
+    def main_nexts(self, limit: int) -> list[Spec]:
+        if self.main.failed:
+            return []
+        room = self.concurrency - self.main.active if self.concurrency else len(self.tasks)
+        room = min(room, limit)
+        staged, ready, started = self._staged, self._ready, self._started
+        while len(staged) < room and ready:
+            k = heapq.heappop(ready)
+            if not started[k]:  # a rebuilt frame may have started it before it was ready
+                staged[k] = None
+        if room <= 0:
+            return []
+        tasks, value = self.tasks, self.value
+        return [Spec(tasks[k], MAIN, value) for k in islice(staged, room)]
 
-    def main_nexts(self) -> list[Spec]:
-        specs: list[Spec] = []
-        failed = self.main_failed()
-        open_groups = 0
-        for i, g in enumerate(self.groups):
-            started = bool(g.ids)
-            done = g.failed or len(g.ids) == len(self.tasks)
-            if started and not done and not g.active:
-                specs.append(Spec(self.tasks[len(g.ids)], MAIN, self.values[i], i))
-            if started and not (done and not g.active):
-                open_groups += 1
-        if failed:
+
+class ForEachFrame(Frame):
+    """Main tasks once per value: a group per value, in order inside a group;
+    at most ``concurrency`` groups open at once (0 = no limit).
+
+    Groups are counters, not lanes: children created and running per group, a failed flag,
+    the count of open groups, the groups whose next child can start (an ordered set) and the
+    first group not started yet. ``main`` holds the totals (every main child's id, how many
+    run, whether one failed), so the inherited decisions read one counter.
+    """
+
+    __slots__ = ("_created", "_failed", "_next_group", "_open", "_ready", "_running",
+                 "concurrency", "values")  # fmt: skip
+
+    def __init__(self, *args: Any, values: Sequence[Any], concurrency: int, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.values = [loop_value(v) for v in values]  # make_frame gives them converted
+        self.concurrency = concurrency
+        n = len(self.values)
+        self._created = [0] * n  # children created in each group
+        self._running = [0] * n  # of those, not terminal (one at most, in a sequence)
+        self._failed = bytearray(n)
+        self._open = 0  # groups started and not (done and idle)
+        self._ready: dict[int, None] = {}  # started groups whose next child may start now
+        self._next_group = 0  # no group before this one is unstarted
+
+    def outputs(self) -> dict[str, Any]:
+        return {"values": self.values}
+
+    def _is_open(self, i: int) -> bool:
+        created = self._created[i]
+        if not created:
+            return False
+        return self._running[i] > 0 or not (self._failed[i] or created >= len(self.tasks))
+
+    def _track(self, i: int, was_open: bool) -> None:
+        """Group ``i`` changed: update the open count and the ready set."""
+        now_open = self._is_open(i)
+        self._open += now_open - was_open
+        if now_open and not self._running[i] and not self._failed[i]:
+            self._ready[i] = None
+        else:
+            self._ready.pop(i, None)
+
+    def add(self, tr: TaskRun) -> None:
+        i = tr.iteration
+        if tr.branch != MAIN or i is None:
+            super().add(tr)
+            return
+        was_open = self._is_open(i)
+        self._created[i] += 1
+        main = self.main
+        main.ids.append(tr.id)
+        if not tr.state.terminal:
+            self._running[i] += 1
+            main.active += 1
+        elif tr.state.failed:
+            self._failed[i] = 1
+            main.failed = True
+        if i == self._next_group:
+            created, k = self._created, i
+            n = len(created)
+            while k < n and created[k]:
+                k += 1
+            self._next_group = k
+        self._track(i, was_open)
+
+    def changed(self, old: State, tr: TaskRun) -> None:
+        i = tr.iteration
+        if tr.branch != MAIN or i is None:
+            super().changed(old, tr)
+            return
+        if old.terminal or not tr.state.terminal:
+            return
+        was_open = self._is_open(i)
+        self._running[i] -= 1
+        self.main.active -= 1
+        if tr.state.failed:
+            self._failed[i] = 1
+            self.main.failed = True
+        self._track(i, was_open)
+
+    def main_nexts(self, limit: int) -> list[Spec]:
+        tasks, values, created = self.tasks, self.values, self._created
+        specs = [Spec(tasks[created[i]], MAIN, values[i], i) for i in islice(self._ready, limit)]
+        if self.main.failed or not tasks:
             return specs
-        for i, g in enumerate(self.groups):
-            if g.ids or not self.tasks:
-                continue
-            if self.concurrency and open_groups >= self.concurrency:
-                break
-            specs.append(Spec(self.tasks[0], MAIN, self.values[i], i))
-            open_groups += 1
+        n = len(values)
+        room = min(n - self._next_group, limit - len(specs))
+        if self.concurrency:
+            room = min(room, self.concurrency - self._open)
+        first = tasks[0]
+        i = self._next_group
+        while room > 0 and i < n:
+            if not created[i]:  # a rebuilt frame may have later groups started already
+                specs.append(Spec(first, MAIN, values[i], i))
+                room -= 1
+            i += 1
         return specs
 
 
 class BranchFrame(Frame):
     """If / Switch: the chosen branch runs in sequence; no branch at all is a failure."""
+
+    __slots__ = ("_outputs",)
 
     def __init__(
         self, *args: Any, chosen: Sequence[Task] | None, outputs: dict[str, Any], **kw: Any
@@ -315,12 +418,10 @@ def make_frame(
         nulls = sum(1 for v in values if v is None)
         if nulls:
             raise ValueError(f"found {nulls} null value(s) in values {values!r}")
-        unique: dict[str, Any] = {}
-        for v in values:
-            unique.setdefault(loop_value(v), v)
+        unique = dict.fromkeys(loop_value(v) for v in values)  # first occurrence wins
         return ForEachFrame(
             runs, owner, task.tasks, task.errors, task.finally_,
-            values=list(unique.values()), concurrency=task.concurrency, **kw,
+            values=list(unique), concurrency=task.concurrency, **kw,
         )  # fmt: skip
     if isinstance(task, If):
         if "evaluation_result" in stored:
@@ -343,12 +444,15 @@ def make_frame(
             chosen=chosen, outputs={"value": value, "defaults": defaults}, **kw,
         )  # fmt: skip
     if isinstance(task, Dag):
-        dag = DagFrame(runs, owner, [n.task for n in task.nodes], task.errors, task.finally_, **kw)
-        dag.deps = {n.task.id: tuple(n.depends_on) for n in task.nodes}
-        dag.concurrency = task.concurrency
+        dag = DagFrame(
+            runs, owner, [n.task for n in task.nodes], task.errors, task.finally_,
+            concurrency=task.concurrency, **kw,
+        )  # fmt: skip
+        dag.set_deps({n.task.id: tuple(n.depends_on) for n in task.nodes})
         return dag
     if isinstance(task, Parallel):
-        par = ParallelFrame(runs, owner, task.tasks, task.errors, task.finally_, **kw)
-        par.concurrency = task.concurrency
-        return par
+        return ParallelFrame(
+            runs, owner, task.tasks, task.errors, task.finally_,
+            concurrency=task.concurrency, **kw,
+        )  # fmt: skip
     return Frame(runs, owner, task.tasks, task.errors, task.finally_, **kw)

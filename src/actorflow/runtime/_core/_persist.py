@@ -16,12 +16,10 @@ from actorflow.storage import (
     ExecutionRow,
     HistoryRow,
     MetricRow,
-    OutputRow,
     TaskRunRow,
     UpsertAttempt,
     UpsertExecution,
     UpsertMetric,
-    UpsertOutput,
     UpsertTaskRun,
 )
 
@@ -73,8 +71,11 @@ def execution_rows(item: tuple[Execution, str | None]) -> list[Any]:
 
 
 def task_run_rows(tr: TaskRun) -> list[Any]:
-    """Rows of a task-run snapshot: the task run, its attempts and, once it ended, its
-    outputs and metrics."""
+    """Rows of a task-run snapshot: the task run, its attempts and, once it ended, its metrics.
+
+    Outputs are encoded once, inside the snapshot (``data``), which is what every read decodes;
+    the ``outputs`` table (in the schema for databases written before) is no longer written.
+    """
     history = tr.history
     terminal = tr.state in TERMINAL
     row = TaskRunRow(
@@ -97,8 +98,6 @@ def task_run_rows(tr: TaskRun) -> list[Any]:
             )
         )
     if terminal:
-        if tr.outputs:
-            ops.append(UpsertOutput(OutputRow(tr.execution_id, tr.id, _enc.encode(tr.outputs))))
         for m in tr.metrics:
             ops.append(
                 UpsertMetric(

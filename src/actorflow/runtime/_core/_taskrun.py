@@ -104,10 +104,10 @@ class TaskRunActor(Actor):
         scope.current[record.id] = record
         state = record.state
         if state in TERMINAL:
-            scope.exec_ref.tell_nowait(TaskRunChanged(record))
+            scope.exec_ref.post(TaskRunChanged(record))
             self.context.stop()
         elif state is State.PAUSED:
-            scope.exec_ref.tell_nowait(TaskRunChanged(record))
+            scope.exec_ref.post(TaskRunChanged(record))
 
     # -- messages --------------------------------------------------------------------
     def on_interrupt(self, message: Any) -> None:
@@ -374,7 +374,7 @@ class TaskRunActor(Actor):
         if state is State.SUCCESS and self.task.tasks:
             self.scope.engine.save_task_run(self.record, self._pending)
             self._pending = []
-            self.scope.exec_ref.tell_nowait(TaskRunChanged(self.record))
+            self.scope.exec_ref.post(TaskRunChanged(self.record))
             self.context.stop()
             return
         self._to(state, error=error)
