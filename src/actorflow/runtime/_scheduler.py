@@ -22,7 +22,6 @@ import anyio
 
 from actorflow._errors import ActorflowError
 from actorflow.runtime._records import Execution
-from actorflow.runtime._template import render, truthy
 from actorflow.runtime._triggers import FlowTrigger, RecoverMissed, Schedule, trigger_key
 
 if TYPE_CHECKING:
@@ -246,18 +245,13 @@ class Scheduler:
         outputs: dict[str, Any] | None,
     ) -> dict[str, Any] | None:
         """The rendered inputs of a fire, or None when a condition is false."""
-        context = {
-            "trigger": variables,
-            "flow": {"id": flow.id, "namespace": flow.namespace, "revision": flow.revision},
-            "outputs": outputs or {},
-        }
-        for i, condition in enumerate(trigger.conditions):
-            if not truthy(render(condition, context, where=f"triggers.{trigger.id}[{i}]")):
-                return None
-        inputs: dict[str, Any] = render(
-            dict(trigger.inputs), context, where=f"triggers.{trigger.id}.inputs"
+        return trigger.fire_inputs(
+            {
+                "trigger": variables,
+                "flow": {"id": flow.id, "namespace": flow.namespace, "revision": flow.revision},
+                "outputs": outputs or {},
+            }
         )
-        return inputs
 
     async def _start(
         self,

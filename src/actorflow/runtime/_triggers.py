@@ -17,6 +17,7 @@ from typing import Any
 from actorflow._errors import Problem
 from actorflow.runtime._records import Execution
 from actorflow.runtime._states import TERMINAL, State
+from actorflow.runtime._template import render, truthy
 
 
 class RecoverMissed(enum.StrEnum):
@@ -43,6 +44,17 @@ class Trigger:
     def problems(self) -> list[Problem]:
         """What is wrong with this trigger (field paths relative to it)."""
         return [] if self.id else [Problem("a trigger needs an id", field="id")]
+
+    def fire_inputs(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The inputs of an execution this trigger starts, rendered with ``context``
+        (``trigger``, ``flow``, ...), or None when one of its conditions is false."""
+        for i, condition in enumerate(self.conditions):
+            if not truthy(render(condition, context, where=f"triggers.{self.id}.conditions[{i}]")):
+                return None
+        inputs: dict[str, Any] = render(
+            dict(self.inputs), context, where=f"triggers.{self.id}.inputs"
+        )
+        return inputs
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,7 +35,7 @@ from actorflow._errors import (
     StoredFileNotFound,
 )
 from actorflow.flows import load_flow_text
-from actorflow.runtime import Execution, Flow, Runtime, State, Webhook, render, truthy
+from actorflow.runtime import Execution, Flow, Runtime, State, Webhook, render
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -426,11 +426,9 @@ class Api:
             "headers": {k: v for k, v in request.headers.items()},
             "parameters": {k: request.query_params.getlist(k) for k in request.query_params},
         }  # fmt: skip
-        context = {"trigger": variables, "flow": flow_vars}
-        for i, condition in enumerate(hook.conditions):
-            if not truthy(render(condition, context, where=f"triggers.{hook.id}[{i}]")):
-                return JSONResponse({"started": False, "reason": "a condition is false"})
-        inputs = render(dict(hook.inputs), context, where=f"triggers.{hook.id}.inputs")
+        inputs = hook.fire_inputs({"trigger": variables, "flow": flow_vars})
+        if inputs is None:
+            return JSONResponse({"started": False, "reason": "a condition is false"})
         handle = await self.rt.submit(flow, inputs, trigger=variables)
         return JSONResponse(execution_json(await self.rt.get(handle.id)), status_code=200)
 
