@@ -3,6 +3,7 @@ minimal environment, output capped and batched into log rows, and no process lef
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -80,6 +81,14 @@ class _Supervisor:
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.proc.poll() is None
 
+    def stop(self) -> None:
+        """At exit: close the socket (the supervisor kills what is left and ends), reap it."""
+        if self.owner != os.getpid():
+            return
+        self.sock.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=2.0)
+
 
 _supervisor: _Supervisor | None = None
 _supervisor_lock = threading.Lock()
@@ -92,6 +101,7 @@ def _send(message: dict[str, Any], fds: list[int] | None = None) -> int:
         if sup is None or not sup.alive():
             # First shell task of this process, or a fork of it, or the last one died.
             sup = _supervisor = _Supervisor()
+            atexit.register(sup.stop)
     try:
         return sup.send(message, fds)
     except OSError as exc:
