@@ -6,7 +6,7 @@ import sqlite3
 
 from actorflow._errors import DatabaseInvalid, SchemaTooNew
 
-CURRENT_VERSION = 2
+CURRENT_VERSION = 3
 
 _V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -109,8 +109,23 @@ CREATE INDEX IF NOT EXISTS ix_commands_execution ON commands(execution_id);
 UPDATE schema_version SET version = 2
 """
 
+# -- v3: commands are consumed once (a status and an answer) and carry their target -------
+# Commands stored before v3 have no status: they were applied, or not, long ago; they are
+# marked rejected so that no runtime replays them.
+_V2_TO_V3 = """
+ALTER TABLE commands ADD COLUMN status TEXT NOT NULL DEFAULT 'pending';
+ALTER TABLE commands ADD COLUMN answer TEXT;
+ALTER TABLE commands ADD COLUMN target BLOB NOT NULL DEFAULT x'';
+ALTER TABLE commands ADD COLUMN answered REAL;
+UPDATE commands SET status = 'rejected', answered = created,
+    answer = 'posted before this database recorded command answers: never replayed';
+CREATE INDEX ix_commands_pending ON commands(execution_id) WHERE status = 'pending';
+UPDATE schema_version SET version = 3
+"""
+# -- end of v3 ------------------------------------------------------------------------------
+
 # MIGRATIONS[v] takes a database from version v to v + 1.
-MIGRATIONS: dict[int, str] = {1: _V1_TO_V2}
+MIGRATIONS: dict[int, str] = {1: _V1_TO_V2, 2: _V2_TO_V3}
 
 
 def _statements(script: str) -> list[str]:

@@ -201,10 +201,23 @@ class SQLiteReads:
 
     async def commands_after(self, last_id: int) -> list[CommandRow]:
         """Commands with an id above ``last_id``, in order."""
-        sql = (
-            "SELECT id, execution_id, kind, payload, created FROM commands WHERE id > ? ORDER BY id"
-        )
+        sql = f"SELECT {_sql.COMMAND_COLS} FROM commands WHERE id > ? ORDER BY id"
         return [CommandRow(*r) for r in await self._rows(sql, (last_id,))]
+
+    async def get_command(self, command_id: int) -> CommandRow | None:
+        """One command with its status and answer."""
+        sql = f"SELECT {_sql.COMMAND_COLS} FROM commands WHERE id = ?"
+        rows = await self._rows(sql, (command_id,))
+        return CommandRow(*rows[0]) if rows else None
+
+    async def pending_commands(self, owner: str) -> list[CommandRow]:
+        """Pending commands of the executions ``owner`` owns, oldest first."""
+        cols = ", ".join(f"c.{c.strip()}" for c in _sql.COMMAND_COLS.split(","))
+        sql = (
+            f"SELECT {cols} FROM commands c JOIN executions e ON e.id = c.execution_id"
+            " WHERE c.status = 'pending' AND e.owner = ? ORDER BY c.id"
+        )
+        return [CommandRow(*r) for r in await self._rows(sql, (owner,))]
 
     async def owners(self) -> list[tuple[str, float]]:
         """Registered owners with their last heartbeat."""
