@@ -16,6 +16,7 @@ import msgspec
 from actorflow._errors import IllegalOperation
 from actorflow.actors import Actor, Kill, Pause, Resume, Terminated
 from actorflow.runtime._core._frames import MAIN, Frame, Spec, make_frame
+from actorflow.runtime._core._ids import task_run_id
 from actorflow.runtime._core._messages import (
     Dequeue,
     Recover,
@@ -300,7 +301,7 @@ class ExecutionActor(Actor):
         """Create and dispatch one child task run; returns a new frame to process."""
         now = self.engine.clock.now()
         tr = TaskRun(
-            id=self.engine.new_id(),
+            id=task_run_id(self.ex, frame.owner_id, spec),
             execution_id=self.ex.id,
             task_id=spec.task.id,
             state=State.CREATED,

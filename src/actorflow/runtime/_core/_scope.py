@@ -67,6 +67,8 @@ class ExecutionScope:
             attempt=attempt,
             value=value,
             iteration=tr.iteration,
+            # The task run (stable across attempts and crashes) in this run of the execution.
+            idempotency_key=f"{tr.id}-{ex.attempt_number}",
         )
 
     def record_outputs(self, tr: TaskRun) -> None:
