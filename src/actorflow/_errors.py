@@ -26,6 +26,7 @@ Every error the package raises on purpose derives from :class:`ActorflowError`::
     ├── InvalidTransition          a state change not in the transition table
     ├── ExecutionNotFound          no execution with that id
     ├── IllegalOperation           an operation that the execution's state forbids
+    ├── CommandNotAnswered         a command for another process's execution got no answer
     └── RuntimeClosedError         the runtime is closed or has stopped accepting work
 """
 
@@ -153,6 +154,15 @@ class ExecutionNotFound(ActorflowError):
 
 class IllegalOperation(ActorflowError):
     """The operation is not allowed in the execution's current state."""
+
+
+class CommandNotAnswered(ActorflowError):
+    """A kill, pause or resume for an execution of another process was stored, but no
+    process answered it (in time, or its owner is gone); it stays pending."""
+
+    def __init__(self, message: str, command_id: int) -> None:
+        super().__init__(message)
+        self.command_id = command_id
 
 
 class RuntimeClosedError(ActorflowError):

@@ -95,7 +95,7 @@ def test_example_runs(flow: Path, tmp_path: Path) -> None:
                 "resume", ex_id, "--input", "approved=true", "--input", "comment=ship it",
                 "--db", db,
             )  # fmt: skip
-            assert "resume: execution" in proc.stdout
+            assert "resume: applied; execution" in proc.stdout
             code, out, err = finish(runner)
         finally:
             if runner.poll() is None:

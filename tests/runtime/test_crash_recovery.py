@@ -10,9 +10,11 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from _support.cli import poll, query
 from actorflow.runtime._states import EXECUTION_TRANSITIONS, TASK_RUN_TRANSITIONS, State
 
 WORKER = Path(__file__).with_name("crash_worker.py")
@@ -140,3 +142,68 @@ def test_the_writer_process_dies_with_its_runtime(tmp_path: Path) -> None:
         assert ready, "the writer process outlived its runtime"
     finally:
         os.close(pidfd)
+
+
+IDEMPOTENCY = Path(__file__).with_name("idempotency_worker.py")
+
+
+def _idem(db: Path, side: Path, mode: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, str(IDEMPOTENCY), str(db), str(side), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _finish(db: Path, side: Path) -> list[tuple[str, str, int]]:
+    """Run the worker to the end; every attempt's (task-run id, idempotency key, attempt)."""
+    proc = _idem(db, side, "finish")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    lines = [line.split() for line in side.read_text().splitlines()]
+    return [(i, key, int(n)) for i, key, n in lines]
+
+
+def _stored_charge(db: Path) -> list[tuple[Any, ...]]:
+    return query(db, "SELECT id, state FROM task_runs WHERE task_id = 'charge'")
+
+
+def test_a_task_run_never_stored_runs_again_under_the_same_id(tmp_path: Path) -> None:
+    """SIGKILL in the middle of an attempt whose task run was not stored yet: the task run is
+    created again after the crash with the same id and idempotency key, which its retries
+    keep too."""
+    db, side = tmp_path / "idem.db", tmp_path / "side.log"
+    crashed = _idem(db, side, "crash")
+    crashed.communicate(timeout=120)
+    assert crashed.returncode == -signal.SIGKILL
+    assert _stored_charge(db) == []  # the interrupted attempt's task run was never stored
+    attempts = _finish(db, side)
+    assert [n for _, _, n in attempts] == [1, 1, 2]  # interrupted, failed, retried
+    [(tr_id, state)] = _stored_charge(db)
+    assert state == "SUCCESS"
+    assert {(i, key) for i, key, _ in attempts} == {(tr_id, f"{tr_id}-1")}
+
+
+def test_an_interrupted_attempt_runs_again_under_the_same_id(tmp_path: Path) -> None:
+    """SIGKILL while an attempt of a stored task run is in flight: the next attempt has the
+    same task-run id and idempotency key; the interrupted one is recorded FAILED."""
+    db, side = tmp_path / "idem.db", tmp_path / "side.log"
+    hung = _idem(db, side, "hang")
+    try:
+        poll("the attempt to be stored RUNNING", lambda: ("RUNNING",) in
+             [(s,) for _, s in _stored_charge(db)], timeout=60)  # fmt: skip
+    finally:
+        hung.send_signal(signal.SIGKILL)
+        hung.communicate()
+    attempts = _finish(db, side)
+    [(tr_id, state)] = _stored_charge(db)
+    assert state == "SUCCESS"
+    assert [n for _, _, n in attempts] == [1, 2, 3]
+    assert {(i, key) for i, key, _ in attempts} == {(tr_id, f"{tr_id}-1")}
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT number, state, error FROM attempts WHERE task_run_id = ? ORDER BY number",
+            (tr_id,),
+        ).fetchall()
+    assert [(n, s) for n, s, _ in rows] == [(1, "FAILED"), (2, "FAILED"), (3, "SUCCESS")]
+    assert rows[0][2] == "interrupted"

@@ -29,7 +29,7 @@ from actorflow.storage import (
     open_store,
 )
 from actorflow.storage._integrity import inspect_file
-from actorflow.storage._schema import MIGRATIONS, create_v1
+from actorflow.storage._schema import MIGRATIONS, _statements, create_v1
 from actorflow.storage._writer_proc import Sidecar, _encode_sidecar, parse_sidecar, read_wal_header
 
 pytestmark = pytest.mark.anyio
@@ -303,6 +303,29 @@ async def test_migrates_a_version_1_database(tmp_path: Path) -> None:
     assert _schema(path) == _schema(fresh)
     async with SQLiteStore(path) as again:
         assert (await again.get_execution("e2")).owner == "me"  # type: ignore[union-attr]
+
+
+async def test_commands_of_a_version_2_database_are_never_replayed(tmp_path: Path) -> None:
+    """Migrating to v3 marks the commands stored before it rejected (they were applied, or
+    not, long ago): no runtime finds them pending and replays them."""
+    path = tmp_path / "v2.db"
+    _load_v1(path)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        for stmt in _statements(MIGRATIONS[1]):
+            conn.execute(stmt)
+        conn.execute("UPDATE executions SET owner = 'me'")
+        conn.execute(
+            "INSERT INTO commands (execution_id, kind, payload, created) VALUES"
+            " ('e2', 'resume', x'7b7d', 5.0)"
+        )
+        conn.commit()
+    async with SQLiteStore(path) as s:
+        assert await s.pending_commands("me") == []
+        [old] = await s.commands_after(0)
+        assert (old.kind, old.status, old.answered) == ("resume", "rejected", 5.0)
+        assert old.answer is not None and "never replayed" in old.answer
+        new = await s.post_command("e2", "kill")
+        assert [c.id for c in await s.pending_commands("me")] == [new]
 
 
 async def test_two_stores_creating_one_file_at_once(tmp_path: Path) -> None:

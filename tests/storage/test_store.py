@@ -249,6 +249,64 @@ async def test_commands_come_back_in_order(store: Store) -> None:
     assert await store.commands_after(b) == []
 
 
+async def test_a_command_is_consumed_once_and_keeps_its_answer(store: Store) -> None:
+    """A posted command is pending for the owner of its execution only; the first answer
+    consumes it (status and answer kept), a second answer changes nothing."""
+    await store.write([UpsertExecution(ex("mine", owner="me")),
+                       UpsertExecution(ex("theirs", owner="them"))])  # fmt: skip
+    a = await store.post_command("mine", "resume", b'{"ok":true}', b'{"run":2}')
+    b = await store.post_command("theirs", "kill")
+    c = await store.post_command("mine", "kill")
+    got = await store.get_command(a)
+    assert got is not None
+    assert (got.status, got.answer, got.payload, got.target) == (
+        "pending",
+        None,
+        b'{"ok":true}',
+        b'{"run":2}',
+    )
+    assert [cmd.id for cmd in await store.pending_commands("me")] == [a, c]
+    assert [cmd.id for cmd in await store.pending_commands("them")] == [b]
+    assert await store.answer_command(a, "rejected", "execution mine is not paused (RUNNING)")
+    assert not await store.answer_command(a, "applied", "resumed")
+    done = await store.get_command(a)
+    assert done is not None and done.answered is not None
+    assert (done.status, done.answer) == ("rejected", "execution mine is not paused (RUNNING)")
+    assert [cmd.id for cmd in await store.pending_commands("me")] == [c]
+    assert await store.get_command(999_999) is None
+    assert [cmd.status for cmd in await store.commands_after(0)] == [
+        "rejected",
+        "pending",
+        "pending",
+    ]
+
+
+async def test_compare_and_write_only_on_an_unchanged_row(store: Store) -> None:
+    """compare_and_write applies its ops only if the execution still has the state and
+    ``updated`` it was read with; of two concurrent ones exactly one succeeds."""
+    await store.write([UpsertExecution(ex("e", "FAILED", updated=5.0))])
+    restarted = ex("e", "RESTARTED", updated=6.0, owner="me")
+    ops: list[Op] = [UpsertExecution(restarted), AppendHistory(HistoryRow("e", None, "RESTARTED", 6.0)),
+                     UpsertTaskRun(tr("t", "e", "RESTARTED"))]  # fmt: skip
+    assert not await store.compare_and_write("e", "FAILED", 4.0, ops)
+    assert not await store.compare_and_write("e", "KILLED", 5.0, ops)
+    assert not await store.compare_and_write("nope", "FAILED", 5.0, ops)
+    assert await store.get_execution("e") == ex("e", "FAILED", updated=5.0)
+    assert await store.task_runs("e") == [] and await store.history("e") == []
+    results: list[bool] = []
+
+    async def attempt() -> None:
+        results.append(await store.compare_and_write("e", "FAILED", 5.0, ops))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(attempt)
+        tg.start_soon(attempt)
+    assert sorted(results) == [False, True]
+    assert await store.get_execution("e") == restarted
+    assert [r.state for r in await store.task_runs("e")] == ["RESTARTED"]
+    assert [h.state for h in await store.history("e")] == ["RESTARTED"]
+
+
 async def test_orphans_are_claimed_only_from_gone_owners(store: Store) -> None:
     """Executions of a live owner stay put; unowned, unregistered and released ones are taken."""
     for owner in ("alive", "dead", "me"):

@@ -9,6 +9,7 @@ Exit codes: 0 success, 1 failed execution or command, 2 invalid flow, inputs or 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -26,6 +27,7 @@ from rich.text import Text
 from actorflow import __version__
 from actorflow._errors import (
     ActorflowError,
+    CommandNotAnswered,
     ExecutionNotFound,
     FlowValidationError,
     IllegalOperation,
@@ -71,7 +73,6 @@ def cli_observer(progress: Observer | None, exporter: str | None) -> Observer | 
 
 _CHILD_FLAG = "--_detached-child"
 _CONTROL_WAIT = 10.0
-_POLL = 0.05
 
 
 class CliError(Exception):
@@ -364,49 +365,50 @@ async def cmd_logs(args: argparse.Namespace) -> int:
 
 
 # -- control ---------------------------------------------------------------------------------
-def _expect(kind: str, ex: Execution) -> bool:
-    """Whether a control command has visibly been applied."""
-    if kind == "kill":
-        return ex.state.terminal
-    if kind == "pause":
-        return ex.state is State.PAUSED or ex.state.terminal
-    return ex.state is not State.PAUSED
+def _where_paused(ex: Execution) -> str:
+    paused = [tr.task_id for tr in ex.task_runs if tr.state is State.PAUSED]
+    return f" (waiting at {', '.join(repr(t) for t in paused)})" if paused else ""
 
 
 async def cmd_control(args: argparse.Namespace) -> int:
     kind = args.command
     async with _open(args) as rt:
         before = await _get(rt, args.id)
+        began = time.monotonic()
+        error: str | None = None
         try:
+            # Another process's execution: the owner's answer, or why there is none.
             if kind == "kill":
-                await rt.kill(before.id)
+                await rt.kill(before.id, timeout=args.wait)
             elif kind == "pause":
-                await rt.pause(before.id)
+                await rt.pause(before.id, timeout=args.wait)
             else:
-                await rt.resume(before.id, _inputs(args.input))
-        except (IllegalOperation, InputError) as exc:
-            raise CliError(str(exc)) from None
-        # The owning process polls the database; wait (bounded) until it has acted.
-        deadline = time.monotonic() + args.wait
-        ex = before
-        while True:
-            ex = await rt.get(before.id)
-            if _expect(kind, ex) or time.monotonic() >= deadline:
-                break
-            await anyio.sleep(_POLL)
-    done = _expect(kind, ex)
+                await rt.resume(before.id, _inputs(args.input), timeout=args.wait)
+        except (IllegalOperation, InputError, ExecutionNotFound, CommandNotAnswered) as exc:
+            error = str(exc)
+        ex = await rt.get(before.id) if error is None else before
+        if error is None and kind == "kill" and not ex.state.terminal:
+            # Applied: KILLING until its running task runs are cancelled; show the end.
+            left = max(args.wait - (time.monotonic() - began), 0.5)
+            with contextlib.suppress(TimeoutError):
+                ex = await rt.wait(before.id, timeout=left)
+        if error is not None:
+            with contextlib.suppress(ActorflowError):
+                ex = await rt.get(before.id)
     if args.json:
-        print(json.dumps({"id": ex.id, "command": kind, "applied": done, "state": ex.state}))
+        out: dict[str, Any] = {"id": ex.id, "command": kind, "applied": error is None}
+        out["state"] = ex.state
+        if error is not None:
+            out["error"] = error
+        print(json.dumps(out))
+    elif error is None:
+        _console().print(
+            Text(f"{kind}: applied; execution {ex.id} is now "), state_text(ex.state),
+            _where_paused(ex), sep="",
+        )  # fmt: skip
     else:
-        console = _console()
-        if done:
-            console.print(Text(f"{kind}: execution {ex.id} is now "), state_text(ex.state), sep="")
-        else:
-            console.print(
-                f"{kind}: command stored for {ex.id}, but no running process applied it within "
-                f"{args.wait:g}s (state {ex.state.value}); is its `actorflow run` still alive?"
-            )
-    return 0 if done else 1
+        _error(f"{kind}: {error}")
+    return 0 if error is None else 1
 
 
 async def cmd_restart(args: argparse.Namespace) -> int:

@@ -185,6 +185,7 @@ class TaskContext:
         "execution_id",
         "flow_id",
         "flow_revision",
+        "idempotency_key",
         "inputs",
         "iteration",
         "namespace",
@@ -212,10 +213,14 @@ class TaskContext:
         value: Any = None,
         iteration: int | None = None,
         trigger: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         self.engine = engine
         self.execution_id = execution_id
         self.task_run_id = task_run_id
+        #: The same in every attempt of this task run, including one run again after a
+        #: crash; new after a restart of the execution (see "Durability and recovery").
+        self.idempotency_key = idempotency_key or task_run_id
         self.task_id = task_id
         self.namespace = namespace
         self.flow_id = flow_id

@@ -34,8 +34,19 @@ from actorflow.runtime._core._engine import Engine, new_execution_record
 from actorflow.runtime._core._execution import ExecutionActor
 from actorflow.runtime._core._guardian import Guardian
 from actorflow.runtime._core._messages import Restart, ResumeWith, Snapshot
-from actorflow.runtime._core._persist import decode_any, decode_execution, decode_task_run
-from actorflow.runtime._core._recovery import COMMAND_POLL, STALE_AFTER, TERMINAL_NAMES, Recovery
+from actorflow.runtime._core._persist import (
+    decode_any,
+    decode_execution,
+    decode_task_run,
+    history_ops,
+)
+from actorflow.runtime._core._recovery import (
+    COMMAND_POLL,
+    COMMAND_TIMEOUT,
+    STALE_AFTER,
+    TERMINAL_NAMES,
+    Recovery,
+)
 from actorflow.runtime._flow import Flow, Input, load_source, validate_inputs
 from actorflow.runtime._observer import Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
@@ -44,6 +55,7 @@ from actorflow.runtime._tasks import Flowable, Task
 from actorflow.runtime._values import check_labels, check_text, to_plain
 from actorflow.storage import (
     DeleteTaskRuns,
+    ExecutionRow,
     FileStorage,
     LogRow,
     MetricRow,
@@ -51,6 +63,7 @@ from actorflow.storage import (
     open_store,
 )
 
+_log = logging.getLogger("actorflow.runtime")
 DEFAULT_MAX_ACTIVE: int | None = 128
 DEFAULT_MAX_QUEUED: int | None = 10_000
 
@@ -86,9 +99,7 @@ class Runtime(Recovery):
         self.store = store
         #: Seconds closing may take in all (see :meth:`open`).
         self.shutdown_timeout = 10.0
-        self._last_command = 0
-        # Restarted here at (wall time): older commands were meant for the previous run.
-        self._restarted_at: dict[str, float] = {}
+        self._unrunnable: dict[str, str] = {}
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -186,6 +197,9 @@ class Runtime(Recovery):
                     # the end are interrupted; the next start (or another worker) recovers
                     # them as after a crash (FAILED "interrupted", then a new attempt).
                     await system.shutdown(rt.shutdown_timeout)
+                    consuming = rt._consuming
+                    if consuming is not None:
+                        await consuming.wait()  # its answer is written while we still own
                     with contextlib.suppress(Exception):
                         await engine.observer.aclose()
                     with contextlib.suppress(Exception):
@@ -343,12 +357,29 @@ class Runtime(Recovery):
         return await self._load(execution_id)  # ended (the ended cache keeps no trees) or not here
 
     async def _load(self, execution_id: str) -> Execution:
+        return (await self._read(execution_id))[1]
+
+    async def _read(self, execution_id: str) -> tuple[ExecutionRow, Execution]:
+        """The stored row (its state and ``updated`` are the version a compare-and-set
+        checks) and the tree."""
         row = await self.store.get_execution(execution_id)
         if row is None:
             raise ExecutionNotFound(f"no execution with id {execution_id!r}")
         ex = decode_execution(row.data)
         runs = [decode_task_run(r.data) for r in await self.store.task_runs(execution_id)]
-        return msgspec.structs.replace(ex, task_runs=tuple(runs))
+        return row, msgspec.structs.replace(ex, task_runs=tuple(runs))
+
+    async def _read_whole(self, execution_id: str) -> tuple[ExecutionRow, Execution]:
+        """:meth:`_read`, with task runs of the same version as the row: another process
+        may change them between the two reads (a concurrent restart), so read again until
+        the row did not move meanwhile."""
+        await self.store.flush()
+        for _ in range(5):
+            row, ex = await self._read(execution_id)
+            again = await self.store.get_execution(execution_id)
+            if again is not None and (again.state, again.updated) == (row.state, row.updated):
+                return row, ex
+        raise IllegalOperation(f"execution {execution_id} keeps changing; try again")
 
     async def wait(self, execution_id: str, *, timeout: float | None = None) -> Execution:
         """Wait until the execution is terminal (its final state is stored); returns the tree."""
@@ -436,7 +467,12 @@ class Runtime(Recovery):
 
     # -- control ---------------------------------------------------------------------
     async def _control(
-        self, execution_id: str, message: Any, command: str, payload: Any = None
+        self,
+        execution_id: str,
+        message: Any,
+        command: str,
+        inputs: Mapping[str, Any] | None,
+        timeout: float,
     ) -> None:
         ref = self.engine.live.get(execution_id) or self.engine.unpark(execution_id)
         if ref is not None and ref.is_alive:
@@ -445,21 +481,33 @@ class Runtime(Recovery):
                 raise result
             await self.store.flush()
             return
+        await self.store.flush()  # an execution that just ended here reads as ended
         ex = await self._load(execution_id)
         if ex.state.terminal:
             raise IllegalOperation(f"execution {execution_id} is already {ex.state.value}")
-        # Owned by another process (or waiting for its flow): hand it over through the store.
-        await self.store.post_command(execution_id, command, msgspec.json.encode(payload))
+        # Owned by another process: a command through the store, answered by its owner.
+        await self.send_command(ex, command, inputs, timeout)
 
-    async def kill(self, execution_id: str) -> None:
-        """Kill: KILLING, running task runs cancelled, then KILLED (subflows too)."""
-        await self._control(execution_id, Kill(), "kill")
+    async def kill(self, execution_id: str, *, timeout: float = COMMAND_TIMEOUT) -> None:
+        """Kill: KILLING, running task runs cancelled, then KILLED (subflows too).
 
-    async def pause(self, execution_id: str) -> None:
+        For an execution of another process, waits up to ``timeout`` s for its owner's
+        answer (every control method does): raises its refusal (``IllegalOperation``), or
+        ``CommandNotAnswered``.
+        """
+        await self._control(execution_id, Kill(), "kill", None, timeout)
+
+    async def pause(self, execution_id: str, *, timeout: float = COMMAND_TIMEOUT) -> None:
         """Pause a RUNNING execution: no new task run starts; running ones finish."""
-        await self._control(execution_id, Pause(), "pause")
+        await self._control(execution_id, Pause(), "pause", None, timeout)
 
-    async def resume(self, execution_id: str, inputs: Mapping[str, Any] | None = None) -> None:
+    async def resume(
+        self,
+        execution_id: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float = COMMAND_TIMEOUT,
+    ) -> None:
         """Resume a PAUSED execution; ``inputs`` go to the Pause task it waits on."""
         # Checked here too (the Pause task checks them against its declarations): they may
         # travel to another process as a command first.
@@ -470,13 +518,13 @@ class Runtime(Recovery):
             }
         except UnstorableValue as exc:
             raise InputError(f"resume of {execution_id}: {exc}") from None
-        await self._control(execution_id, ResumeWith(given), "resume", given)
+        await self._control(execution_id, ResumeWith(given), "resume", given, timeout)
 
     async def restart(self, execution_id: str) -> ExecutionHandle:
         """Run failed task runs of a FAILED, KILLED or WARNING execution again (same id)."""
         if execution_id in self.engine.live:
             raise IllegalOperation(f"execution {execution_id} is still running")
-        ex = await self._load(execution_id)
+        row, ex = await self._read_whole(execution_id)
         if ex.state not in (State.FAILED, State.KILLED, State.WARNING):
             raise IllegalOperation(
                 f"execution {execution_id} is {ex.state.value}; only FAILED, KILLED or WARNING"
@@ -501,7 +549,12 @@ class Runtime(Recovery):
             while pid is not None:
                 reopen.add(pid)
                 pid = by_id[pid].parent_task_run_id
+        engine = self.engine
+        # One transaction, on the condition that the stored execution is still what was
+        # read: of two concurrent restarts (two processes) exactly one goes on.
+        ops: list[Any] = []
         new_runs: list[TaskRun] = []
+        reopened: list[TaskRun] = []
         for tr in runs:
             if tr.id in reopen and tr.state.terminal:
                 check_transition("task run", tr.id, tr.state, State.RESTARTED)
@@ -509,19 +562,35 @@ class Runtime(Recovery):
                 tr = msgspec.structs.replace(
                     tr, state=State.RESTARTED, history=(*tr.history, entry)
                 )
-                self.engine.save_task_run(tr, (entry,))
+                ops += history_ops(ex.id, tr.id, (entry,))
+                ops += engine._task_run_rows(tr)
+                reopened.append(tr)
             new_runs.append(tr)
         if removed:
-            self.store.write((DeleteTaskRuns(ex.id, tuple(sorted(removed))),))
+            ops.append(DeleteTaskRuns(ex.id, tuple(sorted(removed))))
         check_transition("execution", ex.id, ex.state, State.RESTARTED)
         entry = StateEntry(State.RESTARTED, now)
         record = msgspec.structs.replace(
             ex, state=State.RESTARTED, history=(*ex.history, entry), task_runs=(),
             attempt_number=ex.attempt_number + 1, error=None,
         )  # fmt: skip
-        await self.engine.save_execution(record, (entry,))
-        self._restarted_at[execution_id] = time.time()
-        self.engine.spawn_execution(flow, record, new_runs, "restart", Restart())
+        ops += history_ops(ex.id, None, (entry,))
+        ops += engine._execution_rows((record, engine.owner))
+        if not await self.store.compare_and_write(ex.id, row.state, row.updated, ops):
+            now_row = await self.store.get_execution(ex.id)
+            state = "purged" if now_row is None else now_row.state
+            raise IllegalOperation(
+                f"execution {execution_id} changed while it was being restarted (now {state}):"
+                " another restart took it first"
+            )
+        if engine.tracing:
+            try:
+                for tr in reopened:
+                    engine.observer.task_run_changed(tr, None)
+                engine.observer.execution_changed(record)
+            except Exception:  # tracing must never break an execution
+                _log.exception("observer failed on restart of %s", ex.id)
+        engine.spawn_execution(flow, record, new_runs, "restart", Restart())
         return ExecutionHandle(self, record)
 
     async def replay(
@@ -529,7 +598,7 @@ class Runtime(Recovery):
     ) -> ExecutionHandle:
         """A new execution linked to the original that runs again from a task run (or from the
         beginning): everything before it is kept, it and what follows run again."""
-        ex = await self._load(execution_id)
+        _, ex = await self._read_whole(execution_id)
         if not ex.state.terminal:
             raise IllegalOperation(f"execution {execution_id} is {ex.state.value}; wait for it")
         flow = self._flow_for(ex)

@@ -200,7 +200,8 @@ class MemoryStore:
         self._rows: dict[str, _Rows] = {}
         # One table, like SQLite's, so queries across executions keep insertion order.
         self._metrics: dict[_MetricKey, MetricRow] = {}
-        self._commands: list[CommandRow] = []
+        self._commands: dict[int, CommandRow] = {}
+        self._pending_commands: set[int] = set()
         self._owners: dict[str, float] = {}
         self._fires: dict[tuple[str, str], tuple[float, str | None, str]] = {}
         self._flows: dict[tuple[str, str], list[FlowRow]] = {}
@@ -380,7 +381,8 @@ class MemoryStore:
             self._rows.pop(i, None)
             self._quarantine.pop(i, None)
         self._metrics = {k: m for k, m in self._metrics.items() if m.execution_id not in ids}
-        self._commands = [c for c in self._commands if c.execution_id not in ids]
+        self._commands = {k: c for k, c in self._commands.items() if c.execution_id not in ids}
+        self._pending_commands &= self._commands.keys()
 
     async def flush(self) -> None:
         """Writes are applied at once; only reports an earlier failure."""
@@ -503,7 +505,22 @@ class MemoryStore:
 
     async def commands_after(self, last_id: int) -> list[CommandRow]:
         """Commands with an id above ``last_id``, in order."""
-        return [c for c in self._commands if c.id > last_id]
+        return [c for c in self._commands.values() if c.id > last_id]
+
+    async def get_command(self, command_id: int) -> CommandRow | None:
+        """One command with its status and answer."""
+        return self._commands.get(command_id)
+
+    async def pending_commands(self, owner: str) -> list[CommandRow]:
+        """Pending commands of the executions ``owner`` owns, oldest first."""
+        if not self._pending_commands:
+            return []  # the common case, polled often: nothing to build
+        self._settle()
+        return [
+            c
+            for c in (self._commands[i] for i in sorted(self._pending_commands))
+            if (row := self._execs.get(c.execution_id)) is not None and row.owner == owner
+        ]
 
     async def owners(self) -> list[tuple[str, float]]:
         """Registered owners with their last heartbeat."""
@@ -558,11 +575,14 @@ class MemoryStore:
                     await done
         return deleted
 
-    async def post_command(self, execution_id: str, kind: str, payload: bytes = b"") -> int:
-        """Store a command for the owning process."""
+    async def post_command(
+        self, execution_id: str, kind: str, payload: bytes = b"", target: bytes = b""
+    ) -> int:
+        """Store a pending command for the owning process."""
         self._check()
-        cmd = CommandRow(next(self._ids), execution_id, kind, payload, self.clock())
-        self._commands.append(cmd)
+        cmd = CommandRow(next(self._ids), execution_id, kind, payload, self.clock(), target=target)
+        self._commands[cmd.id] = cmd
+        self._pending_commands.add(cmd.id)
         return cmd.id
 
     async def deploy_flow(
@@ -619,6 +639,30 @@ class MemoryStore:
              and self._owners.get(owner, float("-inf")) < fresh),
             key=lambda r: r[2],
         )  # fmt: skip
+
+    async def answer_command(self, command_id: int, status: str, answer: str) -> bool:
+        """Consume a pending command once (see :class:`Store`)."""
+        self._check()
+        cmd = self._commands.get(command_id)
+        if cmd is None or cmd.status != "pending":
+            return False
+        self._commands[command_id] = msgspec.structs.replace(
+            cmd, status=status, answer=answer, answered=self.clock()
+        )
+        self._pending_commands.discard(command_id)
+        return True
+
+    async def compare_and_write(
+        self, execution_id: str, state: str, updated: float, ops: Sequence[Op]
+    ) -> bool:
+        """Write ``ops`` if the execution's row is unchanged (see :class:`Store`)."""
+        self._settle()
+        self._check()
+        row = self._execs.get(execution_id)
+        if row is None or row.state != state or row.updated != updated:
+            return False
+        await self.write(ops)
+        return True
 
     async def register_owner(self, owner: str, ttl: float) -> None:
         """Announce a live runtime process."""

@@ -96,13 +96,22 @@ class OutputRow(msgspec.Struct, frozen=True, gc=False):
 
 
 class CommandRow(msgspec.Struct, frozen=True, gc=False):
-    """A control command for an execution owned by another process."""
+    """A control command for an execution owned by another process.
+
+    ``status`` goes from ``pending`` to ``applied`` or ``rejected`` once, written by the
+    process that consumed it; ``answer`` says what it did or why not. ``target`` is what the
+    sender saw (opaque to the store), so the command cannot act on a later step.
+    """
 
     id: int
     execution_id: str
     kind: str
     payload: bytes
     created: float
+    status: str = "pending"
+    answer: str | None = None
+    target: bytes = b""
+    answered: float | None = None
 
 
 class FlowRow(msgspec.Struct, frozen=True, gc=False):

@@ -7,7 +7,7 @@ import sqlite3
 from actorflow._errors import DatabaseInvalid, SchemaTooNew
 from actorflow.storage._writer_proc import with_lock_retry
 
-CURRENT_VERSION = 5
+CURRENT_VERSION = 6
 
 _V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -150,8 +150,26 @@ CREATE TABLE quarantine (
 UPDATE schema_version SET version = 5
 """
 
+# -- v6: commands are consumed once (a status and an answer) and carry their target -------
+# Commands stored before v6 have no status: they were applied, or not, long ago; they are
+# marked rejected so that no runtime replays them.
+_V5_TO_V6 = """
+ALTER TABLE commands ADD COLUMN status TEXT NOT NULL DEFAULT 'pending';
+ALTER TABLE commands ADD COLUMN answer TEXT;
+ALTER TABLE commands ADD COLUMN target BLOB NOT NULL DEFAULT x'';
+ALTER TABLE commands ADD COLUMN answered REAL;
+UPDATE commands SET status = 'rejected', answered = created,
+    answer = 'posted before this database recorded command answers: never replayed';
+CREATE INDEX ix_commands_pending ON commands(execution_id) WHERE status = 'pending';
+UPDATE schema_version SET version = 6
+"""
+# -- end of v6 ------------------------------------------------------------------------------
+
+
 # MIGRATIONS[v] takes a database from version v to v + 1.
-MIGRATIONS: dict[int, str] = {1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4, 4: _V4_TO_V5}
+MIGRATIONS: dict[int, str] = {
+    1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4, 4: _V4_TO_V5, 5: _V5_TO_V6
+}  # fmt: skip
 
 
 def _statements(script: str) -> list[str]:

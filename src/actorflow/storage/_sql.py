@@ -416,6 +416,54 @@ def purge_batch(
     return _transaction(conn, admin, body)
 
 
+COMMAND_COLS = "id, execution_id, kind, payload, created, status, answer, target, answered"
+
+
+def answer_command(
+    conn: sqlite3.Connection,
+    admin: Admin,
+    command_id: int,
+    status: str,
+    answer: str,
+    now: float,
+) -> bool:
+    """Set a pending command's status and answer; False if it was not pending any more."""
+
+    def run() -> bool:
+        cur = conn.execute(
+            "UPDATE commands SET status = ?, answer = ?, answered = ? WHERE id = ?"
+            " AND status = 'pending'",
+            (status, answer, now, command_id),
+        )
+        return cur.rowcount == 1
+
+    return admin.retry(run)
+
+
+def compare_and_write(
+    conn: sqlite3.Connection,
+    admin: Admin,
+    execution_id: str,
+    state: str,
+    updated: float,
+    plan: Plan,
+) -> bool:
+    """Run ``plan`` in one transaction if the execution row still has ``state``/``updated``."""
+
+    def body(c: sqlite3.Connection) -> bool:
+        row = c.execute(
+            "SELECT state, updated FROM executions WHERE id = ?", (execution_id,)
+        ).fetchone()
+        if row is None or row[0] != state or row[1] != updated:
+            return False
+        for stmt, rows in plan:
+            c.executemany(STATEMENTS[stmt], rows)
+        return True
+
+    result: bool = _transaction(conn, admin, body)
+    return result
+
+
 def claim(
     conn: sqlite3.Connection,
     admin: Admin,

@@ -545,13 +545,28 @@ class SQLiteStore(SQLiteReads):
                     await done
         return deleted
 
-    async def post_command(self, execution_id: str, kind: str, payload: bytes = b"") -> int:
-        """Store a command for the owning process; durable on return."""
+    async def post_command(
+        self, execution_id: str, kind: str, payload: bytes = b"", target: bytes = b""
+    ) -> int:
+        """Store a pending command for the owning process; durable on return."""
         return await self._admin(
             _sql.execute,
-            "INSERT INTO commands (execution_id, kind, payload, created) VALUES (?,?,?,?)",
-            (execution_id, kind, payload, self.clock()),
+            "INSERT INTO commands (execution_id, kind, payload, created, status, target)"
+            " VALUES (?,?,?,?,'pending',?)",
+            (execution_id, kind, payload, self.clock(), target),
         )
+
+    async def answer_command(self, command_id: int, status: str, answer: str) -> bool:
+        """Consume a pending command once (see :class:`Store`)."""
+        return await self._admin(_sql.answer_command, command_id, status, answer, self.clock())
+
+    async def compare_and_write(
+        self, execution_id: str, state: str, updated: float, ops: Sequence[Op]
+    ) -> bool:
+        """Write ``ops`` if the execution's row is unchanged (see :class:`Store`)."""
+        await self.flush()
+        plan = _sql.plan_batch(ops)
+        return await self._admin(_sql.compare_and_write, execution_id, state, updated, plan)
 
     async def register_owner(self, owner: str, ttl: float) -> None:
         """Announce a live runtime process (refused by a read-only store)."""

@@ -231,9 +231,7 @@ class SQLiteReads:
 
     async def commands_after(self, last_id: int) -> list[CommandRow]:
         """Commands with an id above ``last_id``, in order."""
-        sql = (
-            "SELECT id, execution_id, kind, payload, created FROM commands WHERE id > ? ORDER BY id"
-        )
+        sql = f"SELECT {_sql.COMMAND_COLS} FROM commands WHERE id > ? ORDER BY id"
         return [CommandRow(*r) for r in await self._rows(sql, (last_id,))]
 
     async def flows(self, namespace: str | None = None) -> list[FlowRow]:
@@ -277,6 +275,21 @@ class SQLiteReads:
             (self.clock() - stale_after,),
         )
         return [(r[0], r[1], float(r[2]), r[3]) for r in rows]
+
+    async def get_command(self, command_id: int) -> CommandRow | None:
+        """One command with its status and answer."""
+        sql = f"SELECT {_sql.COMMAND_COLS} FROM commands WHERE id = ?"
+        rows = await self._rows(sql, (command_id,))
+        return CommandRow(*rows[0]) if rows else None
+
+    async def pending_commands(self, owner: str) -> list[CommandRow]:
+        """Pending commands of the executions ``owner`` owns, oldest first."""
+        cols = ", ".join(f"c.{c.strip()}" for c in _sql.COMMAND_COLS.split(","))
+        sql = (
+            f"SELECT {cols} FROM commands c JOIN executions e ON e.id = c.execution_id"
+            " WHERE c.status = 'pending' AND e.owner = ? ORDER BY c.id"
+        )
+        return [CommandRow(*r) for r in await self._rows(sql, (owner,))]
 
     async def owners(self) -> list[tuple[str, float]]:
         """Registered owners with their last heartbeat."""

@@ -263,12 +263,39 @@ class Store(Protocol):
         """
         ...
 
-    async def post_command(self, execution_id: str, kind: str, payload: bytes = b"") -> int:
-        """Store a command for the process that owns the execution (durable on return)."""
+    async def post_command(
+        self, execution_id: str, kind: str, payload: bytes = b"", target: bytes = b""
+    ) -> int:
+        """Store a pending command for the process that owns the execution (durable on
+        return); returns its id."""
         ...
 
     async def commands_after(self, last_id: int) -> list[CommandRow]:
-        """Commands with an id above ``last_id``."""
+        """Commands with an id above ``last_id``, whatever their status."""
+        ...
+
+    async def get_command(self, command_id: int) -> CommandRow | None:
+        """One command, with its status and answer (its sender polls it)."""
+        ...
+
+    async def pending_commands(self, owner: str) -> list[CommandRow]:
+        """Pending commands of the executions ``owner`` owns, oldest first."""
+        ...
+
+    async def answer_command(self, command_id: int, status: str, answer: str) -> bool:
+        """Consume a pending command: set its status (``applied`` or ``rejected``) and
+        answer, once; False (nothing changed) when it was no longer pending."""
+        ...
+
+    async def compare_and_write(
+        self, execution_id: str, state: str, updated: float, ops: Sequence[Op]
+    ) -> bool:
+        """Write ``ops`` in one transaction if the execution's row still has ``state`` and
+        ``updated`` (the time of its last change); False and nothing written otherwise.
+
+        Commits what was queued before it first. For changes requested from outside the
+        owning process (restart): of two concurrent ones, exactly one succeeds.
+        """
         ...
 
     async def register_owner(self, owner: str, ttl: float) -> None:

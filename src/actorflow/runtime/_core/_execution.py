@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from actorflow._errors import IllegalOperation
+from actorflow._errors import ActorError, IllegalOperation, InputError
 from actorflow.actors import Actor, Kill, Pause, Resume, Terminated
+from actorflow.runtime._core._commands import apply_command
 from actorflow.runtime._core._frames import MAIN, Frame, Spec, make_frame
+from actorflow.runtime._core._ids import task_run_id
 from actorflow.runtime._core._messages import (
+    Command,
     Dequeue,
     Recover,
     Restart,
@@ -126,7 +129,8 @@ class ExecutionActor(Actor):
     async def receive(self, message: Any) -> Any:
         try:
             return await self._handle(message)
-        except IllegalOperation as exc:
+        except (IllegalOperation, InputError) as exc:
+            # A refused operation or a bad resume input is the caller's answer, not a crash.
             return exc
 
     async def _handle(self, message: Any) -> Any:
@@ -156,6 +160,8 @@ class ExecutionActor(Actor):
             await self._resume(inputs)
         elif isinstance(message, Recover | Restart):
             self._rebuild()
+        elif isinstance(message, Command):
+            return await apply_command(self, message)
         elif isinstance(message, ChildCrashed):
             self._child_terminated(message)
         elif type(message) is _Continue:
@@ -339,7 +345,7 @@ class ExecutionActor(Actor):
         """Create and dispatch one child task run; returns a new frame to process."""
         now = self.engine.clock.now()
         tr = TaskRun(
-            id=self.engine.new_id(),
+            id=task_run_id(self.ex, frame.owner_id, spec),
             execution_id=self.ex.id,
             task_id=spec.task.id,
             state=State.CREATED,
@@ -490,10 +496,13 @@ class ExecutionActor(Actor):
         self._to(State.PAUSED, manual_pause=True)
         self._save()
 
-    async def _resume(self, inputs: dict[str, Any]) -> None:
+    async def _resume(self, inputs: dict[str, Any], task_run_id: str | None = None) -> None:
         if self.ex.state is not State.PAUSED:
             raise IllegalOperation(f"execution {self.ex.id} is not paused ({self.ex.state.value})")
-        paused = next((tr for tr in self.runs.values() if tr.state is State.PAUSED), None)
+        if task_run_id is not None:
+            paused: TaskRun | None = self.runs[task_run_id]
+        else:
+            paused = next((tr for tr in self.runs.values() if tr.state is State.PAUSED), None)
         if paused is None:
             if inputs:
                 raise IllegalOperation("a manually paused execution takes no resume inputs")
@@ -509,7 +518,15 @@ class ExecutionActor(Actor):
             self.scope.record = self.ex
         ref = self.live.get(paused.id)
         if ref is not None:
-            ref.tell_nowait(ResumeWith(valid))
+            # Asked, not told: once this returns the Pause's RUNNING is queued for storage,
+            # so whoever answers "resumed" after a flush answers with the effect stored.
+            try:
+                await ref.ask(ResumeWith(valid), timeout=30.0)
+            except ActorError as exc:
+                raise IllegalOperation(
+                    f"pause {paused.task_id!r} of execution {self.ex.id} ended before the"
+                    f" resume reached it ({exc})"
+                ) from exc
 
     def _finish(self, state: State, error: str | None = None) -> None:
         for tr in list(self.runs.values()):

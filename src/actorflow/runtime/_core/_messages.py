@@ -14,6 +14,8 @@ from actorflow.runtime._records import TaskRun
 from actorflow.runtime._states import State
 
 __all__ = [
+    "Command",
+    "CommandTarget",
     "Complete",
     "Dequeue",
     "Fail",
@@ -59,6 +61,27 @@ class PauseElapsed(SystemMessage, frozen=True, gc=False, tag=True):
 class ResumeWith(SystemMessage, frozen=True, gc=False, tag=True):
     """Resume a paused execution or Pause task run with validated inputs."""
 
+    inputs: dict[str, Any] = {}
+
+
+class CommandTarget(msgspec.Struct, frozen=True, gc=False):
+    """What a command from another process was meant for: the execution as its sender saw it.
+
+    ``run`` is the execution's ``attempt_number`` (a restart raises it); ``paused_at`` the
+    index in its history of the PAUSED entry a resume answers, ``task_run_id`` the Pause
+    task run it resumes (None for a manual pause).
+    """
+
+    run: int
+    paused_at: int | None = None
+    task_run_id: str | None = None
+
+
+class Command(SystemMessage, frozen=True, gc=False, tag=True):
+    """A kill, pause or resume posted by another process; applied only to its target."""
+
+    kind: str
+    target: CommandTarget
     inputs: dict[str, Any] = {}
 
 

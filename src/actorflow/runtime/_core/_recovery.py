@@ -1,25 +1,39 @@
 """What a runtime does besides running: resume the executions of dead processes, heartbeat
-its ownership, and apply the commands other processes post for its executions."""
+its ownership, and consume the commands other processes post for its executions.
+
+Commands (kill, pause, resume from another process) are rows of the store's ``commands``
+table. Each is consumed once: the process that owns the execution applies it if its target
+still holds (see ``_commands``), stores the effect, then marks the row ``applied`` or
+``rejected`` with its answer; a runtime only ever reads pending ones, so nothing is replayed
+after a restart of the process or of the execution. The sender polls the row for the answer.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 import msgspec
 
-from actorflow._errors import IllegalOperation
-from actorflow.actors import Kill, Pause
-from actorflow.runtime._core._messages import Recover, ResumeWith
+from actorflow._errors import (
+    AskTimeout,
+    CommandNotAnswered,
+    DeadActorError,
+    ExecutionNotFound,
+    IllegalOperation,
+)
+from actorflow.runtime._core._commands import KINDS, target_of
+from actorflow.runtime._core._messages import Command, CommandTarget, Recover
 from actorflow.runtime._core._persist import decode_execution, decode_task_run
 from actorflow.runtime._states import TERMINAL, State
-from actorflow.storage import ExecutionRow, Store
+from actorflow.storage import CommandRow, ExecutionRow, Store
 
 if TYPE_CHECKING:
     from actorflow.runtime._core._engine import Engine
@@ -27,9 +41,15 @@ if TYPE_CHECKING:
     from actorflow.runtime._records import Execution
 
 TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)
-COMMAND_POLL = 0.2
+COMMAND_POLL = 0.2  # how often an owner looks for commands
+ANSWER_POLL = 0.02  # how often a sender looks for its answer
+COMMAND_TIMEOUT = 10.0  # how long a sender waits for an answer by default
+_APPLY_TIMEOUT = 30.0
 HEARTBEAT = 2.0
 STALE_AFTER = 15.0
+APPLIED, REJECTED = "applied", "rejected"
+
+_log = logging.getLogger("actorflow.runtime")
 
 
 class Recovery:
@@ -37,8 +57,13 @@ class Recovery:
 
     engine: Engine
     store: Store
-    _last_command: int
-    _restarted_at: dict[str, float]
+    # While recover() spawns what it claimed, commands wait: an execution it claimed but has
+    # not started yet would be answered "not running here".
+    _recovering: bool = False
+    # Claimed executions recovery could not start here, and why (a command's answer).
+    _unrunnable: dict[str, str]
+    _consuming: anyio.Event | None = None
+    _commands_lock: anyio.Lock | None = None
 
     def _flow_for(self, ex: Execution) -> Flow:  # pragma: no cover - the Runtime's
         raise NotImplementedError
@@ -46,14 +71,18 @@ class Recovery:
     async def recover(self) -> list[str]:
         """Resume unfinished executions whose owner is gone; returns their ids."""
         store = self.store
-        for owner in await _dead_local_owners(store):
-            await store.release_owner(owner)
-        rows = await store.claim_orphans(self.engine.owner, TERMINAL_NAMES, STALE_AFTER)
-        with _collector_paused(len(rows) > 1000):
-            resumed = await self._resume_claimed(rows)
-            # Let the new actors take their first steps (rebuild, re-arm) inside the pause.
-            for _ in range(4):
-                await anyio.lowlevel.checkpoint()
+        self._recovering = True
+        try:
+            for owner in await _dead_local_owners(store):
+                await store.release_owner(owner)
+            rows = await store.claim_orphans(self.engine.owner, TERMINAL_NAMES, STALE_AFTER)
+            with _collector_paused(len(rows) > 1000):
+                resumed = await self._resume_claimed(rows)
+                # Let the new actors take their first steps (rebuild, re-arm) inside the pause.
+                for _ in range(4):
+                    await anyio.lowlevel.checkpoint()
+        finally:
+            self._recovering = False
         return resumed
 
     async def _resume_claimed(self, rows: list[ExecutionRow]) -> list[str]:
@@ -65,7 +94,8 @@ class Recovery:
             for ex in chunk:
                 try:
                     flow = self._flow_for(ex)
-                except IllegalOperation:
+                except IllegalOperation as exc:
+                    self._unrunnable[ex.id] = str(exc)
                     continue
                 runs = [decode_task_run(r.data) for r in runs_of[ex.id]]
                 if ex.state in (State.CREATED, State.QUEUED):  # not started: wait for a slot
@@ -76,7 +106,7 @@ class Recovery:
         return resumed
 
     async def _housekeeping(self) -> None:
-        """Heartbeat the ownership, apply commands from other processes."""
+        """Heartbeat the ownership, consume commands from other processes."""
         next_beat = 0.0
         while True:
             await anyio.sleep(COMMAND_POLL)
@@ -85,29 +115,144 @@ class Recovery:
                 if now >= next_beat:
                     await self.store.heartbeat(self.engine.owner)
                     next_beat = now + HEARTBEAT
-                for cmd in await self.store.commands_after(self._last_command):
-                    self._last_command = cmd.id
-                    if cmd.created < self._restarted_at.get(cmd.execution_id, 0.0):
-                        continue
-                    await self._apply(cmd.execution_id, cmd.kind, cmd.payload)
+                await self.apply_commands()
             except Exception:
-                continue
+                # Storage trouble: callers hear of it through their own writes; the loop
+                # keeps heartbeating so the ownership is not lost to a passing failure.
+                _log.debug("housekeeping failed", exc_info=True)
 
-    async def _apply(self, execution_id: str, kind: str, payload: bytes) -> None:
-        ref = self.engine.live.get(execution_id) or self.engine.unpark(execution_id)
-        if ref is None or not ref.is_alive:
-            return
-        message: Any
-        if kind == "kill":
-            message = Kill()
-        elif kind == "pause":
-            message = Pause()
-        elif kind == "resume":
-            message = ResumeWith(dict(decode_any_json(payload) or {}))
-        else:
-            return
-        with contextlib.suppress(Exception):
-            await ref.ask(message, timeout=30.0)
+    async def apply_commands(self) -> int:
+        """Consume the pending commands of the executions this runtime owns (the
+        housekeeping loop calls it every ``COMMAND_POLL`` seconds); returns how many."""
+        if self._recovering:
+            return 0
+        lock = self._commands_lock
+        if lock is None:
+            lock = self._commands_lock = anyio.Lock()
+        async with lock:  # one consumer at a time: a command is applied once
+            return await self._apply_pending()
+
+    async def _apply_pending(self) -> int:
+        done = 0
+        for cmd in await self.store.pending_commands(self.engine.owner):
+            # Shielded: a command whose effect is applied gets its answer even when the
+            # runtime is closing, and close waits for it before giving up the ownership.
+            self._consuming = event = anyio.Event()
+            try:
+                with anyio.CancelScope(shield=True):
+                    status, answer = await self._apply(cmd)
+                    if status == APPLIED:
+                        await self.store.flush()  # the effect is stored before the answer
+                    await self.store.answer_command(cmd.id, status, answer)
+            finally:
+                self._consuming = None
+                event.set()
+            done += 1
+        return done
+
+    async def _apply(self, cmd: CommandRow) -> tuple[str, str]:
+        """Apply one command here: (APPLIED, what was done) or (REJECTED, why not)."""
+        ex_id = cmd.execution_id
+        if cmd.kind not in KINDS:
+            return REJECTED, f"unknown command {cmd.kind!r}; expected one of {KINDS}"
+        try:
+            target = msgspec.json.decode(cmd.target, type=CommandTarget)
+            inputs = decode_any_json(cmd.payload) or {}
+            if not isinstance(inputs, dict):
+                raise TypeError(f"inputs must be an object, not {type(inputs).__name__}")
+            message = Command(cmd.kind, target, inputs)
+        except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+            return REJECTED, f"{cmd.kind} command {cmd.id} for {ex_id} cannot be read: {exc}"
+        ref = self.engine.live.get(ex_id) or self.engine.unpark(ex_id)
+        if ref is not None and ref.is_alive:
+            try:
+                result = await ref.ask(message, timeout=_APPLY_TIMEOUT)
+            except AskTimeout:
+                return REJECTED, (
+                    f"execution {ex_id} did not take the {cmd.kind} within {_APPLY_TIMEOUT:g}s"
+                )
+            except DeadActorError:
+                pass  # it ended meanwhile: say so below
+            else:
+                if isinstance(result, Exception):
+                    return REJECTED, str(result)
+                return APPLIED, str(result)
+        return REJECTED, await self._not_here(ex_id)
+
+    async def _not_here(self, ex_id: str) -> str:
+        """Why an execution this runtime owns in the store has no live actor here."""
+        await self.store.flush()  # an end still being stored is an end
+        ended = self.engine._ended.get(ex_id)
+        if ended is not None:
+            return f"execution {ex_id} is already {ended.state.value}"
+        if ex_id in self._unrunnable:
+            return f"execution {ex_id} cannot run in this process: {self._unrunnable[ex_id]}"
+        row = await self.store.get_execution(ex_id)
+        if row is None:
+            return f"no execution with id {ex_id!r}"
+        if row.state in TERMINAL_NAMES:
+            return f"execution {ex_id} is already {row.state}"
+        return f"execution {ex_id} ({row.state}) is not running in the process that owns it"
+
+    # -- the sender's side -------------------------------------------------------------
+    async def send_command(
+        self,
+        ex: Execution,
+        kind: str,
+        inputs: Mapping[str, Any] | None = None,
+        timeout: float = COMMAND_TIMEOUT,
+    ) -> str:
+        """Post a command for ``ex`` (a full tree as stored), owned by another process, and
+        wait for the owner's answer; returns it when applied.
+
+        Raises:
+            IllegalOperation: the owner (or the store) refused it; the message says why.
+            ExecutionNotFound: the execution was purged meanwhile.
+            CommandNotAnswered: no answer within ``timeout`` s, or nobody can answer (its
+                owner is gone); the command stays pending for whoever takes the execution.
+        """
+        store = self.store
+        target = target_of(ex, kind)
+        payload = msgspec.json.encode(dict(inputs or {}))
+        cid = await store.post_command(ex.id, kind, payload, msgspec.json.encode(target))
+        deadline = time.monotonic() + timeout
+        while True:
+            cmd = await store.get_command(cid)
+            if cmd is None:
+                raise ExecutionNotFound(f"no execution with id {ex.id!r} (purged meanwhile)")
+            if cmd.status == APPLIED:
+                return cmd.answer or ""
+            if cmd.status == REJECTED:
+                raise IllegalOperation(cmd.answer or f"{kind} of {ex.id} was rejected")
+            row = await store.get_execution(ex.id)
+            if row is None:
+                why = f"no execution with id {ex.id!r}"
+                if await store.answer_command(cid, REJECTED, why):
+                    raise ExecutionNotFound(why)
+                continue  # answered meanwhile: read it
+            gone = await _owner_gone(store, row.owner)
+            if gone is not None and row.state in TERMINAL_NAMES:
+                # Its owner ended it and left before seeing the command: nobody else will
+                # answer. (A live owner answers itself; it may be the one that ended it.)
+                why = f"execution {ex.id} is already {row.state}"
+                if await store.answer_command(cid, REJECTED, why):
+                    raise IllegalOperation(why)
+                continue
+            if gone is not None:
+                raise CommandNotAnswered(
+                    f"{kind} of execution {ex.id} ({row.state}) is stored as command {cid}, but"
+                    f" {gone}; it stays pending and is applied (or refused, if the execution"
+                    " moved on) when a runtime takes the execution over",
+                    cid,
+                )
+            if time.monotonic() >= deadline:
+                raise CommandNotAnswered(
+                    f"{kind} of execution {ex.id} ({row.state}) is stored as command {cid}, but"
+                    f" its owner {row.owner} did not answer within {timeout:g}s; it stays"
+                    " pending",
+                    cid,
+                )
+            await anyio.sleep(ANSWER_POLL)
 
 
 @contextlib.contextmanager
@@ -133,15 +278,31 @@ def decode_any_json(payload: bytes) -> Any:
     return msgspec.json.decode(payload) if payload else None
 
 
-async def _dead_local_owners(store: Store) -> list[str]:
+async def _owner_gone(store: Store, owner: str | None) -> str | None:
+    """Why ``owner`` will never answer a command (None if it is alive)."""
+    if owner is None:
+        return "no process owns it"
+    beats = dict(await store.owners())
+    if owner not in beats:
+        return f"its owner {owner} has stopped"
+    if owner in await _dead_local_owners(store, [owner]):
+        return f"its owner {owner} is gone (the process died)"
+    clock = getattr(store, "clock", time.time)
+    if beats[owner] < clock() - STALE_AFTER:
+        return f"its owner {owner} has not heartbeat for {clock() - beats[owner]:.0f}s"
+    return None
+
+
+async def _dead_local_owners(store: Store, names: list[str] | None = None) -> list[str]:
     """Owners registered from this host whose process is gone (crashed)."""
-    owners_fn = getattr(store, "owners", None)
-    if owners_fn is None:
-        return []
+    if names is None:
+        owners_fn = getattr(store, "owners", None)
+        if owners_fn is None:
+            return []
+        names = [o[0] if isinstance(o, tuple) else o for o in await owners_fn()]
     host = os.uname().nodename
     dead: list[str] = []
-    for owner in await owners_fn():
-        name = owner[0] if isinstance(owner, tuple) else owner
+    for name in names:
         parts = str(name).split(":")
         if len(parts) >= 2 and parts[0] == host and parts[1].isdigit():
             pid = int(parts[1])

@@ -69,6 +69,8 @@ class ExecutionScope:
             value=value,
             iteration=tr.iteration,
             trigger=ex.trigger,
+            # The task run (stable across attempts and crashes) in this run of the execution.
+            idempotency_key=f"{tr.id}-{ex.attempt_number}",
         )
 
     def record_outputs(self, tr: TaskRun) -> None:
