@@ -18,8 +18,10 @@ become dicts, datetimes and UUIDs strings, bytes base64 text, dict keys strings)
 Floats may be NaN or infinite inside inputs and outputs (msgpack keeps them); a metric value
 must be finite (its SQL column cannot hold NaN).
 
-The check walks the converted value in Python, which costs about as much as the conversion
-itself; nothing is encoded here, so outputs are encoded no more often than before.
+The check is msgpack's own encoder (C): a bad int or string makes it fail, and only then a
+walk in Python names the place; nesting is walked only when the encoding is long enough to
+be that deep. Outputs keep the bytes of that encoding for their row of the ``outputs`` table
+(:func:`remember_encoding`), so checking them costs no extra encoding.
 """
 
 from __future__ import annotations
@@ -182,36 +184,67 @@ def to_plain(value: Any, where: str) -> Any:
     ``where`` names the value in the error (``"outputs"``, ``"inputs.cfg"``); the path inside
     it is added (``inputs.cfg.a[3]``).
     """
+    plain = to_builtins(value, where)
+    check_plain(plain, where)
+    return plain
+
+
+def to_builtins(value: Any, where: str) -> Any:
+    """:func:`msgspec.to_builtins` (string keys); a refusal names the place (unchecked)."""
     try:
-        plain = msgspec.to_builtins(value, str_keys=True)
+        return msgspec.to_builtins(value, str_keys=True)
     except (TypeError, ValueError, RecursionError) as exc:
         try:
             _locate(value, 1)
         except _Bad as bad:
             raise _refusal(where, bad) from None
         raise UnstorableValue(f"{where}: cannot be stored: {safe_text(str(exc))}") from None
-    check_plain(plain, where)
-    return plain
 
 
-def check_plain(value: Any, where: str) -> None:
-    """Refuse (:class:`UnstorableValue`) plain data the store cannot keep exactly."""
+def check_plain(value: Any, where: str) -> bytes:
+    """Refuse (:class:`UnstorableValue`) plain data the store cannot keep exactly; returns
+    its msgpack encoding."""
     # msgpack's encoder in C finds a bad int or string far faster than a walk in Python;
     # the walk runs only to name the place, or when the value may be too deep (each nested
     # container takes at least one byte, so a short encoding is a shallow value).
     try:
-        size = len(_encode(value))
+        data = _encode(value)
     except (OverflowError, UnicodeEncodeError, TypeError, ValueError, RecursionError) as exc:
         try:
             _check(value, 1)
         except _Bad as bad:
             raise _refusal(where, bad) from None
         raise UnstorableValue(f"{where}: cannot be stored: {safe_text(str(exc))}") from None
-    if size > MAX_DEPTH and _too_deep(value, 1):
+    if len(data) > MAX_DEPTH and _too_deep(value, 1):
         try:
             _depth(value, 1)
         except _Bad as bad:
             raise _refusal(where, bad) from None
+    return data
+
+
+# Outputs checked when their attempt ended, by identity, until their row is built: their
+# encoding is reused there instead of being made again. Bounded: an entry whose row is never
+# built (storage failed first) is dropped eventually.
+_ENCODED: dict[int, tuple[Any, bytes]] = {}
+_ENCODED_MAX = 4096
+
+
+def remember_encoding(value: Any, data: bytes) -> None:
+    """Keep ``data`` (the encoding of ``value``) for :func:`take_encoding`."""
+    if len(_ENCODED) >= _ENCODED_MAX:
+        del _ENCODED[next(iter(_ENCODED))]
+    _ENCODED[id(value)] = (value, data)
+
+
+def take_encoding(value: Any) -> bytes | None:
+    """The encoding remembered for this very object (once), else None."""
+    entry = _ENCODED.pop(id(value), None)
+    if entry is None:
+        return None
+    if entry[0] is not value:  # another object now has that id: the old one is gone
+        return None
+    return entry[1]
 
 
 _CONTAINERS = frozenset({dict, list, tuple})
@@ -340,6 +373,9 @@ __all__ = [
     "check_text",
     "metric_tags",
     "metric_value",
+    "remember_encoding",
     "safe_text",
+    "take_encoding",
+    "to_builtins",
     "to_plain",
 ]

@@ -10,6 +10,7 @@ import msgspec
 from actorflow.runtime._observer import DURATION_METRIC
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import TERMINAL
+from actorflow.runtime._values import take_encoding
 from actorflow.storage import (
     AppendHistory,
     AttemptRow,
@@ -98,7 +99,9 @@ def task_run_rows(tr: TaskRun) -> list[Any]:
         )
     if terminal:
         if tr.outputs:
-            ops.append(UpsertOutput(OutputRow(tr.execution_id, tr.id, _enc.encode(tr.outputs))))
+            # Encoded once already, when the attempt's outputs were checked (runtime._values).
+            data = take_encoding(tr.outputs) or _enc.encode(tr.outputs)
+            ops.append(UpsertOutput(OutputRow(tr.execution_id, tr.id, data)))
         for m in tr.metrics:
             ops.append(
                 UpsertMetric(
