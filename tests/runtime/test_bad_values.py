@@ -233,8 +233,10 @@ async def test_an_unstorable_input_is_refused_at_submit(tmp_path: Path, case: st
     await _with_a_healthy_neighbour(tmp_path / "rt.db", act)
 
 
-async def test_plain_values_at_the_limits_are_kept_exactly(rt: Runtime) -> None:
-    """The largest ints msgpack keeps, NaN, 100 levels of nesting and non-ASCII text pass."""
+async def test_plain_values_at_the_limits_are_kept_exactly(rt_db: Runtime) -> None:
+    """The largest ints msgpack keeps, NaN, 100 levels of nesting and non-ASCII text pass,
+    and the stored task run reads back the same."""
+    rt = rt_db
     value = {
         "max": 2**64 - 1,
         "min": -(2**63),
@@ -253,6 +255,8 @@ async def test_plain_values_at_the_limits_are_kept_exactly(rt: Runtime) -> None:
     out = done.task_run("e").outputs
     assert out["v"] == value
     assert math.isnan(out["nan"])
+    stored = (await rt._load(done.id)).task_run("e").outputs
+    assert stored["v"] == value and math.isnan(stored["nan"])
 
 
 async def test_an_unstorable_label_or_default_is_refused(rt: Runtime) -> None:

@@ -18,8 +18,9 @@ become dicts, datetimes and UUIDs strings, bytes base64 text, dict keys strings)
 Floats may be NaN or infinite inside inputs and outputs (msgpack keeps them); a metric value
 must be finite (its SQL column cannot hold NaN).
 
-The check walks the converted value in Python, which costs about as much as the conversion
-itself; nothing is encoded here, so outputs are encoded no more often than before.
+The check is msgpack's own encoder (C): a bad int or string makes it fail, and only then a
+walk in Python names the place; nesting is walked only when the encoding is long enough to
+be that deep.
 """
 
 from __future__ import annotations
@@ -182,36 +183,43 @@ def to_plain(value: Any, where: str) -> Any:
     ``where`` names the value in the error (``"outputs"``, ``"inputs.cfg"``); the path inside
     it is added (``inputs.cfg.a[3]``).
     """
+    plain = to_builtins(value, where)
+    check_plain(plain, where)
+    return plain
+
+
+def to_builtins(value: Any, where: str) -> Any:
+    """:func:`msgspec.to_builtins` (string keys); a refusal names the place (unchecked)."""
     try:
-        plain = msgspec.to_builtins(value, str_keys=True)
+        return msgspec.to_builtins(value, str_keys=True)
     except (TypeError, ValueError, RecursionError) as exc:
         try:
             _locate(value, 1)
         except _Bad as bad:
             raise _refusal(where, bad) from None
         raise UnstorableValue(f"{where}: cannot be stored: {safe_text(str(exc))}") from None
-    check_plain(plain, where)
-    return plain
 
 
-def check_plain(value: Any, where: str) -> None:
-    """Refuse (:class:`UnstorableValue`) plain data the store cannot keep exactly."""
+def check_plain(value: Any, where: str) -> bytes:
+    """Refuse (:class:`UnstorableValue`) plain data the store cannot keep exactly; returns
+    its msgpack encoding."""
     # msgpack's encoder in C finds a bad int or string far faster than a walk in Python;
     # the walk runs only to name the place, or when the value may be too deep (each nested
     # container takes at least one byte, so a short encoding is a shallow value).
     try:
-        size = len(_encode(value))
+        data = _encode(value)
     except (OverflowError, UnicodeEncodeError, TypeError, ValueError, RecursionError) as exc:
         try:
             _check(value, 1)
         except _Bad as bad:
             raise _refusal(where, bad) from None
         raise UnstorableValue(f"{where}: cannot be stored: {safe_text(str(exc))}") from None
-    if size > MAX_DEPTH and _too_deep(value, 1):
+    if len(data) > MAX_DEPTH and _too_deep(value, 1):
         try:
             _depth(value, 1)
         except _Bad as bad:
             raise _refusal(where, bad) from None
+    return data
 
 
 _CONTAINERS = frozenset({dict, list, tuple})
@@ -341,5 +349,6 @@ __all__ = [
     "metric_tags",
     "metric_value",
     "safe_text",
+    "to_builtins",
     "to_plain",
 ]

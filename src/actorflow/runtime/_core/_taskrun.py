@@ -32,7 +32,12 @@ from actorflow.runtime._flow import validate_inputs
 from actorflow.runtime._records import Attempt, StateEntry, TaskRun
 from actorflow.runtime._states import TERMINAL, State, check_transition
 from actorflow.runtime._tasks import Pause, PauseBehavior, Runnable, Subflow, Task
-from actorflow.runtime._values import metric_value, safe_text, to_plain
+from actorflow.runtime._values import (
+    check_plain,
+    metric_value,
+    safe_text,
+    to_builtins,
+)
 
 if TYPE_CHECKING:
     from actorflow.runtime._core._scope import ExecutionScope
@@ -46,10 +51,10 @@ def normalize_outputs(result: Any) -> dict[str, Any]:
     """
     if result is None:
         return {}
-    # A plain value that is not a mapping is stored as outputs.value: errors say so.
-    scalar = isinstance(result, str | int | float | bytes | list | tuple | set | frozenset)
-    plain = to_plain(result, "outputs.value" if scalar else "outputs")
-    return plain if isinstance(plain, dict) else {"value": plain}
+    plain = to_builtins(result, "outputs")
+    outputs = plain if isinstance(plain, dict) else {"value": plain}
+    check_plain(outputs, "outputs")
+    return outputs
 
 
 def _describe(exc: BaseException) -> str:
