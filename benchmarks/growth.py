@@ -115,11 +115,9 @@ def dag(n: int) -> dict[str, Any]:
 
 
 def outputs(size: int, executions: int = 300) -> dict[str, Any]:
-    payload = "x" * size
-
     @af.task
     async def produce(ctx: af.TaskContext) -> dict[str, str]:
-        return {"data": payload}
+        return {"data": "x" * size}  # a new string each time, as real outputs are
 
     flow = af.Flow(id="out", namespace="bench", tasks=[produce("t")])
 

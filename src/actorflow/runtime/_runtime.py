@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import tempfile
@@ -15,9 +16,10 @@ import anyio
 import msgspec
 
 from actorflow._errors import ExecutionNotFound, FlowError, IllegalOperation, StorageUnavailable
-from actorflow.actors import Kill, Pause, open_actor_system
+from actorflow.actors import ActorSystem, Kill, Pause, open_actor_system
 from actorflow.runtime._clock import Clock
 from actorflow.runtime._core._admission import check_limits
+from actorflow.runtime._core._collector import Tuning
 from actorflow.runtime._core._engine import Engine, new_execution_record
 from actorflow.runtime._core._execution import ExecutionActor
 from actorflow.runtime._core._guardian import Guardian
@@ -87,11 +89,15 @@ class Runtime(Recovery):
         recover: bool = True,
         max_active: int | None = DEFAULT_MAX_ACTIVE,
         max_queued: int | None = DEFAULT_MAX_QUEUED,
+        tune_gc: bool = True,
     ) -> AsyncIterator[Runtime]:
         """Open a runtime on the database at ``path`` (``":memory:"`` keeps nothing).
 
         Unfinished executions whose owner process is gone are resumed, provided their flow is
         in ``flows`` (or registered later with :meth:`register`) or was loaded from a file.
+        ``tune_gc``: while open, freeze what exists after start-up and raise the cycle
+        collector's thresholds while many actors live; the host's settings come back on close
+        (see ``runtime/_core/_collector.py``).
         """
         check_limits(max_active, max_queued)  # before anything is opened
         own_store = store is None
@@ -129,6 +135,8 @@ class Runtime(Recovery):
             tg.start_soon(rt._housekeeping)
             if recover:
                 await rt.recover()
+            if tune_gc:
+                stack.enter_context(Tuning(functools.partial(_live_count, system, engine)))
             try:
                 yield rt
             except Exception as exc:
@@ -504,6 +512,11 @@ class Runtime(Recovery):
                 f"flow {ex.namespace}.{ex.flow_id} revision {ex.flow_revision} is not registered"
             )
         return flow
+
+
+def _live_count(system: ActorSystem, engine: Engine) -> int:
+    """Actors alive and executions parked: what the collector walks (see Tuning)."""
+    return len(system) + len(engine.admission.parked)
 
 
 def _errors_subtrees(flow: Flow, runs: tuple[TaskRun, ...]) -> set[str]:
