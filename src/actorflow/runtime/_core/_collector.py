@@ -50,7 +50,8 @@ class Tuning:
             else:
                 _host = gc.get_threshold()
                 if gc.get_freeze_count() == 0:
-                    gc.collect()  # freeze live objects, not garbage
+                    # No collection first: it would cost a full pass of the host's heap on
+                    # every open; garbage frozen now is collected once unfrozen at close.
                     gc.freeze()
                     _froze = True
                 gc.callbacks.append(_on_collect)
