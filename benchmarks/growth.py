@@ -14,7 +14,7 @@ several runs. In memory unless said otherwise, no-op tasks:
 * ``lag``: M concurrent 5-task executions (submitted at once): the host loop's lag p99 / max
   (a 5 ms ticker), the cycle collector's share of the time and its longest full pass.
 
-A workload that does not finish in its time limit or fails reports ``None`` with why.
+A workload that does not finish in its time limit (LIMIT_S) or fails reports NaN and why.
 """
 
 from __future__ import annotations
@@ -115,11 +115,9 @@ def dag(n: int) -> dict[str, Any]:
 
 
 def outputs(size: int, executions: int = 300) -> dict[str, Any]:
-    payload = "x" * size
-
     @af.task
     async def produce(ctx: af.TaskContext) -> dict[str, str]:
-        return {"data": payload}
+        return {"data": "x" * size}  # a new string each time, as real outputs are
 
     flow = af.Flow(id="out", namespace="bench", tasks=[produce("t")])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import logging
 import os
@@ -26,10 +27,11 @@ from actorflow._errors import (
     TaskNotAllowed,
     UnstorableValue,
 )
-from actorflow.actors import Kill, Pause, open_actor_system
+from actorflow.actors import ActorSystem, Kill, Pause, open_actor_system
 from actorflow.runtime._allow import allowed_types, check_allowed
 from actorflow.runtime._clock import Clock
 from actorflow.runtime._core._admission import check_limits
+from actorflow.runtime._core._collector import Tuning
 from actorflow.runtime._core._engine import Engine, new_execution_record
 from actorflow.runtime._core._execution import ExecutionActor
 from actorflow.runtime._core._guardian import Guardian
@@ -120,6 +122,7 @@ class Runtime(Recovery):
         read_only: bool = False,
         lock_timeout: float = 30.0,
         allow_types: Collection[str] | str = (),
+        tune_gc: bool = True,
     ) -> AsyncIterator[Runtime]:
         """Open a runtime on the database at ``path`` (``":memory:"`` keeps nothing).
 
@@ -137,6 +140,10 @@ class Runtime(Recovery):
         ``allow_types`` names the gated task types this runtime runs (``{"shell"}``: tasks
         that run commands); a flow with any other gated task is refused at submit with
         :class:`~actorflow.TaskNotAllowed`, and recovery leaves its executions alone.
+
+        ``tune_gc``: while open, freeze what exists after start-up and raise the cycle
+        collector's thresholds while many actors live; the host's settings come back on close
+        (see ``runtime/_core/_collector.py``).
         """
         if not shutdown_timeout >= 0:  # NaN too
             raise ValueError(f"shutdown_timeout must be >= 0 seconds, got {shutdown_timeout!r}")
@@ -183,6 +190,8 @@ class Runtime(Recovery):
                 tg.start_soon(rt._housekeeping)
             if recover:
                 await rt.recover()
+            if tune_gc:
+                stack.enter_context(Tuning(functools.partial(_live_count, system, engine)))
             try:
                 yield rt
             except Exception as exc:
@@ -730,6 +739,11 @@ class Runtime(Recovery):
         except TaskNotAllowed as exc:
             raise IllegalOperation(f"execution {ex.id}: {exc}") from exc
         return flow
+
+
+def _live_count(system: ActorSystem, engine: Engine) -> int:
+    """Actors alive and executions parked: what the collector walks (see Tuning)."""
+    return len(system) + len(engine.admission.parked)
 
 
 def _errors_subtrees(flow: Flow, runs: tuple[TaskRun, ...]) -> set[str]:
