@@ -640,14 +640,16 @@ class MemoryStore:
             key=lambda r: r[2],
         )  # fmt: skip
 
-    async def answer_command(self, command_id: int, status: str, answer: str) -> bool:
+    async def answer_command(
+        self, command_id: int, status: str, answer: str, error: str | None = None
+    ) -> bool:
         """Consume a pending command once (see :class:`Store`)."""
         self._check()
         cmd = self._commands.get(command_id)
         if cmd is None or cmd.status != "pending":
             return False
         self._commands[command_id] = msgspec.structs.replace(
-            cmd, status=status, answer=answer, answered=self.clock()
+            cmd, status=status, answer=answer, answered=self.clock(), error=error
         )
         self._pending_commands.discard(command_id)
         return True

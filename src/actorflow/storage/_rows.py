@@ -100,7 +100,9 @@ class CommandRow(msgspec.Struct, frozen=True, gc=False):
 
     ``status`` goes from ``pending`` to ``applied`` or ``rejected`` once, written by the
     process that consumed it; ``answer`` says what it did or why not. ``target`` is what the
-    sender saw (opaque to the store), so the command cannot act on a later step.
+    sender saw (opaque to the store), so the command cannot act on a later step. ``error``
+    names the error class of a rejection (``InputError``, ``IllegalOperation``...), which the
+    sender raises again with ``answer`` as its message.
     """
 
     id: int
@@ -112,6 +114,7 @@ class CommandRow(msgspec.Struct, frozen=True, gc=False):
     answer: str | None = None
     target: bytes = b""
     answered: float | None = None
+    error: str | None = None
 
 
 class FlowRow(msgspec.Struct, frozen=True, gc=False):

@@ -7,7 +7,7 @@ import sqlite3
 from actorflow._errors import DatabaseInvalid, SchemaTooNew
 from actorflow.storage._writer_proc import with_lock_retry
 
-CURRENT_VERSION = 6
+CURRENT_VERSION = 8
 
 _V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -165,10 +165,27 @@ UPDATE schema_version SET version = 6
 """
 # -- end of v6 ------------------------------------------------------------------------------
 
+# -- v7: reserved for the workers branch (leases, fencing, work queue); this placeholder only
+# moves the version on and is replaced by that migration when the branches meet.
+_V6_TO_V7 = """
+UPDATE schema_version SET version = 7
+"""
+
+# -- v8: a command's answer says which error refused it -------------------------------------
+# ``error`` is the class name (InputError, IllegalOperation, ExecutionNotFound) the sender
+# raises again, so an answer from another process is the same exception an in-process call
+# raises. Commands answered before v8 have none: their senders read IllegalOperation.
+_V7_TO_V8 = """
+ALTER TABLE commands ADD COLUMN error TEXT;
+UPDATE schema_version SET version = 8
+"""
+# -- end of v8 ------------------------------------------------------------------------------
+
 
 # MIGRATIONS[v] takes a database from version v to v + 1.
 MIGRATIONS: dict[int, str] = {
-    1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4, 4: _V4_TO_V5, 5: _V5_TO_V6
+    1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4, 4: _V4_TO_V5, 5: _V5_TO_V6, 6: _V6_TO_V7,
+    7: _V7_TO_V8,
 }  # fmt: skip
 
 

@@ -416,7 +416,7 @@ def purge_batch(
     return _transaction(conn, admin, body)
 
 
-COMMAND_COLS = "id, execution_id, kind, payload, created, status, answer, target, answered"
+COMMAND_COLS = "id, execution_id, kind, payload, created, status, answer, target, answered, error"
 
 
 def answer_command(
@@ -426,14 +426,16 @@ def answer_command(
     status: str,
     answer: str,
     now: float,
+    error: str | None = None,
 ) -> bool:
-    """Set a pending command's status and answer; False if it was not pending any more."""
+    """Set a pending command's status, answer and error kind; False if it was not pending
+    any more."""
 
     def run() -> bool:
         cur = conn.execute(
-            "UPDATE commands SET status = ?, answer = ?, answered = ? WHERE id = ?"
+            "UPDATE commands SET status = ?, answer = ?, answered = ?, error = ? WHERE id = ?"
             " AND status = 'pending'",
-            (status, answer, now, command_id),
+            (status, answer, now, error, command_id),
         )
         return cur.rowcount == 1
 

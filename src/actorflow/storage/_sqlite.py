@@ -556,9 +556,13 @@ class SQLiteStore(SQLiteReads):
             (execution_id, kind, payload, self.clock(), target),
         )
 
-    async def answer_command(self, command_id: int, status: str, answer: str) -> bool:
+    async def answer_command(
+        self, command_id: int, status: str, answer: str, error: str | None = None
+    ) -> bool:
         """Consume a pending command once (see :class:`Store`)."""
-        return await self._admin(_sql.answer_command, command_id, status, answer, self.clock())
+        return await self._admin(
+            _sql.answer_command, command_id, status, answer, self.clock(), error
+        )
 
     async def compare_and_write(
         self, execution_id: str, state: str, updated: float, ops: Sequence[Op]

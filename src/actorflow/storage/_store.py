@@ -282,9 +282,12 @@ class Store(Protocol):
         """Pending commands of the executions ``owner`` owns, oldest first."""
         ...
 
-    async def answer_command(self, command_id: int, status: str, answer: str) -> bool:
-        """Consume a pending command: set its status (``applied`` or ``rejected``) and
-        answer, once; False (nothing changed) when it was no longer pending."""
+    async def answer_command(
+        self, command_id: int, status: str, answer: str, error: str | None = None
+    ) -> bool:
+        """Consume a pending command: set its status (``applied`` or ``rejected``), answer
+        and, when rejected, ``error`` (the class name of the error its sender raises), once;
+        False (nothing changed) when it was no longer pending."""
         ...
 
     async def compare_and_write(

@@ -5,7 +5,15 @@ Commands (kill, pause, resume from another process) are rows of the store's ``co
 table. Each is consumed once: the process that owns the execution applies it if its target
 still holds (see ``_commands``), stores the effect, then marks the row ``applied`` or
 ``rejected`` with its answer; a runtime only ever reads pending ones, so nothing is replayed
-after a restart of the process or of the execution. The sender polls the row for the answer.
+after a restart of the process or of the execution. The answer carries the class name of the
+error that refused it, which the sender raises again: a call from another process fails as
+the same call made in the owner's process would (``InputError``, ``IllegalOperation``,
+``ExecutionNotFound``), with the same message.
+
+Delivery: the sender rings the owner's doorbell (``_notify``) once the command is stored, and
+the owner rings back once it answered, so a round trip on one host takes milliseconds; the
+owner's poll every ``COMMAND_POLL`` seconds and the sender's every ``ANSWER_POLL`` seconds
+stay as the fallback when a ring cannot be delivered.
 """
 
 from __future__ import annotations
@@ -16,21 +24,27 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import anyio.lowlevel
 import msgspec
 
 from actorflow._errors import (
+    ActorflowError,
     AskTimeout,
     CommandNotAnswered,
     DeadActorError,
     ExecutionNotFound,
     IllegalOperation,
+    InputError,
+    StorageUnavailable,
+    TemplateError,
+    UnstorableValue,
 )
 from actorflow.runtime._core._commands import KINDS, target_of
 from actorflow.runtime._core._messages import Command, CommandTarget, Recover
+from actorflow.runtime._core._notify import channel_of, open_bell, open_doorbell, owner_address
 from actorflow.runtime._core._persist import decode_execution, decode_task_run
 from actorflow.runtime._states import TERMINAL, State
 from actorflow.storage import CommandRow, ExecutionRow, Store
@@ -47,7 +61,17 @@ COMMAND_TIMEOUT = 10.0  # how long a sender waits for an answer by default
 _APPLY_TIMEOUT = 30.0
 HEARTBEAT = 2.0
 STALE_AFTER = 15.0
+RING_WAIT = 0.1  # how long a sender that rang waits to be rung back before it reads again
 APPLIED, REJECTED = "applied", "rejected"
+# Errors a command's answer can name; the sender raises the same class with the same message.
+# Anything else the owner met reads as IllegalOperation (its message still says what).
+ANSWER_ERRORS: dict[str, type[ActorflowError]] = {
+    c.__name__: c
+    for c in (
+        InputError, IllegalOperation, ExecutionNotFound, TemplateError, UnstorableValue,
+        StorageUnavailable,
+    )
+}  # fmt: skip
 
 _log = logging.getLogger("actorflow.runtime")
 
@@ -106,7 +130,20 @@ class Recovery:
         return resumed
 
     async def _housekeeping(self) -> None:
-        """Heartbeat the ownership, consume commands from other processes."""
+        """Heartbeat the ownership, consume commands from other processes: at once when a
+        sender rings the doorbell, and every ``COMMAND_POLL`` seconds in any case."""
+        with open_doorbell(channel_of(self.store), self.engine.owner) as bell:
+            async with anyio.create_task_group() as tg:
+                if bell is not None:
+                    tg.start_soon(bell.serve, self._rung)
+                await self._poll()
+
+    async def _rung(self) -> None:
+        while self._recovering:  # its commands wait for it (see apply_commands)
+            await anyio.sleep(0.005)
+        await self.apply_commands()
+
+    async def _poll(self) -> None:
         next_beat = 0.0
         while True:
             await anyio.sleep(COMMAND_POLL)
@@ -140,21 +177,23 @@ class Recovery:
             self._consuming = event = anyio.Event()
             try:
                 with anyio.CancelScope(shield=True):
-                    status, answer = await self._apply(cmd)
+                    status, answer, error = await self._apply(cmd)
                     if status == APPLIED:
                         await self.store.flush()  # the effect is stored before the answer
-                    await self.store.answer_command(cmd.id, status, answer)
+                    await self.store.answer_command(cmd.id, status, answer, error)
             finally:
                 self._consuming = None
                 event.set()
             done += 1
         return done
 
-    async def _apply(self, cmd: CommandRow) -> tuple[str, str]:
-        """Apply one command here: (APPLIED, what was done) or (REJECTED, why not)."""
+    async def _apply(self, cmd: CommandRow) -> tuple[str, str, str | None]:
+        """Apply one command here: (APPLIED, what was done, None) or (REJECTED, why not,
+        the class name of the error an in-process call would raise)."""
         ex_id = cmd.execution_id
+        illegal = IllegalOperation.__name__
         if cmd.kind not in KINDS:
-            return REJECTED, f"unknown command {cmd.kind!r}; expected one of {KINDS}"
+            return REJECTED, f"unknown command {cmd.kind!r}; expected one of {KINDS}", illegal
         try:
             target = msgspec.json.decode(cmd.target, type=CommandTarget)
             inputs = decode_any_json(cmd.payload) or {}
@@ -162,37 +201,41 @@ class Recovery:
                 raise TypeError(f"inputs must be an object, not {type(inputs).__name__}")
             message = Command(cmd.kind, target, inputs)
         except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
-            return REJECTED, f"{cmd.kind} command {cmd.id} for {ex_id} cannot be read: {exc}"
+            why = f"{cmd.kind} command {cmd.id} for {ex_id} cannot be read: {exc}"
+            return REJECTED, why, illegal
         ref = self.engine.live.get(ex_id) or self.engine.unpark(ex_id)
         if ref is not None and ref.is_alive:
             try:
                 result = await ref.ask(message, timeout=_APPLY_TIMEOUT)
             except AskTimeout:
-                return REJECTED, (
-                    f"execution {ex_id} did not take the {cmd.kind} within {_APPLY_TIMEOUT:g}s"
-                )
+                why = f"execution {ex_id} did not take the {cmd.kind} within {_APPLY_TIMEOUT:g}s"
+                return REJECTED, why, illegal
             except DeadActorError:
                 pass  # it ended meanwhile: say so below
             else:
                 if isinstance(result, Exception):
-                    return REJECTED, str(result)
-                return APPLIED, str(result)
-        return REJECTED, await self._not_here(ex_id)
+                    return REJECTED, str(result), error_kind(result)
+                return APPLIED, str(result), None
+        return (REJECTED, *await self._not_here(ex_id))
 
-    async def _not_here(self, ex_id: str) -> str:
-        """Why an execution this runtime owns in the store has no live actor here."""
+    async def _not_here(self, ex_id: str) -> tuple[str, str]:
+        """Why an execution this runtime owns in the store has no live actor here, and the
+        error class that says it."""
+        illegal = IllegalOperation.__name__
         await self.store.flush()  # an end still being stored is an end
         ended = self.engine._ended.get(ex_id)
         if ended is not None:
-            return f"execution {ex_id} is already {ended.state.value}"
+            return f"execution {ex_id} is already {ended.state.value}", illegal
         if ex_id in self._unrunnable:
-            return f"execution {ex_id} cannot run in this process: {self._unrunnable[ex_id]}"
+            why = f"execution {ex_id} cannot run in this process: {self._unrunnable[ex_id]}"
+            return why, illegal
         row = await self.store.get_execution(ex_id)
         if row is None:
-            return f"no execution with id {ex_id!r}"
+            return f"no execution with id {ex_id!r}", ExecutionNotFound.__name__
         if row.state in TERMINAL_NAMES:
-            return f"execution {ex_id} is already {row.state}"
-        return f"execution {ex_id} ({row.state}) is not running in the process that owns it"
+            return f"execution {ex_id} is already {row.state}", illegal
+        why = f"execution {ex_id} ({row.state}) is not running in the process that owns it"
+        return why, illegal
 
     # -- the sender's side -------------------------------------------------------------
     async def send_command(
@@ -206,6 +249,7 @@ class Recovery:
         wait for the owner's answer; returns it when applied.
 
         Raises:
+            InputError: the owner found the resume inputs invalid (the field is named).
             IllegalOperation: the owner (or the store) refused it; the message says why.
             ExecutionNotFound: the execution was purged meanwhile.
             CommandNotAnswered: no answer within ``timeout`` s, or nobody can answer (its
@@ -214,45 +258,71 @@ class Recovery:
         store = self.store
         target = target_of(ex, kind)
         payload = msgspec.json.encode(dict(inputs or {}))
-        cid = await store.post_command(ex.id, kind, payload, msgspec.json.encode(target))
-        deadline = time.monotonic() + timeout
-        while True:
-            cmd = await store.get_command(cid)
-            if cmd is None:
-                raise ExecutionNotFound(f"no execution with id {ex.id!r} (purged meanwhile)")
-            if cmd.status == APPLIED:
-                return cmd.answer or ""
-            if cmd.status == REJECTED:
-                raise IllegalOperation(cmd.answer or f"{kind} of {ex.id} was rejected")
-            row = await store.get_execution(ex.id)
-            if row is None:
-                why = f"no execution with id {ex.id!r}"
-                if await store.answer_command(cid, REJECTED, why):
-                    raise ExecutionNotFound(why)
-                continue  # answered meanwhile: read it
-            gone = await _owner_gone(store, row.owner)
-            if gone is not None and row.state in TERMINAL_NAMES:
-                # Its owner ended it and left before seeing the command: nobody else will
-                # answer. (A live owner answers itself; it may be the one that ended it.)
-                why = f"execution {ex.id} is already {row.state}"
-                if await store.answer_command(cid, REJECTED, why):
-                    raise IllegalOperation(why)
-                continue
-            if gone is not None:
-                raise CommandNotAnswered(
-                    f"{kind} of execution {ex.id} ({row.state}) is stored as command {cid}, but"
-                    f" {gone}; it stays pending and is applied (or refused, if the execution"
-                    " moved on) when a runtime takes the execution over",
-                    cid,
-                )
-            if time.monotonic() >= deadline:
-                raise CommandNotAnswered(
-                    f"{kind} of execution {ex.id} ({row.state}) is stored as command {cid}, but"
-                    f" its owner {row.owner} did not answer within {timeout:g}s; it stays"
-                    " pending",
-                    cid,
-                )
-            await anyio.sleep(ANSWER_POLL)
+        channel = channel_of(store)
+        with open_bell(channel) as bell:
+            cid = await store.post_command(ex.id, kind, payload, msgspec.json.encode(target))
+            deadline = time.monotonic() + timeout
+            rang = False  # rang the owner and not rung back yet
+            while True:
+                cmd = await store.get_command(cid)
+                if cmd is None:
+                    raise ExecutionNotFound(f"no execution with id {ex.id!r} (purged meanwhile)")
+                if cmd.status == APPLIED:
+                    return cmd.answer or ""
+                if cmd.status == REJECTED:
+                    raise_answer(cmd, f"{kind} of {ex.id} was rejected")
+                row = await store.get_execution(ex.id)
+                if row is None:
+                    why = f"no execution with id {ex.id!r}"
+                    if await store.answer_command(cid, REJECTED, why, "ExecutionNotFound"):
+                        raise ExecutionNotFound(why)
+                    continue  # answered meanwhile: read it
+                if not rang and bell is not None and channel is not None and row.owner:
+                    # Before the liveness checks: a live owner starts on it while we look.
+                    rang = bell.ring(owner_address(channel, row.owner))
+                gone = await _owner_gone(store, row.owner)
+                if gone is not None and row.state in TERMINAL_NAMES:
+                    # Its owner ended it and left before seeing the command: nobody else will
+                    # answer. (A live owner answers itself; it may be the one that ended it.)
+                    why = f"execution {ex.id} is already {row.state}"
+                    if await store.answer_command(cid, REJECTED, why, "IllegalOperation"):
+                        raise IllegalOperation(why)
+                    continue
+                if gone is not None:
+                    raise CommandNotAnswered(
+                        f"{kind} of execution {ex.id} ({row.state}) is stored as command {cid},"
+                        f" but {gone}; it stays pending and is applied (or refused, if the"
+                        " execution moved on) when a runtime takes the execution over",
+                        cid,
+                    )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise CommandNotAnswered(
+                        f"{kind} of execution {ex.id} ({row.state}) is stored as command {cid},"
+                        f" but its owner {row.owner} did not answer within {timeout:g}s; it"
+                        " stays pending",
+                        cid,
+                    )
+                if rang and bell is not None:
+                    # Rung back: the owner's round is over; still pending means it ran before
+                    # it could take this one (recovering): ring again.
+                    rang = not await bell.wait(min(RING_WAIT, left))
+                else:
+                    await anyio.sleep(min(ANSWER_POLL, left))
+
+
+def error_kind(exc: BaseException) -> str:
+    """The name a command's answer stores for ``exc``: its nearest class a sender raises."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ in ANSWER_ERRORS and ANSWER_ERRORS[cls.__name__] is cls:
+            return cls.__name__
+    return IllegalOperation.__name__
+
+
+def raise_answer(cmd: CommandRow, default: str) -> NoReturn:
+    """Raise the error a rejected command's answer names, with its message."""
+    cls = ANSWER_ERRORS.get(cmd.error or "", IllegalOperation)
+    raise cls(cmd.answer or default)
 
 
 @contextlib.contextmanager
