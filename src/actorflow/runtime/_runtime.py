@@ -531,14 +531,16 @@ class Runtime(Recovery):
 
     async def restart(self, execution_id: str) -> ExecutionHandle:
         """Run failed task runs of a FAILED, KILLED or WARNING execution again (same id)."""
+        restartable = (State.FAILED, State.KILLED, State.WARNING)
         if execution_id in self.engine.live:
-            raise IllegalOperation(f"execution {execution_id} is still running")
+            # Its live state, in the words a caller in another process reads from the store.
+            live = (await self.get(execution_id)).state
+            if live in restartable:  # ended, its actor not gone yet
+                raise IllegalOperation(f"execution {execution_id} is still running")
+            raise _not_restartable(execution_id, live)
         row, ex = await self._read_whole(execution_id)
-        if ex.state not in (State.FAILED, State.KILLED, State.WARNING):
-            raise IllegalOperation(
-                f"execution {execution_id} is {ex.state.value}; only FAILED, KILLED or WARNING"
-                " executions can be restarted"
-            )
+        if ex.state not in restartable:
+            raise _not_restartable(execution_id, ex.state)
         flow = self._flow_for(ex)
         now = self.engine.clock.now()
         removed = _errors_subtrees(flow, ex.task_runs)
@@ -739,6 +741,13 @@ class Runtime(Recovery):
         except TaskNotAllowed as exc:
             raise IllegalOperation(f"execution {ex.id}: {exc}") from exc
         return flow
+
+
+def _not_restartable(execution_id: str, state: State) -> IllegalOperation:
+    return IllegalOperation(
+        f"execution {execution_id} is {state.value}; only FAILED, KILLED or WARNING"
+        " executions can be restarted"
+    )
 
 
 def _live_count(system: ActorSystem, engine: Engine) -> int:
