@@ -99,17 +99,20 @@ def test_resume_of_an_execution_that_moves_on_to_its_next_pause_says_applied(
 
 def test_a_bad_resume_input_gets_the_runners_validation_error(tmp_path: Path) -> None:
     """A resume missing a required input is refused by the runner with the validation error,
-    shown by the sender (exit 1); a correct one then goes through."""
+    shown by the sender on one line (exit 2, as for any invalid input); a correct one then
+    goes through."""
     db = tmp_path / "x.db"
     runner = start("run", _write(tmp_path, "approval.yaml", APPROVAL), "--db", db)
     try:
         [(ex_id,)] = poll("the pause", lambda: _paused(db, "approve"))
-        proc = af("resume", ex_id, "--db", db, code=1)
+        proc = af("resume", ex_id, "--db", db, code=2)
         assert "resume:" in proc.stderr and "approved" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert "no running process" not in proc.stderr and "Traceback" not in proc.stderr
-        out = json.loads(af("resume", ex_id, "--input", "wrong=1", "--json", "--db", db, code=1)
+        out = json.loads(af("resume", ex_id, "--input", "wrong=1", "--json", "--db", db, code=2)
                          .stdout)  # fmt: skip
         assert out["applied"] is False and "wrong" in out["error"] and out["state"] == "PAUSED"
+        assert out["error_class"] == "InputError"
         af("resume", ex_id, "--input", "approved=true", "--db", db)
         code, stdout, _ = finish(runner)
     finally:
@@ -130,7 +133,7 @@ def test_kill_of_a_finished_execution_says_it_was_already_terminal(tmp_path: Pat
     out = json.loads(af("kill", ex_id, "--json", "--db", db, code=1).stdout)
     assert out == {
         "id": ex_id, "command": "kill", "applied": False, "state": "SUCCESS",
-        "error": f"execution {ex_id} is already SUCCESS",
+        "error": f"execution {ex_id} is already SUCCESS", "error_class": "IllegalOperation",
     }  # fmt: skip
 
 
@@ -185,3 +188,20 @@ def test_two_concurrent_restarts_exactly_one_wins(tmp_path: Path) -> None:
         assert count.read_text().splitlines() == ["ran", "ran"], f"round {i}"
         [(state,)] = query(db, "SELECT state FROM executions WHERE id = ?", ex_id)
         assert state == "SUCCESS"
+
+
+def test_a_command_for_a_dead_runner_exits_3_saying_why(tmp_path: Path) -> None:
+    """kill of an execution whose `run` process was SIGKILLed prints one line saying its
+    process died and the command stays pending, and exits 3."""
+    db = tmp_path / "x.db"
+    runner = start("run", _write(tmp_path, "gates.yaml", GATES), "--db", db)
+    try:
+        [(ex_id,)] = poll("the first pause", lambda: _paused(db, "first"))
+    finally:
+        runner.kill()
+        runner.wait()
+    proc = af("kill", ex_id, "--db", db, code=3)
+    [line] = proc.stderr.strip().splitlines()
+    assert "the process died" in line and "stays pending" in line, line
+    out = json.loads(af("kill", ex_id, "--json", "--db", db, code=3).stdout)
+    assert out["applied"] is False and out["error_class"] == "CommandNotAnswered"

@@ -73,6 +73,24 @@ def cli_observer(progress: Observer | None, exporter: str | None) -> Observer | 
 
 _CHILD_FLAG = "--_detached-child"
 _CONTROL_WAIT = 10.0
+# Exit codes of kill/pause/resume by what refused the command (0: applied).
+_CONTROL_CODES: dict[type[Exception], int] = {
+    IllegalOperation: 1, ExecutionNotFound: 1, InputError: 2, CommandNotAnswered: 3,
+}  # fmt: skip
+_CONTROL_EPILOG = """\
+The command reaches the process that runs the execution, wherever it is on this host (a
+doorbell wakes it at once; the database is the fallback), and waits for its answer. Its
+refusal is printed as one line, exactly as that process would say it.
+
+exit codes: 0 applied; 1 refused (the execution's state forbids it, e.g. it already ended,
+or no such execution); 2 invalid resume input (the field is named); 3 no answer (its process
+died, is stopped, or did not answer within --wait seconds; the command stays pending and is
+applied, or refused, by the runtime that takes the execution over)."""
+_RESTART_EPILOG = (
+    "It runs in this process, which follows it to its end, whichever process ran it before."
+    " Refused (one line, exit 1) as in-process: an execution still running or not in a state"
+    " that allows it, one another restart took first, or an unknown id."
+)
 
 
 class CliError(Exception):
@@ -376,8 +394,10 @@ async def cmd_control(args: argparse.Namespace) -> int:
         before = await _get(rt, args.id)
         began = time.monotonic()
         error: str | None = None
+        code = 0
         try:
-            # Another process's execution: the owner's answer, or why there is none.
+            # Another process's execution: the owner's answer, or why there is none; its
+            # refusal is the error an in-process call raises (same class, same message).
             if kind == "kill":
                 await rt.kill(before.id, timeout=args.wait)
             elif kind == "pause":
@@ -385,7 +405,8 @@ async def cmd_control(args: argparse.Namespace) -> int:
             else:
                 await rt.resume(before.id, _inputs(args.input), timeout=args.wait)
         except (IllegalOperation, InputError, ExecutionNotFound, CommandNotAnswered) as exc:
-            error = str(exc)
+            error, error_class = " ".join(str(exc).split()), type(exc).__name__
+            code = _CONTROL_CODES[type(exc)]
         ex = await rt.get(before.id) if error is None else before
         if error is None and kind == "kill" and not ex.state.terminal:
             # Applied: KILLING until its running task runs are cancelled; show the end.
@@ -400,6 +421,7 @@ async def cmd_control(args: argparse.Namespace) -> int:
         out["state"] = ex.state
         if error is not None:
             out["error"] = error
+            out["error_class"] = error_class
         print(json.dumps(out))
     elif error is None:
         _console().print(
@@ -408,7 +430,7 @@ async def cmd_control(args: argparse.Namespace) -> int:
         )  # fmt: skip
     else:
         _error(f"{kind}: {error}")
-    return 0 if error is None else 1
+    return code
 
 
 async def cmd_restart(args: argparse.Namespace) -> int:
@@ -617,17 +639,23 @@ def build_parser() -> argparse.ArgumentParser:
         ("kill", "kill an execution"),
     ):
         p = add(name, text)
+        p.epilog = _CONTROL_EPILOG
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
         p.add_argument("id", help="execution id")
         if name == "resume":
-            p.add_argument("--input", "-i", action="append", metavar="K=V")
-        p.add_argument("--wait", type=float, default=_CONTROL_WAIT, help="seconds to wait")
+            p.add_argument("--input", "-i", action="append", metavar="K=V",
+                           help="an input of the Pause task it waits at (repeatable)")  # fmt: skip
+        p.add_argument("--wait", type=float, default=_CONTROL_WAIT, metavar="SECONDS",
+                       help="how long to wait for the owner's answer (%(default)s)")  # fmt: skip
         p.set_defaults(func=cmd_control)
     p = add("restart", "run the failed task runs of an execution again (same id)")
+    p.epilog = _RESTART_EPILOG
     p.add_argument("id", help="execution id")
     p.add_argument("--input", "-i", action="append", metavar="K=V", help=argparse.SUPPRESS)
     allow(p)
     p.set_defaults(func=cmd_restart, from_task=None)
     p = add("replay", "a new execution that runs again from a task")
+    p.epilog = _RESTART_EPILOG
     p.add_argument("id", help="execution id")
     p.add_argument("--from", dest="from_task", metavar="TASK", help="task id to run again from")
     allow(p)

@@ -4,7 +4,9 @@ Paths follow Kestra's (``/api/v1/executions/{namespace}/{flowId}`` to submit, ``
 so on) so users of its API find their way. Errors are JSON ``{"error": kind, "message": ...}``
 with the status a client can act on: 404 unknown execution or flow, 409 an operation the
 execution's state forbids, 422 invalid inputs or flow source (with the problems), 503 storage
-unavailable or the runtime closed.
+unavailable or the runtime closed, 504 a kill, pause or resume the process owning the
+execution did not answer (``commandId`` names the command, which stays pending). A refusal
+from the owning process is the error it raised (a bad resume input is 422 there as here).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from actorflow._errors import (
     ActorflowError,
+    CommandNotAnswered,
     ExecutionNotFound,
     FlowError,
     FlowValidationError,
@@ -169,6 +172,11 @@ def _error_response(exc: Exception) -> JSONResponse:
         problems = [msgspec.to_builtins(p) for p in exc.problems]
         return JSONResponse(
             {"error": "invalid_flow", "message": str(exc), "problems": problems}, status_code=422
+        )
+    if isinstance(exc, CommandNotAnswered):
+        return JSONResponse(
+            {"error": "not_answered", "message": str(exc), "commandId": exc.command_id},
+            status_code=504,
         )
     status, kind = 500, "internal"
     if isinstance(exc, ExecutionNotFound | StoredFileNotFound):

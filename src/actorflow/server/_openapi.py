@@ -108,6 +108,8 @@ def document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
                     "503": _ERROR,
                 },
             }
+            if name in ("kill", "pause", "resume"):  # the owning process may not answer
+                op["responses"]["504"] = _ERROR
             if name in BODIES:
                 op["requestBody"] = {"content": BODIES[name], "required": False}
             paths.setdefault(_PARAM.sub(r"{\1}", route.path), {})[method.lower()] = op
