@@ -764,3 +764,31 @@ async def test_migrates_a_version_2_database_to_quarantine(tmp_path: Path) -> No
         assert [q.reason for q in await s.quarantined()] == ["undecodable"]
     with contextlib.closing(sqlite3.connect(path)) as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(CURRENT_VERSION,)]
+
+
+# -- schema v7 to v8 -------------------------------------------------------------------------------
+async def test_answers_of_a_version_6_database_keep_reading_after_v8(tmp_path: Path) -> None:
+    """A database from before v8 keeps its answered commands, which name no error class;
+    answers stored from v8 on keep the class they were given."""
+    path = tmp_path / "v6.db"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        create_v1(conn)
+        for v in range(1, 6):
+            conn.executescript(MIGRATIONS[v])
+        conn.execute(
+            "INSERT INTO commands (execution_id, kind, payload, created, status, answer)"
+            " VALUES ('e', 'kill', x'7b7d', 5.0, 'rejected', 'execution e is already SUCCESS')"
+        )
+    async with SQLiteStore(path) as s:
+        old = await s.get_command(1)
+        assert old is not None and (old.status, old.error) == ("rejected", None)
+        assert old.answer == "execution e is already SUCCESS"
+        cid = await s.post_command("e", "resume", b"{}")
+        assert await s.answer_command(cid, "rejected", "resume of e: missing 'x'", "InputError")
+        new = await s.get_command(cid)
+        assert new is not None and (new.error, new.answer) == (
+            "InputError",
+            "resume of e: missing 'x'",
+        )
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(CURRENT_VERSION,)]

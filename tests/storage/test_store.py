@@ -279,6 +279,13 @@ async def test_a_command_is_consumed_once_and_keeps_its_answer(store: Store) -> 
         "pending",
         "pending",
     ]
+    assert done.error is None  # answered without naming an error class
+    assert await store.answer_command(c, "rejected", "resume of mine: missing 'x'", "InputError")
+    refused = await store.get_command(c)
+    assert refused is not None and (refused.error, refused.answer) == (
+        "InputError",
+        "resume of mine: missing 'x'",
+    )
 
 
 async def test_compare_and_write_only_on_an_unchanged_row(store: Store) -> None:
