@@ -12,8 +12,8 @@ and its writer process over a few seconds with nothing to do, as % of one core.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -55,17 +55,17 @@ async def _own(db: str) -> None:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its children (the writer process)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    """CPU seconds of ``pid`` and its children (the writer process), every thread, from the
+    scheduler's nanosecond counters (``/proc/*/task/*/schedstat``)."""
     pids = [pid]
     for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
-        pids.extend(int(c) for c in children)
+        pids.extend(int(c) for c in (task / "children").read_text().split())
+    total = 0
     for p in pids:
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return total
+        for task in Path(f"/proc/{p}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 async def _round_trips(db: str, ex_id: str, rounds: int) -> list[float]:
@@ -98,7 +98,7 @@ def _measure(rounds: int, doorbells: bool, idle_s: float) -> tuple[list[float], 
         if not ex_id:
             raise RuntimeError("the owner process did not start")
         idle: float | None = None
-        if idle_s > 0 and Path("/proc/self/stat").exists():
+        if idle_s > 0 and Path("/proc/self/schedstat").exists():
             time.sleep(0.5)  # start-up settles (recovery, first heartbeat)
             before = _cpu_seconds(proc.pid)
             time.sleep(idle_s)

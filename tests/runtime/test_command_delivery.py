@@ -229,6 +229,7 @@ async def test_a_command_reaches_its_owner_by_the_doorbell_alone(
     """With the owner's poll an hour apart, pause and resume from another runtime are still
     applied: the doorbell delivers them; once the owner closed, its doorbell is gone."""
     monkeypatch.setattr(_recovery, "COMMAND_POLL", 3600.0)
+    monkeypatch.setattr(_recovery, "DOORBELL_POLL", 3600.0)
     db = tmp_path / "x.db"
     async with Runtime.open(db, flows=FLOWS) as owner:
         ex_id = (await owner.submit(GATED)).id

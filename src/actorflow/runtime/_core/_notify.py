@@ -8,7 +8,7 @@ kernel drops the name with the process), nothing to pay while idle (the owner sl
 event loop's selector). A sender rings it from a socket of its own; after the owner's next
 round of commands it rings every sender that rang before the round, which then reads its
 answer. A lost ring (a full buffer, another host, an owner of an older version, not Linux)
-costs nothing but time: the owner polls every ``COMMAND_POLL`` seconds and the sender every
+costs nothing but time: the owner polls every ``DOORBELL_POLL`` seconds and the sender every
 ``ANSWER_POLL`` seconds as before. A ring carries no data and anyone on the host may ring: the
 worst it can do is make an owner look at the store early.
 """
