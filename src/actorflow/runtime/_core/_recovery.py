@@ -135,22 +135,24 @@ class Recovery:
 
     async def _housekeeping(self) -> None:
         """Heartbeat the ownership, consume commands from other processes: at once when a
-        sender rings the doorbell, and every ``COMMAND_POLL`` seconds in any case."""
+        sender rings the doorbell, and at every poll in any case."""
         with open_doorbell(channel_of(self.store), self.engine.owner) as bell:
             async with anyio.create_task_group() as tg:
                 if bell is not None:
                     tg.start_soon(bell.serve, self._rung)
-                await self._poll(bell is not None)
+                await self._poll(has_doorbell=bell is not None)
 
     async def _rung(self) -> None:
         while self._recovering:  # its commands wait for it (see apply_commands)
             await anyio.sleep(0.005)
         await self.apply_commands()
 
-    async def _poll(self, rung: bool) -> None:
+    async def _poll(self, *, has_doorbell: bool) -> None:
+        """Heartbeat, and consume commands every ``DOORBELL_POLL`` seconds, or
+        ``COMMAND_POLL`` without a doorbell."""
         next_beat = 0.0
         while True:
-            await anyio.sleep(DOORBELL_POLL if rung else COMMAND_POLL)
+            await anyio.sleep(DOORBELL_POLL if has_doorbell else COMMAND_POLL)
             now = time.monotonic()
             try:
                 if now >= next_beat:
