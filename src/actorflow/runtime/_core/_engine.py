@@ -30,6 +30,7 @@ from actorflow.runtime._core._persist import (
     task_run_rows_timed,
 )
 from actorflow.runtime._flow import ConcurrencyBehavior, Flow, validate_inputs
+from actorflow.runtime._hostlog import execution_event
 from actorflow.runtime._observer import Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State
@@ -289,6 +290,7 @@ class Engine:
             if self.state_listeners and not ex.state.terminal:
                 for listener in self.state_listeners:
                     listener(ex)
+            execution_event(ex)
             if ex.error is not None and not ex.error.isascii():
                 ex = msgspec.structs.replace(ex, error=safe_text(ex.error))
         try:
@@ -323,9 +325,11 @@ class Engine:
             raise
         return self._watch(commit)
 
-    def log(self, execution_id: str, task_run_id: str | None, level: str, message: str) -> None:
-        """Store one log line of a task run."""
-        trace_id, span_id = self.observer.log_ids()
+    def log(
+        self, execution_id: str, task_run_id: str | None, level: str, message: str
+    ) -> tuple[str | None, str | None]:
+        """Store one log line of a task run; returns the trace and span ids stored with it."""
+        ids = trace_id, span_id = self.observer.log_ids()
         row = LogRow(execution_id, task_run_id, self.clock.now(), level, message, trace_id, span_id)
         try:
             commit = self.store.write((AppendLog(row),))
@@ -333,6 +337,7 @@ class Engine:
             self._refused(exc)
             raise
         self._watch(commit)
+        return ids
 
     def observe_metric(
         self, ctx: TaskContext, kind: str, name: str, value: float, tags: dict[str, str]

@@ -32,6 +32,7 @@ from actorflow.runtime._core._messages import (
 from actorflow.runtime._core._scope import ExecutionScope
 from actorflow.runtime._core._taskrun import TaskRunActor, validate_resume
 from actorflow.runtime._flow import ConcurrencyBehavior, Flow
+from actorflow.runtime._hostlog import task_run_event
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State, check_transition
 from actorflow.runtime._tasks import Flowable, Task
@@ -109,6 +110,7 @@ class ExecutionActor(Actor):
         new = msgspec.structs.replace(tr, state=state, history=(*tr.history, entry), **changes)
         self.runs[tr.id] = new
         self.engine.save_task_run(new, (entry,))
+        task_run_event(self.ex, new)
         if new.state.terminal:
             self.scope.record_outputs(new)
         return new
@@ -362,6 +364,7 @@ class ExecutionActor(Actor):
             self._spawn(tr, task, Start(), fresh=True)  # its actor saves the creation
             return None
         self.engine.save_task_run(tr, tr.history)
+        task_run_event(self.ex, tr)
         if task.run_if is not None:
             try:
                 run_if = task.run_if
