@@ -36,7 +36,15 @@ from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State
 from actorflow.runtime._tasks import check_subflow_depth
 from actorflow.runtime._values import safe_text
-from actorflow.storage import AppendLog, Commit, FileStorage, LogRow, Store
+from actorflow.storage import (
+    AppendLog,
+    Commit,
+    FileStorage,
+    LogRow,
+    Store,
+    new_future,
+    running_loop,
+)
 
 if TYPE_CHECKING:
     from actorflow.actors import Actor, ActorRef
@@ -144,6 +152,8 @@ class Engine:
         guardian: Callable[[Engine], GuardianLike],
     ) -> None:
         self.system = system
+        # asyncio's loop for its bare futures and tasks; None on trio (anyio-based path).
+        self._loop = running_loop()
         self._execution_actor = execution_actor
         self.store = store
         self.files = files
@@ -452,7 +462,7 @@ class Engine:
         ):
             return None
         # A bare future: thousands of waiters are common, an Event costs three objects each.
-        done: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[Execution] = new_future(self._loop)
         self._waiters.setdefault(execution_id, []).append(done)
         if ending is not None:
             ending.want()
@@ -512,7 +522,10 @@ class Engine:
         """After recovery: tell ``watcher`` when child execution ``child_id`` ends."""
         if child_id in self._ended:
             # Ended and stored here already; the cache keeps no outputs: read them back.
-            task = asyncio.get_running_loop().create_task(self._tell_ended(child_id, watcher))
+            if self._loop is None:  # trio: a task of the actor system's task group
+                self.system._tg.start_soon(self._tell_ended, child_id, watcher)
+                return
+            task = self._loop.create_task(self._tell_ended(child_id, watcher))
             self._loads.add(task)
             task.add_done_callback(self._loads.discard)
         else:

@@ -8,7 +8,6 @@ snapshot it reported, at most three times, then fails that task run.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +37,7 @@ from actorflow.runtime._states import State, check_transition
 from actorflow.runtime._tasks import Flowable, Task
 from actorflow.runtime._tasks import Pause as PauseTask
 from actorflow.runtime._template import render, truthy
+from actorflow.storage import call_soon
 
 if TYPE_CHECKING:
     from actorflow.actors import ActorRef
@@ -339,7 +339,7 @@ class ExecutionActor(Actor):
             deferred = self._deferred = {}
             # Posted once the loop has run what is ready now (the children just spawned among
             # it), so their reports come first; never refused, like them: one is pending at most.
-            asyncio.get_running_loop().call_soon(self.context.self_ref.post, _Continue())
+            call_soon(self.context.self_ref.post, _Continue())
         for frame in frames:
             deferred[id(frame)] = frame
 
