@@ -3,7 +3,9 @@ running attempts at once; the next start resumes them."""
 
 from __future__ import annotations
 
+import re
 import signal
+import urllib.request
 from pathlib import Path
 
 import anyio
@@ -68,3 +70,30 @@ def test_one_ctrl_c_closes_gracefully_within_the_grace(tmp_path: Path) -> None:
     assert code == 130, err
     assert "stopping" in err and "Traceback" not in err
     assert [r[0] for r in query(db, "SELECT state FROM executions")] == ["RUNNING"]
+
+
+def test_a_second_signal_stops_a_server_with_running_tasks_at_once(tmp_path: Path) -> None:
+    """The server's first SIGTERM starts its graceful stop (said on stderr), the second
+    interrupts the running attempt without waiting the hour of grace; it exits 0."""
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "slow.yaml").write_text(SLOW)
+    db = tmp_path / "s.db"
+    proc = start("server", "--db", db, "--flows", flows, "--port", "0",
+                 "--shutdown-timeout", "3600")  # fmt: skip
+    assert proc.stderr is not None
+    found = re.search(r"http://127\.0\.0\.1:(\d+)", proc.stderr.readline())
+    assert found
+    url = f"http://127.0.0.1:{found.group(1)}/api/v1/executions/cli/slow"
+    req = urllib.request.Request(url, data=b"{}", method="POST")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status < 300
+    poll("the attempt to run", lambda: _running(db))
+    proc.send_signal(signal.SIGTERM)
+    line = proc.stderr.readline()
+    assert "stopping" in line and "3600s" in line, line
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = finish(proc, timeout=60)
+    assert code == 0, err
+    assert "interrupting running tasks" in err

@@ -606,7 +606,8 @@ async def cmd_server(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)  # fmt: skip
     observer = cli_observer(None, args.trace)
     await serve(db, flows=flows, host=args.host, port=port, sock=sock, observer=observer,
-                handle_signals=True, allow_types=_allow(args))  # fmt: skip
+                handle_signals=True, allow_types=_allow(args),
+                shutdown_timeout=args.shutdown_timeout)  # fmt: skip
     return 0
 
 
@@ -646,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=float,
             default=10.0,
             metavar="SECONDS",
-            help="on Ctrl-C, how long running tasks get to finish (default 10; a second "
+            help="on Ctrl-C or SIGTERM, how long running tasks get to finish (default 10; a second "
             "Ctrl-C interrupts them at once)",
         )
 
@@ -723,6 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8080, help="port to listen on")
     allow(p)
+    shutdown(p)
     p.set_defaults(func=cmd_server)
     p = add("purge", "delete ended executions older than a duration")
     p.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h, PT1H")
