@@ -135,3 +135,14 @@ def test_positional_parameters_and_options_are_accepted() -> None:
     assert dict(step.params) == {"source": "db", "limit": 7}
     assert step.timeout == 5.0 and step.retry is not None
     assert extract.options == {}  # the original is unchanged
+
+
+async def test_a_dag_node_reading_another_depends_on_it(rt: Runtime) -> None:
+    """In a Dag, a node that reads another node's output waits for it without depends_on."""
+    e = extract("e", source="dag")
+    t = transform("t", data=e.output())
+    dag = af.Dag(id="d", nodes=[af.DagTask(task=t), af.DagTask(task=e)])
+    assert [list(n.depends_on) for n in dag.nodes] == [["e"], []]
+    done = await rt.run(af.Flow(id="dagref", tasks=[dag]))
+    assert done.state is af.State.SUCCESS
+    assert done.output(t) == [10, 20, 30]

@@ -545,6 +545,19 @@ class Switch(Flowable):
         )
 
 
+def _read_ids(task: Task) -> list[str]:
+    """Ids of the steps whose outputs ``task`` (or a task inside it) reads by reference."""
+    found: list[str] = []
+    stack = [task]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, Call):
+            found.extend(t.params[name].step.id for name in t.refs)
+        elif isinstance(t, Flowable):
+            stack.extend(t.children())
+    return found
+
+
 @dataclass(frozen=True, kw_only=True)
 class DagTask:
     """A Dag node: a task and the ids it waits for."""
@@ -559,6 +572,21 @@ class Dag(Flowable):
 
     nodes: Sequence[DagTask] = ()
     concurrency: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # A node reading another node's output (``step.output()``) depends on it, said or not.
+        ids = {n.task.id for n in self.nodes}
+        implied = []
+        changed = False
+        for node in self.nodes:
+            extra = [u for u in _read_ids(node.task) if u in ids and u not in node.depends_on]
+            if extra and node.task.id not in extra:
+                changed = True
+                node = DagTask(task=node.task, depends_on=(*node.depends_on, *dict.fromkeys(extra)))
+            implied.append(node)
+        if changed:
+            object.__setattr__(self, "nodes", tuple(implied))
 
     def children(self) -> Sequence[Task]:
         return (*(n.task for n in self.nodes), *self.errors, *self.finally_)
