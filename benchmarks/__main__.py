@@ -25,6 +25,7 @@ MODULES = [
     "flow_loading",
     "growth",
     "commands",
+    "host_logging",
 ]
 RESULTS = Path(__file__).parent / "results"
 

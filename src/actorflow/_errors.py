@@ -21,6 +21,9 @@ Every error the package raises on purpose derives from :class:`ActorflowError`::
     │       └── TaskNotAllowed     a task of a type this runtime does not allow (``shell``)
     ├── TemplateError              an expression failed to render (names task and field)
     ├── InputError                 execution or resume inputs do not match the declared ones
+    ├── OutputError                a task output passed by reference (``step.output()``) or
+    │                              read as a type (``execution.output(step)``) is missing or
+    │                              does not fit the declared type (also a TypeError)
     ├── UnstorableValue            a value the store cannot keep (also a ValueError): names
     │                              where it is (``outputs.x.y``, ``metric 'n'``) and why
     ├── InvalidTransition          a state change not in the transition table
@@ -131,6 +134,10 @@ class TemplateError(ActorflowError):
 
 class InputError(ActorflowError):
     """Inputs do not match what the flow or pause task declares."""
+
+
+class OutputError(ActorflowError, TypeError):
+    """A task output passed by reference or read as a type is missing or does not fit."""
 
 
 class UnstorableValue(ActorflowError, ValueError):

@@ -37,6 +37,13 @@ from actorflow.runtime._tasks import task as af_task
 
 pytestmark = pytest.mark.anyio
 
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every scenario on both backends: the runtime is anyio's, not asyncio's only."""
+    return str(request.param)
+
+
 NS = "io.kestra.tests"
 KO_UNTIL_3 = "{{ 'ok' if taskrun.attemptsCount == 3 else ko }}"
 

@@ -10,6 +10,12 @@ from actorflow.runtime import Runtime, State
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every scenario on both backends: the runtime is anyio's, not asyncio's only."""
+    return str(request.param)
+
+
 @af.task
 async def fail(ctx: af.TaskContext, kind: str = "error") -> None:
     if kind == "value":

@@ -12,15 +12,17 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 from rich.console import Console
 from rich.text import Text
 
@@ -180,6 +182,56 @@ async def _follow(
     return 0 if ex.state in (State.SUCCESS, State.WARNING) else 1
 
 
+class _Interrupts:
+    """SIGINT (Ctrl-C) and SIGTERM while a command runs a runtime: the first ends the command
+    and closes the runtime gracefully (running attempts get up to its ``shutdown_timeout``
+    to finish), the second interrupts them at once; the exit code is 128 + the first signal
+    (130 for Ctrl-C)."""
+
+    def __init__(self) -> None:
+        self.body = anyio.CancelScope()  # the command's own work, cancelled by the first one
+        self.rt: Runtime | None = None
+        self.first: int | None = None
+
+    async def watch(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                if self.first is None:
+                    self.first = int(signum)
+                    grace = self.rt.shutdown_timeout if self.rt is not None else 0.0
+                    _note(
+                        f"stopping: running tasks get up to {grace:g}s to finish "
+                        "(Ctrl-C again to interrupt them now)"
+                    )
+                    self.body.cancel()
+                elif self.rt is not None:
+                    _note("interrupting running tasks; the next start resumes them")
+                    self.rt.interrupt()
+
+    @property
+    def code(self) -> int:
+        return 128 + (self.first or signal.SIGINT)
+
+
+@contextlib.asynccontextmanager
+async def _interruptible() -> AsyncIterator[_Interrupts]:
+    """Signals handled as :class:`_Interrupts` says, for as long as the block runs (the
+    runtime's close included, so a second Ctrl-C reaches it)."""
+    stop = _Interrupts()
+    async with anyio.create_task_group() as tg:
+        await tg.start(stop.watch)
+        try:
+            yield stop
+        finally:
+            tg.cancel_scope.cancel()
+
+
+def _note(text: str) -> None:
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr, flush=True)
+
+
 async def cmd_run(args: argparse.Namespace) -> int:
     console = _console()
     try:
@@ -197,16 +249,20 @@ async def cmd_run(args: argparse.Namespace) -> int:
     progress = None if quiet else Progress(console)
     flows = _flows_for(flow, args.flow, args.flow_dir or ())
     observer = cli_observer(progress, args.trace)
-    async with Runtime.open(
-        _db(args), flows=flows, observer=observer, recover=False, allow_types=_allow(args)
-    ) as rt:
-        handle = await rt.submit(flow, inputs)
-        if child:
-            print(handle.id, flush=True)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
-        return await _follow(rt, handle, console, args.json, quiet)
+    async with _interruptible() as stop, Runtime.open(
+        _db(args), flows=flows, observer=observer, recover=False, allow_types=_allow(args),
+        shutdown_timeout=args.shutdown_timeout,
+    ) as rt:  # fmt: skip
+        stop.rt = rt
+        with stop.body:
+            handle = await rt.submit(flow, inputs)
+            if child:
+                print(handle.id, flush=True)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                os.dup2(devnull, 2)
+            return await _follow(rt, handle, console, args.json, quiet)
+    return stop.code  # a signal ended the command; the runtime closed (or was interrupted)
 
 
 def _detach(args: argparse.Namespace) -> int:
@@ -437,18 +493,22 @@ async def cmd_restart(args: argparse.Namespace) -> int:
     console = _console()
     progress = None if args.json else Progress(console)
     observer = cli_observer(progress, args.trace)
-    async with Runtime.open(
-        _db(args), observer=observer, recover=False, allow_types=_allow(args)
-    ) as rt:
-        await _get(rt, args.id)
-        try:
-            if args.command == "restart":
-                handle = await rt.restart(args.id)
-            else:
-                handle = await rt.replay(args.id, task_id=args.from_task)
-        except IllegalOperation as exc:
-            raise CliError(str(exc)) from None
-        return await _follow(rt, handle, console, args.json, False)
+    async with _interruptible() as stop, Runtime.open(
+        _db(args), observer=observer, recover=False, allow_types=_allow(args),
+        shutdown_timeout=args.shutdown_timeout,
+    ) as rt:  # fmt: skip
+        stop.rt = rt
+        with stop.body:
+            await _get(rt, args.id)
+            try:
+                if args.command == "restart":
+                    handle = await rt.restart(args.id)
+                else:
+                    handle = await rt.replay(args.id, task_id=args.from_task)
+            except IllegalOperation as exc:
+                raise CliError(str(exc)) from None
+            return await _follow(rt, handle, console, args.json, False)
+    return stop.code
 
 
 async def cmd_purge(args: argparse.Namespace) -> int:
@@ -568,7 +628,8 @@ async def cmd_server(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)  # fmt: skip
     observer = cli_observer(None, args.trace)
     await serve(db, flows=flows, host=args.host, port=port, sock=sock, observer=observer,
-                handle_signals=True, allow_types=_allow(args))  # fmt: skip
+                handle_signals=True, allow_types=_allow(args),
+                shutdown_timeout=args.shutdown_timeout)  # fmt: skip
     return 0
 
 
@@ -602,6 +663,16 @@ def build_parser() -> argparse.ArgumentParser:
             "on this machine); repeat or separate with commas",
         )
 
+    def shutdown(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--shutdown-timeout",
+            type=float,
+            default=10.0,
+            metavar="SECONDS",
+            help="on Ctrl-C or SIGTERM, how long running tasks get to finish (default 10; a second "
+            "Ctrl-C interrupts them at once)",
+        )
+
     p = add("run", "run a flow file and show its progress")
     p.add_argument("flow", help="flow file (YAML or JSON)")
     p.add_argument("--input", "-i", action="append", metavar="K=V", help="an input value")
@@ -609,6 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-dir", action="append", metavar="DIR", help="flows for subflows")
     p.add_argument(_CHILD_FLAG, dest="detached_child", action="store_true", help=argparse.SUPPRESS)
     allow(p)
+    shutdown(p)
     p.set_defaults(func=cmd_run)
     p = add("validate", "check flow files; every problem with file, line and field")
     p.add_argument("flows", nargs="+", metavar="FLOW|DIR")
@@ -653,12 +725,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="execution id")
     p.add_argument("--input", "-i", action="append", metavar="K=V", help=argparse.SUPPRESS)
     allow(p)
+    shutdown(p)
     p.set_defaults(func=cmd_restart, from_task=None)
     p = add("replay", "a new execution that runs again from a task")
     p.epilog = _RESTART_EPILOG
     p.add_argument("id", help="execution id")
     p.add_argument("--from", dest="from_task", metavar="TASK", help="task id to run again from")
     allow(p)
+    shutdown(p)
     p.set_defaults(func=cmd_restart)
     p = add("flows", "deployed flows (latest revisions)")
     p.add_argument("--namespace", help="only this namespace")
@@ -678,6 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8080, help="port to listen on")
     allow(p)
+    shutdown(p)
     p.set_defaults(func=cmd_server)
     p = add("purge", "delete ended executions older than a duration")
     p.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h, PT1H")

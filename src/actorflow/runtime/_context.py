@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import anyio
 
 from actorflow._errors import UnstorableValue
+from actorflow.runtime._hostlog import LEVEL_NUMBERS, task_line, task_logger
 from actorflow.runtime._records import Metric
 from actorflow.runtime._template import render, truthy
 from actorflow.runtime._values import check_text, metric_tags, metric_value
@@ -28,8 +28,10 @@ class TaskServices(Protocol):
 
     files: FileStorage
 
-    def log(self, execution_id: str, task_run_id: str | None, level: str, message: str) -> None:
-        """Store one log line of a task run."""
+    def log(
+        self, execution_id: str, task_run_id: str | None, level: str, message: str
+    ) -> tuple[str | None, str | None]:
+        """Store one log line of a task run; returns the trace and span ids stored with it."""
 
     def observe_metric(
         self, ctx: TaskContext, kind: str, name: str, value: float, tags: dict[str, str]
@@ -38,12 +40,12 @@ class TaskServices(Protocol):
 
 
 T = TypeVar("T")
-_logger = logging.getLogger("actorflow.task")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class TaskLogger:
-    """Logs of one task run: stored with it (and forwarded to the ``actorflow.task`` logger)."""
+    """Logs of one task run: stored with it, and forwarded to the host's logging as
+    ``actorflow.task.<namespace>.<flow>.<task>`` (see ``actorflow.runtime._hostlog``)."""
 
     def __init__(self, ctx: TaskContext) -> None:
         self._ctx = ctx
@@ -55,7 +57,8 @@ class TaskLogger:
         :class:`~actorflow.UnstorableValue` and fails the attempt, even if the task catches it.
         """
         level = level.upper()
-        if level not in LEVELS:
+        levelno = LEVEL_NUMBERS.get(level)
+        if levelno is None:
             raise ValueError(f"unknown log level {level!r}; use one of {LEVELS}")
         c = self._ctx
         if type(message) is not str or not message.isascii():
@@ -64,9 +67,21 @@ class TaskLogger:
             except UnstorableValue as exc:
                 c.reject(exc)
                 raise
-        c.engine.log(c.execution_id, c.task_run_id, level, message)
-        if _logger.isEnabledFor(logging.DEBUG):
-            _logger.log(getattr(logging, level), "[%s/%s] %s", c.execution_id, c.task_id, message)
+        ids = c.engine.log(c.execution_id, c.task_run_id, level, message)
+        logger = task_logger(c.namespace, c.flow_id, c.task_id)
+        if logger.isEnabledFor(levelno):
+            task_line(
+                logger,
+                levelno,
+                message,
+                namespace=c.namespace,
+                flow_id=c.flow_id,
+                execution_id=c.execution_id,
+                task_id=c.task_id,
+                task_run_id=c.task_run_id,
+                attempt=c.attempt,
+                ids=ids,
+            )
 
     def debug(self, message: str) -> None:
         """Store a DEBUG line."""

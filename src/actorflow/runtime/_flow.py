@@ -10,7 +10,7 @@ from typing import Any
 
 from actorflow._errors import FlowValidationError, InputError, Problem, UnstorableValue
 from actorflow.runtime._retry import Retry
-from actorflow.runtime._tasks import Dag, Flowable, Task
+from actorflow.runtime._tasks import Call, Dag, Flowable, Task
 from actorflow.runtime._triggers import Trigger, trigger_problems
 from actorflow.runtime._values import (
     check_labels,
@@ -183,6 +183,10 @@ class Flow:
     )
 
     def __post_init__(self) -> None:
+        if any((isinstance(t, Call) and t.refs) or isinstance(t, Flowable) for t in self.tasks):
+            ordered = self._upstreams_first(self.tasks)
+            if ordered is not None:
+                object.__setattr__(self, "tasks", ordered)
         problems: list[Problem] = []
         if not self.id:
             problems.append(Problem("flow id must not be empty", field="id"))
@@ -198,6 +202,15 @@ class Flow:
                 self._index[task.id] = (task, parent)
             if isinstance(task, Dag):
                 problems.extend(_check_dag(task))
+        for task, _ in self._index.values():
+            if isinstance(task, Call):
+                for name in task.refs:
+                    upstream = task.params[name].step.id
+                    if upstream not in self._index:
+                        problems.append(Problem(
+                            f"parameter {name!r} reads the output of task {upstream!r}, which "
+                            "is not in this flow", field=f"{task.id}.{name}",
+                        ))  # fmt: skip
         problems.extend(self._storable())
         if self.concurrency is not None and self.concurrency.limit < 1:
             problems.append(Problem("concurrency.limit must be >= 1", field="concurrency.limit"))
@@ -225,6 +238,47 @@ class Flow:
             except UnstorableValue as exc:
                 problems.append(Problem(str(exc), field="tasks"))
         return problems
+
+    def _upstreams_first(self, tasks: Sequence[Task]) -> tuple[Task, ...] | None:
+        """``tasks`` with every step whose output a later one reads (``step.output()``) before
+        it: one listed later moves up, one in no part of the flow is added; None if unchanged.
+        """
+        present = {t.id for t, _ in self._walk(self.top_level(), None)}
+        top = {id(t) for t in tasks}
+
+        def upstreams(t: Task) -> list[Task]:
+            inner = (
+                [t, *(c for c, _ in self._walk(t.children(), None))]
+                if isinstance(t, Flowable)
+                else [t]
+            )
+            own = {id(c) for c in inner}
+            found = []
+            for c in inner:
+                if isinstance(c, Call):
+                    for name in c.refs:
+                        step = c.params[name].step
+                        if id(step) not in own and (id(step) in top or step.id not in present):
+                            found.append(step)
+            return found
+
+        placed: list[Task] = []
+        done: set[int] = set()
+        for first in tasks:
+            stack = [(first, iter(upstreams(first)))]
+            while stack:  # depth first, iterative: a long chain of references is no recursion
+                node, pending = stack[-1]
+                nxt = next((u for u in pending if id(u) not in done), None)
+                if nxt is None:
+                    stack.pop()
+                    if id(node) not in done:
+                        done.add(id(node))
+                        placed.append(node)
+                elif all(n is not nxt for n, _ in stack):
+                    stack.append((nxt, iter(upstreams(nxt))))
+        if len(placed) == len(tasks) and all(a is b for a, b in zip(placed, tasks, strict=True)):
+            return None
+        return tuple(placed)
 
     def top_level(self) -> Sequence[Task]:
         """The flow's own tasks, errors and finally tasks."""

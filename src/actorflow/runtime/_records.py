@@ -6,11 +6,28 @@ New fields must get defaults so stored snapshots stay readable.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from actorflow._errors import OutputError
 from actorflow.runtime._states import State
+
+T = TypeVar("T")
+R = TypeVar("R", covariant=True)
+
+
+class TypedStep(Protocol[R]):
+    """A flow step that knows its result type (a ``@task`` step: a ``Call``)."""
+
+    @property
+    def id(self) -> str:
+        """The task id."""
+        ...
+
+    def result(self, outputs: dict[str, Any]) -> R:
+        """Stored outputs as the declared result type."""
+        ...
 
 
 class StateEntry(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -64,6 +81,14 @@ class TaskRun(msgspec.Struct, frozen=True, gc=False, tag="task_run"):
     due: float | None = None
     child_execution_id: str | None = None
     error: str | None = None
+
+    def outputs_as(self, kind: type[T]) -> T:
+        """The outputs converted to ``kind`` (a Struct, dataclass, TypedDict...): OutputError
+        naming the task if they do not fit."""
+        try:
+            return msgspec.convert(self.outputs, kind, strict=False)
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise OutputError(f"outputs of task run {self.id} ({self.task_id}): {exc}") from exc
 
     @property
     def start_date(self) -> float:
@@ -130,6 +155,12 @@ class Execution(msgspec.Struct, frozen=True, gc=False, tag="execution"):
             if tr.task_id == task_id and (value is None or tr.value == value):
                 return tr
         raise KeyError(f"no task run for task {task_id!r} in execution {self.id}")
+
+    def output(self, step: TypedStep[R], value: str | None = None) -> R:
+        """The outputs of ``step``'s last task run (and loop ``value``) as its function's
+        declared return type: ``done.output(extract)`` is a ``Rows`` if ``extract`` returns one
+        (OutputError if they do not fit; KeyError if it has no task run)."""
+        return step.result(self.task_run(step.id, value).outputs)
 
     def metric(self, name: str, **tags: str) -> float:
         """Sum of a metric over every task run, optionally filtered by tags."""

@@ -101,6 +101,7 @@ class Runtime(Recovery):
         self.store = store
         #: Seconds closing may take in all (see :meth:`open`).
         self.shutdown_timeout = 10.0
+        self._closing = False
         self._unrunnable: dict[str, str] = {}
 
     @classmethod
@@ -200,6 +201,7 @@ class Runtime(Recovery):
                 body_error = exc
             finally:
                 engine.accepting = False
+                rt._closing = True
                 tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
                     # Bounded whatever the number of executions: attempts still running at
@@ -218,6 +220,15 @@ class Runtime(Recovery):
                             await store.release_owner(engine.owner)
         if body_error is not None:
             raise body_error
+
+    def interrupt(self) -> None:
+        """Interrupt running attempts now instead of at the end of the closing grace (the CLI's
+        second Ctrl-C): called while the runtime closes, the grace ends at once; called before,
+        closing will not wait. Interrupted attempts are resumed by the next runtime to open
+        the database, as after a crash (the attempt FAILED ``interrupted``, then a new one)."""
+        self.shutdown_timeout = 0.0
+        if self._closing:
+            self.engine.system.cancel_all()
 
     # -- flows and submission --------------------------------------------------------
     def register(self, flow: Flow) -> None:

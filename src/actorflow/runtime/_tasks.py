@@ -6,19 +6,37 @@ A task definition is immutable; running it creates task runs. Template strings i
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import inspect
+import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    overload,
+)
 
-from actorflow._errors import FlowError
+import msgspec
+
+from actorflow._errors import FlowError, OutputError
 from actorflow.runtime._clock import check_duration
 from actorflow.runtime._retry import Retry
 
 #: The longest task id (Kestra's limit for flow ids).
 MAX_ID_LENGTH = 100
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 if TYPE_CHECKING:
     from actorflow.runtime._context import TaskContext
@@ -73,15 +91,147 @@ class Runnable(Task):
         raise NotImplementedError
 
 
+@functools.cache
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check against
+        return None
+
+
+@functools.cache
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # an annotation that does not resolve here: values pass untyped
+        return {}
+
+
+def check_params(task_id: str, fn: Callable[..., Any], params: Mapping[str, Any]) -> None:
+    """Refuse ``params`` that ``fn(ctx, **params)`` cannot take (FlowError naming the task, the
+    function and the parameter): found when the flow is defined, never in an attempt."""
+    sig = _signature(fn)
+    if sig is None:
+        return
+    what = f"task {task_id!r} ({getattr(fn, '__qualname__', fn)!r})"
+    parameters = list(sig.parameters.values())
+    if not parameters or parameters[0].kind in (
+        inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.VAR_KEYWORD,
+    ):
+        raise FlowError(f"{what}: the function must take the task context as its first argument")
+    rest = parameters[1:]
+    names = [p.name for p in rest if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not any(p.kind is p.VAR_KEYWORD for p in rest):
+        for name in params:
+            if name not in names:
+                known = ", ".join(names) or "none"
+                raise FlowError(f"{what}: unknown parameter {name!r} (it takes: {known})")
+    for p in rest:
+        if p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.kind is p.POSITIONAL_ONLY:
+            raise FlowError(
+                f"{what}: parameter {p.name!r} is positional-only; task parameters are passed "
+                "by name"
+            )
+        if p.name not in params:
+            raise FlowError(f"{what}: missing required parameter {p.name!r}")
+
+
+def _whole(annotation: Any) -> bool:
+    """Whether a return value of this type is stored as the outputs mapping itself (a Struct,
+    dataclass or mapping), not as ``{"value": ...}``."""
+    origin = typing.get_origin(annotation) or annotation
+    if isinstance(origin, type):
+        return (
+            issubclass(origin, msgspec.Struct | Mapping)
+            or dataclasses.is_dataclass(origin)
+            or typing.is_typeddict(origin)
+        )
+    return False
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    if annotation is Any or annotation is None or annotation is inspect.Parameter.empty:
+        return value
+    try:
+        return msgspec.convert(value, annotation, strict=False)
+    except (msgspec.ValidationError, TypeError) as exc:
+        raise OutputError(f"{where}: {exc}") from exc
+
+
+@dataclass(frozen=True, eq=False)
+class OutputRef:
+    """An upstream task's output passed to a downstream task's parameter (resolved when the
+    downstream attempt starts): what :meth:`Call.output` returns."""
+
+    step: Call[Any]
+    key: str | None = None
+
+    def resolve(self, outputs: Mapping[str, Any], reader: str) -> Any:
+        """The referenced value among the execution's ``outputs`` so far."""
+        task_id = self.step.id
+        if task_id not in outputs:
+            raise OutputError(
+                f"{reader}: task {task_id!r} has no outputs yet (does it run before?)"
+            )
+        stored = outputs[task_id]
+        if self.key is None:
+            return self.step.result(stored)
+        if not isinstance(stored, Mapping) or self.key not in stored:
+            keys = sorted(stored) if isinstance(stored, Mapping) else []
+            raise OutputError(
+                f"{reader}: task {task_id!r} has no output {self.key!r} (it has {keys})"
+            )
+        return stored[self.key]
+
+
 @dataclass(frozen=True, kw_only=True)
-class Call(Runnable):
-    """Calls a Python callable with rendered ``params`` as keyword arguments."""
+class Call(Runnable, Generic[R]):
+    """Calls a Python callable with rendered ``params`` as keyword arguments.
+
+    Its parameters are checked against the callable's signature when defined (FlowError). A
+    param may be an upstream step's :meth:`output`: resolved when the attempt starts (and
+    converted to the parameter's annotated type).
+    """
 
     fn: Callable[..., Any]
     params: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_params(self.id, self.fn, self.params)
+
+    @functools.cached_property
+    def refs(self) -> tuple[str, ...]:
+        """Names of the params that read an upstream step's output."""
+        return tuple(k for k, v in self.params.items() if isinstance(v, OutputRef))
+
+    def output(self, key: str | None = None) -> Any:
+        """This step's result (``key``: one key of its outputs mapping) as a parameter of a
+        later step: ``load(rows=extract.output())``. Typed ``Any`` so it fits any parameter."""
+        return OutputRef(self, key)
+
+    def result(self, outputs: Mapping[str, Any]) -> R:
+        """The stored ``outputs`` of a task run of this step as the function's declared return
+        type (a Struct or dataclass comes back as one); untyped: the outputs as stored."""
+        annotation = _hints(self.fn).get("return", Any)
+        if annotation is Any or annotation is None:
+            return cast("R", outputs if annotation is Any else None)
+        if _whole(annotation):
+            return cast("R", _convert(outputs, annotation, f"outputs of task {self.id!r}"))
+        value = outputs.get("value") if isinstance(outputs, Mapping) else outputs
+        return cast("R", _convert(value, annotation, f"outputs of task {self.id!r}"))
+
     async def run(self, ctx: TaskContext) -> Any:
         params = ctx.render(self.params, field="params") if self.params else {}
+        if self.refs:
+            hints = _hints(self.fn)
+            for name in self.refs:
+                where = f"task {self.id!r} parameter {name!r}"
+                value = self.params[name].resolve(ctx.outputs, where)
+                params[name] = _convert(value, hints.get(name, Any), where)
         if _is_async(self.fn):
             return await self.fn(ctx, **params)
         return await ctx.run_sync(functools.partial(self.fn, ctx, **params))
@@ -94,18 +244,62 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     )
 
 
-class TaskFunction:
-    """What ``@task`` returns: call it with an id and params to get a flow step."""
+class TaskFunction(Generic[P, R]):
+    """What ``@task`` returns: call it with an id and params to get a flow step.
 
-    def __init__(self, fn: Callable[..., Any], options: Mapping[str, Any]) -> None:
+    Type checkers see the function's own parameters: ``extract("e", sourc=...)`` is an error
+    for mypy, and for the runtime when the step is made. Task options go through
+    :meth:`with_options` (``fetch.with_options(timeout=5)("a", url=...)``); passed inline with
+    the params they still work, untyped.
+    """
+
+    def __init__(
+        self, fn: Callable[Concatenate[TaskContext, P], Any], options: Mapping[str, Any]
+    ) -> None:
         self.fn = fn
         self.options = dict(options)
         functools.update_wrapper(self, fn)
 
-    def __call__(self, id: str | None = None, /, **params: Any) -> Call:
+    def __call__(self, id: str | None = None, /, *args: P.args, **kwargs: P.kwargs) -> Call[R]:
+        params: dict[str, Any] = dict(kwargs)
+        if args:
+            sig = _signature(self.fn)
+            names = [p.name for p in sig.parameters.values()][1:] if sig else []
+            if len(args) > len(names):
+                raise FlowError(
+                    f"task {id or self.fn.__name__!r}: {len(args)} positional parameters given, "
+                    f"the function takes {len(names)}"
+                )
+            params.update(zip(names, args, strict=False))
         opts = {k: params.pop(k) for k in list(params) if k in _TASK_OPTIONS}
-        return Call(
+        call: Call[R] = Call(
             id=id or self.fn.__name__, fn=self.fn, params=params, **{**self.options, **opts}
+        )
+        return call
+
+    def with_options(
+        self,
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        allow_failure: bool | None = None,
+        allow_warning: bool | None = None,
+        run_if: Any = None,
+        disabled: bool | None = None,
+        description: str | None = None,
+    ) -> TaskFunction[P, R]:
+        """The same task with these options (the others as they were)."""
+        given = {
+            "retry": retry,
+            "timeout": timeout,
+            "allow_failure": allow_failure,
+            "allow_warning": allow_warning,
+            "run_if": run_if,
+            "disabled": disabled,
+            "description": description,
+        }
+        return TaskFunction(
+            self.fn, {**self.options, **{k: v for k, v in given.items() if v is not None}}
         )
 
 
@@ -114,10 +308,37 @@ _TASK_OPTIONS = frozenset(
 )
 
 
-def task(fn: Callable[..., Awaitable[Any] | Any] | None = None, **options: Any) -> Any:
+class _Decorator(Protocol):
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[TaskContext, P], Awaitable[R]], /
+    ) -> TaskFunction[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[TaskContext, P], R], /) -> TaskFunction[P, R]: ...
+
+
+@overload
+def task(fn: Callable[Concatenate[TaskContext, P], Awaitable[R]], /) -> TaskFunction[P, R]: ...
+@overload
+def task(fn: Callable[Concatenate[TaskContext, P], R], /) -> TaskFunction[P, R]: ...
+@overload
+def task(
+    fn: None = None,
+    /,
+    *,
+    retry: Retry | None = None,
+    timeout: float | None = None,
+    allow_failure: bool = False,
+    allow_warning: bool = False,
+    run_if: Any = None,
+    disabled: bool = False,
+    description: str = "",
+) -> _Decorator: ...
+def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Turn a function ``fn(ctx, **params)`` (async, or sync run in a worker thread) into a task.
 
     ``@task`` or ``@task(retry=..., timeout=...)``; then ``fetch("fetch_a", url=...)`` is a step.
+    Type checkers keep the function's parameters and return type (``TaskFunction[P, R]``).
     """
     unknown = set(options) - _TASK_OPTIONS
     if unknown:
@@ -325,6 +546,19 @@ class Switch(Flowable):
         )
 
 
+def _read_ids(task: Task) -> list[str]:
+    """Ids of the steps whose outputs ``task`` (or a task inside it) reads by reference."""
+    found: list[str] = []
+    stack = [task]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, Call):
+            found.extend(t.params[name].step.id for name in t.refs)
+        elif isinstance(t, Flowable):
+            stack.extend(t.children())
+    return found
+
+
 @dataclass(frozen=True, kw_only=True)
 class DagTask:
     """A Dag node: a task and the ids it waits for."""
@@ -339,6 +573,21 @@ class Dag(Flowable):
 
     nodes: Sequence[DagTask] = ()
     concurrency: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # A node reading another node's output (``step.output()``) depends on it, said or not.
+        ids = {n.task.id for n in self.nodes}
+        implied = []
+        changed = False
+        for node in self.nodes:
+            extra = [u for u in _read_ids(node.task) if u in ids and u not in node.depends_on]
+            if extra and node.task.id not in extra:
+                changed = True
+                node = DagTask(task=node.task, depends_on=(*node.depends_on, *dict.fromkeys(extra)))
+            implied.append(node)
+        if changed:
+            object.__setattr__(self, "nodes", tuple(implied))
 
     def children(self) -> Sequence[Task]:
         return (*(n.task for n in self.nodes), *self.errors, *self.finally_)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from actorflow._errors import FlowValidationError
 from actorflow.flows import load_flows
@@ -55,32 +57,71 @@ async def serve(
 
     files = [f for f in flows if f.source is not None]
     python = [f for f in flows if f.source is None]
-    async with Runtime.open(db, flows=python, **runtime_options) as rt:
-        for f in files:  # stored, so every worker on this database can run them
-            assert f.source is not None
-            await rt.deploy(f.source)
-        config = uvicorn.Config(
-            app(rt), host=host, port=port, log_level="warning", lifespan="off",
-            timeout_graceful_shutdown=5,
-        )  # fmt: skip
-        server = _Server(config)
-        async with anyio.create_task_group() as tg:
-            if handle_signals:
-                tg.start_soon(_stop_on_signal, server)
-            if scheduler:
-                tg.start_soon(Scheduler(rt).run)
-            if ready is not None:
-                ready.set()
-            await server.serve(sockets=[sock] if sock is not None else None)
-            tg.cancel_scope.cancel()
+    stopping = _Stopping()
+    # The signal watcher outlives the runtime's block: a second signal still reaches the
+    # runtime while it closes (it interrupts the running attempts at once).
+    async with anyio.create_task_group() as watch:
+        if handle_signals:
+            await watch.start(_stop_on_signal, stopping)
+        try:
+            async with Runtime.open(db, flows=python, **runtime_options) as rt:
+                stopping.rt = rt
+                for f in files:  # stored, so every worker on this database can run them
+                    assert f.source is not None
+                    await rt.deploy(f.source)
+                config = uvicorn.Config(
+                    app(rt), host=host, port=port, log_level="warning", lifespan="off",
+                    timeout_graceful_shutdown=5,
+                )  # fmt: skip
+                server = stopping.server = _Server(config)
+                server.should_exit = stopping.count > 0  # a signal came while opening
+                async with anyio.create_task_group() as tg:
+                    if scheduler:
+                        tg.start_soon(Scheduler(rt).run)
+                    if ready is not None:
+                        ready.set()
+                    await server.serve(sockets=[sock] if sock is not None else None)
+                    tg.cancel_scope.cancel()
+        finally:
+            watch.cancel_scope.cancel()
 
 
-async def _stop_on_signal(server: Any) -> None:
+class _Stopping:
+    """What the signal watcher stops: the HTTP server, then the runtime."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.server: Any = None
+        self.rt: Runtime | None = None
+
+
+async def _stop_on_signal(
+    stopping: _Stopping, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for _ in signals:
-            if server.should_exit:  # a second signal: stop without waiting for requests
+            stopping.count += 1
+            server, rt = stopping.server, stopping.rt
+            if stopping.count == 1:
+                grace = rt.shutdown_timeout if rt is not None else 0.0
+                _note(f"stopping: running tasks get up to {grace:g}s to finish (a second "
+                      "signal interrupts them now)")  # fmt: skip
+                if server is not None:
+                    server.should_exit = True
+                continue
+            # A second signal: stop without waiting for requests or running attempts.
+            _note("interrupting running tasks; the next start resumes them")
+            if server is not None:
                 server.force_exit = True
-            server.should_exit = True
+                server.should_exit = True
+            if rt is not None:
+                rt.interrupt()
+
+
+def _note(text: str) -> None:
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr, flush=True)
 
 
 __all__ = ["load_flow_dir", "serve"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from actorflow.storage._files import CHUNK_SIZE, FileReader, FileScope, FileStorage, Readable
+from actorflow.storage._future import AnyioFuture, call_soon, new_future, running_loop
 from actorflow.storage._memory import MemoryStore
 from actorflow.storage._rows import (
     AppendHistory,
@@ -59,6 +60,7 @@ def open_store(
 __all__ = [
     "CHUNK_SIZE",
     "CURRENT_VERSION",
+    "AnyioFuture",
     "AppendHistory",
     "AppendLog",
     "AttemptRow",
@@ -92,5 +94,8 @@ __all__ = [
     "UpsertOutput",
     "UpsertTaskRun",
     "WriterStats",
+    "call_soon",
+    "new_future",
     "open_store",
+    "running_loop",
 ]

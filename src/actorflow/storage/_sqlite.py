@@ -26,6 +26,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -41,6 +42,7 @@ import msgspec
 from actorflow._errors import DatabaseInvalid, StorageError, StorageUnavailable
 from actorflow.storage import _sql
 from actorflow.storage._batch import Batch
+from actorflow.storage._future import new_future, running_loop, threadsafe_caller
 from actorflow.storage._integrity import inspect_file
 from actorflow.storage._procwriter import ProcessWriter, Rejection, Unsent, WriterError
 from actorflow.storage._rows import (
@@ -147,6 +149,8 @@ class SQLiteStore(SQLiteReads):
         self._in_flight: deque[Batch] = deque()  # sent, not committed yet (in order)
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer_done: anyio.Event | None = None  # trio: the writer task ended
         self._failed: BaseException | None = None
         self._refusal: str | None = "store is not open"
         self._batches = self._ops = self._largest = self._rejected = self._lock_waits = 0
@@ -179,7 +183,10 @@ class SQLiteStore(SQLiteReads):
         if not hasattr(aiosqlite.Connection, "_execute"):
             raise StorageError("this aiosqlite has no Connection._execute; pin aiosqlite<1")
         real = os.path.realpath(path)
-        loop = asyncio.get_running_loop()
+        # None on trio: aiosqlite and the writer process are asyncio's; there, every SQLite
+        # call runs in an anyio worker thread instead (see ThreadConnection).
+        loop = self._loop = running_loop()
+        call_threadsafe = threadsafe_caller()
         self._lock_waits = 0
         try:
             found = await anyio.to_thread.run_sync(
@@ -197,7 +204,7 @@ class SQLiteStore(SQLiteReads):
             else:
 
                 def told(waited: float) -> None:  # in the connection's thread
-                    loop.call_soon_threadsafe(self._lock_waited, waited)
+                    call_threadsafe(self._lock_waited, waited)
 
                 admin = self._admin_of = _sql.Admin(
                     str(path), self.lock_timeout, WalRecorder(str(path)), told
@@ -205,7 +212,7 @@ class SQLiteStore(SQLiteReads):
                 self._writer = await self._connect(str(path), True)
                 await self._call(self._writer, _migrate, admin)
                 self._reader = await self._connect(str(path), False)
-                if self.writer == "process":
+                if self.writer == "process" and loop is not None:
                     self._proc = ProcessWriter(path, self.lock_timeout, self._lock_waited)
                     try:
                         await self._proc.start()
@@ -230,7 +237,11 @@ class SQLiteStore(SQLiteReads):
             # A plain asyncio task (aiosqlite ties the store to asyncio anyway): it belongs to
             # no caller's cancel scope, so a cancelled caller cannot strand queued writes, and
             # open/close may come from different tasks.
-            self._task = loop.create_task(self._run_writer())
+            if loop is not None:
+                self._task = loop.create_task(self._run_writer())
+            else:
+                self._writer_done = anyio.Event()
+                _spawn_system_task(self._run_writer_then, self._writer_done)
 
     def _lock_waited(self, waited: float) -> None:
         """A write waits for a lock another connection holds (on the loop)."""
@@ -247,7 +258,13 @@ class SQLiteStore(SQLiteReads):
             self.on_lock_wait(waited)
 
     async def _connect(self, target: str, writer: bool) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(target, uri=target.startswith("file:"), isolation_level=None)
+        conn: aiosqlite.Connection
+        if self._loop is None:
+            conn = await ThreadConnection.connect(target)  # type: ignore[assignment]
+        else:
+            conn = await aiosqlite.connect(
+                target, uri=target.startswith("file:"), isolation_level=None
+            )
         try:
             await self._call(conn, _sql.setup, writer, self.lock_timeout)
         except BaseException:
@@ -276,6 +293,10 @@ class SQLiteStore(SQLiteReads):
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(self._task)
                 self._task = None
+            elif self._writer_done is not None:
+                self._wake_writer()
+                await self._writer_done.wait()
+                self._writer_done = None
             wrote = self._writer is not None
             await self._disconnect()
             if wrote and _OPEN.get(os.path.realpath(self.path), 0) == 0:
@@ -359,7 +380,12 @@ class SQLiteStore(SQLiteReads):
 
     async def _sleep(self, timeout: float | None) -> None:
         """Until :meth:`_wake_writer` (or ``timeout`` seconds)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # trio
+            wake = self._wake = new_future()
+            with anyio.move_on_after(math.inf if timeout is None else timeout):
+                await wake
+            return
         wake = self._wake = loop.create_future()
         if timeout is None:
             await wake
@@ -424,6 +450,14 @@ class SQLiteStore(SQLiteReads):
             self._fail(exc)
             if not isinstance(exc, Exception):
                 raise
+
+    async def _run_writer_then(self, done: anyio.Event) -> None:
+        """The writer on trio: a system task (no caller's cancel scope strands queued writes),
+        ``done`` set when it ends."""
+        try:
+            await self._run_writer()
+        finally:
+            done.set()
 
     def _committed(self, batch: Batch, ops: int, rejected: list[RejectedOp]) -> None:
         if self._in_flight and self._in_flight[0] is batch:
@@ -619,6 +653,43 @@ class SQLiteStore(SQLiteReads):
             _sql.claim, owner, list(terminal_states), self.clock() - stale_after
         )
         return [ExecutionRow(*r) for r in rows]
+
+
+def _spawn_system_task(fn: Callable[..., Any], *args: Any) -> None:
+    import trio
+
+    trio.lowlevel.spawn_system_task(fn, *args)
+
+
+class ThreadConnection:
+    """The few calls the store makes of an ``aiosqlite.Connection``, for backends other than
+    asyncio (trio): each call runs in an anyio worker thread, one at a time per connection.
+
+    ``_execute(fn, *args)`` and ``_conn`` are the names the store's ``_call`` uses on both.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._limiter = anyio.CapacityLimiter(1)  # one statement at a time, like aiosqlite
+
+    @classmethod
+    async def connect(cls, target: str) -> ThreadConnection:
+        conn = await anyio.to_thread.run_sync(
+            functools.partial(
+                sqlite3.connect,
+                target,
+                uri=target.startswith("file:"),
+                isolation_level=None,
+                check_same_thread=False,  # the calls are serialized, in whichever worker thread
+            )
+        )
+        return cls(conn)
+
+    async def _execute(self, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._limiter)
+
+    async def close(self) -> None:
+        await self._execute(self._conn.close)
 
 
 def _migrate(conn: sqlite3.Connection, admin: _sql.Admin) -> int:

@@ -30,6 +30,7 @@ from collections.abc import (
 from types import EllipsisType
 from typing import Any, Protocol
 
+from actorflow.storage._future import new_future
 from actorflow.storage._rows import (
     AttemptRow,
     CommandRow,
@@ -108,7 +109,7 @@ class Commit:
     async def wait(self) -> None:
         """Wait for the commit; raises its error if it failed."""
         if not self.done:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[None] = new_future()
             if self._waiters is None:
                 self._waiters = []
             self._waiters.append(waiter)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sized
 from typing import Any
 
 from actorflow.runtime._records import Execution
+from actorflow.storage import new_future
 
 Parked = tuple[Any, Execution, list[Any], str, Any]
 """(flow, record, task runs, mode, first message): what ``spawn_execution`` takes."""
@@ -84,7 +85,7 @@ class Admission:
         backpressure. Returns with the place held until the caller parks, synchronously."""
         if not self._room and not self._full():
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = new_future()
         self._room.append(waiter)
         try:
             await waiter

@@ -30,12 +30,21 @@ from actorflow.runtime._core._persist import (
     task_run_rows_timed,
 )
 from actorflow.runtime._flow import ConcurrencyBehavior, Flow, validate_inputs
+from actorflow.runtime._hostlog import execution_event
 from actorflow.runtime._observer import Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State
 from actorflow.runtime._tasks import check_subflow_depth
 from actorflow.runtime._values import safe_text
-from actorflow.storage import AppendLog, Commit, FileStorage, LogRow, Store
+from actorflow.storage import (
+    AppendLog,
+    Commit,
+    FileStorage,
+    LogRow,
+    Store,
+    new_future,
+    running_loop,
+)
 
 if TYPE_CHECKING:
     from actorflow.actors import Actor, ActorRef
@@ -143,6 +152,8 @@ class Engine:
         guardian: Callable[[Engine], GuardianLike],
     ) -> None:
         self.system = system
+        # asyncio's loop for its bare futures and tasks; None on trio (anyio-based path).
+        self._loop = running_loop()
         self._execution_actor = execution_actor
         self.store = store
         self.files = files
@@ -289,6 +300,7 @@ class Engine:
             if self.state_listeners and not ex.state.terminal:
                 for listener in self.state_listeners:
                     listener(ex)
+            execution_event(ex)
             if ex.error is not None and not ex.error.isascii():
                 ex = msgspec.structs.replace(ex, error=safe_text(ex.error))
         try:
@@ -323,9 +335,11 @@ class Engine:
             raise
         return self._watch(commit)
 
-    def log(self, execution_id: str, task_run_id: str | None, level: str, message: str) -> None:
-        """Store one log line of a task run."""
-        trace_id, span_id = self.observer.log_ids()
+    def log(
+        self, execution_id: str, task_run_id: str | None, level: str, message: str
+    ) -> tuple[str | None, str | None]:
+        """Store one log line of a task run; returns the trace and span ids stored with it."""
+        ids = trace_id, span_id = self.observer.log_ids()
         row = LogRow(execution_id, task_run_id, self.clock.now(), level, message, trace_id, span_id)
         try:
             commit = self.store.write((AppendLog(row),))
@@ -333,6 +347,7 @@ class Engine:
             self._refused(exc)
             raise
         self._watch(commit)
+        return ids
 
     def observe_metric(
         self, ctx: TaskContext, kind: str, name: str, value: float, tags: dict[str, str]
@@ -447,7 +462,7 @@ class Engine:
         ):
             return None
         # A bare future: thousands of waiters are common, an Event costs three objects each.
-        done: asyncio.Future[Execution] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[Execution] = new_future(self._loop)
         self._waiters.setdefault(execution_id, []).append(done)
         if ending is not None:
             ending.want()
@@ -507,7 +522,10 @@ class Engine:
         """After recovery: tell ``watcher`` when child execution ``child_id`` ends."""
         if child_id in self._ended:
             # Ended and stored here already; the cache keeps no outputs: read them back.
-            task = asyncio.get_running_loop().create_task(self._tell_ended(child_id, watcher))
+            if self._loop is None:  # trio: a task of the actor system's task group
+                self.system._tg.start_soon(self._tell_ended, child_id, watcher)
+                return
+            task = self._loop.create_task(self._tell_ended(child_id, watcher))
             self._loads.add(task)
             task.add_done_callback(self._loads.discard)
         else:

@@ -8,7 +8,6 @@ snapshot it reported, at most three times, then fails that task run.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +31,13 @@ from actorflow.runtime._core._messages import (
 from actorflow.runtime._core._scope import ExecutionScope
 from actorflow.runtime._core._taskrun import TaskRunActor, validate_resume
 from actorflow.runtime._flow import ConcurrencyBehavior, Flow
+from actorflow.runtime._hostlog import task_run_event
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State, check_transition
 from actorflow.runtime._tasks import Flowable, Task
 from actorflow.runtime._tasks import Pause as PauseTask
 from actorflow.runtime._template import render, truthy
+from actorflow.storage import call_soon
 
 if TYPE_CHECKING:
     from actorflow.actors import ActorRef
@@ -109,6 +110,7 @@ class ExecutionActor(Actor):
         new = msgspec.structs.replace(tr, state=state, history=(*tr.history, entry), **changes)
         self.runs[tr.id] = new
         self.engine.save_task_run(new, (entry,))
+        task_run_event(self.ex, new)
         if new.state.terminal:
             self.scope.record_outputs(new)
         return new
@@ -337,7 +339,7 @@ class ExecutionActor(Actor):
             deferred = self._deferred = {}
             # Posted once the loop has run what is ready now (the children just spawned among
             # it), so their reports come first; never refused, like them: one is pending at most.
-            asyncio.get_running_loop().call_soon(self.context.self_ref.post, _Continue())
+            call_soon(self.context.self_ref.post, _Continue())
         for frame in frames:
             deferred[id(frame)] = frame
 
@@ -362,6 +364,7 @@ class ExecutionActor(Actor):
             self._spawn(tr, task, Start(), fresh=True)  # its actor saves the creation
             return None
         self.engine.save_task_run(tr, tr.history)
+        task_run_event(self.ex, tr)
         if task.run_if is not None:
             try:
                 run_if = task.run_if

@@ -29,6 +29,7 @@ from actorflow.runtime._core._messages import (
     TaskRunChanged,
 )
 from actorflow.runtime._flow import validate_inputs
+from actorflow.runtime._hostlog import task_run_event
 from actorflow.runtime._records import Attempt, StateEntry, TaskRun
 from actorflow.runtime._states import TERMINAL, State, check_transition
 from actorflow.runtime._tasks import Pause, PauseBehavior, Runnable, Subflow, Task
@@ -105,6 +106,8 @@ class TaskRunActor(Actor):
         record = self.record
         scope = self.scope
         scope.engine.save_task_run(record, self._pending)
+        if self._pending:
+            task_run_event(scope.record, record)
         self._pending = []
         scope.current[record.id] = record
         state = record.state
@@ -378,6 +381,7 @@ class TaskRunActor(Actor):
         assert isinstance(self.task, Pause)
         if state is State.SUCCESS and self.task.tasks:
             self.scope.engine.save_task_run(self.record, self._pending)
+            task_run_event(self.scope.record, self.record)
             self._pending = []
             self.scope.exec_ref.post(TaskRunChanged(self.record))
             self.context.stop()
