@@ -16,6 +16,8 @@ import uvicorn
 from actorflow.runtime import Flow, Runtime
 
 STARTUP_TIMEOUT = 60.0
+#: Screenshots of the UI's main pages (gitignored), to look at after a run.
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "web" / "screenshots"
 
 
 @dataclass
@@ -79,3 +81,9 @@ def serve_web(
             state["server"].force_exit = True  # open SSE streams must not hold the exit
             future.result(STARTUP_TIMEOUT)
             sock.close()
+
+
+def shot(page: Any, name: str) -> None:
+    """Save a screenshot of the whole page as tests/web/screenshots/NAME.png."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)

@@ -173,13 +173,40 @@ async function flowPage(main, ns, id) {
             t.cron ? ` — ${t.cron} (${t.timezone})` : "", t.disabled ? " (disabled)" : "")))
           : h("p.muted", {}, "None."))),
     h("section", {}, h("h2", {}, "Source"),
-      problems.length
-        ? h("div.error", { role: "alert" }, h("strong", {}, "Validation problems"), h("ul", {}, problems.map((p) => h("li", {}, problemText(p)))))
-        : flow.source ? h("p.ok", {}, "✓ valid") : null,
-      flow.source ? h("pre.source", { tabindex: "0" }, flow.source) : h("p.muted", {}, "A Python flow: no source.")),
+      flow.source ? sourceEditor(flow, problems) : h("p.muted", {}, "A Python flow: no source.")),
     h("section", {}, h("h2", {}, "Recent executions"),
       data.results.length ? executionsTable(data.results, "Executions of this flow").table : h("p.muted", {}, "None yet."),
       h("a", { href: "#/executions" + qs({ namespace: ns, flowId: id }) }, "All executions of this flow →")));
+}
+
+function problemsView(problems) {
+  return problems.length
+    ? h("div.error", { role: "alert" }, h("strong", {}, "Validation problems"),
+      h("ul", {}, problems.map((p) => h("li", {}, problemText(p)))))
+    : h("p.ok", {}, "✓ valid");
+}
+
+/** The flow's source, editable: Validate shows its problems, Deploy stores a new revision. */
+function sourceEditor(flow, problems) {
+  const status = h("div", {}, problemsView(problems));
+  const text = h("textarea.source#flow-source", { rows: Math.min(30, flow.source.split("\n").length + 1), spellcheck: false }, flow.source);
+  const send = async (path) => {
+    clear(status);
+    try {
+      const res = await fetch("api/v1/" + path, { method: "POST", body: text.value, headers: { "Content-Type": "application/x-yaml" } });
+      const body = await res.json();
+      if (path === "flows/validate") clear(status, problemsView(body.problems || []));
+      else if (!res.ok) clear(status, problemsView(body.problems || [{ message: body.message }]));
+      else { toast(`Deployed revision ${body.revision}`); location.hash = `#/flows/${encodeURIComponent(body.namespace)}/${encodeURIComponent(body.id)}?r=${body.revision}`; }
+    } catch (err) { clear(status, errorBox(err)); }
+  };
+  return h("div", {},
+    status,
+    h("label", { for: "flow-source" }, "Source (YAML)"),
+    text,
+    h("div.buttons", {},
+      h("button", { type: "button", onclick: () => send("flows/validate") }, "Validate"),
+      h("button.primary", { type: "button", onclick: () => send("flows") }, "Deploy")));
 }
 
 window.addEventListener("hashchange", route);
