@@ -48,6 +48,11 @@ async def flaky(ctx: af.TaskContext, fails: int) -> str:
 
 
 @af.task
+async def boom(ctx: af.TaskContext) -> None:
+    raise RuntimeError("boom")
+
+
+@af.task
 async def echo(ctx: af.TaskContext, value: Any) -> dict[str, Any]:
     return {"value": value}
 
@@ -89,4 +94,6 @@ FLOWS = [
             inputs=[af.Input(name=f"a_{t}", type=t, required=t != "any") for t in INPUT_TYPES],
             tasks=[echo("show", value="{{ inputs }}")]),
     af.Flow(id="waiting", namespace="team", tasks=[gated("wait")]),
+    af.Flow(id="failing", namespace="team", tasks=[af.Log(id="first", message="1"), boom("b")],
+            retry=None),
 ]  # fmt: skip

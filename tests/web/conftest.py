@@ -30,14 +30,18 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# Per module: sync Playwright keeps an event loop running in this thread while it is open,
+# which the anyio tests of other modules cannot share.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     why = _missing()
     if why is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"browser tests cannot run in CI: {why}")
         pytest.skip(why)
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=20_000)  # a loaded 2-core machine, not a slow UI
 
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)

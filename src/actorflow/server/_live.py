@@ -122,11 +122,14 @@ class LiveFeeds:
     async def executions(
         self, to_json: Callable[[Execution], dict[str, Any]], limit: int, **filters: Any
     ) -> AsyncIterator[bytes]:
-        """``execution`` events for each execution (of the newest ``limit`` matching
-        ``filters``) that appears or changes state after the stream opened."""
-        seen = {ex.id: _mark(ex) for ex in await self.rt.executions(limit=limit, **filters)}
+        """``execution`` events: the newest ``limit`` executions matching ``filters`` at once
+        (what a page loaded just before may have missed), then each one that appears or
+        changes state."""
+        seen: dict[str, tuple[str, int]] = {}
         yield b": connected\n\n"
-        async for keepalive in self._ticks():
+        ticks = self._ticks()
+        keepalive = False
+        while True:
             for ex in reversed(await self.rt.executions(limit=limit, **filters)):
                 mark = _mark(ex)
                 if seen.get(ex.id) != mark:
@@ -137,6 +140,7 @@ class LiveFeeds:
                 seen = {k: v for k, v in seen.items() if k in keep}
             if keepalive:
                 yield b": keep-alive\n\n"
+            keepalive = await anext(ticks)
 
     async def execution(
         self, ex_id: str, to_json: Callable[[Execution], dict[str, Any]]

@@ -38,7 +38,7 @@ async function route() {
 function executionRow(ex) {
   const labels = Object.entries(ex.labels || {}).map(([k, v]) => h("span.label", {}, `${k}: ${v}`));
   const trigger = ex.trigger ? `${ex.trigger.type || "trigger"} ${ex.trigger.id || ""}` : "manual";
-  return h("tr", { "data-id": ex.id, "data-state": ex.state },
+  return h("tr", { "data-id": ex.id, "data-state": ex.state, "data-flow": ex.flow_id },
     h("td", {}, execLink(ex.id, ex.id.slice(0, 12)), ex.parent_execution_id ? h("span.muted", {}, " (subflow)") : null),
     h("td", {}, badge(ex.state)),
     h("td", {}, ex.namespace),

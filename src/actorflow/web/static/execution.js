@@ -47,17 +47,25 @@ export async function executionPage(main, id, params, onLeave) {
     const view = { Gantt: gantt, Topology: topology, Outputs: outputs, Metrics: metrics, History: historyView }[tab];
     clear(panel, view(ex, flow));
   }
+  let es = null;
+  function follow() {
+    // The stream ends with the execution; an action (restart, resume) makes it live again.
+    if (es && es.readyState !== EventSource.CLOSED) return;
+    const mine = stream(`executions/${encodeURIComponent(id)}/follow`, {
+      execution: (data) => { ex = data; render(); },
+      end: () => mine.close(),
+    });
+    es = mine;
+  }
   async function refresh() {
     ex = await api(`executions/${encodeURIComponent(id)}`);
     render();
+    follow();
   }
   clear(main, header, actions, tablist, panel);
   render();
-  const es = stream(`executions/${encodeURIComponent(id)}/follow`, {
-    execution: (data) => { ex = data; render(); },
-    end: () => es.close(),
-  });
-  onLeave(() => es.close());
+  follow();
+  onLeave(() => es && es.close());
 }
 
 // -- header and actions -------------------------------------------------------------------
