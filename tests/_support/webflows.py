@@ -94,6 +94,8 @@ FLOWS = [
             inputs=[af.Input(name=f"a_{t}", type=t, required=t != "any") for t in INPUT_TYPES],
             tasks=[echo("show", value="{{ inputs }}")]),
     af.Flow(id="waiting", namespace="team", tasks=[gated("wait")]),
+    af.Flow(id="parent", namespace="team",
+            tasks=[af.Subflow(id="child", flow_id="hello", namespace="team")]),
     af.Flow(id="failing", namespace="team", tasks=[af.Log(id="first", message="1"), boom("b")],
             retry=None),
 ]  # fmt: skip

@@ -280,3 +280,28 @@ def test_pause_restart_and_replay_from_a_chosen_task_run(page: Any, served: Serv
     assert failed["id"] not in page.url
     replayed = api(served, "GET", f"executions/{page.url.rsplit('/', 1)[-1]}")
     assert replayed["original_execution_id"] == failed["id"]
+
+
+def test_subflow_links_and_log_filters(page: Any, served: Served) -> None:
+    """A parent's page links to its subflow's execution, which links back; the Logs tab
+    filters by task run and by level."""
+    parent = api(served, "POST", "executions/team/parent", params={"wait": True}, json={})
+    child_id = parent["task_runs"][0]["child_execution_id"]
+    page.goto(f"{served.url}/#/executions/{parent['id']}")
+    page.locator("dl.meta").get_by_role("link", name=re.compile("child")).click()
+    expect(page.get_by_role("heading", name=re.compile("Execution"))).to_contain_text(child_id)
+    expect(page.locator("dl.meta").get_by_role("link", name=parent["id"])).to_be_visible()
+    shapes = api(served, "POST", "executions/ops/shapes", params={"wait": True}, json={})
+    page.goto(f"{served.url}/#/executions/{shapes['id']}?tab=Logs")
+    logs = page.locator("table.logs tbody")
+    expect(logs).to_contain_text("go")
+    expect(logs.locator("tr")).to_have_count(
+        len(api(served, "GET", f"executions/{shapes['id']}/logs")["results"])
+    )
+    left = next(tr for tr in shapes["task_runs"] if tr["task_id"] == "left")
+    page.get_by_label("Task").select_option(left["id"])
+    expect(logs.locator("tr")).to_have_count(1)
+    expect(logs).to_contain_text("left")
+    page.get_by_label("Level").select_option("ERROR")
+    expect(logs).to_contain_text("No log lines.")
+    shot(page, "execution-logs")
