@@ -13,7 +13,8 @@ import pytest
 from _support.webflows import FLOWS, GATE
 from _support.webserver import Served, serve_web
 
-CHROMIUM = "/usr/bin/chromium"
+#: Debian's chromium; ACTORFLOW_CHROMIUM points elsewhere (the test of a missing one does).
+CHROMIUM = os.environ.get("ACTORFLOW_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
     "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
