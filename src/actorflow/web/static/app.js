@@ -39,10 +39,10 @@ function executionRow(ex) {
   const labels = Object.entries(ex.labels || {}).map(([k, v]) => h("span.label", {}, `${k}: ${v}`));
   const trigger = ex.trigger ? `${ex.trigger.type || "trigger"} ${ex.trigger.id || ""}` : "manual";
   return h("tr", { "data-id": ex.id, "data-state": ex.state, "data-flow": ex.flow_id },
-    h("td", {}, execLink(ex.id, ex.id.slice(0, 12)), ex.parent_execution_id ? h("span.muted", {}, " (subflow)") : null),
+    h("td.id", {}, execLink(ex.id), ex.parent_execution_id ? h("span.muted", {}, " (subflow)") : null),
     h("td", {}, badge(ex.state)),
-    h("td", {}, ex.namespace),
     h("td", {}, h("a", { href: `#/flows/${encodeURIComponent(ex.namespace)}/${encodeURIComponent(ex.flow_id)}` }, ex.flow_id)),
+    h("td", {}, ex.namespace),
     h("td", {}, labels),
     h("td", {}, fmtDate(ex.history[0][1])),
     h("td", {}, fmtDuration(ex.duration)),
@@ -53,7 +53,7 @@ export function executionsTable(rows, caption) {
   const body = h("tbody", {}, rows.map(executionRow));
   const table = h("table.list", {},
     h("caption", { class: "sr-only" }, caption),
-    h("thead", {}, h("tr", {}, ["Id", "State", "Namespace", "Flow", "Labels", "Start (UTC)", "Duration", "Trigger"].map((c) => h("th", { scope: "col" }, c)))),
+    h("thead", {}, h("tr", {}, ["Id", "State", "Flow", "Namespace", "Labels", "Start (UTC)", "Duration", "Trigger"].map((c) => h("th", { scope: "col" }, c)))),
     body);
   return { table: h("div.scroll", {}, table), body };
 }

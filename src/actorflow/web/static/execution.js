@@ -81,7 +81,7 @@ function headerView(ex) {
   if (ex.original_execution_id) rows.push(["Replay of", execLink(ex.original_execution_id)]);
   if (ex.attempt_number > 1) rows.push(["Attempt", `${ex.attempt_number} (restarted)`]);
   const children = ex.task_runs.filter((tr) => tr.child_execution_id);
-  if (children.length) rows.push(["Subflows", children.map((tr) => h("span", {}, execLink(tr.child_execution_id, `${tr.task_id} → ${tr.child_execution_id.slice(0, 12)}`), " "))]);
+  if (children.length) rows.push(["Subflows", children.map((tr) => h("span", {}, execLink(tr.child_execution_id, `${tr.task_id} → ${tr.child_execution_id}`), " "))]);
   if (Object.keys(ex.inputs || {}).length) rows.push(["Inputs", h("code", {}, JSON.stringify(ex.inputs))]);
   if (ex.error) rows.push(["Error", h("span.err", {}, ex.error)]);
   return [
