@@ -113,7 +113,66 @@ async def _measure(executions: int, task_runs: int, repeats: int) -> list[dict[s
                 rows.append(row("web", f"{label} p50", p50, None, "ms", higher_is_better=False))
                 rows.append(row("web", f"{label} p99", p99, float(target), "ms",
                                 higher_is_better=False, target_ms=target))  # fmt: skip
+        rows += await _pages(rt, executions, task_runs, max(3, repeats // 10))
     return rows
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+async def _pages(
+    rt: af.Runtime, executions: int, task_runs: int, repeats: int
+) -> list[dict[str, Any]]:
+    """Pages in Debian's chromium (when installed): from navigation until the list's rows,
+    or the big execution's 1,000 Gantt bars, are drawn."""
+    import os
+    import socket
+
+    import uvicorn
+
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        return []
+    if not os.path.exists(CHROMIUM):
+        return []
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app(rt), log_level="warning", lifespan="off"))
+    out: list[dict[str, Any]] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"])  # fmt: skip
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            pages = [
+                ("page: executions list", "/#/executions", "tbody tr", 25),
+                (f"page: execution of {task_runs} task runs (Gantt)", "/#/executions/big",
+                 ".gantt-bar", task_runs),
+            ]  # fmt: skip
+            for name, path, selector, count in pages:
+                samples = []
+                for _ in range(repeats + 1):
+                    await page.goto("about:blank")
+                    start = time.perf_counter()
+                    await page.goto(url + path)
+                    await page.wait_for_function(
+                        f"document.querySelectorAll({selector!r}).length >= {count}",
+                        timeout=60_000,
+                    )
+                    samples.append(time.perf_counter() - start)
+                p50, p99 = _pcts(samples[1:])  # the first load warms the browser's caches
+                label = f"{name}, {executions:,} stored"
+                out.append(row("web", f"{label} p50", p50, None, "ms", higher_is_better=False))
+                out.append(row("web", f"{label} max", p99, None, "ms", higher_is_better=False))
+            await browser.close()
+        server.should_exit = True
+        server.force_exit = True
+    return out
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
