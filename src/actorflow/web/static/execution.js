@@ -2,7 +2,7 @@
 // History tabs, kept live by the API's follow stream.
 import { formJson, inputField } from "./forms.js";
 import {
-  api, badge, clear, errorBox, execLink, fmtDate, fmtDuration, h, qs, stream, toast,
+  api, badge, clear, errorBox, execLink, fmtDate, fmtDuration, h, qs, stream, TERMINAL, toast,
 } from "./util.js";
 
 const TABS = ["Gantt", "Topology", "Logs", "Outputs", "Metrics", "History"];
@@ -64,7 +64,8 @@ export async function executionPage(main, id, params, onLeave) {
   }
   clear(main, header, actions, tablist, panel);
   render();
-  follow();
+  // An ended execution's stream would only send the tree just drawn (and redraw it).
+  if (!TERMINAL.has(ex.state)) follow();
   onLeave(() => es && es.close());
 }
 
