@@ -26,6 +26,7 @@ MODULES = [
     "growth",
     "commands",
     "host_logging",
+    "web",
 ]
 RESULTS = Path(__file__).parent / "results"
 

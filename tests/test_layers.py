@@ -22,9 +22,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     "flows": frozenset({"runtime", "storage", "actors"}),
     "cli": frozenset({"runtime", "flows", "storage", "actors"}),
     "server": frozenset({"runtime", "flows", "storage", "actors"}),
+    "web": frozenset({"runtime", "flows", "storage", "actors"}),
 }
 #: Faces: the only rooms that may import each other (later: server, web).
-FACES = frozenset({"cli", "server"})
+FACES = frozenset({"cli", "server", "web"})
 #: Rooms whose private modules other rooms may not reach into (their package is the API).
 SEALED = frozenset({"actors", "storage", "runtime", "flows"})
 #: Runtime modules that make the engine's model: they never import the engine or the facade.

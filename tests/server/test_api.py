@@ -99,7 +99,7 @@ async def test_health_and_openapi_document_every_route(served: Served) -> None:
     assert {"post"} == set(paths["/api/v1/executions/{id}/kill"])
     assert "get" in paths["/api/v1/openapi.json"]
     ops = [op["operationId"] for p in paths.values() for op in p.values()]
-    assert len(ops) == len(set(ops)) == 20
+    assert len(ops) == len(set(ops)) == 22
     list_params = {p["name"] for p in paths["/api/v1/executions"]["get"]["parameters"]}
     assert {"namespace", "flowId", "state", "limit", "offset"} <= list_params
 

@@ -11,7 +11,7 @@ other faces.
 from __future__ import annotations
 
 from actorflow.server._api import Api, ApiError, api_routes, app, execution_json, flow_json
-from actorflow.server._openapi import document
+from actorflow.server._openapi import document, openapi_route
 from actorflow.server._serve import load_flow_dir, serve
 
 __all__ = [
@@ -23,5 +23,6 @@ __all__ = [
     "execution_json",
     "flow_json",
     "load_flow_dir",
+    "openapi_route",
     "serve",
 ]

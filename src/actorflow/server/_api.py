@@ -39,6 +39,15 @@ from actorflow._errors import (
 )
 from actorflow.flows import load_flow_text
 from actorflow.runtime import Execution, Flow, Runtime, State, Webhook, render
+from actorflow.server._live import (
+    CursorError,
+    LiveFeeds,
+    decode_cursor,
+    flow_graph,
+    input_json,
+    page_after,
+    trigger_json,
+)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -84,20 +93,13 @@ def flow_json(flow: Flow, *, source: bool = False) -> dict[str, Any]:
         "revision": flow.revision,
         "description": flow.description,
         "labels": dict(flow.labels),
-        "inputs": [
-            {
-                "name": i.name,
-                "type": i.type,
-                "required": i.required,
-                "description": i.description,
-                **({"default": i.default} if i.has_default else {}),
-            }
-            for i in flow.inputs
-        ],
+        "inputs": [input_json(i) for i in flow.inputs],
         "tasks": [t.id for t in flow.tasks],
+        "triggers": [trigger_json(t) for t in flow.triggers],
     }
     if source:
         data["source"] = flow.source
+        data["graph"] = flow_graph(flow)
     return data
 
 
@@ -212,6 +214,7 @@ class Api:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self.feeds = LiveFeeds(runtime)
 
     def _flow(self, namespace: str, flow_id: str, revision: int | None = None) -> Flow:
         flow = self.rt.flow(namespace, flow_id, revision)
@@ -300,24 +303,54 @@ class Api:
                     inputs[name] = value
         return inputs
 
-    async def list_executions(self, request: Request) -> Response:
-        """Stored executions, newest first: filters ``namespace``, ``flowId``, ``state``
-        (repeatable), ``since``/``until`` (epoch or ISO-8601), ``limit`` (<= 1000), ``offset``."""
+    def _list_filters(self, request: Request) -> dict[str, Any]:
         q = request.query_params
         states = q.getlist("state")
         for s in states:
             if s not in State.__members__:
                 raise ApiError(400, "bad_request", f"unknown state {s!r}")
+        return {
+            "flow": q.get("flowId") or q.get("flow_id") or None,
+            "namespace": q.get("namespace") or None,
+            "state": states or None,
+            "since": _float_param(request, "since"),
+            "until": _float_param(request, "until"),
+        }
+
+    async def list_executions(self, request: Request) -> Response:
+        """Stored executions, newest first: filters ``namespace``, ``flowId``, ``state``
+        (repeatable), ``since``/``until`` (epoch or ISO-8601), ``limit`` (<= 1000); paging by
+        ``cursor`` (the ``next`` of the previous page, as fast at any depth) or ``offset``."""
+        filters = self._list_filters(request)
+        limit = _int_param(request, "limit", 100, low=1, high=1000)
+        raw_cursor = request.query_params.get("cursor")
+        if raw_cursor is not None or "offset" not in request.query_params:
+            try:
+                cursor = decode_cursor(raw_cursor) if raw_cursor else None
+            except CursorError as exc:
+                raise ApiError(400, "bad_request", str(exc)) from None
+            rows, after = await page_after(self.rt, cursor, limit, **filters)
+            results = [execution_json(ex, tree=False) for ex in rows]
+            return JSONResponse({"results": results, "next": after})
         rows = await self.rt.executions(
-            flow=q.get("flowId") or q.get("flow_id"),
-            namespace=q.get("namespace"),
-            state=states or None,
-            since=_float_param(request, "since"),
-            until=_float_param(request, "until"),
-            limit=_int_param(request, "limit", 100, low=1, high=1000),
-            offset=_int_param(request, "offset", 0, low=0, high=10**9),
+            **filters, limit=limit, offset=_int_param(request, "offset", 0, low=0, high=10**9)
         )
         return JSONResponse({"results": [execution_json(ex, tree=False) for ex in rows]})
+
+    async def execution_events(self, request: Request) -> Response:
+        """Server-Sent Events: an ``execution`` event (the record, no task runs) each time
+        one of the newest ``limit`` executions matching the filters starts or changes state."""
+        filters = self._list_filters(request)
+        limit = _int_param(request, "limit", 100, low=1, high=1000)
+        await self.rt.executions(limit=1, **filters)  # storage errors before streaming
+        return _stream(self.feeds.executions(_record_json, limit, **filters))
+
+    async def follow_execution(self, request: Request) -> Response:
+        """Server-Sent Events: the execution's full tree as an ``execution`` event now and on
+        every change, then ``end`` once it ended."""
+        ex_id = request.path_params["id"]
+        await self.rt.get(ex_id)  # 404 before any streaming starts
+        return _stream(self.feeds.execution(ex_id, execution_json))
 
     async def get_execution(self, request: Request) -> Response:
         """The full tree of an execution: task runs, attempts, outputs, metrics."""
@@ -454,8 +487,10 @@ class Api:
             Route("/api/v1/flows/validate", g(self.validate_flow), methods=["POST"]),
             Route("/api/v1/flows/{namespace}/{flow_id}", g(self.get_flow), methods=["GET"]),
             Route("/api/v1/executions", g(self.list_executions), methods=["GET"]),
+            Route("/api/v1/executions/events", g(self.execution_events), methods=["GET"]),
             Route(ex, g(self.get_execution), methods=["GET"]),
             Route(ex + "/logs", g(self.logs), methods=["GET"]),
+            Route(ex + "/follow", g(self.follow_execution), methods=["GET"]),
             Route(ex + "/metrics", g(self.metrics), methods=["GET"]),
             Route(ex + "/file", g(self.file), methods=["GET"]),
             Route(ex + "/kill", g(self.kill), methods=["POST"]),
@@ -471,6 +506,16 @@ class Api:
             # After the control routes: POST .../{id}/kill must not read as a flow named kill.
             Route("/api/v1/executions/{namespace}/{flow_id}", g(self.submit), methods=["POST"]),
         ]
+
+
+def _record_json(ex: Execution) -> dict[str, Any]:
+    return execution_json(ex, tree=False)
+
+
+def _stream(events: AsyncIterator[bytes]) -> StreamingResponse:
+    # X-Accel-Buffering: a proxy in front (nginx) must not hold the events back.
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
 
 def _log_json(row: Any) -> dict[str, Any]:

@@ -30,6 +30,12 @@ QUERY: dict[str, dict[str, dict[str, Any]]] = {
         "until": {"type": "string", "description": "epoch seconds or ISO-8601"},
         "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
         "offset": {"type": "integer", "minimum": 0, "default": 0},
+        "cursor": {"type": "string", "description": "the previous page's next"},
+    },
+    "execution_events": {
+        "namespace": _STR, "flowId": _STR,
+        "state": {"type": "array", "items": _STR},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
     },
     "submit": {"wait": {"type": "boolean"}},
     "logs": {"taskRunId": _STR, "follow": {"type": "boolean"}},

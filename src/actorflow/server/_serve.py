@@ -37,16 +37,19 @@ async def serve(
     ready: anyio.Event | None = None,
     handle_signals: bool = False,
     scheduler: bool = True,
+    web: bool = True,
     **runtime_options: Any,
 ) -> None:
     """Open the runtime on ``db`` (recovering what dead processes left), deploy ``flows``
     (file flows are stored as revisions; Python flows are registered here only),
-    run their triggers (``scheduler``) and serve the API until cancelled or, with
+    run their triggers (``scheduler``) and serve the API (and the web UI at ``/`` unless
+    ``web`` is false) until cancelled or, with
     ``handle_signals``, until SIGINT/SIGTERM (a second one stops at once); the runtime then
     closes."""
     import uvicorn
 
-    from actorflow.server._api import app
+    from actorflow.server._api import app as api_app
+    from actorflow.web import app as web_app
 
     class _Server(uvicorn.Server):
         # uvicorn re-raises a captured SIGTERM once it stopped, which would end the process
@@ -70,7 +73,8 @@ async def serve(
                     assert f.source is not None
                     await rt.deploy(f.source)
                 config = uvicorn.Config(
-                    app(rt), host=host, port=port, log_level="warning", lifespan="off",
+                    (web_app if web else api_app)(rt), host=host, port=port,
+                    log_level="warning", lifespan="off",
                     timeout_graceful_shutdown=5,
                 )  # fmt: skip
                 server = stopping.server = _Server(config)
