@@ -1,4 +1,5 @@
-"""Persistence: the store interface, SQLite and in-memory stores, internal file storage."""
+"""Persistence: the store interface, SQLite, PostgreSQL and in-memory stores, internal file
+storage."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 
 from actorflow.storage._files import CHUNK_SIZE, FileReader, FileScope, FileStorage, Readable
 from actorflow.storage._memory import MemoryStore
+from actorflow.storage._postgres import PostgresStore, is_postgres_url
 from actorflow.storage._rows import (
     AppendHistory,
     AppendLog,
@@ -43,14 +45,18 @@ def open_store(
     read_only: bool = False,
     lock_timeout: float = 30.0,
 ) -> Store:
-    """A store for a path or ``sqlite://`` URL (SQLite), or ``":memory:"`` / ``"memory://"``.
+    """A store for a path or ``sqlite://`` URL (SQLite), a ``postgresql://`` or
+    ``postgres://`` URL (PostgreSQL, needs the ``postgres`` extra), or ``":memory:"`` /
+    ``"memory://"``.
 
     The store is not opened yet: use it as ``async with`` (or call ``open``).
-    ``lock_timeout``: seconds a SQLite write waits for a lock another process holds.
+    ``lock_timeout``: seconds a write waits for a lock another process holds.
     """
     text = os.fspath(url_or_path)
     if text in (":memory:", "memory://"):
         return MemoryStore()
+    if is_postgres_url(text):
+        return PostgresStore(text, read_only=read_only, lock_timeout=lock_timeout)
     return SQLiteStore(
         text.removeprefix("sqlite://"), read_only=read_only, lock_timeout=lock_timeout
     )
@@ -77,6 +83,7 @@ __all__ = [
     "MetricRow",
     "Op",
     "OutputRow",
+    "PostgresStore",
     "PurgeProgress",
     "QuarantineExecution",
     "QuarantineRow",
