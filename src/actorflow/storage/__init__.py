@@ -8,6 +8,7 @@ import os
 from actorflow.storage._files import CHUNK_SIZE, FileReader, FileScope, FileStorage, Readable
 from actorflow.storage._memory import MemoryStore
 from actorflow.storage._postgres import PostgresStore, is_postgres_url
+from actorflow.storage._postgres import redact as redact_url
 from actorflow.storage._rows import (
     AppendHistory,
     AppendLog,
@@ -99,5 +100,7 @@ __all__ = [
     "UpsertOutput",
     "UpsertTaskRun",
     "WriterStats",
+    "is_postgres_url",
     "open_store",
+    "redact_url",
 ]

@@ -53,6 +53,7 @@ from actorflow.storage._rows import (
     RejectedOp,
     TaskRunRow,
 )
+from actorflow.storage._sqlite import WriterStats
 from actorflow.storage._store import (
     COMMITTED,
     Commit,
@@ -200,6 +201,11 @@ class PostgresStore:
     def failed(self) -> BaseException | None:
         """Why the writer stopped, if it did."""
         return self._failed
+
+    @property
+    def stats(self) -> WriterStats:
+        """Transactions and ops written since open (as :attr:`SQLiteStore.stats`)."""
+        return WriterStats(self._batches, self._ops, self._largest, self._rejected)
 
     # -- lifecycle ---------------------------------------------------------------------
     def _settings(self) -> dict[str, str]:

@@ -556,6 +556,10 @@ class SQLiteStore(SQLiteReads):
             (execution_id, kind, payload, self.clock(), target),
         )
 
+    def command_wakeup(self) -> None:
+        """No notifications here: the command loop polls."""
+        return None
+
     async def answer_command(self, command_id: int, status: str, answer: str) -> bool:
         """Consume a pending command once (see :class:`Store`)."""
         return await self._admin(_sql.answer_command, command_id, status, answer, self.clock())

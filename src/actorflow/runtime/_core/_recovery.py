@@ -108,8 +108,16 @@ class Recovery:
     async def _housekeeping(self) -> None:
         """Heartbeat the ownership, consume commands from other processes."""
         next_beat = 0.0
+        # A store that notifies (PostgreSQL) wakes the loop when a command is posted; it
+        # still looks at each heartbeat. Others (and stores of other authors, without the
+        # hook) are polled every COMMAND_POLL.
+        hook = getattr(self.store, "command_wakeup", None)
+        wakeup = hook() if hook is not None else None
         while True:
-            await anyio.sleep(COMMAND_POLL)
+            if wakeup is None:
+                await anyio.sleep(COMMAND_POLL)
+            else:
+                await wakeup.wait(max(COMMAND_POLL, next_beat - time.monotonic()))
             now = time.monotonic()
             try:
                 if now >= next_beat:
