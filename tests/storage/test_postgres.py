@@ -15,9 +15,14 @@ from actorflow import DatabaseInvalid, SchemaTooNew, StorageError, StorageUnavai
 from actorflow.storage import (
     CURRENT_VERSION,
     AppendHistory,
+    AppendLog,
+    AttemptRow,
     HistoryRow,
+    LogRow,
     PostgresStore,
+    RejectedOp,
     SQLiteStore,
+    UpsertAttempt,
     UpsertExecution,
     UpsertTaskRun,
     open_store,
@@ -253,3 +258,21 @@ async def test_an_unreachable_server_is_storage_unavailable(tmp_path: Path) -> N
     with pytest.raises(StorageUnavailable, match=r"cannot open the database") as info:
         await PostgresStore(url).open()
     assert "hunter2" not in str(info.value)
+
+
+async def test_text_with_nul_is_kept_with_a_visible_mark(pg_dsn: str) -> None:
+    """A log line and an attempt error holding NUL (PostgreSQL text cannot) are stored with
+    each NUL shown as U+2400; nothing is rejected and the rest of the batch commits."""
+    heard: list[RejectedOp] = []
+    async with PostgresStore(pg_dsn) as store:
+        store.on_rejected = heard.extend
+        commit = store.write([
+            UpsertExecution(ex("e")), UpsertTaskRun(tr("t", "e")),
+            AppendLog(LogRow("e", "t", 1.0, "INFO", "a\x00b")),
+            UpsertAttempt(AttemptRow("e", "t", 1, "FAILED", 1.0, 2.0, "bad\x00byte")),
+        ])  # fmt: skip
+        await commit
+        assert commit.rejected == () and heard == []
+        assert [lg.message for lg in await store.logs("e")] == ["a\u2400b"]
+        assert [a.error for a in await store.attempts("e")] == ["bad\u2400byte"]
+        assert len(await store.task_runs("e")) == 1

@@ -53,6 +53,16 @@ def is_value_error(exc: BaseException) -> bool:
     )
 
 
+def is_nul_error(exc: BaseException) -> bool:
+    """PostgreSQL refused a NUL character in text (SQLSTATE 22021 or 22P05)."""
+    return getattr(exc, "sqlstate", None) in ("22021", "22P05") and "0x00" in str(exc)
+
+
+def without_nul(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``row`` with every NUL of its text shown as U+2400 (SYMBOL FOR NULL)."""
+    return tuple(v.replace("\x00", "\u2400") if type(v) is str else v for v in row)
+
+
 def describe_error(exc: BaseException) -> tuple[str, str]:
     """(kind, message) of a value error, worded like SQLite's where the cause is the same
     (a NaN or NULL in a NOT NULL column, an int beyond 64 bits)."""

@@ -889,7 +889,8 @@ async def _run_plan(
 
     When some row cannot be stored, the whole batch runs again, each statement in a
     savepoint and a failing statement row by row, so the good rows commit and the bad
-    ones are named. ``fail`` (a test hook) is raised just before COMMIT.
+    ones are named (text with NUL characters is kept, each shown as U+2400). ``fail`` (a
+    test hook) is raised just before COMMIT.
     """
     statements = _q.STATEMENTS
     try:
@@ -913,10 +914,23 @@ async def _run_plan(
                 try:
                     async with conn.transaction():
                         await conn.execute(statements[stmt], *row)
+                    continue
                 except Exception as exc:
                     if not _q.is_value_error(exc):
                         raise
-                    rejected.append(RejectedOp(*_q.rejection(stmt, row, exc)))
+                    error: Exception = exc
+                if _q.is_nul_error(error):
+                    # PostgreSQL text cannot hold NUL (SQLite's can): the row is kept with
+                    # each NUL shown as U+2400 rather than lost.
+                    try:
+                        async with conn.transaction():
+                            await conn.execute(statements[stmt], *_q.without_nul(row))
+                        continue
+                    except Exception as exc:
+                        if not _q.is_value_error(exc):
+                            raise
+                        error = exc
+                rejected.append(RejectedOp(*_q.rejection(stmt, row, error)))
         if fail is not None:
             raise fail
     return rejected
