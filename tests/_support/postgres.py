@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 BIN = Path(os.environ.get("ACTORFLOW_TEST_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
 ENV_DSN = "ACTORFLOW_TEST_POSTGRES_DSN"
@@ -36,7 +37,7 @@ class Cluster:
     """A running PostgreSQL server and how to reach a database on it."""
 
     def __init__(self, base_dsn: str, stop: list[str] | None = None, root: Path | None = None):
-        self.base_dsn = base_dsn  # without a database name
+        self.base_dsn = base_dsn  # its database name (if any) is replaced by each test's
         self._stop = stop
         self._root = root
         self.port: int | None = None
@@ -44,8 +45,7 @@ class Cluster:
 
     def dsn(self, database: str) -> str:
         """The URL of ``database`` on this server."""
-        head, sep, query = self.base_dsn.partition("?")
-        return f"{head.rstrip('/')}/{database}{sep}{query}"
+        return urlunsplit(urlsplit(self.base_dsn)._replace(path=f"/{database}"))
 
     def stop(self) -> None:
         """Stop the throwaway cluster and remove its directory (nothing for a given DSN)."""
