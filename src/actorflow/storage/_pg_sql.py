@@ -26,6 +26,43 @@ def numbered(sql: str) -> str:
 
 
 STATEMENTS: tuple[str, ...] = tuple(numbered(s) for s in _sql.STATEMENTS)
+
+_FLOAT = frozenset({"created", "updated", "ended", "start", '"end"', "ts", "value", "heartbeat",
+                    "ttl", "tick", "answered"})  # fmt: skip
+_BIGINT = frozenset({"flow_revision", "number", "count"})
+_BYTEA = frozenset({"data", "payload", "target"})
+
+
+def _type(table: str, col: str) -> str:
+    if col == "value" and table == "task_runs":
+        return "text"
+    if col in _FLOAT:
+        return "float8"
+    if col in _BIGINT:
+        return "int8"
+    return "bytea" if col in _BYTEA else "text"
+
+
+def _bulk(sql: str) -> str | None:
+    """One INSERT of many rows, from one array per column (``unnest``), for an INSERT of
+    STATEMENTS: one statement for the server to run instead of one per row. Rows keep
+    their order (``WITH ORDINALITY``), so ``seq`` follows it."""
+    if not sql.startswith("INSERT INTO "):
+        return None
+    table, rest = sql[len("INSERT INTO ") :].split(" (", 1)
+    cols = [c.strip() for c in rest.split(")", 1)[0].split(",")]
+    conflict = sql.partition(" ON CONFLICT")[2]
+    arrays = ", ".join(f"${i}::{_type(table, c)}[]" for i, c in enumerate(cols, 1))
+    names = ", ".join(cols)
+    return (
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays})"
+        f" WITH ORDINALITY AS u({names}, ord) ORDER BY ord"
+        + (f" ON CONFLICT{conflict}" if conflict else "")
+    )
+
+
+# BULK[i]: the many-row form of STATEMENTS[i] (None for the deletes, which stay per row).
+BULK: tuple[str | None, ...] = tuple(_bulk(s) for s in _sql.STATEMENTS)
 CHILD_TABLES = ("attempts", "state_history", "metrics", "logs", "outputs", "commands",
                 "quarantine", "task_runs")  # fmt: skip
 EXEC_COLS = _sql.EXEC_COLS
@@ -45,7 +82,9 @@ def is_value_error(exc: BaseException) -> bool:
 
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", "") or ""
-        return state[:2] in ("22", "23")
+        # 21000: one bulk upsert met its key twice (plans coalesce keys, so never expected);
+        # row by row, each row is written.
+        return state[:2] in ("22", "23") or state == "21000"
     # asyncpg's own DataError: a parameter it cannot encode (an int beyond 64 bits, a lone
     # surrogate, a wrong type); the connection is fine.
     return isinstance(

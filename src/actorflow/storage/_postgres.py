@@ -892,11 +892,17 @@ async def _run_plan(
     ones are named (text with NUL characters is kept, each shown as U+2400). ``fail`` (a
     test hook) is raised just before COMMIT.
     """
-    statements = _q.STATEMENTS
+    statements, bulk = _q.STATEMENTS, _q.BULK
     try:
         async with conn.transaction():
             for stmt, rows in plan:
-                await conn.executemany(statements[stmt], rows)
+                many = bulk[stmt]
+                if len(rows) == 1:
+                    await conn.execute(statements[stmt], *rows[0])
+                elif many is not None:
+                    await conn.execute(many, *(list(c) for c in zip(*rows, strict=True)))
+                else:
+                    await conn.executemany(statements[stmt], rows)
             if fail is not None:
                 raise fail
         return []
