@@ -276,3 +276,42 @@ async def test_text_with_nul_is_kept_with_a_visible_mark(pg_dsn: str) -> None:
         assert [lg.message for lg in await store.logs("e")] == ["a\u2400b"]
         assert [a.error for a in await store.attempts("e")] == ["bad\u2400byte"]
         assert len(await store.task_runs("e")) == 1
+
+
+async def _wait_until_blocked(conn: asyncpg.Connection, pid: int) -> None:
+    """Until server process ``pid`` waits for a lock (asked again at each answer)."""
+    while not await conn.fetchval(
+        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+    ):
+        pass
+
+
+async def test_a_deadlock_with_another_host_is_run_again_not_a_failure(pg_dsn: str) -> None:
+    """The writer chosen as a deadlock's victim (another session locked rows in the other
+    order) runs its batch again: the commit succeeds and the store goes on."""
+    async with PostgresStore(pg_dsn) as store:
+        await store.write([UpsertExecution(ex("a")), UpsertExecution(ex("b"))])
+        other = await asyncpg.connect(pg_dsn)
+        try:
+            # The other session gives up later than the writer, so the writer is the victim.
+            await other.execute("SET deadlock_timeout = '20s'")
+            writer_pid = store._writer.get_server_pid()  # type: ignore[union-attr]
+            with anyio.fail_after(60):
+                tx = other.transaction()
+                await tx.start()
+                await other.execute("UPDATE executions SET state = 'X' WHERE id = 'b'")
+                commit = store.write([UpsertExecution(ex("a", "SUCCESS")),
+                                      UpsertExecution(ex("b", "SUCCESS"))])  # fmt: skip
+                watcher = await asyncpg.connect(pg_dsn)
+                try:
+                    await _wait_until_blocked(watcher, writer_pid)
+                finally:
+                    await watcher.close()
+                # Wants "a", which the writer holds: a cycle; the writer's check finds it.
+                await other.execute("UPDATE executions SET state = 'Y' WHERE id = 'a'")
+                await tx.commit()
+                await commit
+        finally:
+            await other.close()
+        assert store.conflicts == 1 and store.failed is None
+        assert [(await store.get_execution(i)).state for i in "ab"] == ["SUCCESS"] * 2  # type: ignore[union-attr]

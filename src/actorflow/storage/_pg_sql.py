@@ -92,6 +92,12 @@ def is_value_error(exc: BaseException) -> bool:
     )
 
 
+def is_conflict(exc: BaseException) -> bool:
+    """A deadlock or serialization failure (SQLSTATE 40P01, 40001): the transaction was
+    rolled back whole and may simply run again."""
+    return getattr(exc, "sqlstate", None) in ("40P01", "40001")
+
+
 def is_nul_error(exc: BaseException) -> bool:
     """PostgreSQL refused a NUL character in text (SQLSTATE 22021 or 22P05)."""
     return getattr(exc, "sqlstate", None) in ("22021", "22P05") and "0x00" in str(exc)

@@ -196,6 +196,8 @@ class PostgresStore:
         self._failed: BaseException | None = None
         self._refusal: str | None = "store is not open"
         self._batches = self._ops = self._largest = self._rejected = 0
+        #: Batches run again because a deadlock with another session rolled them back.
+        self.conflicts = 0
 
     @property
     def failed(self) -> BaseException | None:
@@ -394,13 +396,16 @@ class PostgresStore:
                 ops, unbuilt = batch.materialize()
                 fail, self.fail_next = self.fail_next, None
                 plan = _sql.plan_batch(ops)
-                rejected = await _run_plan(conn, plan, fail)
+                rejected = await _run_plan(conn, plan, fail, self._conflicted)
                 self._in_flight = None
                 self._committed(batch, len(ops), unbuilt + rejected)
         except BaseException as exc:
             self._fail(exc)
             if not isinstance(exc, Exception):
                 raise
+
+    def _conflicted(self) -> None:
+        self.conflicts += 1
 
     def _committed(self, batch: Batch, ops: int, rejected: list[RejectedOp]) -> None:
         self._batches += 1
@@ -882,7 +887,31 @@ class PostgresStore:
         return keep
 
 
+_RETRIES = 5
+
+
 async def _run_plan(
+    conn: asyncpg.Connection,
+    plan: _sql.Plan,
+    fail: BaseException | None,
+    on_conflict: Callable[[], None] | None = None,
+) -> list[RejectedOp]:
+    """:func:`_attempt_plan`, again when PostgreSQL chose this transaction as a deadlock's
+    victim (another host's transaction locked rows in another order): it was rolled back
+    whole, so running it again is safe; a passing conflict must not stop the store."""
+    for attempt in range(_RETRIES):
+        try:
+            return await _attempt_plan(conn, plan, fail)
+        except Exception as exc:
+            if not _q.is_conflict(exc) or attempt == _RETRIES - 1:
+                raise
+            if on_conflict is not None:
+                on_conflict()
+            await asyncio.sleep(0.005 * 2**attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _attempt_plan(
     conn: asyncpg.Connection, plan: _sql.Plan, fail: BaseException | None
 ) -> list[RejectedOp]:
     """Run ``plan`` as ONE transaction; returns the rows left out for their values.
