@@ -44,9 +44,11 @@ def pg_cluster() -> Iterator[postgres.Cluster]:
     try:
         cluster = postgres.start()
     except postgres.Unavailable as exc:
+        reason = f"no PostgreSQL: {exc}"
+        print(reason)
         if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required in CI: {exc}")
-        pytest.skip(f"no PostgreSQL: {exc}")
+            pytest.fail(f"PostgreSQL is required in CI: {reason}")
+        pytest.skip(reason)
     yield cluster
     cluster.stop()
 
