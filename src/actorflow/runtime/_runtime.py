@@ -145,7 +145,9 @@ class Runtime(Recovery):
         allow_types: Collection[str] | str = (),
         tune_gc: bool = True,
     ) -> AsyncIterator[Runtime]:
-        """Open a runtime on the database at ``path`` (``":memory:"`` keeps nothing).
+        """Open a runtime on the database at ``path`` (``":memory:"`` keeps nothing; a
+        ``postgresql://`` URL opens PostgreSQL, whose files go to ``files`` or
+        ``$ACTORFLOW_FILES``, a folder every host of the cluster mounts).
 
         Unfinished executions whose owner process is gone are resumed, provided their flow is
         in ``flows`` (or registered later with :meth:`register`) or was loaded from a file.
