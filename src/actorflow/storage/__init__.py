@@ -37,7 +37,7 @@ from actorflow.storage._rows import (
 )
 from actorflow.storage._schema import CURRENT_VERSION
 from actorflow.storage._sqlite import SQLiteStore, WriterStats
-from actorflow.storage._store import Commit, Store
+from actorflow.storage._store import CommandWakeup, Commit, Store
 
 
 def open_store(
@@ -70,6 +70,7 @@ __all__ = [
     "AppendLog",
     "AttemptRow",
     "CommandRow",
+    "CommandWakeup",
     "Commit",
     "DeleteExecution",
     "DeleteTaskRuns",
