@@ -21,6 +21,7 @@ MODULES = [
     "persistence",
     "engine",
     "durable",
+    "postgres",
     "tracing",
     "flow_loading",
     "growth",

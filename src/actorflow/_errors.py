@@ -11,7 +11,7 @@ Every error the package raises on purpose derives from :class:`ActorflowError`::
     │   ├── ActorNameTaken         spawn under a name already in use
     │   └── EscalationError        a supervisor exceeded its restart intensity
     ├── StorageError               persistence (actorflow.storage)
-    │   ├── DatabaseInvalid        the file is not an actorflow SQLite database, or is corrupt
+    │   ├── DatabaseInvalid        not an actorflow database (SQLite file or PostgreSQL), or corrupt
     │   ├── SchemaTooNew           the database was written by a newer actorflow
     │   ├── StorageUnavailable     a write failed (read-only, disk full...); no work is accepted
     │   ├── StoredFileNotFound     an actorflow:// URI that has no file
@@ -76,7 +76,7 @@ class StorageError(ActorflowError):
 
 
 class DatabaseInvalid(StorageError):
-    """The file is not an actorflow SQLite database, or it is corrupt."""
+    """The file (or PostgreSQL database) is not an actorflow database, or it is corrupt."""
 
 
 class SchemaTooNew(StorageError):

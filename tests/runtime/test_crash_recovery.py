@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import os
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _support import postgres
 from _support.cli import poll, query
 from actorflow.runtime._states import EXECUTION_TRANSITIONS, TASK_RUN_TRANSITIONS, State
 
@@ -28,22 +32,51 @@ def _side_effects(path: Path) -> Counter[str]:
     return Counter(line.split()[0] for line in path.read_text().splitlines() if line.strip())
 
 
-def _completed(db: Path) -> set[str]:
-    with sqlite3.connect(db) as conn:
+@pytest.fixture(params=["sqlite", "postgres"])
+def crash_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The database the crash test's processes share: a SQLite file, or a fresh
+    PostgreSQL database."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "crash.db")
+        return
+    cluster: postgres.Cluster = request.getfixturevalue("pg_cluster")
+    name = asyncio.run(postgres.create_database(cluster))
+    yield cluster.dsn(name)
+    asyncio.run(postgres.drop_database(cluster, name))
+
+
+def _rows(db: str, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a query on either database ([] before its schema exists)."""
+    if not db.startswith("postgresql://"):
+        if not Path(db).exists():
+            return []
+        with sqlite3.connect(db) as conn:
+            try:
+                return conn.execute(sql).fetchall()
+            except sqlite3.OperationalError:
+                return []
+
+    async def fetch() -> list[tuple[Any, ...]]:
+        import asyncpg
+
+        conn = await asyncpg.connect(db)
         try:
-            rows = conn.execute(
-                "SELECT id FROM task_runs WHERE state IN ('SUCCESS','WARNING','FAILED','SKIPPED')"
-            ).fetchall()
-        except sqlite3.OperationalError:
-            return set()
-    return {r[0] for r in rows}
+            return [tuple(r) for r in await conn.fetch(sql)]
+        except asyncpg.UndefinedTableError:
+            return []
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
 
 
-def _check_histories(db: Path) -> None:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT execution_id, task_run_id, state FROM state_history ORDER BY rowid"
-        ).fetchall()
+def _completed(db: str) -> set[str]:
+    sql = "SELECT id FROM task_runs WHERE state IN ('SUCCESS','WARNING','FAILED','SKIPPED')"
+    return {r[0] for r in _rows(db, sql)}
+
+
+def _check_histories(db: str) -> None:
+    rows = _rows(db, "SELECT execution_id, task_run_id, state FROM state_history ORDER BY seq")
     seqs: dict[tuple[str, str | None], list[str]] = {}
     for ex_id, tr_id, state in rows:
         seqs.setdefault((ex_id, tr_id), []).append(state)
@@ -54,10 +87,12 @@ def _check_histories(db: Path) -> None:
             assert State(b) in table[State(a)], f"{ex_id}/{tr_id}: {a} -> {b} in {seq}"
 
 
-def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
+def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, crash_db: str) -> None:
     """Killed at 20+ random moments, executions still end as they would have, completed task
-    runs never run again, and every stored history follows the transition tables."""
-    db, side = tmp_path / "crash.db", tmp_path / "side.log"
+    runs never run again, and every stored history follows the transition tables (on SQLite
+    and on PostgreSQL)."""
+    db, side = crash_db, tmp_path / "side.log"
+    env = {**os.environ, "ACTORFLOW_FILES": str(tmp_path / "files")}
     rng = random.Random(20261122)
     per_flow, kills, cycles = 3, 0, 0
     while kills < 20:
@@ -66,7 +101,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         before_done = _completed(db)
         before_runs = _side_effects(side)
         cmd = [sys.executable, str(WORKER), str(db), str(side), str(per_flow)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         try:
             proc.wait(timeout=rng.uniform(0.25, 0.8))
         except subprocess.TimeoutExpired:
@@ -81,10 +116,9 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         for tr_id in before_done:
             assert after_runs[tr_id] == before_runs[tr_id], f"completed task run {tr_id} ran again"
     cmd = [sys.executable, str(WORKER), str(db), str(side), str(per_flow)]
-    final = subprocess.run(cmd, capture_output=True, timeout=120)
+    final = subprocess.run(cmd, capture_output=True, timeout=120, env=env)
     assert final.returncode == 0, final.stderr.decode()[-3000:]
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT flow_id, state FROM executions").fetchall()
+    rows = _rows(db, "SELECT flow_id, state FROM executions")
     assert len(rows) == per_flow * len(EXPECTED)
     for flow_id, state in rows:
         assert state == EXPECTED[flow_id], (flow_id, state)
@@ -118,7 +152,6 @@ anyio.run(main)
 def test_the_writer_process_dies_with_its_runtime(tmp_path: Path) -> None:
     """SIGKILL of a runtime's process takes its SQLite writer process with it at once, so no
     batch of a dead runtime can land after another process took its executions over."""
-    import os
     import select
 
     proc = subprocess.Popen(

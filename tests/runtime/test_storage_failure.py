@@ -111,6 +111,35 @@ async def test_killing_the_writer_process_answers_every_waiter(tmp_path: Path) -
                 await rt.submit(gated.flow)
 
 
+async def test_a_lost_postgres_writer_connection_answers_every_waiter(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """The PostgreSQL writer's connection terminated by the server while 5 callers wait:
+    all 5 get StorageUnavailable (none hangs), and the runtime accepts no more work."""
+    import asyncpg
+
+    gated = _Gated()
+    with anyio.fail_after(HANG):
+        async with Runtime.open(pg_dsn, files=tmp_path / "files") as rt:
+            trigger = await rt.submit(gated.trigger)
+            handles = [await rt.submit(gated.flow) for _ in range(5)]
+
+            async def cut_writer() -> None:
+                pid = rt.store._writer.get_server_pid()  # type: ignore[attr-defined]
+                conn = await asyncpg.connect(pg_dsn)
+                try:
+                    assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+                finally:
+                    await conn.close()
+
+            calls = [rt.wait(h.id) for h in handles]
+            answers = await _callers_answered(rt, gated, trigger, calls, cut_writer)
+            assert all(isinstance(a, StorageUnavailable) for a in answers), answers
+            assert {str(a).split(":")[0] for a in answers} == {f"execution {h.id}" for h in handles}
+            with pytest.raises(RuntimeClosedError):
+                await rt.submit(gated.flow)
+
+
 @contextlib.contextmanager
 def _small_disk(path: Path, size: str = "2M") -> Iterator[Path]:
     """A tmpfs of ``size`` mounted at ``path`` (skipped where mounting is not allowed)."""

@@ -61,6 +61,7 @@ from actorflow.runtime import (
     tracing_observer,
     validate_inputs,
 )
+from actorflow.storage import is_postgres_url
 
 
 def cli_observer(progress: Observer | None, exporter: str | None) -> Observer | None:
@@ -349,7 +350,7 @@ async def cmd_schema(args: argparse.Namespace) -> int:
 
 # -- reading ---------------------------------------------------------------------------------
 def _open(args: argparse.Namespace, *, read_only: bool = False) -> Any:
-    if not Path(_db(args)).exists():
+    if not is_postgres_url(_db(args)) and not Path(_db(args)).exists():
         raise CliError(f"no database at {_db(args)} (use --db or ACTORFLOW_DB)")
     return Runtime.open(_db(args), recover=False, read_only=read_only)
 
@@ -637,7 +638,11 @@ async def cmd_server(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", help="SQLite database (default: $ACTORFLOW_DB or actorflow.db)")
+    common.add_argument(
+        "--db",
+        help="SQLite file or postgresql:// URL (default: $ACTORFLOW_DB or actorflow.db);"
+        " with PostgreSQL, files go to $ACTORFLOW_FILES",
+    )
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument(
         "--trace",

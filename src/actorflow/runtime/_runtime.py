@@ -23,6 +23,7 @@ from actorflow._errors import (
     FlowError,
     IllegalOperation,
     InputError,
+    StorageError,
     StorageUnavailable,
     TaskNotAllowed,
     UnstorableValue,
@@ -62,10 +63,30 @@ from actorflow.storage import (
     LogRow,
     MetricRow,
     Store,
+    is_postgres_url,
     open_store,
+    redact_url,
 )
 
 _log = logging.getLogger("actorflow.runtime")
+FILES_ENV = "ACTORFLOW_FILES"
+
+
+def _shared_files(url: str, read_only: bool) -> FileStorage | None:
+    """The files folder of a PostgreSQL runtime: ``$ACTORFLOW_FILES``, as nothing lies beside
+    a database on a server; every host must reach the same folder (a shared mount). A
+    reader without it gets a temporary folder (None here); a writer is refused."""
+    folder = os.environ.get(FILES_ENV)
+    if folder:
+        return FileStorage(Path(folder))
+    if read_only:
+        return None
+    raise StorageError(
+        f"{redact_url(url)}: a PostgreSQL database keeps no files beside it: pass"
+        f" files= (a folder every host of the cluster mounts) or set {FILES_ENV}"
+    )
+
+
 DEFAULT_MAX_ACTIVE: int | None = 128
 DEFAULT_MAX_QUEUED: int | None = 10_000
 
@@ -125,7 +146,9 @@ class Runtime(Recovery):
         allow_types: Collection[str] | str = (),
         tune_gc: bool = True,
     ) -> AsyncIterator[Runtime]:
-        """Open a runtime on the database at ``path`` (``":memory:"`` keeps nothing).
+        """Open a runtime on the database at ``path`` (``":memory:"`` keeps nothing; a
+        ``postgresql://`` URL opens PostgreSQL, whose files go to ``files`` or
+        ``$ACTORFLOW_FILES``, a folder every host of the cluster mounts).
 
         Unfinished executions whose owner process is gone are resumed, provided their flow is
         in ``flows`` (or registered later with :meth:`register`) or was loaded from a file.
@@ -155,8 +178,10 @@ class Runtime(Recovery):
         if read_only:
             recover = False
         temp_root: Path | None = None
+        if files is None and is_postgres_url(str(path)):
+            files = _shared_files(str(path), read_only)
         if files is None:
-            if str(path) in (":memory:", "memory://"):
+            if str(path) in (":memory:", "memory://") or (read_only and is_postgres_url(str(path))):
                 temp_root = Path(tempfile.mkdtemp(prefix="actorflow-files-"))
             files = FileStorage(temp_root or Path(f"{path}.files"))
         elif not isinstance(files, FileStorage):

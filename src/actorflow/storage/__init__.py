@@ -1,4 +1,5 @@
-"""Persistence: the store interface, SQLite and in-memory stores, internal file storage."""
+"""Persistence: the store interface, SQLite, PostgreSQL and in-memory stores, internal file
+storage."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 from actorflow.storage._files import CHUNK_SIZE, FileReader, FileScope, FileStorage, Readable
 from actorflow.storage._future import AnyioFuture, call_soon, new_future, running_loop
 from actorflow.storage._memory import MemoryStore
+from actorflow.storage._postgres import PostgresStore, is_postgres_url
+from actorflow.storage._postgres import redact as redact_url
 from actorflow.storage._rows import (
     AppendHistory,
     AppendLog,
@@ -35,7 +38,7 @@ from actorflow.storage._rows import (
 )
 from actorflow.storage._schema import CURRENT_VERSION
 from actorflow.storage._sqlite import SQLiteStore, WriterStats
-from actorflow.storage._store import Commit, Store
+from actorflow.storage._store import CommandWakeup, Commit, Store
 
 
 def open_store(
@@ -44,14 +47,18 @@ def open_store(
     read_only: bool = False,
     lock_timeout: float = 30.0,
 ) -> Store:
-    """A store for a path or ``sqlite://`` URL (SQLite), or ``":memory:"`` / ``"memory://"``.
+    """A store for a path or ``sqlite://`` URL (SQLite), a ``postgresql://`` or
+    ``postgres://`` URL (PostgreSQL, needs the ``postgres`` extra), or ``":memory:"`` /
+    ``"memory://"``.
 
     The store is not opened yet: use it as ``async with`` (or call ``open``).
-    ``lock_timeout``: seconds a SQLite write waits for a lock another process holds.
+    ``lock_timeout``: seconds a write waits for a lock another process holds.
     """
     text = os.fspath(url_or_path)
     if text in (":memory:", "memory://"):
         return MemoryStore()
+    if is_postgres_url(text):
+        return PostgresStore(text, read_only=read_only, lock_timeout=lock_timeout)
     return SQLiteStore(
         text.removeprefix("sqlite://"), read_only=read_only, lock_timeout=lock_timeout
     )
@@ -65,6 +72,7 @@ __all__ = [
     "AppendLog",
     "AttemptRow",
     "CommandRow",
+    "CommandWakeup",
     "Commit",
     "DeleteExecution",
     "DeleteTaskRuns",
@@ -79,6 +87,7 @@ __all__ = [
     "MetricRow",
     "Op",
     "OutputRow",
+    "PostgresStore",
     "PurgeProgress",
     "QuarantineExecution",
     "QuarantineRow",
@@ -95,7 +104,9 @@ __all__ = [
     "UpsertTaskRun",
     "WriterStats",
     "call_soon",
+    "is_postgres_url",
     "new_future",
     "open_store",
+    "redact_url",
     "running_loop",
 ]

@@ -575,6 +575,10 @@ class MemoryStore:
                     await done
         return deleted
 
+    def command_wakeup(self) -> None:
+        """No notifications here: the command loop polls."""
+        return None
+
     async def post_command(
         self, execution_id: str, kind: str, payload: bytes = b"", target: bytes = b""
     ) -> int:

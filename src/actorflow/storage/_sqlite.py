@@ -590,6 +590,10 @@ class SQLiteStore(SQLiteReads):
             (execution_id, kind, payload, self.clock(), target),
         )
 
+    def command_wakeup(self) -> None:
+        """No notifications here: the command loop polls."""
+        return None
+
     async def answer_command(
         self, command_id: int, status: str, answer: str, error: str | None = None
     ) -> bool:

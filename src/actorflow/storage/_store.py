@@ -131,6 +131,15 @@ FailedCallback = Callable[[BaseException], None]
 ProgressCallback = Callable[[PurgeProgress], Awaitable[None] | None]
 
 
+class CommandWakeup(Protocol):
+    """Wakes an owner's command loop when a command may have been posted (a store that can
+    notify, such as PostgreSQL's LISTEN/NOTIFY); the loop still looks after ``timeout``."""
+
+    async def wait(self, timeout: float) -> None:
+        """Until a command may have been posted, or ``timeout`` seconds."""
+        ...
+
+
 class Store(Protocol):
     """Where the runtime keeps executions; one writer with group commit.
 
@@ -269,6 +278,11 @@ class Store(Protocol):
     ) -> int:
         """Store a pending command for the process that owns the execution (durable on
         return); returns its id."""
+        ...
+
+    def command_wakeup(self) -> CommandWakeup | None:
+        """What the owner's command loop may wait on instead of polling; None (poll) when
+        the store cannot notify (SQLite, memory)."""
         ...
 
     async def commands_after(self, last_id: int) -> list[CommandRow]:

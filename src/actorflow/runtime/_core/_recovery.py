@@ -151,8 +151,16 @@ class Recovery:
         """Heartbeat, and consume commands every ``DOORBELL_POLL`` seconds, or
         ``COMMAND_POLL`` without a doorbell."""
         next_beat = 0.0
+        # A store that notifies (PostgreSQL) wakes the loop when a command is posted; it
+        # still looks at each heartbeat. Others (and stores of other authors, without the
+        # hook) are polled every COMMAND_POLL.
+        hook = getattr(self.store, "command_wakeup", None)
+        wakeup = hook() if hook is not None else None
         while True:
-            await anyio.sleep(DOORBELL_POLL if has_doorbell else COMMAND_POLL)
+            if wakeup is None:
+                await anyio.sleep(DOORBELL_POLL if has_doorbell else COMMAND_POLL)
+            else:
+                await wakeup.wait(max(COMMAND_POLL, next_beat - time.monotonic()))
             now = time.monotonic()
             try:
                 if now >= next_beat:

@@ -1,0 +1,201 @@
+"""actorflow on PostgreSQL beside actorflow on SQLite, in the same run.
+
+Workloads (as in ``benchmarks/durable.py``):
+
+2. one execution of N sequential no-op tasks;
+3. C concurrent executions of 5 no-op tasks, each awaited by its own caller.
+
+The PostgreSQL server is a throwaway cluster (``tests/_support/postgres.py``, or
+``ACTORFLOW_TEST_POSTGRES_DSN``) with ``fsync=on`` and ``synchronous_commit=off``: the same
+promise as SQLite's WAL with ``synchronous=NORMAL`` (a crash of the process or the server
+loses nothing committed; a power loss may lose the last commits, never consistency). Each
+measurement runs in a fresh interpreter; it reports wall time and CPU seconds of the
+runtime process (with its SQLite writer process) and of the PostgreSQL server (the
+postmaster and its children, from ``/proc``), per 1,000 task runs.
+
+Skipped, with the reason, when no PostgreSQL can start here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+import actorflow as af
+from benchmarks._common import median_of, noop, row, tmpdb
+
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def _stat_cpu(pid: int, with_reaped: bool = False) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if with_reaped:  # children that exited (and were waited for) count too
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(postmaster: int | None) -> float:
+    """CPU seconds of the PostgreSQL server so far: the postmaster, its live children (one
+    backend per connection, the WAL writer, the checkpointer...) and those that exited."""
+    if postmaster is None:
+        return 0.0
+    try:
+        children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    except OSError:
+        children = []
+    return _stat_cpu(postmaster, True) + sum(_stat_cpu(int(c)) for c in children)
+
+
+class Window:
+    """Wall time and CPU of this process, its writer process and the server, while open."""
+
+    def __init__(self, child_pid: int | None, postmaster: int | None) -> None:
+        self.child_pid = child_pid
+        self.postmaster = postmaster
+
+    def __enter__(self) -> Window:
+        gc.collect()
+        self._server0 = server_cpu(self.postmaster)
+        self._child0 = _stat_cpu(self.child_pid) if self.child_pid else 0.0
+        self._cpu0 = time.process_time()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.result = {
+            "seconds": time.perf_counter() - self._t0,
+            "cpu_runtime": time.process_time()
+            - self._cpu0
+            + ((_stat_cpu(self.child_pid) - self._child0) if self.child_pid else 0.0),
+            "cpu_server": server_cpu(self.postmaster) - self._server0,
+        }
+
+
+def _writer_pid(rt: af.Runtime) -> int | None:
+    proc = getattr(getattr(rt.engine.store, "_proc", None), "_proc", None)
+    return None if proc is None else int(proc.pid)
+
+
+async def seq(db: str, n: int, postmaster: int | None) -> dict[str, float]:
+    flow = af.Flow(id=f"seq{n}", namespace="bench", tasks=[noop(f"t{i}") for i in range(n)])
+    files = tempfile.mkdtemp(prefix="actorflow-bench-files-")
+    async with af.Runtime.open(db, files=files) as rt:
+        with Window(_writer_pid(rt), postmaster) as w:
+            ex = await rt.run(flow)
+    assert ex.state is af.State.SUCCESS
+    return w.result
+
+
+async def concurrent(db: str, executions: int, postmaster: int | None) -> dict[str, float]:
+    flow = af.Flow(id="c5", namespace="bench", tasks=[noop(f"t{i}") for i in range(5)])
+    files = tempfile.mkdtemp(prefix="actorflow-bench-files-")
+
+    async def one(rt: af.Runtime) -> None:
+        assert (await rt.run(flow)).state is af.State.SUCCESS
+
+    async with af.Runtime.open(db, files=files) as rt:
+        with Window(_writer_pid(rt), postmaster) as w:
+            await asyncio.gather(*(one(rt) for _ in range(executions)))
+    return w.result
+
+
+_WORKLOADS: dict[str, Any] = {"seq": seq, "concurrent": concurrent}
+
+
+def _new_database(base: Any) -> str:
+    from _support import postgres
+
+    return base.dsn(anyio.run(postgres.create_database, base))
+
+
+def _one(kind: str, size: int, db: str, postmaster: int | None) -> dict[str, float]:
+    """One measurement in this (fresh) process, after a warm-up at a tenth of the size on
+    a database of its own."""
+    fn = _WORKLOADS[kind]
+    anyio.run(fn, db, max(size // 10, 10), None)
+    result: dict[str, float] = anyio.run(fn, db, size, postmaster)
+    return result
+
+
+def measure(kind: str, size: int, db: str, postmaster: int | None) -> dict[str, float]:
+    args = [sys.executable, "-m", "benchmarks.postgres", kind, str(size), db, str(postmaster or 0)]
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{kind} on {db} failed: {out.stderr[-3000:]}")
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _postmaster(cluster: Any) -> int | None:
+    data = getattr(cluster, "data", None)
+    if data is None:
+        return None  # a server given by DSN: maybe not on this machine
+    return int((data / "postmaster.pid").read_text().split()[0])
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    from _support import postgres
+
+    try:
+        cluster = postgres.start(fsync=True)
+    except postgres.Unavailable as exc:
+        print(f"skipping postgres: {exc}", file=sys.stderr)
+        return []
+    try:
+        return _run(cluster, quick)
+    finally:
+        cluster.stop()
+
+
+def _run(cluster: Any, quick: bool) -> list[dict[str, Any]]:
+    postmaster = _postmaster(cluster)
+    reps = 1 if quick else 3
+    rows: list[dict[str, Any]] = []
+    for label, kind, size, task_runs in (
+        ("(2) {n:,} sequential tasks", "seq", 300 if quick else 1_000, 1),
+        ("(3) {n:,} concurrent executions x 5 tasks", "concurrent", 1_000 if quick else 10_000, 5),
+    ):  # fmt: skip
+        by: dict[str, list[dict[str, float]]] = {"sqlite": [], "postgres": []}
+        for _ in range(reps):
+            by["sqlite"].append(measure(kind, size, str(tmpdb()), None))
+            by["postgres"].append(measure(kind, size, _new_database(cluster), postmaster))
+        med = {k: {f: median_of([r[f] for r in v]) for f in v[0]} for k, v in by.items()}
+        n_runs = size * task_runs
+        pg, lite = med["postgres"], med["sqlite"]
+        rows.append(row("postgres", label.format(n=size) + ": PostgreSQL vs SQLite",
+                        n_runs / pg["seconds"], n_runs / lite["seconds"], "task runs/s",
+                        spread=[round(n_runs / r["seconds"]) for r in by["postgres"]],
+                        sqlite_spread=[round(n_runs / r["seconds"])
+                                       for r in by["sqlite"]]))  # fmt: skip
+        for who, m in (("PostgreSQL", pg), ("SQLite", lite)):
+            rows.append(row("postgres", f"{label.format(n=size)}: CPU s per 1,000 task runs, {who}",
+                            (m["cpu_runtime"] + m["cpu_server"]) / n_runs * 1000, None, "s",
+                            higher_is_better=False,
+                            runtime_process_s=m["cpu_runtime"] / n_runs * 1000,
+                            server_s=m["cpu_server"] / n_runs * 1000))  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5:
+        pm = int(sys.argv[4]) or None
+        print(json.dumps(_one(sys.argv[1], int(sys.argv[2]), sys.argv[3], pm)))
+    else:
+        from benchmarks.__main__ import print_table
+
+        print_table(run(quick="--quick" in sys.argv))

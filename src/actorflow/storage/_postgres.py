@@ -1,0 +1,973 @@
+"""PostgreSQL store (asyncpg): the SQLite store's semantics on a database many hosts share.
+
+One writer connection commits batches with group commit, exactly as the SQLite writer does
+(``_batch``: ``write`` joins the newest pending batch, ``write_latest`` keeps the newest item
+of a key, a waiter ends the linger): a batch is ONE transaction of ``executemany`` calls,
+batches commit one after the other in the order they were queued (one asyncpg connection
+runs one thing at a time; while it commits, the next batch grows). Rows PostgreSQL refuses
+for their values are left out and named (``Commit.rejected``) after the batch is run again
+in savepoints; any other failure stops the store (see ``_store``).
+
+Reads and administration (claims, purges, owners, commands, flows, fires) run on a small
+pool of other connections, each administrative call one transaction. Claims take rows
+``FOR UPDATE SKIP LOCKED``; ``post_command`` sends a NOTIFY that :meth:`command_wakeup`
+hears on a connection of its own (LISTEN), so the owner need not poll.
+
+asyncpg is imported only here, when a ``postgresql://`` store is made: embedding users
+without the ``postgres`` extra are unaffected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from types import EllipsisType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+
+from actorflow._errors import StorageError, StorageUnavailable
+from actorflow.storage import _pg_sql as _q
+from actorflow.storage import _sql
+from actorflow.storage._batch import Batch
+from actorflow.storage._pg_schema import CURRENT_PG_VERSION, migrate, read_version
+from actorflow.storage._rows import (
+    AttemptRow,
+    CommandRow,
+    ExecutionRow,
+    FlowRow,
+    HistoryRow,
+    LogRow,
+    MetricRow,
+    Op,
+    OutputRow,
+    PurgeProgress,
+    QuarantineRow,
+    RejectedOp,
+    TaskRunRow,
+)
+from actorflow.storage._sqlite import WriterStats
+from actorflow.storage._store import (
+    COMMITTED,
+    Commit,
+    FailedCallback,
+    ProgressCallback,
+    RejectedCallback,
+)
+
+if TYPE_CHECKING:
+    import asyncpg
+
+_log = logging.getLogger("actorflow.storage")
+POLL = 0.2  # how often a command waiter looks when it cannot listen (lost connection)
+
+
+def is_postgres_url(text: str) -> bool:
+    """A ``postgresql://`` or ``postgres://`` URL (what selects this store)."""
+    return text.startswith(("postgresql://", "postgres://"))
+
+
+def redact(dsn: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _import_asyncpg() -> Any:
+    try:
+        import asyncpg
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise StorageError(
+            "a postgresql:// database needs asyncpg: pip install 'actorflow[postgres]'"
+        ) from exc
+    return asyncpg
+
+
+class CommandListener:
+    """Wakes the owner's command loop when a command is posted (LISTEN on its own
+    connection); polls every :data:`POLL` seconds while it cannot listen."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._event = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None
+        self._retry_at = 0.0
+        self._backoff = POLL
+        self.closed = False
+
+    @property
+    def listening(self) -> bool:
+        """Whether notifications arrive now (else the waiter polls)."""
+        return self._conn is not None and not self._conn.is_closed()
+
+    def _notified(self, *_: object) -> None:
+        self._event.set()
+
+    def _lost(self, *_: object) -> None:
+        self._conn = None
+        self._event.set()  # look now: what was posted meanwhile was not heard
+
+    async def _listen(self) -> None:
+        now = time.monotonic()
+        if self.closed or now < self._retry_at:
+            return
+        try:
+            conn = await self._store._connect()
+            await conn.add_listener(_q.COMMANDS_CHANNEL, self._notified)
+        except Exception as exc:
+            self._retry_at = now + self._backoff
+            self._backoff = min(self._backoff * 2, 10.0)
+            _log.debug("cannot LISTEN for commands (%s); polling", exc)
+            return
+        conn.add_termination_listener(self._lost)
+        self._conn = conn
+        self._backoff = POLL
+        self._event.set()  # commands posted before we listened
+
+    async def wait(self, timeout: float) -> None:
+        """Until a command may have been posted, or ``timeout`` seconds."""
+        if not self.listening:
+            await self._listen()
+            if not self.listening:
+                timeout = min(timeout, POLL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        self._event.clear()
+
+    async def close(self) -> None:
+        self.closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+
+
+class PostgresStore:
+    """A PostgreSQL database (``postgresql://user@host/db``) any number of hosts share."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        batch_max: int = 1000,
+        linger: float = 0.002,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.time,
+        lock_timeout: float = 30.0,
+        pool_size: int = 4,
+    ) -> None:
+        if batch_max < 1:
+            raise ValueError(f"batch_max must be at least 1, not {batch_max}")
+        if not lock_timeout > 0:  # NaN too
+            raise ValueError(
+                f"lock_timeout must be a positive number of seconds, not {lock_timeout}"
+            )
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, not {pool_size}")
+        self.dsn = dsn
+        self.where = redact(dsn)
+        self.batch_max = batch_max
+        self.linger = linger  # as SQLiteStore: how long a batch without a waiter may grow
+        self.read_only = read_only
+        self.lock_timeout = lock_timeout  # PostgreSQL's lock_timeout for every write
+        self.pool_size = pool_size
+        self.clock = clock
+        self.fail_next: BaseException | None = None  # test hook: the next batch raises this
+        self.on_rejected: RejectedCallback | None = None
+        self.on_failed: FailedCallback | None = None
+        self._writer: asyncpg.Connection | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._listener: CommandListener | None = None
+        self._queue: deque[Batch] = deque()
+        self._in_flight: Batch | None = None
+        self._wake: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._failed: BaseException | None = None
+        self._refusal: str | None = "store is not open"
+        self._batches = self._ops = self._largest = self._rejected = 0
+        #: Batches run again because a deadlock with another session rolled them back.
+        self.conflicts = 0
+
+    @property
+    def failed(self) -> BaseException | None:
+        """Why the writer stopped, if it did."""
+        return self._failed
+
+    @property
+    def stats(self) -> WriterStats:
+        """Transactions and ops written since open (as :attr:`SQLiteStore.stats`)."""
+        return WriterStats(self._batches, self._ops, self._largest, self._rejected)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def _settings(self) -> dict[str, str]:
+        settings = {
+            "lock_timeout": str(max(1, int(min(self.lock_timeout, 86400.0) * 1000))),
+            "application_name": "actorflow",
+        }
+        if self.read_only:
+            settings["default_transaction_read_only"] = "on"
+        return settings
+
+    async def _connect(self) -> asyncpg.Connection:
+        asyncpg = _import_asyncpg()
+        conn = await asyncpg.connect(self.dsn, server_settings=self._settings())
+        return conn
+
+    async def open(self) -> None:
+        """Connect, migrate (read-only: check the version), start the writer."""
+        if self._pool is not None:
+            return
+        asyncpg = _import_asyncpg()
+        try:
+            if not self.read_only:
+                self._writer = await self._connect()
+                await migrate(self._writer, self.where)
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=self.pool_size,
+                server_settings=self._settings(),
+            )  # fmt: skip
+            if self.read_only:
+                async with self._pool.acquire() as conn:
+                    version = await read_version(conn, self.where)
+                if version != CURRENT_PG_VERSION:
+                    raise StorageError(
+                        f"{self.where}: schema version {version} must be migrated to"
+                        f" {CURRENT_PG_VERSION}; open it once without read_only"
+                    )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            await self._disconnect()
+            raise StorageUnavailable(f"{self.where}: cannot open the database ({exc})") from exc
+        except BaseException:
+            await self._disconnect()
+            raise
+        self._failed = None
+        self._batches = self._ops = self._largest = self._rejected = 0
+        if self.read_only:
+            self._refusal = "store is opened read-only"
+        else:
+            self._refusal = None
+            # A plain asyncio task, as SQLite's writer: no caller's cancel scope can strand
+            # queued writes.
+            self._task = asyncio.get_running_loop().create_task(self._run_writer())
+
+    async def close(self) -> None:
+        """Commit everything queued, stop the writer, disconnect."""
+        if self._pool is None and self._writer is None:
+            return
+        self._refusal = "store is closed"
+        with anyio.CancelScope(shield=True):
+            if self._task is not None:
+                self._wake_writer()
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(self._task)
+                self._task = None
+            await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.close()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                await writer.close(timeout=5)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pool.close(), 5)
+
+    async def __aenter__(self) -> PostgresStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def command_wakeup(self) -> CommandListener | None:
+        """What the owner's command loop waits on instead of sleeping (LISTEN/NOTIFY)."""
+        if self.read_only or self._pool is None:
+            return None
+        if self._listener is None:
+            self._listener = CommandListener(self)
+        return self._listener
+
+    # -- writing ------------------------------------------------------------------------
+    def write(self, ops: Iterable[Op]) -> Commit:
+        """Queue ``ops`` (they commit together); await the result for durability."""
+        if self._refusal is not None or self._failed is not None:
+            raise self._unavailable()
+        ops = ops if isinstance(ops, list | tuple) else list(ops)
+        if not ops:
+            return self._last_commit() or COMMITTED
+        batch = self._open_batch(len(ops))
+        batch.add(ops)
+        return batch.commit
+
+    def write_latest(
+        self, key: Hashable, build: Callable[[Any], Sequence[Op]], item: Any
+    ) -> Commit:
+        """Queue ``build(item)`` in place of what ``key`` queued before (see :class:`Store`)."""
+        if self._refusal is not None or self._failed is not None:
+            raise self._unavailable()
+        batch = self._open_batch(1)
+        batch.add_latest(key, build, item)
+        return batch.commit
+
+    def _open_batch(self, size: int) -> Batch:
+        queue = self._queue
+        if queue:
+            batch = queue[-1]
+            if not batch.ops or len(batch.ops) + size <= self.batch_max:
+                return batch
+        batch = Batch(self._wake_writer)
+        queue.append(batch)
+        self._wake_writer()
+        return batch
+
+    def _unavailable(self) -> StorageUnavailable:
+        if self._failed is not None:
+            return StorageUnavailable(f"{self.where}: storage failed earlier: {self._failed}")
+        return StorageUnavailable(f"{self.where}: {self._refusal}")
+
+    def _last_commit(self) -> Commit | None:
+        if self._queue:
+            return self._queue[-1].commit
+        return self._in_flight.commit if self._in_flight is not None else None
+
+    def _wake_writer(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def _sleep(self, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        wake = self._wake = loop.create_future()
+        if timeout is None:
+            await wake
+            return
+        timer = loop.call_later(timeout, self._wake_writer)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
+        commit = self._last_commit()
+        if commit is not None:
+            await commit
+        if self._failed is not None:
+            raise self._unavailable()
+
+    async def _run_writer(self) -> None:
+        assert self._writer is not None
+        conn = self._writer
+        queue = self._queue
+        try:
+            while self._failed is None:
+                if not queue:
+                    if self._refusal is not None:
+                        return
+                    await self._sleep(None)
+                    continue
+                first = queue[0]
+                if (
+                    self.linger > 0
+                    and len(queue) == 1
+                    and not first.commit.wanted
+                    and self._refusal is None
+                ):
+                    await self._sleep(self.linger)
+                    if self._failed is not None or not queue:
+                        continue
+                batch = queue.popleft()
+                self._in_flight = batch
+                ops, unbuilt = batch.materialize()
+                fail, self.fail_next = self.fail_next, None
+                plan = _sql.plan_batch(ops)
+                rejected = await _run_plan(conn, plan, fail, self._conflicted)
+                self._in_flight = None
+                self._committed(batch, len(ops), unbuilt + rejected)
+        except BaseException as exc:
+            self._fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    def _conflicted(self) -> None:
+        self.conflicts += 1
+
+    def _committed(self, batch: Batch, ops: int, rejected: list[RejectedOp]) -> None:
+        self._batches += 1
+        self._ops += ops
+        self._largest = max(self._largest, ops)
+        left_out = tuple(rejected)
+        if left_out:
+            self._rejected += len(left_out)
+            self._report(left_out)
+        batch.commit.resolve(None, left_out)
+
+    def _report(self, rejected: tuple[RejectedOp, ...]) -> None:
+        if self.on_rejected is None:
+            for r in rejected:
+                _log.warning(
+                    "%s: a row of execution %s was not stored (%s %s): %s",
+                    self.where, r.execution_id, r.table, r.key, r.error,
+                )  # fmt: skip
+            return
+        try:
+            self.on_rejected(rejected)
+        except Exception:
+            _log.exception("%s: on_rejected failed", self.where)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Fail the batch in flight and everything queued; refuse later writes."""
+        first = self._failed is None
+        self._failed = exc
+        error = StorageUnavailable(
+            f"{self.where}: a write failed, storage stopped so nothing is lost silently: {exc}"
+        )
+        batches = [*([self._in_flight] if self._in_flight is not None else []), *self._queue]
+        self._in_flight = None
+        self._queue.clear()
+        for batch in batches:
+            batch.commit.resolve(error)
+        self._wake_writer()
+        if first and self.on_failed is not None:
+            try:
+                self.on_failed(error)
+            except Exception:
+                _log.exception("%s: on_failed failed", self.where)
+
+    # -- reads --------------------------------------------------------------------------
+    async def _rows(self, sql: str, *params: Any) -> list[Any]:
+        pool = self._pool
+        if pool is None:
+            raise StorageError(f"{self.where}: store is not open")
+        asyncpg = _import_asyncpg()
+        try:
+            return list(await pool.fetch(sql, *params))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StorageUnavailable(f"{self.where}: cannot read ({exc})") from exc
+
+    async def get_execution(self, execution_id: str) -> ExecutionRow | None:
+        """One execution row."""
+        rows = await self._rows(
+            f"SELECT {_q.EXEC_COLS} FROM executions WHERE id = $1", execution_id
+        )
+        return ExecutionRow(*rows[0]) if rows else None
+
+    async def list_executions(
+        self,
+        *,
+        flow_id: str | None = None,
+        namespace: str | None = None,
+        states: Collection[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[ExecutionRow]:
+        """Executions filtered by flow, namespace, states and creation time [since, until)."""
+        where: list[str] = []
+        params: list[Any] = []
+        for clause, val in (
+            ("flow_id = $", flow_id),
+            ("namespace = $", namespace),
+            ("created >= $", since),
+            ("created < $", until),
+        ):
+            if val is not None:
+                params.append(val)
+                where.append(f"{clause}{len(params)}")
+        if states is not None:
+            params.append(list(states))
+            where.append(f"state = ANY(${len(params)}::text[])")
+        order = "DESC" if newest_first else "ASC"
+        n = len(params)
+        sql = (
+            f"SELECT {_q.EXEC_COLS} FROM executions"
+            f"{' WHERE ' + ' AND '.join(where) if where else ''}"
+            f" ORDER BY created {order}, id {order} LIMIT ${n + 1} OFFSET ${n + 2}"
+        )
+        return [ExecutionRow(*r) for r in await self._rows(sql, *params, limit, offset)]
+
+    async def unfinished_executions(self, terminal_states: Collection[str]) -> list[ExecutionRow]:
+        """Executions not in a terminal state, oldest first, quarantined ones left out."""
+        sql = (
+            f"SELECT {_q.EXEC_COLS} FROM executions WHERE NOT (state = ANY($1::text[]))"
+            " AND id NOT IN (SELECT execution_id FROM quarantine) ORDER BY created, id"
+        )
+        return [ExecutionRow(*r) for r in await self._rows(sql, list(terminal_states))]
+
+    async def quarantined(self) -> list[QuarantineRow]:
+        """Quarantined executions with the reason, oldest first."""
+        sql = "SELECT execution_id, reason, ts FROM quarantine ORDER BY ts, execution_id"
+        return [QuarantineRow(*r) for r in await self._rows(sql)]
+
+    async def task_runs(self, execution_id: str) -> list[TaskRunRow]:
+        """Task runs of an execution in creation order."""
+        sql = f"SELECT {_q.TR_COLS} FROM task_runs WHERE execution_id = $1 ORDER BY created, seq"
+        return [TaskRunRow(*r) for r in await self._rows(sql, execution_id)]
+
+    async def task_runs_of(self, execution_ids: Sequence[str]) -> dict[str, list[TaskRunRow]]:
+        """Task runs of many executions, by execution, each in creation order."""
+        out: dict[str, list[TaskRunRow]] = {i: [] for i in execution_ids}
+        ids = list(out)
+        for start in range(0, len(ids), 5000):
+            sql = (
+                f"SELECT {_q.TR_COLS} FROM task_runs WHERE execution_id = ANY($1::text[])"
+                " ORDER BY execution_id, created, seq"
+            )
+            for r in await self._rows(sql, ids[start : start + 5000]):
+                out[r[1]].append(TaskRunRow(*r))
+        return out
+
+    async def attempts(self, execution_id: str, task_run_id: str | None = None) -> list[AttemptRow]:
+        """Attempts of an execution in insertion order, or of one task run by number."""
+        sql = f"SELECT {_sql.ATTEMPT_COLS} FROM attempts WHERE execution_id = $1"
+        if task_run_id is None:
+            rows = await self._rows(sql + " ORDER BY seq", execution_id)
+        else:
+            sql += " AND task_run_id = $2 ORDER BY number"
+            rows = await self._rows(sql, execution_id, task_run_id)
+        return [AttemptRow(*r) for r in rows]
+
+    async def history(
+        self, execution_id: str, task_run_id: str | EllipsisType | None = ...
+    ) -> list[HistoryRow]:
+        """State history in insertion order: ``...`` every entry, ``None`` the execution's."""
+        sql = (
+            "SELECT execution_id, task_run_id, state, ts FROM state_history WHERE execution_id = $1"
+        )
+        params: list[Any] = [execution_id]
+        if task_run_id is None:
+            sql += " AND task_run_id IS NULL"
+        elif not isinstance(task_run_id, EllipsisType):
+            sql += " AND task_run_id = $2"
+            params.append(task_run_id)
+        return [HistoryRow(*r) for r in await self._rows(sql + " ORDER BY seq", *params)]
+
+    async def metrics(
+        self,
+        *,
+        execution_id: str | None = None,
+        task_run_id: str | None = None,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> list[MetricRow]:
+        """Metrics; ``tags`` matches metrics carrying at least those tags."""
+        where: list[str] = []
+        params: list[Any] = []
+        for col, val in (("execution_id", execution_id), ("task_run_id", task_run_id),
+                         ("name", name)):  # fmt: skip
+            if val is not None:
+                params.append(val)
+                where.append(f"{col} = ${len(params)}")
+        if tags:
+            # Tags are canonical JSON text (the key column); containment tests a subset.
+            params.append(json.dumps(dict(tags)))
+            where.append(f"tags::jsonb @> ${len(params)}::jsonb")
+        sql = (
+            f"SELECT {_sql.METRIC_COLS} FROM metrics"
+            f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY seq"
+        )
+        rows = await self._rows(sql, *params)
+        return [MetricRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+
+    async def logs(
+        self, execution_id: str, task_run_id: str | None = None, *, limit: int | None = None
+    ) -> list[LogRow]:
+        """Log lines in order (the first ``limit`` of them)."""
+        sql = f"SELECT {_sql.LOG_COLS} FROM logs WHERE execution_id = $1"
+        params: list[Any] = [execution_id]
+        if task_run_id is not None:
+            params.append(task_run_id)
+            sql += " AND task_run_id = $2"
+        sql += " ORDER BY seq"
+        if limit is not None:
+            params.append(limit)
+            sql += f" LIMIT ${len(params)}"
+        return [LogRow(*r) for r in await self._rows(sql, *params)]
+
+    async def outputs(self, execution_id: str) -> list[OutputRow]:
+        """Outputs of every task run of an execution."""
+        sql = "SELECT execution_id, task_run_id, data FROM outputs WHERE execution_id = $1"
+        return [OutputRow(*r) for r in await self._rows(sql + " ORDER BY seq", execution_id)]
+
+    async def commands_after(self, last_id: int) -> list[CommandRow]:
+        """Commands with an id above ``last_id``, in order."""
+        sql = f"SELECT {_q.COMMAND_COLS} FROM commands WHERE id > $1 ORDER BY id"
+        return [CommandRow(*r) for r in await self._rows(sql, last_id)]
+
+    async def get_command(self, command_id: int) -> CommandRow | None:
+        """One command with its status and answer."""
+        sql = f"SELECT {_q.COMMAND_COLS} FROM commands WHERE id = $1"
+        rows = await self._rows(sql, command_id)
+        return CommandRow(*rows[0]) if rows else None
+
+    async def pending_commands(self, owner: str) -> list[CommandRow]:
+        """Pending commands of the executions ``owner`` owns, oldest first."""
+        cols = ", ".join(f"c.{c.strip()}" for c in _q.COMMAND_COLS.split(","))
+        sql = (
+            f"SELECT {cols} FROM commands c JOIN executions e ON e.id = c.execution_id"
+            " WHERE c.status = 'pending' AND e.owner = $1 ORDER BY c.id"
+        )
+        return [CommandRow(*r) for r in await self._rows(sql, owner)]
+
+    async def owners(self) -> list[tuple[str, float]]:
+        """Registered owners with their last heartbeat."""
+        return [(r[0], r[1]) for r in await self._rows("SELECT owner, heartbeat FROM owners")]
+
+    async def flows(self, namespace: str | None = None) -> list[FlowRow]:
+        """The latest revision of every deployed flow (of ``namespace``)."""
+        sql = (
+            "SELECT DISTINCT ON (namespace, id) namespace, id, revision, source, created FROM flows"
+        )
+        params: tuple[Any, ...] = ()
+        if namespace:
+            sql += " WHERE namespace = $1"
+            params = (namespace,)
+        sql += " ORDER BY namespace, id, revision DESC"
+        return [FlowRow(*r) for r in await self._rows(sql, *params)]
+
+    async def flow_revision(
+        self, namespace: str, flow_id: str, revision: int | None = None
+    ) -> FlowRow | None:
+        """One deployed revision (the latest when ``revision`` is None)."""
+        sql = (
+            "SELECT namespace, id, revision, source, created FROM flows"
+            " WHERE namespace = $1 AND id = $2"
+        )
+        params: tuple[Any, ...] = (namespace, flow_id)
+        if revision is not None:
+            sql += " AND revision = $3"
+            params += (revision,)
+        rows = await self._rows(sql + " ORDER BY revision DESC LIMIT 1", *params)
+        return FlowRow(*rows[0]) if rows else None
+
+    async def last_tick(self, trigger: str) -> float | None:
+        """The latest recorded fire's tick of a trigger, or None."""
+        rows = await self._rows("SELECT max(tick) FROM trigger_fires WHERE trigger = $1", trigger)
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    async def unstarted_fires(self, stale_after: float) -> list[tuple[str, str, float, str]]:
+        """Fires whose execution was never stored and whose owner is gone."""
+        rows = await self._rows(
+            "SELECT trigger, fire, tick, execution_id FROM trigger_fires f"
+            " WHERE execution_id IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.id = f.execution_id)"
+            " AND (owner IS NULL OR owner NOT IN"
+            "  (SELECT owner FROM owners WHERE heartbeat >= $1)) ORDER BY tick",
+            self.clock() - stale_after,
+        )
+        return [(r[0], r[1], float(r[2]), r[3]) for r in rows]
+
+    # -- administration: one transaction each, on a pool connection ---------------------
+    @contextlib.asynccontextmanager
+    async def _admin(self) -> Any:
+        """A pool connection in a transaction; refused like a write when writes are."""
+        if self._refusal is not None or self._failed is not None or self._pool is None:
+            raise self._unavailable()
+        asyncpg = _import_asyncpg()
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield conn
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StorageUnavailable(f"{self.where}: {exc}") from exc
+
+    async def post_command(
+        self, execution_id: str, kind: str, payload: bytes = b"", target: bytes = b""
+    ) -> int:
+        """Store a pending command for the owning process and NOTIFY it; durable on return."""
+        async with self._admin() as conn:
+            command_id: int = await conn.fetchval(
+                "INSERT INTO commands (execution_id, kind, payload, created, status, target)"
+                " VALUES ($1,$2,$3,$4,'pending',$5) RETURNING id",
+                execution_id, kind, payload, self.clock(), target,
+            )  # fmt: skip
+            # Delivered at commit, to every listening host (the owner among them).
+            await conn.execute("SELECT pg_notify($1, $2)", _q.COMMANDS_CHANNEL, str(command_id))
+        return command_id
+
+    async def answer_command(
+        self, command_id: int, status: str, answer: str, error: str | None = None
+    ) -> bool:
+        """Consume a pending command once (see :class:`Store`)."""
+        async with self._admin() as conn:
+            done: str = await conn.execute(
+                "UPDATE commands SET status = $1, answer = $2, answered = $3, error = $4"
+                " WHERE id = $5 AND status = 'pending'",
+                status, answer, self.clock(), error, command_id,
+            )  # fmt: skip
+        return done == "UPDATE 1"
+
+    async def compare_and_write(
+        self, execution_id: str, state: str, updated: float, ops: Sequence[Op]
+    ) -> bool:
+        """Write ``ops`` if the execution's row is unchanged (see :class:`Store`)."""
+        await self.flush()
+        plan = _sql.plan_batch(ops)
+        async with self._admin() as conn:
+            # FOR UPDATE: a concurrent compare-and-write waits here, then sees our change.
+            row = await conn.fetchrow(
+                "SELECT state, updated FROM executions WHERE id = $1 FOR UPDATE", execution_id
+            )
+            if row is None or row[0] != state or row[1] != updated:
+                return False
+            for stmt, rows in plan:
+                await conn.executemany(_q.STATEMENTS[stmt], rows)
+        return True
+
+    async def register_owner(self, owner: str, ttl: float) -> None:
+        """Announce a live runtime process."""
+        async with self._admin() as conn:
+            await conn.execute(
+                "INSERT INTO owners (owner, heartbeat, ttl) VALUES ($1,$2,$3) ON CONFLICT(owner)"
+                " DO UPDATE SET heartbeat = excluded.heartbeat, ttl = excluded.ttl",
+                owner, self.clock(), ttl,
+            )  # fmt: skip
+
+    async def heartbeat(self, owner: str) -> None:
+        """Keep an owner alive."""
+        async with self._admin() as conn:
+            await conn.execute(
+                "UPDATE owners SET heartbeat = $1 WHERE owner = $2", self.clock(), owner
+            )
+
+    async def release_owner(self, owner: str) -> None:
+        """Forget an owner: its unfinished executions become claimable."""
+        async with self._admin() as conn:
+            await conn.execute("DELETE FROM owners WHERE owner = $1", owner)
+
+    async def deploy_flow(
+        self, namespace: str, flow_id: str, source: str, revision: int | None = None
+    ) -> tuple[int, bool]:
+        """Store a flow's source as its next revision unless the latest has the same source."""
+        async with self._admin() as conn:
+            # One deployer of a flow at a time: the next revision is read, then written.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"{namespace}/{flow_id}"
+            )
+            row = await conn.fetchrow(
+                "SELECT revision, source FROM flows WHERE namespace = $1 AND id = $2"
+                " ORDER BY revision DESC LIMIT 1",
+                namespace, flow_id,
+            )  # fmt: skip
+            if row is not None and row[1] == source:
+                return int(row[0]), False
+            latest = int(row[0]) if row is not None else 0
+            chosen = revision if revision is not None and revision > latest else latest + 1
+            await conn.execute(
+                "INSERT INTO flows (namespace, id, revision, source, created)"
+                " VALUES ($1,$2,$3,$4,$5)",
+                namespace, flow_id, chosen, source, self.clock(),
+            )  # fmt: skip
+        return chosen, True
+
+    async def claim_fire(
+        self, trigger: str, fire: str, tick: float, execution_id: str | None, owner: str
+    ) -> bool:
+        """Record one fire of a trigger unless it is recorded already; True if this call did."""
+        async with self._admin() as conn:
+            done: str = await conn.execute(
+                "INSERT INTO trigger_fires (trigger, fire, tick, execution_id, owner, created)"
+                " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (trigger, fire) DO NOTHING",
+                trigger, fire, tick, execution_id, owner, self.clock(),
+            )  # fmt: skip
+        return done == "INSERT 0 1"
+
+    async def claim_orphans(
+        self, owner: str, terminal_states: Collection[str], stale_after: float
+    ) -> list[ExecutionRow]:
+        """Atomically take unfinished executions whose owner is unset, unregistered or stale.
+
+        Rows another claimer holds are skipped (``FOR UPDATE SKIP LOCKED``), not waited for:
+        concurrent claimers split the orphans. Returns only executions this call took.
+        """
+        await self.flush()
+        cols = ", ".join(f"e.{c.strip()}" for c in _q.EXEC_COLS.split(","))
+        async with self._admin() as conn:
+            rows = await conn.fetch(
+                "WITH orphans AS (SELECT id FROM executions"
+                " WHERE NOT (state = ANY($1::text[]))"
+                " AND (owner IS NULL OR (owner <> $2 AND owner NOT IN"
+                "  (SELECT owner FROM owners WHERE heartbeat >= $3)))"
+                " AND id NOT IN (SELECT execution_id FROM quarantine)"
+                " FOR UPDATE SKIP LOCKED)"
+                f" UPDATE executions e SET owner = $2 FROM orphans o WHERE e.id = o.id"
+                f" RETURNING {cols}",
+                list(terminal_states), owner, self.clock() - stale_after,
+            )  # fmt: skip
+        out = [ExecutionRow(*r) for r in rows]
+        out.sort(key=lambda r: (r.created, r.id.encode()))
+        return out
+
+    async def purge(
+        self,
+        *,
+        older_than: float | None = None,
+        execution_ids: Collection[str] | None = None,
+        states: Collection[str] | None = None,
+        batch_size: int = 500,
+        progress: ProgressCallback | None = None,
+    ) -> list[str]:
+        """Delete executions (ended before ``older_than``, or named) with all their rows,
+        ``batch_size`` per transaction (see :meth:`Store.purge`)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        await self.flush()
+        named = list(dict.fromkeys(execution_ids or ()))
+        wanted = None if states is None else list(states)
+        if wanted == []:
+            return []
+        in_states = " AND state = ANY($2::text[])" if wanted is not None else ""
+        extra = [wanted] if wanted is not None else []
+        found: dict[str, float] = {}
+        if older_than is not None:
+            sql = "SELECT id, created FROM executions WHERE ended IS NOT NULL AND ended < $1"
+            found.update(
+                (r[0], r[1]) for r in await self._rows(sql + in_states, older_than, *extra)
+            )
+        if named:
+            sql = "SELECT id, created FROM executions WHERE id = ANY($1::text[])"
+            found.update((r[0], r[1]) for r in await self._rows(sql + in_states, named, *extra))
+        candidates = sorted(found, key=lambda i: (found[i], i.encode()))
+        named_set = set(named)
+        deleted: list[str] = []
+        for batches, start in enumerate(range(0, len(candidates), batch_size), 1):
+            chunk = candidates[start : start + batch_size]
+            gone = await self._purge_batch(chunk, named_set, older_than, wanted)
+            deleted.extend(gone)
+            if progress is not None:
+                done = progress(PurgeProgress(tuple(gone), len(deleted), len(candidates), batches))
+                if inspect.isawaitable(done):
+                    await done
+        return deleted
+
+    async def _purge_batch(
+        self,
+        chunk: list[str],
+        named: set[str],
+        older_than: float | None,
+        wanted: list[str] | None,
+    ) -> list[str]:
+        """Delete the executions of ``chunk`` that still qualify, whole, in one transaction
+        (tested again under the row locks: one restarted meanwhile is kept)."""
+        async with self._admin() as conn:
+            rows = await conn.fetch(
+                "SELECT id, state, ended FROM executions WHERE id = ANY($1::text[]) FOR UPDATE",
+                chunk,
+            )
+            by_id = {r[0]: r for r in rows}
+            keep = []
+            for i in chunk:
+                r = by_id.get(i)
+                if r is None or (wanted is not None and r[1] not in wanted):
+                    continue
+                if i in named or (
+                    older_than is not None and r[2] is not None and r[2] < older_than
+                ):
+                    keep.append(i)
+            if keep:
+                for table in _q.CHILD_TABLES:
+                    await conn.execute(
+                        f"DELETE FROM {table} WHERE execution_id = ANY($1::text[])", keep
+                    )
+                await conn.execute("DELETE FROM executions WHERE id = ANY($1::text[])", keep)
+        return keep
+
+
+_RETRIES = 5
+
+
+async def _run_plan(
+    conn: asyncpg.Connection,
+    plan: _sql.Plan,
+    fail: BaseException | None,
+    on_conflict: Callable[[], None] | None = None,
+) -> list[RejectedOp]:
+    """:func:`_attempt_plan`, again when PostgreSQL chose this transaction as a deadlock's
+    victim (another host's transaction locked rows in another order): it was rolled back
+    whole, so running it again is safe; a passing conflict must not stop the store."""
+    for attempt in range(_RETRIES):
+        try:
+            return await _attempt_plan(conn, plan, fail)
+        except Exception as exc:
+            if not _q.is_conflict(exc) or attempt == _RETRIES - 1:
+                raise
+            if on_conflict is not None:
+                on_conflict()
+            await asyncio.sleep(0.005 * 2**attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _attempt_plan(
+    conn: asyncpg.Connection, plan: _sql.Plan, fail: BaseException | None
+) -> list[RejectedOp]:
+    """Run ``plan`` as ONE transaction; returns the rows left out for their values.
+
+    When some row cannot be stored, the whole batch runs again, each statement in a
+    savepoint and a failing statement row by row, so the good rows commit and the bad
+    ones are named (text with NUL characters is kept, each shown as U+2400). ``fail`` (a
+    test hook) is raised just before COMMIT.
+    """
+    statements, bulk = _q.STATEMENTS, _q.BULK
+    try:
+        async with conn.transaction():
+            for stmt, rows in plan:
+                many = bulk[stmt]
+                if len(rows) == 1:
+                    await conn.execute(statements[stmt], *rows[0])
+                elif many is not None:
+                    await conn.execute(many, *(list(c) for c in zip(*rows, strict=True)))
+                else:
+                    await conn.executemany(statements[stmt], rows)
+            if fail is not None:
+                raise fail
+        return []
+    except Exception as exc:
+        if not _q.is_value_error(exc):
+            raise
+    rejected: list[RejectedOp] = []
+    async with conn.transaction():
+        for stmt, rows in plan:
+            with contextlib.suppress(Exception):
+                async with conn.transaction():
+                    await conn.executemany(statements[stmt], rows)
+                continue
+            for row in rows:
+                try:
+                    async with conn.transaction():
+                        await conn.execute(statements[stmt], *row)
+                    continue
+                except Exception as exc:
+                    if not _q.is_value_error(exc):
+                        raise
+                    error: Exception = exc
+                if _q.is_nul_error(error):
+                    # PostgreSQL text cannot hold NUL (SQLite's can): the row is kept with
+                    # each NUL shown as U+2400 rather than lost.
+                    try:
+                        async with conn.transaction():
+                            await conn.execute(statements[stmt], *_q.without_nul(row))
+                        continue
+                    except Exception as exc:
+                        if not _q.is_value_error(exc):
+                            raise
+                        error = exc
+                rejected.append(RejectedOp(*_q.rejection(stmt, row, error)))
+        if fail is not None:
+            raise fail
+    return rejected

@@ -1,0 +1,317 @@
+"""What only the PostgreSQL store does: its schema and migrations, LISTEN/NOTIFY for commands,
+a lost connection, selection by URL (the contract itself runs through the `store` fixture)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import anyio
+import asyncpg
+import pytest
+from storage_helpers import ex, tr
+
+from actorflow import DatabaseInvalid, SchemaTooNew, StorageError, StorageUnavailable
+from actorflow.storage import (
+    CURRENT_VERSION,
+    AppendHistory,
+    AppendLog,
+    AttemptRow,
+    HistoryRow,
+    LogRow,
+    PostgresStore,
+    RejectedOp,
+    SQLiteStore,
+    UpsertAttempt,
+    UpsertExecution,
+    UpsertTaskRun,
+    open_store,
+)
+from actorflow.storage._pg_schema import CURRENT_PG_VERSION
+
+pytestmark = pytest.mark.anyio
+
+
+def test_both_stores_speak_one_schema_version() -> None:
+    """A SQLite migration has its PostgreSQL twin: both stores are at the same version."""
+    assert CURRENT_PG_VERSION == CURRENT_VERSION
+
+
+def test_a_postgres_url_selects_the_postgres_store() -> None:
+    """postgresql:// and postgres:// URLs make a PostgresStore; its messages hide the password."""
+    for url in ("postgresql://u:secret@db.example/af", "postgres://u:secret@db.example/af"):
+        store = open_store(url, read_only=True, lock_timeout=5)
+        assert isinstance(store, PostgresStore)
+        assert store.read_only and store.lock_timeout == 5
+        assert "secret" not in store.where and "u:***@db.example" in store.where
+    assert isinstance(open_store("x.db"), SQLiteStore)
+
+
+async def _columns(dsn: str) -> dict[str, set[str]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema()"
+        )
+        indexes = await conn.fetch(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+        )
+    finally:
+        await conn.close()
+    out: dict[str, set[str]] = {}
+    for table, column in rows:
+        out.setdefault(table, set()).add(column)
+    out["<indexes>"] = {r[0] for r in indexes}
+    return out
+
+
+async def test_the_schema_mirrors_sqlite(pg_dsn: str, tmp_path: Path) -> None:
+    """Every SQLite table, column and named index exists in PostgreSQL too (the extra
+    columns are the ``seq`` that stands for SQLite's rowid)."""
+    async with SQLiteStore(tmp_path / "s.db", writer="thread"):
+        pass
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        lite = {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in tables}
+        lite_indexes = {
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'ix_%'"
+            )
+        }
+    async with PostgresStore(pg_dsn):
+        pass
+    pg = await _columns(pg_dsn)
+    assert pg.pop("<indexes>") >= lite_indexes
+    assert set(pg) == set(lite)
+    for table, cols in lite.items():
+        assert pg[table] - cols <= {"seq"}, table
+        assert cols <= pg[table], table
+
+
+async def test_a_newer_schema_is_refused_and_left_untouched(pg_dsn: str) -> None:
+    """A database written by a newer actorflow raises SchemaTooNew and is not modified."""
+    async with PostgresStore(pg_dsn):
+        pass
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("UPDATE schema_version SET version = $1", CURRENT_VERSION + 1)
+        with pytest.raises(SchemaTooNew, match="newer than this actorflow understands"):
+            await PostgresStore(pg_dsn).open()
+        with pytest.raises(SchemaTooNew):
+            await PostgresStore(pg_dsn, read_only=True).open()
+        assert await conn.fetchval("SELECT version FROM schema_version") == CURRENT_VERSION + 1
+    finally:
+        await conn.close()
+
+
+async def test_a_foreign_database_is_refused_and_left_untouched(pg_dsn: str) -> None:
+    """Tables without a schema_version table: DatabaseInvalid, nothing created."""
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("CREATE TABLE customers (id int)")
+        with pytest.raises(DatabaseInvalid, match="not an actorflow one"):
+            await PostgresStore(pg_dsn).open()
+        names = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        )
+        assert [r[0] for r in names] == ["customers"]
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_opens_of_a_new_database_create_the_schema_once(pg_dsn: str) -> None:
+    """Five stores opening one empty database at once all open; one schema row results."""
+    stores = [PostgresStore(pg_dsn) for _ in range(5)]
+    async with anyio.create_task_group() as tg:
+        for s in stores:
+            tg.start_soon(s.open)
+    try:
+        await stores[0].write([UpsertExecution(ex("e"))])
+        assert await stores[4].get_execution("e") == ex("e")
+    finally:
+        for s in stores:
+            await s.close()
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM schema_version") == 1
+    finally:
+        await conn.close()
+
+
+async def test_a_read_only_store_reads_and_refuses_every_write(pg_dsn: str) -> None:
+    """read_only: rows are read; writes and administration raise StorageUnavailable; a
+    database never migrated is refused with a clear message."""
+    with pytest.raises(StorageError, match="must be migrated"):
+        await PostgresStore(pg_dsn, read_only=True).open()
+    async with PostgresStore(pg_dsn) as writer:
+        await writer.write([UpsertExecution(ex("e"))])
+    async with PostgresStore(pg_dsn, read_only=True) as reader:
+        assert await reader.get_execution("e") == ex("e")
+        assert reader.command_wakeup() is None
+        with pytest.raises(StorageUnavailable, match="read-only"):
+            reader.write([UpsertExecution(ex("f"))])
+        with pytest.raises(StorageUnavailable, match="read-only"):
+            await reader.post_command("e", "kill")
+
+
+async def test_small_writes_commit_in_few_transactions(pg_dsn: str) -> None:
+    """500 writes queued together commit in far fewer transactions (group commit), in order."""
+    async with PostgresStore(pg_dsn) as store:
+        await store.write([UpsertExecution(ex("e"))])
+        before = store.stats.batches
+        commits = [
+            store.write([AppendHistory(HistoryRow("e", None, f"S{i}", float(i)))])
+            for i in range(500)
+        ]
+        await commits[-1]
+        assert all(c.done and c.error is None for c in commits)
+        assert store.stats.batches - before <= 5
+        assert [h.state for h in await store.history("e")] == [f"S{i}" for i in range(500)]
+
+
+async def _terminate(dsn: str, where: str) -> int:
+    """Terminate the server processes of other sessions of this database matching ``where``."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                f" WHERE datname = current_database() AND pid <> pg_backend_pid() AND {where}"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_lost_writer_connection_fails_the_waiters_and_stops_writes(pg_dsn: str) -> None:
+    """The writer's connection killed by the server: the next batch's waiters get
+    StorageUnavailable, on_failed hears it once, later writes are refused; what was
+    committed before stays."""
+    store = PostgresStore(pg_dsn)
+    failures: list[BaseException] = []
+    store.on_failed = failures.append
+    async with store:
+        await store.write([UpsertExecution(ex("kept"))])
+        writer_pid = store._writer.get_server_pid()  # type: ignore[union-attr]
+        assert await _terminate(pg_dsn, f"pid = {writer_pid}") == 1
+        waits = [store.write([UpsertExecution(ex(f"lost{i}"))]) for i in range(5)]
+        for commit in waits:
+            with pytest.raises(StorageUnavailable):
+                await commit
+        assert len(failures) == 1 and store.failed is not None
+        with pytest.raises(StorageUnavailable):
+            store.write([UpsertExecution(ex("later"))])
+        assert await store.get_execution("kept") == ex("kept")
+
+
+async def test_a_posted_command_wakes_the_owners_listener(pg_dsn: str) -> None:
+    """post_command on one store wakes another store's command_wakeup at once (NOTIFY),
+    long before its fallback timeout."""
+    async with PostgresStore(pg_dsn) as owner, PostgresStore(pg_dsn) as sender:
+        await owner.write([UpsertExecution(ex("e", owner="me")), UpsertTaskRun(tr("t", "e"))])
+        wakeup = owner.command_wakeup()
+        assert wakeup is not None and owner.command_wakeup() is wakeup
+        with anyio.fail_after(30):
+            await wakeup.wait(3600)  # the first wait returns at once: look for what came before
+            assert wakeup.listening
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wakeup.wait, 3600)
+                await anyio.wait_all_tasks_blocked()
+                command_id = await sender.post_command("e", "kill")
+        assert [c.id for c in await owner.pending_commands("me")] == [command_id]
+
+
+async def test_a_lost_listener_wakes_the_waiter_and_listens_again(pg_dsn: str) -> None:
+    """The LISTEN connection killed: the waiter wakes (commands may have been missed), then
+    listens again on a new connection and hears the next command."""
+    async with PostgresStore(pg_dsn) as owner, PostgresStore(pg_dsn) as sender:
+        await owner.write([UpsertExecution(ex("e", owner="me"))])
+        wakeup = owner.command_wakeup()
+        assert wakeup is not None
+        with anyio.fail_after(30):
+            await wakeup.wait(3600)
+            pid = wakeup._conn.get_server_pid()  # type: ignore[union-attr]
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wakeup.wait, 3600)
+                await anyio.wait_all_tasks_blocked()
+                assert await _terminate(pg_dsn, f"pid = {pid}") == 1
+            assert not wakeup.listening
+            await wakeup.wait(3600)  # listens again, and looks once
+            assert wakeup.listening
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wakeup.wait, 3600)
+                await anyio.wait_all_tasks_blocked()
+                await sender.post_command("e", "pause")
+
+
+async def test_an_unreachable_server_is_storage_unavailable(tmp_path: Path) -> None:
+    """Opening a store on a server that does not answer raises StorageUnavailable naming the
+    URL without its password."""
+    url = f"postgresql://u:hunter2@/db?host={tmp_path}&port=1"
+    with pytest.raises(StorageUnavailable, match=r"cannot open the database") as info:
+        await PostgresStore(url).open()
+    assert "hunter2" not in str(info.value)
+
+
+async def test_text_with_nul_is_kept_with_a_visible_mark(pg_dsn: str) -> None:
+    """A log line and an attempt error holding NUL (PostgreSQL text cannot) are stored with
+    each NUL shown as U+2400; nothing is rejected and the rest of the batch commits."""
+    heard: list[RejectedOp] = []
+    async with PostgresStore(pg_dsn) as store:
+        store.on_rejected = heard.extend
+        commit = store.write([
+            UpsertExecution(ex("e")), UpsertTaskRun(tr("t", "e")),
+            AppendLog(LogRow("e", "t", 1.0, "INFO", "a\x00b")),
+            UpsertAttempt(AttemptRow("e", "t", 1, "FAILED", 1.0, 2.0, "bad\x00byte")),
+        ])  # fmt: skip
+        await commit
+        assert commit.rejected == () and heard == []
+        assert [lg.message for lg in await store.logs("e")] == ["a\u2400b"]
+        assert [a.error for a in await store.attempts("e")] == ["bad\u2400byte"]
+        assert len(await store.task_runs("e")) == 1
+
+
+async def _wait_until_blocked(conn: asyncpg.Connection, pid: int) -> None:
+    """Until server process ``pid`` waits for a lock (asked again at each answer)."""
+    while not await conn.fetchval(
+        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+    ):
+        pass
+
+
+async def test_a_deadlock_with_another_host_is_run_again_not_a_failure(pg_dsn: str) -> None:
+    """The writer chosen as a deadlock's victim (another session locked rows in the other
+    order) runs its batch again: the commit succeeds and the store goes on."""
+    async with PostgresStore(pg_dsn) as store:
+        await store.write([UpsertExecution(ex("a")), UpsertExecution(ex("b"))])
+        other = await asyncpg.connect(pg_dsn)
+        try:
+            # The other session gives up later than the writer, so the writer is the victim.
+            await other.execute("SET deadlock_timeout = '20s'")
+            writer_pid = store._writer.get_server_pid()  # type: ignore[union-attr]
+            with anyio.fail_after(60):
+                tx = other.transaction()
+                await tx.start()
+                await other.execute("UPDATE executions SET state = 'X' WHERE id = 'b'")
+                commit = store.write([UpsertExecution(ex("a", "SUCCESS")),
+                                      UpsertExecution(ex("b", "SUCCESS"))])  # fmt: skip
+                watcher = await asyncpg.connect(pg_dsn)
+                try:
+                    await _wait_until_blocked(watcher, writer_pid)
+                finally:
+                    await watcher.close()
+                # Wants "a", which the writer holds: a cycle; the writer's check finds it.
+                await other.execute("UPDATE executions SET state = 'Y' WHERE id = 'a'")
+                await tx.commit()
+                await commit
+        finally:
+            await other.close()
+        assert store.conflicts == 1 and store.failed is None
+        assert [(await store.get_execution(i)).state for i in "ab"] == ["SUCCESS"] * 2  # type: ignore[union-attr]
