@@ -171,7 +171,7 @@ MIGRATIONS: dict[int, str] = {
     # v7: SQLite's v7 (see _schema.py).
     6: "UPDATE schema_version SET version = 7",
     # v8: a command's answer says which error class refused it.
-    7: "ALTER TABLE commands ADD COLUMN error text COLLATE \"C\"; UPDATE schema_version SET version = 8",
+    7: f"ALTER TABLE commands ADD COLUMN error {_T}; UPDATE schema_version SET version = 8",
 }
 CURRENT_PG_VERSION = PG_VERSION + len(MIGRATIONS)
 # Both stores speak one schema version: a SQLite migration needs its PostgreSQL twin here
