@@ -3,6 +3,9 @@ output values, HTTP requests (``_http``) and shell commands (``_shell``)."""
 
 from __future__ import annotations
 
+import glob
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
@@ -11,6 +14,8 @@ import msgspec
 
 from actorflow.flows._http import DEFAULT_MAX_SIZE, HttpRequest
 from actorflow.flows._registry import (
+    ID_PATTERN,
+    MAX_ID_LENGTH,
     REGISTRY,
     ChildTask,
     Duration,
@@ -18,6 +23,7 @@ from actorflow.flows._registry import (
     FlowableSpec,
     Id,
     InputSpec,
+    LogLevel,
     Registry,
     Spec,
     SpecError,
@@ -35,6 +41,7 @@ from actorflow.runtime import (
     Fail,
     ForEach,
     If,
+    Labels,
     Log,
     Parallel,
     Pause,
@@ -46,6 +53,9 @@ from actorflow.runtime import (
     Subflow,
     Switch,
     Task,
+    WaitFor,
+    WorkingDirectory,
+    has_template,
 )
 
 if TYPE_CHECKING:
@@ -63,8 +73,59 @@ class OutputValues(Runnable):
         return {"values": ctx.render(dict(self.values), field="values")}
 
 
+@dataclass(frozen=True, kw_only=True)
+class LocalFiles(Runnable):
+    """Writes ``inputs`` (file name -> rendered content) into the working directory, then
+    stores the files matching ``outputs`` (glob patterns) as ``outputs.<id>.uris``.
+
+    Inside a WorkingDirectory the files stay for the tasks after it; elsewhere the task has a
+    directory of its own, removed when it ends (Kestra's storage.LocalFiles).
+    """
+
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
+
+    async def run(self, ctx: TaskContext) -> Any:
+        import shutil
+        import tempfile
+
+        own = ctx.working_dir is None
+        root = tempfile.mkdtemp(prefix="actorflow-files-") if own else ctx.working_dir
+        assert root is not None
+        try:
+            os.makedirs(root, exist_ok=True)
+            base = os.path.realpath(root)
+            files = ctx.render(dict(self.inputs), field="inputs")
+            for name, content in files.items():
+                path = _inside(base, str(name), f"task {self.id!r} inputs")
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                data = content if isinstance(content, str | bytes) else str(content)
+                with open(path, "wb") as f:
+                    f.write(data.encode() if isinstance(data, str) else data)
+            uris: dict[str, str] = {}
+            for pattern in self.outputs:
+                rendered = str(ctx.render(pattern, field="outputs"))
+                for path in sorted(glob.glob(os.path.join(base, rendered), recursive=True)):
+                    rel = os.path.relpath(path, base)
+                    if os.path.isfile(path) and not rel.startswith(".."):
+                        with open(path, "rb") as f:
+                            uris[rel] = await ctx.storage.put(rel.replace(os.sep, "_"), f.read())
+            return {"uris": uris}
+        finally:
+            if own:
+                shutil.rmtree(root, ignore_errors=True)
+
+
+def _inside(base: str, name: str, where: str) -> str:
+    """``name`` under directory ``base``; a name that leaves it is refused."""
+    path = os.path.realpath(os.path.join(base, name))
+    if os.path.commonpath([base, path]) != base or path == base:
+        raise ValueError(f"{where}: file name {name!r} is outside the working directory")
+    return path
+
+
 # -- file schema of the built-in types --------------------------------------------------------
-Level = Literal["TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"]
+Level = LogLevel
 _LEVELS = {"TRACE": "DEBUG", "WARN": "WARNING"}
 
 
@@ -102,11 +163,19 @@ class FailSpec(TaskSpec, kw_only=True):
     condition: Any = None
 
 
+class EchoSpec(TaskSpec, kw_only=True):
+    """``echo``: Kestra's deprecated debug.Echo, a log line of ``format``."""
+
+    aliases: ClassVar[Mapping[str, str]] = {"message": "format"}
+    format: str
+    level: Level = "INFO"
+
+
 class PauseSpec(FlowableSpec, kw_only=True):
     """``pause``: wait for a resume, or for ``delay``; ``timeout`` applies ``behavior``."""
 
     aliases: ClassVar[Mapping[str, str]] = {"pauseDuration": "delay"}
-    delay: Duration | None = None
+    delay: DurationOrTemplate | None = None
     behavior: Literal["RESUME", "WARN", "FAIL", "CANCEL"] | None = None
     on_resume: list[InputSpec] = []
     tasks: list[ChildTask] = []
@@ -134,6 +203,58 @@ class ForEachSpec(FlowableSpec, kw_only=True):
     values: list[Any] | str
     tasks: list[ChildTask]
     concurrency: Annotated[int, msgspec.Meta(ge=0)] = 1
+
+
+class EachSpec(FlowableSpec, kw_only=True):
+    """``each_sequential`` / ``each_parallel``: Kestra's deprecated forms of ForEach, over
+    ``value`` (a list or a JSON text). EachParallel runs every (value, task) pair at once,
+    at most ``concurrency`` (0: no limit)."""
+
+    aliases: ClassVar[Mapping[str, str]] = {"concurrent": "concurrency"}
+    value: list[Any] | str
+    tasks: list[ChildTask]
+    concurrency: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class CheckFrequencySpec(Spec, kw_only=True):
+    """``checkFrequency`` of a WaitFor: the pause between iterations and the limits."""
+
+    interval: Duration = 1.0
+    max_iterations: Annotated[int, msgspec.Meta(ge=1)] | None = 100
+    max_duration: Duration | None = 3600.0
+
+
+class WaitForSpec(FlowableSpec, kw_only=True):
+    """``wait_for``: ``tasks`` again and again until ``condition`` is truthy."""
+
+    condition: str | bool
+    tasks: list[ChildTask]
+    check_frequency: CheckFrequencySpec = msgspec.field(default_factory=CheckFrequencySpec)
+    fail_on_max_reached: bool = False
+
+    def validate(self) -> None:
+        """Called by the loader: a loop needs a task to repeat."""
+        if not self.tasks:
+            raise SpecError((("tasks",), "a WaitFor needs at least one task"))
+
+
+class WorkingDirectorySpec(FlowableSpec, kw_only=True):
+    """``working_directory``: ``tasks`` in sequence, sharing one directory."""
+
+    tasks: list[ChildTask]
+
+
+class LocalFilesSpec(TaskSpec, kw_only=True):
+    """``local_files``: write ``inputs`` into the working directory, store ``outputs``."""
+
+    inputs: dict[str, Any] = {}
+    outputs: list[str] = []
+
+
+class LabelsSpec(TaskSpec, kw_only=True):
+    """``labels``: set labels on the running execution."""
+
+    labels: dict[str, Any] | list[dict[str, Any]] | str
 
 
 class IfSpec(FlowableSpec, kw_only=True):
@@ -168,13 +289,35 @@ class DagSpec(FlowableSpec, kw_only=True):
 
 
 class SubflowSpec(TaskSpec, kw_only=True):
-    """``subflow``: run another registered flow as a child execution."""
+    """``subflow``: run another registered flow as a child execution. ``flow_id`` and
+    ``namespace`` may be templates; ``outputs`` is rendered against the child's outputs."""
 
     namespace: str | None = None
-    flow_id: Id
+    flow_id: Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
     inputs: dict[str, Any] = {}
     wait: bool = True
     transmit_failed: bool = True
+    labels: dict[str, Any] | list[dict[str, Any]] = {}
+    inherit_labels: bool = False
+    outputs: dict[str, Any] | None = None
+
+    def validate(self) -> None:
+        """Called by the loader: a literal flow id or namespace must be a valid one."""
+        if not has_template(self.flow_id) and not _ID.match(self.flow_id):
+            raise SpecError(
+                (("flow_id",), f"expected a string matching {ID_PATTERN}, got {self.flow_id!r}")
+            )
+        ns = self.namespace
+        if ns is not None and not has_template(ns) and not _NAMESPACE.match(ns):
+            raise SpecError((("namespace",), f"invalid namespace {ns!r}"))
+        if isinstance(self.labels, list):
+            for i, item in enumerate(self.labels):
+                if set(item) != {"key", "value"}:
+                    raise SpecError((("labels", i), "expected a mapping with key and value"))
+
+
+_ID = re.compile(ID_PATTERN)
+_NAMESPACE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$")
 
 
 class HttpSpec(TaskSpec, kw_only=True):
@@ -225,6 +368,53 @@ def _pause(s: PauseSpec) -> Task:
         on_resume=tuple(on_resume),
         tasks=tasks_of(s.tasks),
         **flowable_common(s),
+    )
+
+
+def _echo(s: EchoSpec) -> Task:
+    return Log(message=s.format, level=_LEVELS.get(s.level, s.level), **common(s))
+
+
+def _each(parallel: bool) -> Any:
+    def build(s: EachSpec) -> Task:
+        return ForEach(
+            values=s.value,
+            tasks=tasks_of(s.tasks),
+            concurrency=s.concurrency if parallel else 1,
+            parallel_tasks=parallel,
+            **flowable_common(s),
+        )
+
+    return build
+
+
+def _wait_for(s: WaitForSpec) -> Task:
+    freq = s.check_frequency
+    return WaitFor(
+        condition=s.condition,
+        tasks=tasks_of(s.tasks),
+        interval=freq.interval,
+        max_iterations=freq.max_iterations,
+        max_duration=freq.max_duration,
+        fail_on_max_reached=s.fail_on_max_reached,
+        **flowable_common(s),
+    )
+
+
+def _subflow(s: SubflowSpec) -> Task:
+    labels = s.labels
+    if isinstance(labels, list):
+        labels = {str(i["key"]): i["value"] for i in labels}
+    return Subflow(
+        flow_id=s.flow_id,
+        namespace=s.namespace,
+        inputs=s.inputs,
+        wait=s.wait,
+        transmit_failed=s.transmit_failed,
+        labels=labels,
+        inherit_labels=s.inherit_labels,
+        outputs=s.outputs,
+        **common(s),
     )
 
 
@@ -295,7 +485,7 @@ BUILTINS: tuple[TaskType, ...] = (
         lambda s: AllowFailure(
             tasks=tasks_of(s.tasks), **{**flowable_common(s), "allow_failure": True}
         ),
-        (f"{_K}flow.AllowFailure",),
+        (f"{_K}flow.AllowFailure", f"{_OLD}flows.AllowFailure"),
     ),
     TaskType(
         "parallel",
@@ -342,15 +532,45 @@ BUILTINS: tuple[TaskType, ...] = (
     TaskType(
         "subflow",
         SubflowSpec,
-        lambda s: Subflow(
-            flow_id=s.flow_id,
-            namespace=s.namespace,
-            inputs=s.inputs,
-            wait=s.wait,
-            transmit_failed=s.transmit_failed,
-            **common(s),
-        ),
-        (f"{_K}flow.Subflow", f"{_OLD}flows.Subflow"),
+        _subflow,
+        (f"{_K}flow.Subflow", f"{_OLD}flows.Subflow", f"{_OLD}flows.Flow"),
+    ),
+    TaskType("echo", EchoSpec, _echo, (f"{_K}debug.Echo", f"{_OLD}debugs.Echo")),
+    TaskType(
+        "each_sequential",
+        EachSpec,
+        _each(parallel=False),
+        (f"{_K}flow.EachSequential", f"{_OLD}flows.EachSequential"),
+    ),
+    TaskType(
+        "each_parallel",
+        EachSpec,
+        _each(parallel=True),
+        (f"{_K}flow.EachParallel", f"{_OLD}flows.EachParallel"),
+    ),
+    TaskType(
+        "wait_for",
+        WaitForSpec,
+        _wait_for,
+        (f"{_K}flow.WaitFor", f"{_K}flow.LoopUntil"),
+    ),
+    TaskType(
+        "working_directory",
+        WorkingDirectorySpec,
+        lambda s: WorkingDirectory(tasks=tasks_of(s.tasks), **flowable_common(s)),
+        (f"{_K}flow.WorkingDirectory", f"{_OLD}flows.WorkingDirectory"),
+    ),
+    TaskType(
+        "local_files",
+        LocalFilesSpec,
+        lambda s: LocalFiles(inputs=s.inputs, outputs=tuple(s.outputs), **common(s)),
+        (f"{_K}storage.LocalFiles", f"{_OLD}storages.LocalFiles"),
+    ),
+    TaskType(
+        "labels",
+        LabelsSpec,
+        lambda s: Labels(labels=s.labels, **common(s)),
+        (f"{_K}execution.Labels", f"{_OLD}executions.Labels"),
     ),
     TaskType(
         "http",
@@ -393,4 +613,12 @@ def register_builtins(registry: Registry) -> None:
 register_builtins(REGISTRY)
 
 
-__all__ = ["BUILTINS", "HttpRequest", "Id", "OutputValues", "ShellCommands", "register_builtins"]
+__all__ = [
+    "BUILTINS",
+    "HttpRequest",
+    "Id",
+    "LocalFiles",
+    "OutputValues",
+    "ShellCommands",
+    "register_builtins",
+]

@@ -1019,8 +1019,15 @@ def _called(flow: Flow) -> set[tuple[str, str]]:
         if isinstance(task, Flowable):
             stack.extend(task.children())
         elif isinstance(task, Subflow):
-            out.add((task.namespace or flow.namespace, task.flow_id))
+            if has_template(task.flow_id) or has_template(task.namespace or ""):
+                out.add(_ANY_FLOW)  # known only when it runs: any flow of the directories
+            else:
+                out.add((task.namespace or flow.namespace, task.flow_id))
     return out
+
+
+#: What ``_called`` names for a subflow whose flow id or namespace is a template.
+_ANY_FLOW = ("*", "*")
 
 
 def load_subflows(
@@ -1068,6 +1075,11 @@ def load_subflows(
         namespace, flow_id = key = wanted.pop()
         if key in loaded:
             continue
+        if key == _ANY_FLOW:
+            loaded[key] = flow  # once: every file is read now
+            for path in [p for p in sniffed if p not in tried]:
+                parse(path)
+            continue
         named = [
             p
             for p, (sid, sns) in sniffed.items()
@@ -1083,7 +1095,9 @@ def load_subflows(
                 parse(path)
                 if key in loaded:
                     break
-    return [f for k, f in loaded.items() if k != (flow.namespace, flow.id)], failures
+    return [
+        f for k, f in loaded.items() if k not in ((flow.namespace, flow.id), _ANY_FLOW)
+    ], failures
 
 
 __all__ = [

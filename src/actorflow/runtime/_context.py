@@ -40,6 +40,7 @@ class TaskServices(Protocol):
 T = TypeVar("T")
 _logger = logging.getLogger("actorflow.task")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_RANK = {name: rank for rank, name in enumerate(LEVELS)}
 
 
 class TaskLogger:
@@ -58,13 +59,18 @@ class TaskLogger:
         if level not in LEVELS:
             raise ValueError(f"unknown log level {level!r}; use one of {LEVELS}")
         c = self._ctx
+        if c.log_level is not None and _RANK[level] < _RANK.get(c.log_level, 0):
+            return  # below the task's logLevel: dropped, as Kestra does
         if type(message) is not str or not message.isascii():
             try:
                 check_text(message, f"log line (ctx.log.{level.lower()})")
             except UnstorableValue as exc:
                 c.reject(exc)
                 raise
-        c.engine.log(c.execution_id, c.task_run_id, level, message)
+        if c.log_lines is not None:  # logToFile: kept for the attempt's log file
+            c.log_lines.append(f"{time.time():.3f} {level} {message}")
+        else:
+            c.engine.log(c.execution_id, c.task_run_id, level, message)
         if _logger.isEnabledFor(logging.DEBUG):
             _logger.log(getattr(logging, level), "[%s/%s] %s", c.execution_id, c.task_id, message)
 
@@ -188,6 +194,8 @@ class TaskContext:
         "idempotency_key",
         "inputs",
         "iteration",
+        "log_level",
+        "log_lines",
         "namespace",
         "outputs",
         "rejected",
@@ -195,6 +203,7 @@ class TaskContext:
         "task_run_id",
         "trigger",
         "value",
+        "working_dir",
     )
 
     def __init__(
@@ -214,8 +223,17 @@ class TaskContext:
         iteration: int | None = None,
         trigger: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        log_level: str | None = None,
+        log_to_file: bool = False,
+        working_dir: str | None = None,
     ) -> None:
         self.engine = engine
+        #: Lines below this level are dropped (the task's ``log_level``).
+        self.log_level = log_level
+        #: With ``log_to_file``: the attempt's lines, stored as one file when it ends.
+        self.log_lines: list[str] | None = [] if log_to_file else None
+        #: The directory a WorkingDirectory task shares with the tasks inside it.
+        self.working_dir = working_dir
         self.execution_id = execution_id
         self.task_run_id = task_run_id
         #: The same in every attempt of this task run, including one run again after a

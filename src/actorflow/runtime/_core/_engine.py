@@ -34,7 +34,7 @@ from actorflow.runtime._observer import Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State
 from actorflow.runtime._tasks import check_subflow_depth
-from actorflow.runtime._values import safe_text
+from actorflow.runtime._values import check_labels, safe_text
 from actorflow.storage import AppendLog, Commit, FileStorage, LogRow, Store
 
 if TYPE_CHECKING:
@@ -475,14 +475,19 @@ class Engine:
         inputs: dict[str, Any],
         *,
         watcher: ActorRef,
+        flow_id: str | None = None,
+        namespace: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> str:
-        """Start a subflow execution linked to task run ``tr``."""
-        namespace = task.namespace or parent.namespace
-        target = f"{namespace}.{task.flow_id}"
+        """Start a subflow execution linked to task run ``tr``; ``flow_id`` / ``namespace``
+        are the task's, rendered (templates), ``labels`` the child's extra labels."""
+        flow_id = flow_id or task.flow_id
+        namespace = namespace or task.namespace or parent.namespace
+        target = f"{namespace}.{flow_id}"
         await check_subflow_depth(parent.parent_execution_id, self._parent_id, target)
-        flow = self.find_flow(namespace, task.flow_id)
+        flow = self.find_flow(namespace, flow_id)
         if flow is None:
-            raise ExecutionNotFound(f"subflow {namespace}.{task.flow_id} is not registered")
+            raise ExecutionNotFound(f"subflow {namespace}.{flow_id} is not registered")
         check_allowed(flow, self.allow_types, self.find_flow)
         valid = validate_inputs(flow.inputs, inputs, where=f"subflow {namespace}.{flow.id}")
         record = new_execution_record(
@@ -492,6 +497,7 @@ class Engine:
             parent_execution_id=parent.id,
             parent_task_run_id=tr.id,
             traceparent=parent.traceparent,
+            labels=check_labels(labels, f"subflow {target}: labels") if labels else None,
         )
         if task.wait:
             self._child_watchers[record.id] = watcher

@@ -1,0 +1,343 @@
+"""Kestra's core task types and task properties, run from small flow files of our own
+(tests/flows/kestra_tasks/): WaitFor, EachSequential/EachParallel, Echo, execution.Labels,
+WorkingDirectory with LocalFiles, Subflow labels/outputs/templated ids, logLevel, logToFile,
+a templated Pause delay, old type aliases."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+
+from actorflow.flows import load_flow, load_flow_text
+from actorflow.runtime import Execution, FakeClock, Flow, Runtime, State, truthy
+
+pytestmark = pytest.mark.anyio
+
+FLOWS = Path(__file__).parent / "kestra_tasks"
+
+
+def _flow(name: str) -> Flow:
+    return load_flow(FLOWS / name)
+
+
+async def _drive(rt: Runtime, clock: FakeClock, ex_id: str, step: float) -> Execution:
+    """Advance the fake clock by ``step`` whenever the execution waits, until it ends."""
+    for _ in range(200):
+        await anyio.wait_all_tasks_blocked()
+        ex = await rt.get(ex_id)
+        if ex.state.terminal:
+            return ex
+        clock.advance(step)
+    raise AssertionError("the execution did not end")
+
+
+def _runs(ex: Execution, task_id: str) -> list[object]:
+    return [tr for tr in ex.task_runs if tr.task_id == task_id]
+
+
+# -- WaitFor / LoopUntil -------------------------------------------------------------
+async def test_wait_for_loops_until_its_condition(rt: Runtime, clock: FakeClock) -> None:
+    """WaitFor runs its tasks once per iteration until the condition holds (3 iterations),
+    each iteration reading its iterationCount, and waits the interval between them."""
+    handle = await rt.submit(_flow("wait_for.yaml"))
+    await anyio.wait_all_tasks_blocked()
+    first = await rt.get(handle.id)
+    assert first.state is State.RUNNING  # waiting for the interval, not looping at once
+    assert len(_runs(first, "count")) == 1
+    ex = await _drive(rt, clock, handle.id, 0.5)
+    assert ex.state is State.SUCCESS
+    assert len(_runs(ex, "count")) == 3 and len(_runs(ex, "say")) == 3
+    assert ex.task_run("after").outputs == {"value": 3}
+    assert ex.task_run("loop").outputs == {"iterationCount": 3}
+    lines = [r.message for r in await rt.logs(handle.id)]
+    assert [m for m in lines if m.startswith("iteration")] == [
+        "iteration 1",
+        "iteration 2",
+        "iteration 3",
+    ]
+
+
+@pytest.mark.parametrize("fail", [True, False])
+async def test_wait_for_stops_at_max_iterations(rt: Runtime, clock: FakeClock, fail: bool) -> None:
+    """A loop whose condition never holds stops after maxIterations: FAILED with
+    failOnMaxReached, else SUCCESS (Kestra's waitfor-max-iterations / -no-success)."""
+    text = (FLOWS / "wait_for_max.yaml").read_text()
+    flow = load_flow_text(text.replace("failOnMaxReached: true", f"failOnMaxReached: {fail}"))
+    handle = await rt.submit(flow)
+    ex = await _drive(rt, clock, handle.id, 1.0)
+    assert ex.state is (State.FAILED if fail else State.SUCCESS)
+    assert len(_runs(ex, "count")) == 3
+
+
+async def test_wait_for_max_duration(rt: Runtime, clock: FakeClock) -> None:
+    """maxDuration ends the loop once it has run that long (checked after an iteration)."""
+    flow = load_flow_text("""
+id: wait-long
+tasks:
+  - id: loop
+    type: wait_for
+    condition: "false"
+    failOnMaxReached: true
+    checkFrequency: {interval: 1s, maxIterations: 1000, maxDuration: 5s}
+    tasks:
+      - {id: tick, type: return, value: x}
+""")
+    handle = await rt.submit(flow)
+    ex = await _drive(rt, clock, handle.id, 1.0)
+    assert ex.state is State.FAILED
+    assert 5 <= len(_runs(ex, "tick")) <= 7
+
+
+async def test_wait_for_child_failure_fails_without_looping(rt: Runtime) -> None:
+    """A failed child stops the loop: FAILED after one iteration, its errors run."""
+    flow = load_flow_text("""
+id: wait-fail
+tasks:
+  - id: loop
+    type: io.kestra.plugin.core.flow.WaitFor
+    condition: "{{ false }}"
+    tasks:
+      - {id: boom, type: fail}
+    errors:
+      - {id: handler, type: return, value: handled}
+""")
+    ex = await rt.run(flow, timeout=10)
+    assert ex.state is State.FAILED
+    assert len(_runs(ex, "boom")) == 1 and ex.task_run("handler").state is State.SUCCESS
+
+
+async def test_wait_for_can_be_killed_while_waiting(rt: Runtime) -> None:
+    """A kill between two iterations ends the loop KILLED (no timer left acting)."""
+    handle = await rt.submit(_flow("wait_for.yaml"))
+    await anyio.wait_all_tasks_blocked()
+    await rt.kill(handle.id)
+    ex = await handle.wait(timeout=10)
+    assert ex.state is State.KILLED
+    assert ex.task_run("loop").state is State.KILLED
+
+
+def test_wait_for_errors_name_the_field() -> None:
+    """A WaitFor without tasks or with a bad checkFrequency is refused with file, line, field."""
+    with pytest.raises(Exception) as info:
+        load_flow_text("""
+id: bad
+tasks:
+  - id: loop
+    type: wait_for
+    condition: "x"
+    checkFrequency: {interval: soon}
+    tasks: [{id: t, type: return, value: 1}]
+""")
+    assert "7 tasks[0].checkFrequency.interval: invalid duration 'soon'" in str(info.value)
+    with pytest.raises(Exception, match=r"5 tasks\[0\].tasks: a WaitFor needs at least one"):
+        load_flow_text(
+            "id: bad\ntasks:\n  - id: loop\n    type: wait_for\n    tasks: []\n    condition: x\n"
+        )
+
+
+# -- EachSequential / EachParallel / Echo ----------------------------------------------
+async def test_each_sequential_and_parallel(rt: Runtime) -> None:
+    """EachSequential runs value groups one after another; EachParallel every (value, task)
+    pair, at most `concurrent` at once; Echo logs its format."""
+    ex = await rt.run(_flow("each_old.yaml"), timeout=10)
+    assert ex.state is State.SUCCESS
+    seq = [(tr.task_id, tr.value) for tr in ex.task_runs if tr.task_id in ("s1", "s2")]
+    assert seq == [("s1", "a"), ("s2", "a"), ("s1", "b"), ("s2", "b")]
+    par = sorted((tr.task_id, tr.value) for tr in ex.task_runs if tr.task_id in ("p1", "p2"))
+    assert par == [(t, v) for t in ("p1", "p2") for v in ("1", "2", "3")]
+    assert ex.task_run("par").outputs == {"values": ["1", "2", "3"]}
+    lines = [r.message for r in await rt.logs(ex.id)]
+    assert lines.count("s2 a") == 1 and lines.count("s2 b") == 1
+
+
+async def test_each_parallel_runs_tasks_of_one_value_together(rt: Runtime) -> None:
+    """EachParallel does not wait for a value's first task before its second."""
+    flow = load_flow_text("""
+id: each-par
+tasks:
+  - id: par
+    type: each_parallel
+    value: '["x"]'
+    tasks:
+      - {id: slow, type: sleep, duration: 5}
+      - {id: fast, type: return, value: ok}
+""")
+    handle = await rt.submit(flow)
+    await anyio.wait_all_tasks_blocked()
+    ex = await rt.get(handle.id)
+    assert ex.task_run("fast").state is State.SUCCESS
+    assert ex.task_run("slow").state is State.RUNNING
+    await rt.kill(handle.id)
+
+
+# -- execution.Labels ------------------------------------------------------------------
+async def test_labels_task_sets_execution_labels(rt: Runtime) -> None:
+    """Labels from JSON text, a mapping and a key/value list land on the execution;
+    later values win over the flow's own labels."""
+    ex = await rt.run(_flow("labels.yaml"), {"extra": {"owner": "ann", "team": "ops"}}, timeout=10)
+    assert ex.state is State.SUCCESS
+    assert ex.labels == {"team": "ops", "stage": "labels-task", "owner": "ann", "count": "3"}
+    assert (await rt.get(ex.id)).labels == ex.labels
+
+
+async def test_labels_task_with_bad_labels_fails(rt: Runtime) -> None:
+    """Labels that render to something else than labels fail the task run with a reason."""
+    flow = load_flow_text("""
+id: bad-labels
+tasks:
+  - {id: l, type: labels, labels: "{{ 'not json' }}"}
+""")
+    ex = await rt.run(flow, timeout=10)
+    assert ex.state is State.FAILED
+    assert "labels" in (ex.task_run("l").error or "")
+
+
+# -- WorkingDirectory + LocalFiles -------------------------------------------------------
+async def test_working_directory_shares_files(rt: Runtime) -> None:
+    """A file written by one task of a WorkingDirectory is seen by the next, stored as
+    outputs.<task>.uris, and the directory is removed afterwards."""
+    ex = await rt.run(_flow("working_directory.yaml"), timeout=10)
+    assert ex.state is State.SUCCESS, ex.error
+    uri = ex.task_run("uri").outputs["value"]
+    assert uri.startswith("actorflow://")
+    assert await rt.read_file(uri) == b"hello working-directory"
+    from actorflow.runtime._tasks import working_dir_path
+
+    assert not os.path.exists(working_dir_path(ex.id, ex.task_run("wd").id))
+
+
+async def test_local_files_refuses_names_outside(rt: Runtime) -> None:
+    """LocalFiles refuses an input file name that leaves its directory."""
+    flow = load_flow_text("""
+id: escape
+tasks:
+  - id: w
+    type: local_files
+    inputs: {"../../evil.txt": "x"}
+""")
+    ex = await rt.run(flow, timeout=10)
+    assert ex.state is State.FAILED
+    assert "outside the working directory" in (ex.task_run("w").error or "")
+
+
+# -- Subflow properties ----------------------------------------------------------------
+async def test_subflow_templated_id_labels_and_outputs(rt: Runtime) -> None:
+    """A Subflow (old alias Flow) with templated namespace/flowId starts that flow with the
+    parent's labels plus its own, and extracts `outputs` from the child's outputs."""
+    rt.register(_flow("child.yaml"))
+    ex = await rt.run(_flow("parent.yaml"), timeout=10)
+    assert ex.state is State.SUCCESS, ex.error
+    call = ex.task_run("call")
+    assert call.outputs["outputs"] == {"got": "42!"}
+    child = await rt.get(call.outputs["executionId"])
+    assert child.flow_id == "child"
+    assert child.labels == {"origin": "parent", "via": "call"}
+
+
+async def test_subflow_templated_id_unknown_flow_fails(rt: Runtime) -> None:
+    """A templated flowId naming no registered flow fails the task run, naming the flow."""
+    ex = await rt.run(_flow("parent.yaml"), {"target": "nobody"}, timeout=10)
+    assert ex.state is State.FAILED
+    assert "actorflow.tests.nobody" in (ex.task_run("call").error or "")
+
+
+def test_subflow_literal_flow_id_is_still_checked() -> None:
+    """A literal flowId that is no flow id is refused at load, naming the field."""
+    with pytest.raises(Exception, match=r"tasks\[0\].flow_id: expected a string matching"):
+        load_flow_text("id: p\ntasks:\n  - {id: s, type: subflow, flowId: 'a b'}\n")
+
+
+# -- logLevel / logToFile / Pause delay --------------------------------------------------
+async def test_log_level_and_log_to_file(rt: Runtime) -> None:
+    """logLevel drops lines below it; logToFile stores the attempt's lines as a file (its
+    URI on the attempt) instead of the log table."""
+    ex = await rt.run(_flow("log_level.yaml"), timeout=10)
+    assert ex.state is State.SUCCESS
+    lines = [(r.task_run_id, r.message) for r in await rt.logs(ex.id)]
+    assert [m for _, m in lines] == ["stored"]
+    attempt = ex.task_run("to-file").attempts[-1]
+    assert attempt.log_file is not None
+    assert b"INFO in the file" in await rt.read_file(attempt.log_file)
+
+
+async def test_pause_delay_from_an_input(rt: Runtime, clock: FakeClock) -> None:
+    """A Pause delay given as a template is rendered when the pause starts (ISO-8601 too)."""
+    handle = await rt.submit(_flow("pause_delay.yaml"), {"delay": "PT3S"})
+    await rt.wait_for(handle.id, State.PAUSED)
+    clock.advance(2.5)
+    await anyio.wait_all_tasks_blocked()
+    assert (await rt.get(handle.id)).state is State.PAUSED
+    clock.advance(0.5)
+    ex = await handle.wait(timeout=10)
+    assert ex.state is State.SUCCESS
+
+
+async def test_pause_delay_bad_template_fails(rt: Runtime) -> None:
+    """A delay that renders to no duration fails the Pause, naming the value."""
+    ex = await rt.run(_flow("pause_delay.yaml"), {"delay": "soon"}, timeout=10)
+    assert ex.state is State.FAILED
+    assert "soon" in (ex.task_run("pause").error or "")
+
+
+async def test_resume_inputs_under_on_resume(rt: Runtime) -> None:
+    """Resume inputs are at outputs.<pause>.onResume.<name> (Kestra) and at the old place."""
+    flow = load_flow_text("""
+id: ask
+tasks:
+  - id: p
+    type: pause
+    onResume: [{id: answer, type: STRING}]
+  - id: r
+    type: return
+    value: "{{ outputs.p.onResume.answer }}/{{ outputs.p.answer }}"
+""")
+    handle = await rt.submit(flow)
+    await rt.wait_for(handle.id, State.PAUSED)
+    await rt.resume(handle.id, {"answer": "yes"})
+    ex = await handle.wait(timeout=10)
+    assert ex.task_run("r").outputs == {"value": "yes/yes"}
+
+
+# -- truthiness and aliases ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("false", False), ("0", False), ("-0", False), ("", False), (None, False),
+     (False, False), (0, False), ("False", True), (" ", True), ("none", True),
+     ("null", True), ("true", True), ([], True), (1, True)],
+)  # fmt: skip
+def test_truthiness_is_kestras(value: object, expected: bool) -> None:
+    """If/runIf truthiness: exactly false, 0, -0 and "" (and null) are false."""
+    assert truthy(value) is expected
+
+
+async def test_run_if_minus_zero_skips(rt: Runtime) -> None:
+    """runIf rendering to -0 skips the task; "False" runs it (Kestra's TruthUtils)."""
+    flow = load_flow_text("""
+id: runif
+tasks:
+  - {id: a, type: return, value: 1, runIf: "-0"}
+  - {id: b, type: return, value: 1, runIf: "False"}
+""")
+    ex = await rt.run(flow, timeout=10)
+    assert ex.task_run("a").state is State.SKIPPED
+    assert ex.task_run("b").state is State.SUCCESS
+
+
+def test_old_aliases_load() -> None:
+    """io.kestra.core.tasks.flows.AllowFailure and ...flows.Flow are accepted."""
+    flow = load_flow_text("""
+id: old
+tasks:
+  - id: af
+    type: io.kestra.core.tasks.flows.AllowFailure
+    tasks:
+      - {id: f, type: io.kestra.core.tasks.executions.Fail}
+  - id: sub
+    type: io.kestra.core.tasks.flows.Flow
+    namespace: x
+    flowId: y
+""")
+    assert [t.id for t in flow.tasks] == ["af", "sub"]
