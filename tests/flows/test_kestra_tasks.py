@@ -341,3 +341,60 @@ tasks:
     flowId: y
 """)
     assert [t.id for t in flow.tasks] == ["af", "sub"]
+
+
+# -- kv.* and state.* -------------------------------------------------------------------
+async def test_kv_tasks(rt: Runtime) -> None:
+    """kv.Set stores a rendered value that kv.Get reads back; overwrite: false refuses an
+    existing key; kv.Delete removes it, after which kv.Get outputs null."""
+    ex = await rt.run(_flow("kv.yaml"), timeout=10)
+    assert ex.state is State.WARNING  # the refused overwrite, allowed to fail
+    assert ex.task_run("get").outputs == {"value": {"field": "kv", "n": 3}}
+    assert "already exists" in (ex.task_run("again").error or "")
+    assert ex.task_run("delete").outputs == {"deleted": True}
+    assert ex.task_run("missing").outputs == {"value": None}
+
+
+async def test_kv_survives_executions_on_sqlite(tmp_path: Path) -> None:
+    """A key set by one execution is read by the next, in a runtime opened again."""
+    setter = load_flow_text(
+        "id: s\nnamespace: n\ntasks:\n  - {id: s, type: kv_set, key: k, value: 7, ttl: PT1H}\n"
+    )
+    getter = load_flow_text(
+        "id: g\nnamespace: n\ntasks:\n  - {id: g, type: kv_get, key: k, errorOnMissing: true}\n"
+    )
+    async with Runtime.open(tmp_path / "rt.db") as rt:
+        assert (await rt.run(setter, timeout=10)).state is State.SUCCESS
+    async with Runtime.open(tmp_path / "rt.db") as rt:
+        ex = await rt.run(getter, timeout=10)
+        assert ex.task_run("g").outputs == {"value": 7}
+        other = await rt.run(
+            load_flow_text(
+                "id: g\nnamespace: elsewhere\ntasks:\n"
+                "  - {id: g, type: kv_get, key: k, errorOnMissing: true}\n"
+            ),
+            timeout=10,
+        )
+        assert other.state is State.FAILED
+        assert "not set in namespace elsewhere" in (other.task_run("g").error or "")
+
+
+def test_kv_key_is_checked_at_load() -> None:
+    """A kv task without its key is refused at load, naming the task."""
+    with pytest.raises(Exception, match=r"3 tasks\[0\]: missing required key 'key'"):
+        load_flow_text("id: k\ntasks:\n  - {id: s, type: kv_set, value: 1}\n")
+
+
+async def test_state_tasks(rt: Runtime) -> None:
+    """state.Set merges into a named state kept per loop value; taskrunValue: false is one
+    state for the flow; Delete removes it and Get then reads an empty one."""
+    ex = await rt.run(_flow("state.yaml"), timeout=10)
+    assert ex.state is State.SUCCESS
+    gets = {tr.value: tr.outputs for tr in ex.task_runs if tr.task_id == "get"}
+    assert gets == {
+        "a": {"count": 1, "data": {"seen": "a"}},
+        "b": {"count": 1, "data": {"seen": "b"}},
+    }
+    assert ex.task_run("read").outputs == {"count": 1, "data": {"total": 2}}
+    assert ex.task_run("delete").outputs == {"deleted": True}
+    assert ex.task_run("gone").outputs == {"count": 0, "data": {}}

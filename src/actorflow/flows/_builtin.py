@@ -116,6 +116,114 @@ class LocalFiles(Runnable):
                 shutil.rmtree(root, ignore_errors=True)
 
 
+# -- the namespace key-value store: Kestra's kv.* and state.* -------------------------------
+class KVMissing(Exception):
+    """A key (or a state) that a task with ``error_on_missing`` needed is not set."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class KVSet(Runnable):
+    """Sets ``key`` to ``value`` (rendered) in ``namespace``'s key-value store (this flow's by
+    default); ``overwrite: false`` fails on an existing key; ``ttl`` seconds to live."""
+
+    key: str
+    value: Any = None
+    namespace: str | None = None
+    overwrite: bool = True
+    ttl: float | None = None
+
+    async def run(self, ctx: TaskContext) -> Any:
+        key = str(ctx.render(self.key, field="key"))
+        ns = None if self.namespace is None else str(ctx.render(self.namespace, field="namespace"))
+        if not self.overwrite and await ctx.kv.has(key, namespace=ns):
+            raise ValueError(f"key {key!r} already exists in namespace {ns or ctx.namespace}")
+        await ctx.kv.set(key, ctx.render(self.value, field="value"), namespace=ns, ttl=self.ttl)
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class KVGet(Runnable):
+    """Outputs ``{"value": ...}`` of ``key`` (null when missing, unless ``error_on_missing``)."""
+
+    key: str
+    namespace: str | None = None
+    error_on_missing: bool = False
+
+    async def run(self, ctx: TaskContext) -> Any:
+        key = str(ctx.render(self.key, field="key"))
+        ns = None if self.namespace is None else str(ctx.render(self.namespace, field="namespace"))
+        value = await ctx.kv.get(key, _ABSENT, namespace=ns)
+        if value is _ABSENT:
+            if self.error_on_missing:
+                raise KVMissing(f"key {key!r} is not set in namespace {ns or ctx.namespace}")
+            value = None
+        return {"value": value}
+
+
+@dataclass(frozen=True, kw_only=True)
+class KVDelete(Runnable):
+    """Removes ``key``; outputs ``{"deleted": bool}`` (fails on a missing key with
+    ``error_on_missing``)."""
+
+    key: str
+    namespace: str | None = None
+    error_on_missing: bool = False
+
+    async def run(self, ctx: TaskContext) -> Any:
+        key = str(ctx.render(self.key, field="key"))
+        ns = None if self.namespace is None else str(ctx.render(self.namespace, field="namespace"))
+        deleted = await ctx.kv.delete(key, namespace=ns)
+        if not deleted and self.error_on_missing:
+            raise KVMissing(f"key {key!r} is not set in namespace {ns or ctx.namespace}")
+        return {"deleted": deleted}
+
+
+_ABSENT: Any = object()
+
+
+@dataclass(frozen=True, kw_only=True)
+class StateTask(Runnable):
+    """Kestra's state.Get/Set/Delete: a named mapping kept in the key-value store, per flow
+    (or per namespace with ``namespace: true``) and per loop value (``taskrun_value``)."""
+
+    action: Literal["get", "set", "delete"]
+    name: str = "default"
+    namespace: bool = False
+    taskrun_value: bool = True
+    data: Mapping[str, Any] = field(default_factory=dict)
+    error_on_missing: bool = False
+
+    def _key(self, ctx: TaskContext) -> str:
+        name = str(ctx.render(self.name, field="name"))
+        parts = ["states", "" if self.namespace else ctx.flow_id, name]
+        if self.taskrun_value and ctx.value is not None:
+            parts.append(str(ctx.value))
+        # The parts are quoted so that no name can reach another flow's state.
+        return "/".join(_quote(p) for p in parts)
+
+    async def run(self, ctx: TaskContext) -> Any:
+        key = self._key(ctx)
+        current = await ctx.kv.get(key, _ABSENT)
+        if self.action == "delete":
+            deleted = current is not _ABSENT and await ctx.kv.delete(key)
+            if not deleted and self.error_on_missing:
+                raise KVMissing(f"state {self.name!r} is not set")
+            return {"deleted": deleted}
+        if current is _ABSENT or not isinstance(current, dict):
+            if current is _ABSENT and self.action == "get" and self.error_on_missing:
+                raise KVMissing(f"state {self.name!r} is not set")
+            current = {}
+        if self.action == "get":
+            return {"count": len(current), "data": current}
+        merged = {**current, **ctx.render(dict(self.data), field="data")}
+        await ctx.kv.set(key, merged)
+        return {"count": len(merged), "key": key}
+
+
+def _quote(part: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9._-]", lambda m: f"%{ord(m.group()):02X}", part) or "_"
+
+
 def _inside(base: str, name: str, where: str) -> str:
     """``name`` under directory ``base``; a name that leaves it is refused."""
     path = os.path.realpath(os.path.join(base, name))
@@ -255,6 +363,46 @@ class LabelsSpec(TaskSpec, kw_only=True):
     """``labels``: set labels on the running execution."""
 
     labels: dict[str, Any] | list[dict[str, Any]] | str
+
+
+KVKey = Annotated[str, msgspec.Meta(max_length=255)]
+
+
+class KVSetSpec(TaskSpec, kw_only=True):
+    """``kv_set``: set ``key`` to ``value`` in a namespace's key-value store."""
+
+    key: KVKey
+    value: Any = None
+    namespace: str | None = None
+    overwrite: bool = True
+    ttl: Duration | None = None
+    kv_type: str | None = None
+
+
+class KVGetSpec(TaskSpec, kw_only=True):
+    """``kv_get``: outputs ``value`` of ``key``."""
+
+    key: KVKey
+    namespace: str | None = None
+    error_on_missing: bool = False
+
+
+class StateSpec(TaskSpec, kw_only=True):
+    """``state_get`` / ``state_delete``: a named state of this flow (or namespace)."""
+
+    name: str = "default"
+    namespace: bool = False
+    taskrun_value: bool = True
+    error_on_missing: bool = False
+
+
+class StateSetSpec(TaskSpec, kw_only=True):
+    """``state_set``: merge ``data`` into a named state."""
+
+    name: str = "default"
+    namespace: bool = False
+    taskrun_value: bool = True
+    data: dict[str, Any]
 
 
 class IfSpec(FlowableSpec, kw_only=True):
@@ -399,6 +547,21 @@ def _wait_for(s: WaitForSpec) -> Task:
         fail_on_max_reached=s.fail_on_max_reached,
         **flowable_common(s),
     )
+
+
+def _state(action: Literal["get", "set", "delete"]) -> Any:
+    def build(s: StateSpec | StateSetSpec) -> Task:
+        return StateTask(
+            action=action,
+            name=s.name,
+            namespace=s.namespace,
+            taskrun_value=s.taskrun_value,
+            data=s.data if isinstance(s, StateSetSpec) else {},
+            error_on_missing=s.error_on_missing if isinstance(s, StateSpec) else False,
+            **common(s),
+        )
+
+    return build
 
 
 def _subflow(s: SubflowSpec) -> Task:
@@ -567,6 +730,40 @@ BUILTINS: tuple[TaskType, ...] = (
         (f"{_K}storage.LocalFiles", f"{_OLD}storages.LocalFiles"),
     ),
     TaskType(
+        "kv_set",
+        KVSetSpec,
+        lambda s: KVSet(
+            key=s.key,
+            value=s.value,
+            namespace=s.namespace,
+            overwrite=s.overwrite,
+            ttl=s.ttl,
+            **common(s),
+        ),
+        (f"{_K}kv.Set",),
+    ),
+    TaskType(
+        "kv_get",
+        KVGetSpec,
+        lambda s: KVGet(
+            key=s.key, namespace=s.namespace, error_on_missing=s.error_on_missing, **common(s)
+        ),
+        (f"{_K}kv.Get",),
+    ),
+    TaskType(
+        "kv_delete",
+        KVGetSpec,
+        lambda s: KVDelete(
+            key=s.key, namespace=s.namespace, error_on_missing=s.error_on_missing, **common(s)
+        ),
+        (f"{_K}kv.Delete",),
+    ),
+    TaskType("state_get", StateSpec, _state("get"), (f"{_K}state.Get", f"{_OLD}states.Get")),
+    TaskType("state_set", StateSetSpec, _state("set"), (f"{_K}state.Set", f"{_OLD}states.Set")),
+    TaskType(
+        "state_delete", StateSpec, _state("delete"), (f"{_K}state.Delete", f"{_OLD}states.Delete")
+    ),
+    TaskType(
         "labels",
         LabelsSpec,
         lambda s: Labels(labels=s.labels, **common(s)),
@@ -617,8 +814,13 @@ __all__ = [
     "BUILTINS",
     "HttpRequest",
     "Id",
+    "KVDelete",
+    "KVGet",
+    "KVMissing",
+    "KVSet",
     "LocalFiles",
     "OutputValues",
     "ShellCommands",
+    "StateTask",
     "register_builtins",
 ]

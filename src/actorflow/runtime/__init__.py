@@ -17,7 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from actorflow.runtime._clock import MAX_DURATION, Clock, FakeClock
-from actorflow.runtime._context import MetricRecorder, TaskContext, TaskLogger, TaskStorage
+from actorflow.runtime._context import (
+    MetricRecorder,
+    TaskContext,
+    TaskKV,
+    TaskLogger,
+    TaskStorage,
+)
 from actorflow.runtime._flow import (
     Concurrency,
     ConcurrencyBehavior,
@@ -136,6 +142,7 @@ __all__ = [
     "TaskContext",
     "TaskFailure",
     "TaskFunction",
+    "TaskKV",
     "TaskLogger",
     "TaskRun",
     "TaskStorage",

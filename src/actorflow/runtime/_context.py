@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,7 +21,7 @@ from actorflow.storage import FileScope
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
-    from actorflow.storage import FileReader, FileStorage, Readable
+    from actorflow.storage import FileReader, FileStorage, Readable, Store
 
 
 class TaskServices(Protocol):
@@ -27,6 +29,7 @@ class TaskServices(Protocol):
     module never imports the engine)."""
 
     files: FileStorage
+    store: Store
 
     def log(self, execution_id: str, task_run_id: str | None, level: str, message: str) -> None:
         """Store one log line of a task run."""
@@ -181,6 +184,52 @@ class TaskStorage:
         return self._ctx.engine.files.open_read(uri, scope=self._scope())
 
 
+#: Keys of the namespace key-value store (Kestra's rule).
+KV_KEY = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._/-]*$")
+_MISSING: Any = object()
+
+
+class TaskKV:
+    """The key-value store of a namespace (this flow's unless named): JSON values, read back
+    at once after a set; ``ttl`` seconds until an entry expires."""
+
+    def __init__(self, ctx: TaskContext) -> None:
+        self._ctx = ctx
+
+    def _where(self, namespace: str | None) -> str:
+        return namespace or self._ctx.namespace
+
+    async def get(self, key: str, default: Any = None, *, namespace: str | None = None) -> Any:
+        """The value of ``key`` (``default`` when absent or expired)."""
+        row = await self._ctx.engine.store.kv_get(self._where(namespace), key)
+        return default if row is None else json.loads(row.value)
+
+    async def has(self, key: str, *, namespace: str | None = None) -> bool:
+        """Whether ``key`` is set (and not expired)."""
+        return await self.get(key, _MISSING, namespace=namespace) is not _MISSING
+
+    async def set(
+        self, key: str, value: Any, *, namespace: str | None = None, ttl: float | None = None
+    ) -> None:
+        """Set ``key`` to a JSON-encodable ``value``."""
+        if not isinstance(key, str) or not KV_KEY.match(key):
+            raise ValueError(
+                f"invalid key {key!r}: letters, digits, '.', '_', '-' and '/', "
+                "starting with a letter or digit"
+            )
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        check_text(text, f"key-value entry {key!r}")
+        await self._ctx.engine.store.kv_set(self._where(namespace), key, text, ttl)
+
+    async def delete(self, key: str, *, namespace: str | None = None) -> bool:
+        """Remove ``key``; False when it was not set."""
+        return await self._ctx.engine.store.kv_delete(self._where(namespace), key)
+
+    async def keys(self, *, namespace: str | None = None) -> list[str]:
+        """The keys set in the namespace, sorted."""
+        return [r.key for r in await self._ctx.engine.store.kv_keys(self._where(namespace))]
+
+
 class TaskContext:
     """Passed to every task: everything it may read or record."""
 
@@ -278,6 +327,11 @@ class TaskContext:
     def storage(self) -> TaskStorage:
         """Files in the internal storage."""
         return TaskStorage(self)
+
+    @property
+    def kv(self) -> TaskKV:
+        """The namespace key-value store (Kestra's KV store)."""
+        return TaskKV(self)
 
     def metrics(self) -> tuple[Metric, ...]:
         """What the attempt recorded through :attr:`metric`."""
