@@ -398,3 +398,77 @@ async def test_state_tasks(rt: Runtime) -> None:
     assert ex.task_run("read").outputs == {"count": 1, "data": {"total": 2}}
     assert ex.task_run("delete").outputs == {"deleted": True}
     assert ex.task_run("gone").outputs == {"count": 0, "data": {}}
+
+
+# -- execution.Resume / trigger.Toggle / log.Fetch -----------------------------------------
+async def test_resume_task_resumes_another_execution(rt: Runtime) -> None:
+    """execution.Resume resumes a paused execution with its inputs; resuming one that is not
+    paused fails the task run with the reason."""
+    waiting = load_flow_text("""
+id: waiting
+namespace: actorflow.tests
+tasks:
+  - id: p
+    type: pause
+    onResume: [{id: answer}]
+  - {id: r, type: return, value: "{{ outputs.p.onResume.answer }}"}
+""")
+    handle = await rt.submit(waiting)
+    await rt.wait_for(handle.id, State.PAUSED)
+    ex = await rt.run(_flow("resume_other.yaml"), {"executionId": handle.id}, timeout=10)
+    assert ex.state is State.SUCCESS, ex.task_run("resume").error
+    done = await handle.wait(timeout=10)
+    assert done.state is State.SUCCESS
+    assert done.task_run("r").outputs == {"value": "from resume-other"}
+    again = await rt.run(_flow("resume_other.yaml"), {"executionId": handle.id}, timeout=10)
+    assert again.state is State.FAILED
+    assert "already SUCCESS" in (again.task_run("resume").error or "")
+
+
+async def test_toggle_switches_a_schedule(tmp_path: Path) -> None:
+    """trigger.Toggle disables a Schedule (no tick fires) and enables it again (ticks fire),
+    through the store every scheduler reads; an unknown trigger fails the task run."""
+    from actorflow.runtime import Scheduler
+
+    fake = FakeClock(1_699_999_980.0)  # a whole minute
+    toggle_text = (FLOWS / "toggle.yaml").read_text()
+    async with Runtime.open(tmp_path / "rt.db", clock=fake) as rt:
+        rt.register(_flow("ticking.yaml"))
+
+        async def fired() -> int:
+            return len(await rt.executions(flow="ticking", limit=100))
+
+        async with Scheduler(rt) as sched:
+            await sched.advanced()
+            fake.advance(60)
+            await sched.advanced()
+            assert await fired() == 1
+            off = await rt.run(load_flow_text(toggle_text), {"enabled": False}, timeout=10)
+            assert off.state is State.SUCCESS
+            fake.advance(60)
+            await sched.advanced()
+            assert await fired() == 1
+            on = load_flow_text(toggle_text.replace("enabled: false", "enabled: true"))
+            assert (await rt.run(on, {"enabled": True}, timeout=10)).state is State.SUCCESS
+            fake.advance(60)
+            await sched.advanced()
+            assert await fired() == 2
+        bad = load_flow_text(toggle_text.replace("trigger: minute", "trigger: hourly"))
+        ex = await rt.run(bad, {"enabled": True}, timeout=10)
+        assert ex.state is State.FAILED
+        assert "has no trigger 'hourly' (it has: minute)" in (ex.task_run("switch").error or "")
+
+
+async def test_fetch_logs(rt: Runtime) -> None:
+    """log.Fetch stores the execution's lines at the level and of the tasks asked, as JSON
+    lines: outputs size and uri."""
+    import json
+
+    ex = await rt.run(_flow("fetch_logs.yaml"), timeout=10)
+    assert ex.state is State.SUCCESS
+    fetched = ex.task_run("fetch").outputs
+    assert fetched["size"] == 1
+    lines = (await rt.read_file(fetched["uri"])).decode().splitlines()
+    assert [json.loads(line)["message"] for line in lines] == ["a warning"]
+    everything = ex.task_run("all").outputs
+    assert everything["size"] == 3

@@ -4,6 +4,7 @@ output values, HTTP requests (``_http``) and shell commands (``_shell``)."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -56,6 +57,7 @@ from actorflow.runtime import (
     WaitFor,
     WorkingDirectory,
     has_template,
+    trigger_switch_key,
 )
 
 if TYPE_CHECKING:
@@ -218,6 +220,94 @@ class StateTask(Runnable):
         merged = {**current, **ctx.render(dict(self.data), field="data")}
         await ctx.kv.set(key, merged)
         return {"count": len(merged), "key": key}
+
+
+# -- tasks that act on executions and triggers -------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class ResumeExecution(Runnable):
+    """Resumes another PAUSED execution (Kestra's execution.Resume), with ``inputs`` for the
+    Pause it waits on; fails when that execution is not paused."""
+
+    execution_id: str | None = None
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+
+    async def run(self, ctx: TaskContext) -> Any:
+        target = (
+            ctx.execution_id
+            if self.execution_id is None
+            else str(ctx.render(self.execution_id, field="execution_id"))
+        )
+        controller = ctx.engine.controller
+        if controller is None:
+            raise RuntimeError("no runtime to resume executions through")
+        inputs = ctx.render(dict(self.inputs), field="inputs") if self.inputs else None
+        await controller.resume(target, inputs)
+        return {"execution_id": target}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToggleTrigger(Runnable):
+    """Enables or disables a trigger of a flow (this one unless named), for every scheduler
+    sharing the store (Kestra's trigger.Toggle)."""
+
+    trigger: str
+    enabled: bool = False
+    flow_id: str | None = None
+    namespace: str | None = None
+
+    async def run(self, ctx: TaskContext) -> Any:
+        ns = ctx.namespace if self.namespace is None else str(ctx.render(self.namespace))
+        flow_id = ctx.flow_id if self.flow_id is None else str(ctx.render(self.flow_id))
+        trigger = str(ctx.render(self.trigger, field="trigger"))
+        flow = ctx.engine.find_flow(ns, flow_id)
+        if flow is None:
+            raise ValueError(f"flow {ns}.{flow_id} is not registered")
+        if not any(t.id == trigger for t in flow.triggers):
+            known = ", ".join(sorted(t.id for t in flow.triggers)) or "none"
+            raise ValueError(f"flow {ns}.{flow_id} has no trigger {trigger!r} (it has: {known})")
+        key = trigger_switch_key(flow_id, trigger)
+        await ctx.engine.store.kv_set(ns, key, "true" if self.enabled else "false")
+        return {"enabled": self.enabled}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchLogs(Runnable):
+    """Stores the log lines of an execution (this one unless named) at ``level`` or above,
+    of ``task_ids`` only if given, as a file of JSON lines: outputs ``size`` and ``uri``
+    (Kestra's log.Fetch)."""
+
+    execution_id: str | None = None
+    task_ids: tuple[str, ...] = ()
+    level: str = "INFO"
+
+    async def run(self, ctx: TaskContext) -> Any:
+        target = (
+            ctx.execution_id
+            if self.execution_id is None
+            else str(ctx.render(self.execution_id, field="execution_id"))
+        )
+        store = ctx.engine.store
+        await store.flush()  # lines logged just before are in the store
+        rows = await store.logs(target)
+        if self.task_ids:
+            wanted = {str(ctx.render(t, field="task_ids")) for t in self.task_ids}
+            runs = {r.id: r.task_id for r in await store.task_runs(target)}
+            rows = [r for r in rows if runs.get(r.task_run_id or "") in wanted]
+        floor = _LEVEL_RANK[self.level]
+        rows = [r for r in rows if _LEVEL_RANK.get(r.level, 0) >= floor]
+        text = "".join(
+            json.dumps(
+                {"timestamp": r.ts, "level": r.level, "message": r.message,
+                 "taskRunId": r.task_run_id, "executionId": r.execution_id},
+                ensure_ascii=False,
+            ) + "\n"
+            for r in rows
+        )  # fmt: skip
+        uri = await ctx.storage.put("logs.jsonl", text)
+        return {"size": len(rows), "uri": uri}
+
+
+_LEVEL_RANK = {"DEBUG": 0, "INFO": 1, "WARNING": 2, "ERROR": 3, "CRITICAL": 4}
 
 
 def _quote(part: str) -> str:
@@ -403,6 +493,33 @@ class StateSetSpec(TaskSpec, kw_only=True):
     namespace: bool = False
     taskrun_value: bool = True
     data: dict[str, Any]
+
+
+class ResumeSpec(TaskSpec, kw_only=True):
+    """``resume``: resume a paused execution (this one unless ``execution_id``)."""
+
+    execution_id: str | None = None
+    inputs: dict[str, Any] = {}
+    namespace: str | None = None
+    flow_id: str | None = None
+
+
+class ToggleSpec(TaskSpec, kw_only=True):
+    """``toggle_trigger``: enable or disable a flow's trigger."""
+
+    trigger: str
+    enabled: bool = False
+    namespace: str | None = None
+    flow_id: str | None = None
+
+
+class FetchSpec(TaskSpec, kw_only=True):
+    """``fetch_logs``: an execution's log lines as a file."""
+
+    aliases: ClassVar[Mapping[str, str]] = {"tasksId": "task_ids"}
+    execution_id: str | None = None
+    task_ids: list[str] = []
+    level: Level = "INFO"
 
 
 class IfSpec(FlowableSpec, kw_only=True):
@@ -764,6 +881,35 @@ BUILTINS: tuple[TaskType, ...] = (
         "state_delete", StateSpec, _state("delete"), (f"{_K}state.Delete", f"{_OLD}states.Delete")
     ),
     TaskType(
+        "resume",
+        ResumeSpec,
+        lambda s: ResumeExecution(execution_id=s.execution_id, inputs=s.inputs, **common(s)),
+        (f"{_K}execution.Resume", f"{_OLD}executions.Resume"),
+    ),
+    TaskType(
+        "toggle_trigger",
+        ToggleSpec,
+        lambda s: ToggleTrigger(
+            trigger=s.trigger,
+            enabled=s.enabled,
+            namespace=s.namespace,
+            flow_id=s.flow_id,
+            **common(s),
+        ),
+        (f"{_K}trigger.Toggle", f"{_OLD}trigger.Toggle"),
+    ),
+    TaskType(
+        "fetch_logs",
+        FetchSpec,
+        lambda s: FetchLogs(
+            execution_id=s.execution_id,
+            task_ids=tuple(s.task_ids),
+            level=_LEVELS.get(s.level, s.level),
+            **common(s),
+        ),
+        (f"{_K}log.Fetch", f"{_OLD}log.Fetch"),
+    ),
+    TaskType(
         "labels",
         LabelsSpec,
         lambda s: Labels(labels=s.labels, **common(s)),
@@ -812,6 +958,7 @@ register_builtins(REGISTRY)
 
 __all__ = [
     "BUILTINS",
+    "FetchLogs",
     "HttpRequest",
     "Id",
     "KVDelete",
@@ -820,7 +967,9 @@ __all__ = [
     "KVSet",
     "LocalFiles",
     "OutputValues",
+    "ResumeExecution",
     "ShellCommands",
     "StateTask",
+    "ToggleTrigger",
     "register_builtins",
 ]

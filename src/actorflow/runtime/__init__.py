@@ -87,7 +87,9 @@ from actorflow.runtime._triggers import (
     Schedule,
     Trigger,
     Webhook,
+    trigger_enabled,
     trigger_key,
+    trigger_switch_key,
 )
 
 __all__ = [
@@ -161,7 +163,9 @@ __all__ = [
     "task",
     "template_limits",
     "tracing_observer",
+    "trigger_enabled",
     "trigger_key",
+    "trigger_switch_key",
     "truthy",
     "validate_inputs",
 ]

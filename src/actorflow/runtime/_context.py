@@ -21,7 +21,15 @@ from actorflow.storage import FileScope
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
+    from actorflow.runtime._flow import Flow
     from actorflow.storage import FileReader, FileStorage, Readable, Store
+
+
+class Controller(Protocol):
+    """What tasks acting on other executions call (the Runtime)."""
+
+    async def resume(self, execution_id: str, inputs: Mapping[str, Any] | None = None) -> None:
+        """Resume a PAUSED execution."""
 
 
 class TaskServices(Protocol):
@@ -30,6 +38,10 @@ class TaskServices(Protocol):
 
     files: FileStorage
     store: Store
+    controller: Controller | None
+
+    def find_flow(self, namespace: str, flow_id: str, revision: int | None = None) -> Flow | None:
+        """A registered flow."""
 
     def log(self, execution_id: str, task_run_id: str | None, level: str, message: str) -> None:
         """Store one log line of a task run."""

@@ -39,7 +39,7 @@ from actorflow.storage import AppendLog, Commit, FileStorage, LogRow, Store
 
 if TYPE_CHECKING:
     from actorflow.actors import Actor, ActorRef
-    from actorflow.runtime._context import TaskContext
+    from actorflow.runtime._context import Controller, TaskContext
     from actorflow.runtime._tasks import Subflow
 
 
@@ -157,6 +157,8 @@ class Engine:
         self._task_run_rows = task_run_rows_timed if timed else task_run_rows
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
         self.slots = Slots()
+        #: What tasks that act on other executions call (the Runtime sets itself here).
+        self.controller: Controller | None = None
         self.flows: dict[tuple[str, str, int], Flow] = {}
         self.live: dict[str, ActorRef] = {}
         self.admission = Admission(max_active, max_queued)
