@@ -472,3 +472,35 @@ async def test_fetch_logs(rt: Runtime) -> None:
     assert [json.loads(line)["message"] for line in lines] == ["a warning"]
     everything = ex.task_run("all").outputs
     assert everything["size"] == 3
+
+
+# -- ForEachItem ------------------------------------------------------------------------------
+async def test_foreach_item_runs_one_execution_per_batch(rt: Runtime) -> None:
+    """ForEachItem splits the file into batches of `rows` lines, starts one child execution
+    per batch (inputs from {{ taskrun.items }}, linked to its task run, a correlation label),
+    waits for them and outputs Kestra's counts: 4 task runs of its own."""
+    rt.register(_flow("item_child.yaml"))
+    ex = await rt.run(_flow("foreach_item.yaml"), timeout=20)
+    assert ex.state is State.SUCCESS, [tr.error for tr in ex.task_runs]
+    own = [tr.task_id for tr in ex.task_runs if tr.task_id.startswith("each")]
+    assert own == ["each", "each_split", "each_items", "each_merge"]
+    items = ex.task_run("each_items")
+    assert items.outputs["numberOfBatches"] == 3
+    assert items.outputs["iterations"]["SUCCESS"] == 3
+    batches = [await rt.read_file(u) for u in ex.task_run("each_split").outputs["batches"]]
+    assert batches == [b"a\nb\n", b"c\nd\n", b"e\n"]
+    children = [await rt.get(i) for i in items.outputs["executionIds"]]
+    assert {c.parent_execution_id for c in children} == {ex.id}
+    assert all(c.labels["system.correlationId"] == ex.id for c in children)
+    assert [c.inputs["items"] for c in children] == ex.task_run("each_split").outputs["batches"]
+    merged = await rt.read_file(ex.task_run("each_merge").outputs["subflowOutputs"])
+    assert len(merged.decode().splitlines()) == 3
+
+
+async def test_foreach_item_transmits_a_failed_batch(rt: Runtime) -> None:
+    """A failed batch execution fails the items task run (transmitFailed), so the flow."""
+    text = (FLOWS / "item_child.yaml").read_text().replace("default: false", "default: true")
+    rt.register(load_flow_text(text))
+    ex = await rt.run(_flow("foreach_item.yaml"), timeout=20)
+    assert ex.state is State.FAILED
+    assert "3 of 3 batch execution(s) failed" in (ex.task_run("each_items").error or "")

@@ -57,6 +57,8 @@ from actorflow.runtime import (
     WaitFor,
     WorkingDirectory,
     has_template,
+    labels_mapping,
+    render,
     trigger_switch_key,
 )
 
@@ -310,6 +312,123 @@ class FetchLogs(Runnable):
 _LEVEL_RANK = {"DEBUG": 0, "INFO": 1, "WARNING": 2, "ERROR": 3, "CRITICAL": 4}
 
 
+# -- ForEachItem: split a file of items, one subflow execution per batch, merge ---------------
+@dataclass(frozen=True, kw_only=True)
+class ForEachItemSplit(Runnable):
+    """Splits the file ``items`` (a URI; one item per line) into batch files of ``rows``
+    lines (or ``partitions`` files); outputs their URIs as ``batches``."""
+
+    items: str
+    rows: int | str | None = 1
+    partitions: int | None = None
+
+    async def run(self, ctx: TaskContext) -> Any:
+        uri = str(ctx.render(self.items, field="items"))
+        lines = (await ctx.storage.get(uri)).decode().splitlines(keepends=True)
+        lines = [line if line.endswith("\n") else line + "\n" for line in lines if line.strip()]
+        if self.partitions is not None:
+            size = max(1, -(-len(lines) // self.partitions))
+        else:
+            size = int(str(ctx.render(self.rows, field="batch.rows")))
+            if size < 1:
+                raise ValueError(f"batch.rows must be at least 1, got {size}")
+        batches = []
+        for i, start in enumerate(range(0, len(lines), size)):
+            batches.append(await ctx.storage.put(f"{i}.txt", "".join(lines[start : start + size])))
+        return {"batches": batches}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForEachItemRun(Runnable):
+    """Starts one execution of ``namespace.flow_id`` per batch of ``split_id`` (inputs
+    rendered with ``{{ taskrun.items }}`` = the batch's URI), each with an id derived from
+    this task run (a retry or a crash never starts a batch twice); with ``wait``, waits for
+    them all. Outputs Kestra's ``numberOfBatches``, ``submitted`` and ``iterations`` (counts
+    by state); with ``transmit_failed`` a failed or killed batch fails it."""
+
+    split_id: str
+    flow_id: str
+    namespace: str | None = None
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    wait: bool = True
+    transmit_failed: bool = True
+    labels: Mapping[str, Any] = field(default_factory=dict)
+    inherit_labels: bool = False
+
+    async def run(self, ctx: TaskContext) -> Any:
+        import hashlib
+
+        batches = ctx.outputs.get(self.split_id, {}).get("batches", [])
+        ns = ctx.namespace if self.namespace is None else str(ctx.render(self.namespace))
+        flow_id = str(ctx.render(self.flow_id, field="flow_id"))
+        flow = ctx.engine.find_flow(ns, flow_id)
+        if flow is None:
+            raise ValueError(f"subflow {ns}.{flow_id} is not registered")
+        labels: dict[str, str] = {"system.correlationId": ctx.execution_id}
+        if self.inherit_labels:
+            parent = await ctx.engine.load_execution(ctx.execution_id)
+            labels.update(parent.labels if parent is not None else {})
+        if self.labels:
+            labels.update(labels_mapping(ctx.render(dict(self.labels)), f"task {self.id!r}"))
+        ids = []
+        for i, uri in enumerate(batches):
+            variables = ctx.variables
+            variables["taskrun"] = _Fields({**variables["taskrun"], "items": uri, "iteration": i})
+            inputs = render(dict(self.inputs), variables, where=f"task {self.id!r} field 'inputs'")
+            digest = hashlib.sha256(f"{ctx.idempotency_key}/{i}".encode()).hexdigest()[:20]
+            ids.append(digest)
+            await ctx.engine.start_linked(
+                flow, inputs, parent_id=ctx.execution_id, parent_task_run_id=ctx.task_run_id,
+                labels=labels, execution_id=digest,
+            )  # fmt: skip
+        counts = dict.fromkeys(("CREATED", "RUNNING", "SUCCESS", "WARNING", "FAILED",
+                                "KILLED"), 0)  # fmt: skip
+        if not self.wait:
+            counts["CREATED"] = len(ids)
+        else:
+            controller = ctx.engine.controller
+            if controller is None:
+                raise RuntimeError("no runtime to wait for the batches through")
+            for child in ids:
+                done = await controller.wait(child)
+                counts[done.state.value] = counts.get(done.state.value, 0) + 1
+        outputs = {"numberOfBatches": len(ids), "submitted": len(ids), "iterations": counts,
+                   "executionIds": ids}  # fmt: skip
+        failed = counts["FAILED"] + counts["KILLED"]
+        if self.wait and self.transmit_failed and failed:
+            raise RuntimeError(f"{failed} of {len(ids)} batch execution(s) failed")
+        return outputs
+
+
+class _Fields:
+    """Template variables read as attributes first: ``{{ taskrun.items }}`` is the key, not
+    a mapping's ``items`` method."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.__dict__.update(values)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.__dict__[key]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForEachItemMerge(Runnable):
+    """Stores the outputs of the batch executions of ``items_id`` as one JSON-lines file:
+    outputs ``subflowOutputs`` (its URI)."""
+
+    items_id: str
+
+    async def run(self, ctx: TaskContext) -> Any:
+        ids = ctx.outputs.get(self.items_id, {}).get("executionIds", [])
+        lines = []
+        for child in ids:
+            done = await ctx.engine.load_execution(child)
+            if done is not None:
+                outputs = {tr.task_id: tr.outputs for tr in done.task_runs if tr.outputs}
+                lines.append(json.dumps(outputs, ensure_ascii=False, default=str) + "\n")
+        return {"subflowOutputs": await ctx.storage.put("outputs.jsonl", "".join(lines))}
+
+
 def _quote(part: str) -> str:
     return re.sub(r"[^a-zA-Z0-9._-]", lambda m: f"%{ord(m.group()):02X}", part) or "_"
 
@@ -522,6 +641,29 @@ class FetchSpec(TaskSpec, kw_only=True):
     level: Level = "INFO"
 
 
+class BatchSpec(Spec, kw_only=True):
+    """``batch`` of a ForEachItem: ``rows`` per batch (a number or a template) or
+    ``partitions`` batches."""
+
+    rows: int | str | None = None
+    partitions: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class ForEachItemSpec(FlowableSpec, kw_only=True):
+    """``foreach_item``: one execution of ``flow_id`` per batch of the file ``items``."""
+
+    items: str
+    batch: BatchSpec = msgspec.field(default_factory=BatchSpec)
+    namespace: str | None = None
+    flow_id: str
+    inputs: dict[str, Any] = {}
+    wait: bool = True
+    transmit_failed: bool = True
+    labels: dict[str, Any] | list[dict[str, Any]] = {}
+    inherit_labels: bool = False
+    revision: int | None = None
+
+
 class IfSpec(FlowableSpec, kw_only=True):
     """``if``: ``then`` when ``condition`` is truthy, else ``else``."""
 
@@ -679,6 +821,29 @@ def _state(action: Literal["get", "set", "delete"]) -> Any:
         )
 
     return build
+
+
+def _foreach_item(s: ForEachItemSpec) -> Task:
+    labels = s.labels
+    if isinstance(labels, list):
+        labels = {str(i.get("key")): i.get("value") for i in labels}
+    rows: int | str | None = s.batch.rows
+    if rows is None and s.batch.partitions is None:
+        rows = 1
+    # Kestra's three task runs inside the ForEachItem: split, items (the executions), merge.
+    split = ForEachItemSplit(id=f"{s.id}_split", items=s.items, rows=rows,
+                             partitions=s.batch.partitions)  # fmt: skip
+    items = ForEachItemRun(
+        id=f"{s.id}_items", split_id=split.id, flow_id=s.flow_id, namespace=s.namespace,
+        inputs=s.inputs, wait=s.wait, transmit_failed=s.transmit_failed, labels=labels,
+        inherit_labels=s.inherit_labels, retry=common(s)["retry"],
+    )  # fmt: skip
+    tasks: tuple[Task, ...] = (split, items)
+    if s.wait:
+        tasks += (ForEachItemMerge(id=f"{s.id}_merge", items_id=items.id),)
+    kw = flowable_common(s)
+    kw["retry"] = None  # the items task retries, as in Kestra
+    return Sequential(tasks=tasks, **kw)
 
 
 def _subflow(s: SubflowSpec) -> Task:
@@ -881,6 +1046,12 @@ BUILTINS: tuple[TaskType, ...] = (
         "state_delete", StateSpec, _state("delete"), (f"{_K}state.Delete", f"{_OLD}states.Delete")
     ),
     TaskType(
+        "foreach_item",
+        ForEachItemSpec,
+        _foreach_item,
+        (f"{_K}flow.ForEachItem", f"{_OLD}flows.ForEachItem"),
+    ),
+    TaskType(
         "resume",
         ResumeSpec,
         lambda s: ResumeExecution(execution_id=s.execution_id, inputs=s.inputs, **common(s)),
@@ -959,6 +1130,9 @@ register_builtins(REGISTRY)
 __all__ = [
     "BUILTINS",
     "FetchLogs",
+    "ForEachItemMerge",
+    "ForEachItemRun",
+    "ForEachItemSplit",
     "HttpRequest",
     "Id",
     "KVDelete",

@@ -26,6 +26,7 @@ import yaml
 
 from actorflow._errors import FlowError, FlowValidationError, Problem
 from actorflow.flows import _builtin  # noqa: F401  - registers the built-in types
+from actorflow.flows._builtin import ForEachItemRun
 from actorflow.flows._registry import (
     ID_PATTERN,
     MAX_ID_LENGTH,
@@ -1018,7 +1019,7 @@ def _called(flow: Flow) -> set[tuple[str, str]]:
         task = stack.pop()
         if isinstance(task, Flowable):
             stack.extend(task.children())
-        elif isinstance(task, Subflow):
+        elif isinstance(task, Subflow | ForEachItemRun):
             if has_template(task.flow_id) or has_template(task.namespace or ""):
                 out.add(_ANY_FLOW)  # known only when it runs: any flow of the directories
             else:

@@ -69,6 +69,7 @@ from actorflow.runtime._tasks import (
     TaskFunction,
     WaitFor,
     WorkingDirectory,
+    labels_mapping,
     task,
 )
 from actorflow.runtime._template import (
@@ -157,6 +158,7 @@ __all__ = [
     "WorkingDirectory",
     "check_template",
     "has_template",
+    "labels_mapping",
     "render",
     "set_source_loader",
     "set_template_limits",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import anyio
 
 from actorflow._errors import UnstorableValue
-from actorflow.runtime._records import Metric
+from actorflow.runtime._records import Execution, Metric
 from actorflow.runtime._template import render, truthy
 from actorflow.runtime._values import check_text, metric_tags, metric_value
 from actorflow.storage import FileScope
@@ -31,6 +31,9 @@ class Controller(Protocol):
     async def resume(self, execution_id: str, inputs: Mapping[str, Any] | None = None) -> None:
         """Resume a PAUSED execution."""
 
+    async def wait(self, execution_id: str, *, timeout: float | None = None) -> Execution:
+        """The execution once it ended."""
+
 
 class TaskServices(Protocol):
     """What a task's context needs from the engine that runs it (the engine provides it; this
@@ -42,6 +45,21 @@ class TaskServices(Protocol):
 
     def find_flow(self, namespace: str, flow_id: str, revision: int | None = None) -> Flow | None:
         """A registered flow."""
+
+    async def start_linked(
+        self,
+        flow: Flow,
+        inputs: dict[str, Any],
+        *,
+        parent_id: str,
+        parent_task_run_id: str,
+        labels: dict[str, str],
+        execution_id: str,
+    ) -> bool:
+        """Start a child execution of a task run with a given id (False: it exists)."""
+
+    async def load_execution(self, execution_id: str) -> Execution | None:
+        """The stored tree of an execution."""
 
     def log(self, execution_id: str, task_run_id: str | None, level: str, message: str) -> None:
         """Store one log line of a task run."""

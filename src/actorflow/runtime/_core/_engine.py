@@ -507,6 +507,38 @@ class Engine:
         self.spawn_execution(flow, record, [], "start", Start())
         return record.id
 
+    async def start_linked(
+        self,
+        flow: Flow,
+        inputs: dict[str, Any],
+        *,
+        parent_id: str,
+        parent_task_run_id: str,
+        labels: dict[str, str],
+        execution_id: str,
+    ) -> bool:
+        """Start an execution of ``flow`` with id ``execution_id`` as a child of a task run
+        (ForEachItem's batches); False when it exists already (started before a crash)."""
+        target = f"{flow.namespace}.{flow.id}"
+        if execution_id in self.live or await self.store.get_execution(execution_id):
+            return False
+        await check_subflow_depth(await self._parent_id(parent_id), self._parent_id, target)
+        check_allowed(flow, self.allow_types, self.find_flow)
+        valid = validate_inputs(flow.inputs, inputs, where=f"subflow {target}")
+        await self.admission.wait_for_room()
+        record = new_execution_record(
+            engine=self,
+            flow=flow,
+            inputs=valid,
+            parent_execution_id=parent_id,
+            parent_task_run_id=parent_task_run_id,
+            labels=check_labels(labels, f"subflow {target}: labels") if labels else None,
+            execution_id=execution_id,
+        )
+        await self.save_execution(record, record.history)
+        self.start_execution(flow, record)
+        return True
+
     async def _parent_id(self, execution_id: str) -> str | None:
         row = await self.store.get_execution(execution_id)
         return None if row is None else row.parent_execution_id
