@@ -198,7 +198,8 @@ tasks:
 # -- WorkingDirectory + LocalFiles -------------------------------------------------------
 async def test_working_directory_shares_files(rt: Runtime) -> None:
     """A file written by one task of a WorkingDirectory is seen by the next, stored as
-    outputs.<task>.uris, and the directory is removed afterwards."""
+    outputs.<task>.uris, and the directory is removed afterwards; inputFiles are written
+    first and outputFiles stored as outputs.<wd>.outputFiles."""
     ex = await rt.run(_flow("working_directory.yaml"), timeout=10)
     assert ex.state is State.SUCCESS, ex.error
     uri = ex.task_run("uri").outputs["value"]
@@ -207,6 +208,9 @@ async def test_working_directory_shares_files(rt: Runtime) -> None:
     from actorflow.runtime._tasks import working_dir_path
 
     assert not os.path.exists(working_dir_path(ex.id, ex.task_run("wd").id))
+    files = ex.task_run("wd2").outputs["outputFiles"]
+    assert sorted(files) == ["data/in.txt", "data/more.txt"]
+    assert await rt.read_file(files["data/in.txt"]) == b"from working-directory"
 
 
 async def test_local_files_refuses_names_outside(rt: Runtime) -> None:
@@ -504,3 +508,20 @@ async def test_foreach_item_transmits_a_failed_batch(rt: Runtime) -> None:
     ex = await rt.run(_flow("foreach_item.yaml"), timeout=20)
     assert ex.state is State.FAILED
     assert "3 of 3 batch execution(s) failed" in (ex.task_run("each_items").error or "")
+
+
+async def test_wait_for_continues_after_a_restart_of_the_process(tmp_path: Path) -> None:
+    """A loop waiting between iterations when its runtime closes continues in the next one
+    from its stored iterationCount: 3 iterations in all, none run twice."""
+    flow = _flow("wait_for.yaml")
+    db = tmp_path / "rt.db"
+    async with Runtime.open(db, flows=[flow], clock=FakeClock()) as rt:
+        handle = await rt.submit(flow)
+        await anyio.wait_all_tasks_blocked()
+        first = await rt.get(handle.id)
+        assert len(_runs(first, "count")) == 1 and first.state is State.RUNNING
+    async with Runtime.open(db, flows=[flow], clock=(clock := FakeClock())) as rt:
+        ex = await _drive(rt, clock, handle.id, 0.5)
+        assert ex.state is State.SUCCESS
+        assert sorted(tr.iteration for tr in _runs(ex, "count")) == [0, 1, 2]
+        assert ex.task_run("after").outputs == {"value": 3}

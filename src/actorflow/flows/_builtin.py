@@ -556,9 +556,12 @@ class WaitForSpec(FlowableSpec, kw_only=True):
 
 
 class WorkingDirectorySpec(FlowableSpec, kw_only=True):
-    """``working_directory``: ``tasks`` in sequence, sharing one directory."""
+    """``working_directory``: ``tasks`` in sequence, sharing one directory; ``input_files``
+    written into it first, ``output_files`` (glob patterns) stored last (``outputFiles``)."""
 
     tasks: list[ChildTask]
+    input_files: dict[str, Any] = {}
+    output_files: list[str] = []
 
 
 class LocalFilesSpec(TaskSpec, kw_only=True):
@@ -846,6 +849,18 @@ def _foreach_item(s: ForEachItemSpec) -> Task:
     return Sequential(tasks=tasks, **kw)
 
 
+def _working_directory(s: WorkingDirectorySpec) -> Task:
+    tasks = tasks_of(s.tasks)
+    collect = None
+    # inputFiles and outputFiles are LocalFiles task runs of their own, first and last.
+    if s.input_files:
+        tasks = (LocalFiles(id=f"{s.id}_inputFiles", inputs=s.input_files), *tasks)
+    if s.output_files:
+        collect = f"{s.id}_outputFiles"
+        tasks = (*tasks, LocalFiles(id=collect, outputs=tuple(s.output_files)))
+    return WorkingDirectory(tasks=tasks, collect_from=collect, **flowable_common(s))
+
+
 def _subflow(s: SubflowSpec) -> Task:
     labels = s.labels
     if isinstance(labels, list):
@@ -1002,7 +1017,7 @@ BUILTINS: tuple[TaskType, ...] = (
     TaskType(
         "working_directory",
         WorkingDirectorySpec,
-        lambda s: WorkingDirectory(tasks=tasks_of(s.tasks), **flowable_common(s)),
+        _working_directory,
         (f"{_K}flow.WorkingDirectory", f"{_OLD}flows.WorkingDirectory"),
     ),
     TaskType(

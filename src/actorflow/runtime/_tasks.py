@@ -389,7 +389,13 @@ def working_dir_path(execution_id: str, task_run_id: str) -> str:
 @dataclass(frozen=True, kw_only=True)
 class WorkingDirectory(Sequential):
     """A Sequential whose tasks share one directory (``ctx.working_dir``), removed once it
-    ends (Kestra's WorkingDirectory; store files with LocalFiles ``outputs`` to keep them)."""
+    ends (Kestra's WorkingDirectory; store files with LocalFiles ``outputs`` to keep them).
+
+    ``collect_from``: the id of its last task whose ``uris`` output becomes this task run's
+    ``outputFiles`` output (the file form's ``outputFiles``).
+    """
+
+    collect_from: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -362,9 +362,13 @@ class ExecutionActor(Actor):
             if owner.state.terminal:
                 continue
             old = owner.state
-            owner = self._set_run(owner, state, error=frame.error)
-            if isinstance(self.flow.task(owner.task_id), WorkingDirectory):
+            wd = self.flow.task(owner.task_id)
+            extra: dict[str, Any] = {}
+            if isinstance(wd, WorkingDirectory):
                 shutil.rmtree(working_dir_path(self.ex.id, owner.id), ignore_errors=True)
+                if wd.collect_from is not None:
+                    extra["outputs"] = {**owner.outputs, "outputFiles": self._collected(frame, wd)}
+            owner = self._set_run(owner, state, error=frame.error, **extra)
             parent = self._frame_of(owner)
             if parent is not None:
                 parent.changed(old, owner)
@@ -427,6 +431,15 @@ class ExecutionActor(Actor):
     def _settle(self, tr: TaskRun, frame: Frame, state: State, error: str | None = None) -> None:
         new = self._set_run(tr, state, error=error)
         frame.changed(tr.state, new)
+
+    def _collected(self, frame: Frame, wd: WorkingDirectory) -> dict[str, Any]:
+        """The files a WorkingDirectory's last task stored (its ``uris``)."""
+        for run_id in frame.main.ids:
+            tr = self.runs[run_id]
+            if tr.task_id == wd.collect_from:
+                uris = tr.outputs.get("uris")
+                return dict(uris) if isinstance(uris, dict) else {}
+        return {}
 
     def _working_dir(self, tr: TaskRun) -> str | None:
         """The directory of the nearest WorkingDirectory task run around ``tr``, if any."""
