@@ -525,3 +525,18 @@ async def test_wait_for_continues_after_a_restart_of_the_process(tmp_path: Path)
         assert ex.state is State.SUCCESS
         assert sorted(tr.iteration for tr in _runs(ex, "count")) == [0, 1, 2]
         assert ex.task_run("after").outputs == {"value": 3}
+
+
+async def test_foreach_item_without_wait(rt: Runtime) -> None:
+    """wait: false starts the batches and ends at once: still split, items and merge (which
+    merges nothing), the batches counted as CREATED."""
+    rt.register(_flow("item_child.yaml"))
+    text = (FLOWS / "foreach_item.yaml").read_text() + "    wait: false\n"
+    ex = await rt.run(load_flow_text(text), timeout=20)
+    assert ex.state is State.SUCCESS
+    assert [tr.task_id for tr in ex.task_runs if tr.task_id.startswith("each")] == [
+        "each", "each_split", "each_items", "each_merge"]  # fmt: skip
+    items = ex.task_run("each_items").outputs
+    assert items["iterations"]["CREATED"] == 3 and ex.task_run("each_merge").outputs == {}
+    for child in items["executionIds"]:
+        assert (await rt.wait(child, timeout=10)).state is State.SUCCESS

@@ -414,11 +414,14 @@ class _Fields:
 @dataclass(frozen=True, kw_only=True)
 class ForEachItemMerge(Runnable):
     """Stores the outputs of the batch executions of ``items_id`` as one JSON-lines file:
-    outputs ``subflowOutputs`` (its URI)."""
+    outputs ``subflowOutputs`` (its URI); nothing when the batches were not waited for."""
 
     items_id: str
+    wait: bool = True
 
     async def run(self, ctx: TaskContext) -> Any:
+        if not self.wait:
+            return None
         ids = ctx.outputs.get(self.items_id, {}).get("executionIds", [])
         lines = []
         for child in ids:
@@ -841,9 +844,9 @@ def _foreach_item(s: ForEachItemSpec) -> Task:
         inputs=s.inputs, wait=s.wait, transmit_failed=s.transmit_failed, labels=labels,
         inherit_labels=s.inherit_labels, retry=common(s)["retry"],
     )  # fmt: skip
-    tasks: tuple[Task, ...] = (split, items)
-    if s.wait:
-        tasks += (ForEachItemMerge(id=f"{s.id}_merge", items_id=items.id),)
+    # The merge runs without wait too (Kestra's four task runs); it has nothing to merge then.
+    merge = ForEachItemMerge(id=f"{s.id}_merge", items_id=items.id, wait=s.wait)
+    tasks: tuple[Task, ...] = (split, items, merge)
     kw = flowable_common(s)
     kw["retry"] = None  # the items task retries, as in Kestra
     return Sequential(tasks=tasks, **kw)

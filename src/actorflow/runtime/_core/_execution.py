@@ -223,6 +223,9 @@ class ExecutionActor(Actor):
             parent = self._frame_of(tr)
             if parent is not None:
                 parent.add(tr)
+            if tr.state in (State.SUCCESS, State.WARNING) and "labels" in tr.outputs:
+                # Its labels may have ended with the process before the execution was saved.
+                self._set_labels(tr)
         if self.ex.state is State.RESTARTED:
             self._to(State.RUNNING)
             self._save()

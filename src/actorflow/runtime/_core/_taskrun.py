@@ -492,7 +492,9 @@ class TaskRunActor(Actor):
             return
         self.record = msgspec.structs.replace(self.record, child_execution_id=child_id)
         if not self.task.wait:
-            self._end_attempt(State.SUCCESS, outputs={"execution_id": child_id})
+            self._end_attempt(
+                State.SUCCESS, outputs={"execution_id": child_id, "executionId": child_id}
+            )
             return
         self._publish()
 
