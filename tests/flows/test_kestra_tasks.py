@@ -540,3 +540,20 @@ async def test_foreach_item_without_wait(rt: Runtime) -> None:
     assert items["iterations"]["CREATED"] == 3 and ex.task_run("each_merge").outputs == {}
     for child in items["executionIds"]:
         assert (await rt.wait(child, timeout=10)).state is State.SUCCESS
+
+
+async def test_switch_with_empty_defaults_fails_without_a_match(rt: Runtime) -> None:
+    """A Switch whose `defaults:` is empty (null) loads; no case matching fails it."""
+    flow = load_flow_text("""
+id: sw
+tasks:
+  - id: s
+    type: io.kestra.plugin.core.flow.Switch
+    value: "nothing"
+    cases:
+      a: [{id: a1, type: return, value: 1}]
+    defaults:
+""")
+    ex = await rt.run(flow, timeout=10)
+    assert ex.state is State.FAILED
+    assert "no case matches" in (ex.task_run("s").error or "")

@@ -683,7 +683,7 @@ class SwitchSpec(FlowableSpec, kw_only=True):
 
     value: Any
     cases: dict[str, list[ChildTask]] = {}
-    defaults: list[ChildTask] = []
+    defaults: list[ChildTask] | None = []  # an empty ``defaults:`` (null) is none, as in Kestra
 
 
 class DagNodeSpec(Spec, kw_only=True):
@@ -986,7 +986,7 @@ BUILTINS: tuple[TaskType, ...] = (
         lambda s: Switch(
             value=s.value,
             cases={k: tasks_of(v) for k, v in s.cases.items()},
-            defaults=tasks_of(s.defaults),
+            defaults=tasks_of(s.defaults or []),
             **flowable_common(s),
         ),
         (f"{_K}flow.Switch", f"{_OLD}flows.Switch"),
