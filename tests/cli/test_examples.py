@@ -56,7 +56,8 @@ def check_loops_and_dag(tree: dict[str, Any], db: Path) -> None:
 def check_approval(tree: dict[str, Any], db: Path) -> None:
     assert tree["state"] == "SUCCESS"
     runs = _runs(tree)
-    assert runs["approve"][0]["outputs"] == {"approved": True, "comment": "ship it"}
+    given = {"approved": True, "comment": "ship it"}
+    assert runs["approve"][0]["outputs"] == {**given, "onResume": given}
     child = runs["run-hello"][0]["child_execution_id"]
     hello = af_json("show", child, "--db", db)
     assert hello["state"] == "SUCCESS" and hello["parent_execution_id"] == tree["id"]

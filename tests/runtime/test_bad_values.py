@@ -291,7 +291,7 @@ async def test_unstorable_resume_inputs_are_refused_and_the_pause_waits_on(rt: R
     await rt.resume(handle.id, {"why": "ok"})
     done = await handle.wait()
     assert done.state is State.SUCCESS
-    assert done.task_run("p").outputs == {"why": "ok"}
+    assert done.task_run("p").outputs == {"why": "ok", "onResume": {"why": "ok"}}
 
 
 async def test_unstorable_subflow_inputs_fail_the_subflow_task_run(tmp_path: Path) -> None:

@@ -144,7 +144,8 @@ async def test_a_bad_resume_input_from_another_process_is_the_owners_error(
             await sender.resume(ex_id, {"reason": "fine"})
         done = await owner.wait(ex_id)
         assert done.state is State.SUCCESS and done.task_run("approve").outputs == {
-            "reason": "fine"
+            "reason": "fine",
+            "onResume": {"reason": "fine"},
         }
         assert [s for _, s, _ in await _command_rows(db)] == ["rejected", "applied"]
 

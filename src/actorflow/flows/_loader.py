@@ -26,6 +26,7 @@ import yaml
 
 from actorflow._errors import FlowError, FlowValidationError, Problem
 from actorflow.flows import _builtin  # noqa: F401  - registers the built-in types
+from actorflow.flows._builtin import ForEachItemRun
 from actorflow.flows._registry import (
     ID_PATTERN,
     MAX_ID_LENGTH,
@@ -1018,9 +1019,16 @@ def _called(flow: Flow) -> set[tuple[str, str]]:
         task = stack.pop()
         if isinstance(task, Flowable):
             stack.extend(task.children())
-        elif isinstance(task, Subflow):
-            out.add((task.namespace or flow.namespace, task.flow_id))
+        elif isinstance(task, Subflow | ForEachItemRun):
+            if has_template(task.flow_id) or has_template(task.namespace or ""):
+                out.add(_ANY_FLOW)  # known only when it runs: any flow of the directories
+            else:
+                out.add((task.namespace or flow.namespace, task.flow_id))
     return out
+
+
+#: What ``_called`` names for a subflow whose flow id or namespace is a template.
+_ANY_FLOW = ("*", "*")
 
 
 def load_subflows(
@@ -1068,6 +1076,11 @@ def load_subflows(
         namespace, flow_id = key = wanted.pop()
         if key in loaded:
             continue
+        if key == _ANY_FLOW:
+            loaded[key] = flow  # once: every file is read now
+            for path in [p for p in sniffed if p not in tried]:
+                parse(path)
+            continue
         named = [
             p
             for p, (sid, sns) in sniffed.items()
@@ -1083,7 +1096,9 @@ def load_subflows(
                 parse(path)
                 if key in loaded:
                     break
-    return [f for k, f in loaded.items() if k != (flow.namespace, flow.id)], failures
+    return [
+        f for k, f in loaded.items() if k not in ((flow.namespace, flow.id), _ANY_FLOW)
+    ], failures
 
 
 __all__ = [

@@ -189,6 +189,12 @@ class ConcurrencySpec(Spec, kw_only=True):
         return Concurrency(limit=self.limit, behavior=ConcurrencyBehavior(self.behavior))
 
 
+#: Log levels of flow files (Kestra's names too).
+LogLevel = Literal["TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"]
+#: Kestra's level names that are spelled otherwise here.
+LEVEL_NAMES: Mapping[str, str] = {"TRACE": "DEBUG", "WARN": "WARNING"}
+
+
 class TaskSpec(Spec, kw_only=True):
     """Options every task of a flow file has."""
 
@@ -201,6 +207,8 @@ class TaskSpec(Spec, kw_only=True):
     allow_warning: bool = False
     run_if: bool | str | None = None
     disabled: bool = False
+    log_level: LogLevel | None = None
+    log_to_file: bool = False
 
 
 class FlowableSpec(TaskSpec, kw_only=True):
@@ -227,6 +235,8 @@ def common(spec: TaskSpec) -> dict[str, Any]:
         "allow_warning": spec.allow_warning,
         "run_if": spec.run_if,
         "disabled": spec.disabled,
+        "log_level": LEVEL_NAMES.get(spec.log_level, spec.log_level) if spec.log_level else None,
+        "log_to_file": spec.log_to_file,
     }
 
 

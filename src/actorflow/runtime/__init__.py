@@ -17,7 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from actorflow.runtime._clock import MAX_DURATION, Clock, FakeClock
-from actorflow.runtime._context import MetricRecorder, TaskContext, TaskLogger, TaskStorage
+from actorflow.runtime._context import (
+    MetricRecorder,
+    TaskContext,
+    TaskKV,
+    TaskLogger,
+    TaskStorage,
+)
 from actorflow.runtime._flow import (
     Concurrency,
     ConcurrencyBehavior,
@@ -47,6 +53,7 @@ from actorflow.runtime._tasks import (
     Flowable,
     ForEach,
     If,
+    Labels,
     Log,
     OutputRef,
     Parallel,
@@ -61,6 +68,9 @@ from actorflow.runtime._tasks import (
     Task,
     TaskFailure,
     TaskFunction,
+    WaitFor,
+    WorkingDirectory,
+    labels_mapping,
     task,
 )
 from actorflow.runtime._template import (
@@ -79,7 +89,9 @@ from actorflow.runtime._triggers import (
     Schedule,
     Trigger,
     Webhook,
+    trigger_enabled,
     trigger_key,
+    trigger_switch_key,
 )
 
 __all__ = [
@@ -106,6 +118,7 @@ __all__ = [
     "ForEach",
     "If",
     "Input",
+    "Labels",
     "Log",
     "Metric",
     "MetricRecorder",
@@ -134,6 +147,7 @@ __all__ = [
     "TaskContext",
     "TaskFailure",
     "TaskFunction",
+    "TaskKV",
     "TaskLogger",
     "TaskRun",
     "TaskStorage",
@@ -141,16 +155,21 @@ __all__ = [
     "Tracing",
     "TracingObserver",
     "Trigger",
+    "WaitFor",
     "Webhook",
+    "WorkingDirectory",
     "check_template",
     "has_template",
+    "labels_mapping",
     "render",
     "set_source_loader",
     "set_template_limits",
     "task",
     "template_limits",
     "tracing_observer",
+    "trigger_enabled",
     "trigger_key",
+    "trigger_switch_key",
     "truthy",
     "validate_inputs",
 ]

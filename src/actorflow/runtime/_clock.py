@@ -10,6 +10,7 @@ import heapq
 import itertools
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 
@@ -38,6 +39,38 @@ def check_duration(value: object, what: str) -> float:
             f"(100 years), got {value!r}"
         )
     return seconds
+
+
+_ISO_DURATION = re.compile(
+    r"^P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?"
+    r"(?:(\d+(?:\.\d+)?)S)?)?$",
+    re.IGNORECASE,
+)
+_SHORT_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration_text(value: object) -> float:
+    """Seconds from a rendered duration: a number, ISO-8601 (``PT1M30S``) or ``5s``/``2m``.
+
+    For durations known only when a task runs (templates); files' literal durations are
+    parsed by the loader. Raises FlowError naming the value.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    iso = _ISO_DURATION.match(text)
+    if iso and text.upper() not in ("P", "PT") and not text.upper().endswith("T"):
+        d, h, m, sec = (float(g) if g else 0.0 for g in iso.groups())
+        return d * 86400 + h * 3600 + m * 60 + sec
+    if text and not _SHORT_DURATION.sub("", text).strip():
+        return sum(float(n) * _UNIT_SECONDS[u.lower()] for n, u in _SHORT_DURATION.findall(text))
+    try:
+        return float(text)
+    except ValueError:
+        raise FlowError(
+            f"invalid duration {text[:60]!r}; use seconds, ISO-8601 (PT1M30S) or 5s/2m/1h"
+        ) from None
 
 
 class Clock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import AsyncIterable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -11,7 +13,7 @@ import anyio
 
 from actorflow._errors import UnstorableValue
 from actorflow.runtime._hostlog import LEVEL_NUMBERS, task_line, task_logger
-from actorflow.runtime._records import Metric
+from actorflow.runtime._records import Execution, Metric
 from actorflow.runtime._template import render, truthy
 from actorflow.runtime._values import check_text, metric_tags, metric_value
 from actorflow.storage import FileScope
@@ -19,7 +21,18 @@ from actorflow.storage import FileScope
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
-    from actorflow.storage import FileReader, FileStorage, Readable
+    from actorflow.runtime._flow import Flow
+    from actorflow.storage import FileReader, FileStorage, Readable, Store
+
+
+class Controller(Protocol):
+    """What tasks acting on other executions call (the Runtime)."""
+
+    async def resume(self, execution_id: str, inputs: Mapping[str, Any] | None = None) -> None:
+        """Resume a PAUSED execution."""
+
+    async def wait(self, execution_id: str, *, timeout: float | None = None) -> Execution:
+        """The execution once it ended."""
 
 
 class TaskServices(Protocol):
@@ -27,6 +40,26 @@ class TaskServices(Protocol):
     module never imports the engine)."""
 
     files: FileStorage
+    store: Store
+    controller: Controller | None
+
+    def find_flow(self, namespace: str, flow_id: str, revision: int | None = None) -> Flow | None:
+        """A registered flow."""
+
+    async def start_linked(
+        self,
+        flow: Flow,
+        inputs: dict[str, Any],
+        *,
+        parent_id: str,
+        parent_task_run_id: str,
+        labels: dict[str, str],
+        execution_id: str,
+    ) -> bool:
+        """Start a child execution of a task run with a given id (False: it exists)."""
+
+    async def load_execution(self, execution_id: str) -> Execution | None:
+        """The stored tree of an execution."""
 
     def log(
         self, execution_id: str, task_run_id: str | None, level: str, message: str
@@ -41,6 +74,7 @@ class TaskServices(Protocol):
 
 T = TypeVar("T")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_RANK = {name: rank for rank, name in enumerate(LEVELS)}
 
 
 class TaskLogger:
@@ -61,13 +95,19 @@ class TaskLogger:
         if levelno is None:
             raise ValueError(f"unknown log level {level!r}; use one of {LEVELS}")
         c = self._ctx
+        if c.log_level is not None and _RANK[level] < _RANK.get(c.log_level, 0):
+            return  # below the task's logLevel: dropped, as Kestra does
         if type(message) is not str or not message.isascii():
             try:
                 check_text(message, f"log line (ctx.log.{level.lower()})")
             except UnstorableValue as exc:
                 c.reject(exc)
                 raise
-        ids = c.engine.log(c.execution_id, c.task_run_id, level, message)
+        if c.log_lines is not None:  # logToFile: kept for the attempt's log file
+            c.log_lines.append(f"{time.time():.3f} {level} {message}")
+            ids: tuple[str | None, str | None] = (None, None)
+        else:
+            ids = c.engine.log(c.execution_id, c.task_run_id, level, message)
         logger = task_logger(c.namespace, c.flow_id, c.task_id)
         if logger.isEnabledFor(levelno):
             task_line(
@@ -190,6 +230,52 @@ class TaskStorage:
         return self._ctx.engine.files.open_read(uri, scope=self._scope())
 
 
+#: Keys of the namespace key-value store (Kestra's rule).
+KV_KEY = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._/-]*$")
+_MISSING: Any = object()
+
+
+class TaskKV:
+    """The key-value store of a namespace (this flow's unless named): JSON values, read back
+    at once after a set; ``ttl`` seconds until an entry expires."""
+
+    def __init__(self, ctx: TaskContext) -> None:
+        self._ctx = ctx
+
+    def _where(self, namespace: str | None) -> str:
+        return namespace or self._ctx.namespace
+
+    async def get(self, key: str, default: Any = None, *, namespace: str | None = None) -> Any:
+        """The value of ``key`` (``default`` when absent or expired)."""
+        row = await self._ctx.engine.store.kv_get(self._where(namespace), key)
+        return default if row is None else json.loads(row.value)
+
+    async def has(self, key: str, *, namespace: str | None = None) -> bool:
+        """Whether ``key`` is set (and not expired)."""
+        return await self.get(key, _MISSING, namespace=namespace) is not _MISSING
+
+    async def set(
+        self, key: str, value: Any, *, namespace: str | None = None, ttl: float | None = None
+    ) -> None:
+        """Set ``key`` to a JSON-encodable ``value``."""
+        if not isinstance(key, str) or not KV_KEY.match(key):
+            raise ValueError(
+                f"invalid key {key!r}: letters, digits, '.', '_', '-' and '/', "
+                "starting with a letter or digit"
+            )
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        check_text(text, f"key-value entry {key!r}")
+        await self._ctx.engine.store.kv_set(self._where(namespace), key, text, ttl)
+
+    async def delete(self, key: str, *, namespace: str | None = None) -> bool:
+        """Remove ``key``; False when it was not set."""
+        return await self._ctx.engine.store.kv_delete(self._where(namespace), key)
+
+    async def keys(self, *, namespace: str | None = None) -> list[str]:
+        """The keys set in the namespace, sorted."""
+        return [r.key for r in await self._ctx.engine.store.kv_keys(self._where(namespace))]
+
+
 class TaskContext:
     """Passed to every task: everything it may read or record."""
 
@@ -203,6 +289,8 @@ class TaskContext:
         "idempotency_key",
         "inputs",
         "iteration",
+        "log_level",
+        "log_lines",
         "namespace",
         "outputs",
         "rejected",
@@ -210,6 +298,7 @@ class TaskContext:
         "task_run_id",
         "trigger",
         "value",
+        "working_dir",
     )
 
     def __init__(
@@ -229,8 +318,17 @@ class TaskContext:
         iteration: int | None = None,
         trigger: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        log_level: str | None = None,
+        log_to_file: bool = False,
+        working_dir: str | None = None,
     ) -> None:
         self.engine = engine
+        #: Lines below this level are dropped (the task's ``log_level``).
+        self.log_level = log_level
+        #: With ``log_to_file``: the attempt's lines, stored as one file when it ends.
+        self.log_lines: list[str] | None = [] if log_to_file else None
+        #: The directory a WorkingDirectory task shares with the tasks inside it.
+        self.working_dir = working_dir
         self.execution_id = execution_id
         self.task_run_id = task_run_id
         #: The same in every attempt of this task run, including one run again after a
@@ -275,6 +373,11 @@ class TaskContext:
     def storage(self) -> TaskStorage:
         """Files in the internal storage."""
         return TaskStorage(self)
+
+    @property
+    def kv(self) -> TaskKV:
+        """The namespace key-value store (Kestra's KV store)."""
+        return TaskKV(self)
 
     def metrics(self) -> tuple[Metric, ...]:
         """What the attempt recorded through :attr:`metric`."""

@@ -46,6 +46,8 @@ class Attempt(msgspec.Struct, frozen=True, gc=False, tag="attempt"):
     end: float | None = None
     error: str | None = None
     error_type: str | None = None
+    #: The URI of the attempt's log lines, for a task with ``log_to_file``.
+    log_file: str | None = None
 
     @property
     def duration(self) -> float | None:

@@ -120,6 +120,7 @@ class Runtime(Recovery):
     def __init__(self, engine: Engine, store: Store) -> None:
         self.engine = engine
         self.store = store
+        engine.controller = self  # for tasks that act on other executions (Resume)
         #: Seconds closing may take in all (see :meth:`open`).
         self.shutdown_timeout = 10.0
         self._closing = False

@@ -22,7 +22,13 @@ import anyio
 
 from actorflow._errors import ActorflowError
 from actorflow.runtime._records import Execution
-from actorflow.runtime._triggers import FlowTrigger, RecoverMissed, Schedule, trigger_key
+from actorflow.runtime._triggers import (
+    FlowTrigger,
+    RecoverMissed,
+    Schedule,
+    trigger_enabled,
+    trigger_key,
+)
 
 if TYPE_CHECKING:
     from actorflow.runtime._flow import Flow
@@ -124,9 +130,12 @@ class Scheduler:
         deadline: float | None = None
         for flow in self.rt.flows():
             for trigger in flow.triggers:
-                if trigger.disabled or not isinstance(trigger, Schedule):
+                if not isinstance(trigger, Schedule):
                     continue
                 try:
+                    if not await trigger_enabled(self.rt.store, flow, trigger):
+                        await self._pass_disabled(flow, trigger)
+                        continue
                     nxt = await self._schedule(flow, trigger)
                 except ActorflowError as exc:
                     _log.error("trigger %s of %s.%s: %s", trigger.id, flow.namespace, flow.id, exc)
@@ -164,6 +173,27 @@ class Scheduler:
             return now
         return next(sched.ticks_after(max(now, due[-1] if due else now)))
 
+    async def _pass_disabled(self, flow: Flow, sched: Schedule) -> None:
+        """A disabled schedule's ticks are passed, not kept for later: enabled again, it
+        starts from then (as Kestra's trigger.Toggle)."""
+        key = trigger_key(flow.namespace, flow.id, sched.id)
+        last = await self.rt.store.last_tick(key)
+        if last is None:
+            return  # never active: its first activation starts from that moment
+        now = self.rt.engine.clock.now()
+        passed = None
+        for count, tick in enumerate(sched.ticks_after(last)):
+            if tick > now:
+                break
+            passed = tick
+            if count >= MAX_TICKS_PER_PASS:
+                self.poke()  # more to pass: another pass at once
+                break
+        if passed is not None:
+            await self.rt.store.claim_fire(
+                key, f"disabled@{sched.iso(passed)}", passed, None, self._owner
+            )
+
     @staticmethod
     def _recover(sched: Schedule, due: list[float], now: float) -> tuple[list[float], float]:
         """Which due ticks fire, and the latest one skipped (0 if none)."""
@@ -190,6 +220,9 @@ class Scheduler:
             and t.matches(ended)
             # An execution a flow trigger started never re-triggers that same trigger.
             and not (ended.flow_id == flow.id and ended.namespace == flow.namespace)
+        ]
+        listening = [
+            (flow, t) for flow, t in listening if await trigger_enabled(self.rt.store, flow, t)
         ]
         if not listening:
             return

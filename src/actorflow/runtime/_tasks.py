@@ -10,6 +10,9 @@ import dataclasses
 import enum
 import functools
 import inspect
+import json
+import os
+import tempfile
 import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +57,9 @@ class Task:
         allow_warning: a WARNING task run ends SUCCESS instead.
         run_if: bool, template string or callable of the context variables; false -> SKIPPED.
         disabled: the task is left out entirely (no task run).
+        log_level: log lines below this level (DEBUG, INFO, WARNING, ERROR) are dropped.
+        log_to_file: the attempt's log lines go to a file in the internal storage (its URI in
+            the attempt's ``log_file``), not to the log table.
     """
 
     id: str
@@ -64,6 +70,8 @@ class Task:
     run_if: Any = None
     disabled: bool = False
     description: str = ""
+    log_level: str | None = None
+    log_to_file: bool = False
 
     flowable = False
     #: What ``Runtime.open(allow_types=...)`` must name before this task may run (``"shell"``
@@ -388,6 +396,44 @@ class Sleep(Runnable):
         return None
 
 
+def label_text(value: Any) -> str:
+    """A rendered label value as text (Kestra's labels are strings; others as JSON)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def labels_mapping(value: Any, where: str) -> dict[str, str]:
+    """Labels given as a mapping, a list of ``{key, value}`` or a JSON text of either."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise FlowError(f"{where}: not a mapping, a list or JSON of one: {exc}") from None
+    if isinstance(value, Mapping):
+        return {str(k): label_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        out: dict[str, str] = {}
+        for i, item in enumerate(value):
+            if not isinstance(item, Mapping) or "key" not in item or "value" not in item:
+                raise FlowError(f"{where}[{i}]: expected a mapping with key and value")
+            out[str(item["key"])] = label_text(item["value"])
+        return out
+    raise FlowError(f"{where}: expected a mapping or a list, got {type(value).__name__}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Labels(Runnable):
+    """Sets labels on the running execution (Kestra's execution.Labels): a mapping, a list
+    of ``{key, value}`` or a template rendering to JSON of one; later values win."""
+
+    labels: Any = field(default_factory=dict)
+
+    async def run(self, ctx: TaskContext) -> Any:
+        rendered = ctx.render(self.labels, field="labels")
+        return {"labels": labels_mapping(rendered, f"task {self.id!r} labels")}
+
+
 class TaskFailure(Exception):
     """Raised by the Fail task."""
 
@@ -452,6 +498,13 @@ class Subflow(Task):
     inputs: Mapping[str, Any] = field(default_factory=dict)
     wait: bool = True
     transmit_failed: bool = True
+    #: Labels of the child execution (templates rendered), on top of the child flow's own.
+    labels: Mapping[str, str] = field(default_factory=dict)
+    #: The child also gets every label of this execution (Kestra's ``inheritLabels``).
+    inherit_labels: bool = False
+    #: Rendered against the child's outputs once it ends: this task run's ``outputs.outputs``
+    #: (Kestra's deprecated Subflow ``outputs``); None keeps every child task's outputs.
+    outputs: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -479,14 +532,14 @@ class Pause(Flowable):
     after the resume, inside the Pause task run.
     """
 
-    delay: float | None = None
+    delay: float | str | None = None
     timeout: float | None = None
     behavior: PauseBehavior | None = None
     on_resume: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.delay is not None:
+        if self.delay is not None and not isinstance(self.delay, str):  # templates: at pause
             check_duration(self.delay, f"task {self.id!r}: delay")
 
 
@@ -511,10 +564,59 @@ class Parallel(Flowable):
 
 @dataclass(frozen=True, kw_only=True)
 class ForEach(Flowable):
-    """Runs ``tasks`` (in order) once per value of ``values``; ``concurrency`` groups at a time."""
+    """Runs ``tasks`` (in order) once per value of ``values``; ``concurrency`` groups at a time.
+
+    ``parallel_tasks`` (Kestra's EachParallel) also runs the tasks of one value at once, every
+    (value, task) pair then counting against ``concurrency`` (0: no limit).
+    """
 
     values: Any = ()
     concurrency: int = 1
+    parallel_tasks: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class WaitFor(Flowable):
+    """Runs ``tasks`` (in order) again and again until ``condition`` is truthy (Kestra's
+    WaitFor / LoopUntil).
+
+    The condition is evaluated after an iteration whose tasks all succeeded, with that
+    iteration's outputs; ``outputs.<id>.iterationCount`` is the current iteration (from 1).
+    The next iteration starts ``interval`` seconds later. After ``max_iterations`` iterations
+    or ``max_duration`` seconds the loop ends: FAILED with ``fail_on_max_reached``, else as
+    its tasks ended.
+    """
+
+    condition: Any = None
+    interval: float = 1.0
+    max_iterations: int | None = 100
+    max_duration: float | None = 3600.0
+    fail_on_max_reached: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_duration(self.interval, f"task {self.id!r}: interval")
+        if self.max_duration is not None:
+            check_duration(self.max_duration, f"task {self.id!r}: max_duration")
+        if self.max_iterations is not None and self.max_iterations < 1:
+            raise FlowError(f"task {self.id!r}: max_iterations must be at least 1")
+
+
+def working_dir_path(execution_id: str, task_run_id: str) -> str:
+    """The shared directory of one WorkingDirectory task run (made by its first user)."""
+    return os.path.join(tempfile.gettempdir(), "actorflow-wd", execution_id, task_run_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkingDirectory(Sequential):
+    """A Sequential whose tasks share one directory (``ctx.working_dir``), removed once it
+    ends (Kestra's WorkingDirectory; store files with LocalFiles ``outputs`` to keep them).
+
+    ``collect_from``: the id of its last task whose ``uris`` output becomes this task run's
+    ``outputFiles`` output (the file form's ``outputFiles``).
+    """
+
+    collect_from: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

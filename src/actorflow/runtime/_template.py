@@ -628,8 +628,20 @@ def _render(value: Any, variables: Mapping[str, Any], where: str) -> Any:
     return value
 
 
+_FALSE_TEXTS = frozenset({"false", "0", "-0", ""})
+
+
 def truthy(value: Any) -> bool:
-    """Kestra's truthiness: 0, '', None, 'false' and empty collections are false."""
+    """Kestra's truthiness (``TruthUtils``): exactly ``false``, ``0``, ``-0`` and ``""`` are
+    false, and null; every other text is true (``False``, ``" "``, ``none`` included).
+
+    A value a template gave natively counts as the text Pebble would print for it: false and
+    zero are false, an empty list (``[]``) is true.
+    """
     if isinstance(value, str):
-        return value.strip().lower() not in {"", "false", "0", "null", "none"}
-    return bool(value)
+        return value not in _FALSE_TEXTS
+    if value is None or value is False:
+        return False
+    if isinstance(value, int | float):
+        return value != 0
+    return True

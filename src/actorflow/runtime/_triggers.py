@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import datetime
 import enum
+import json
 import zoneinfo
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actorflow._errors import Problem
 from actorflow.runtime._records import Execution
 from actorflow.runtime._states import TERMINAL, State
 from actorflow.runtime._template import render, truthy
+
+if TYPE_CHECKING:
+    from actorflow.runtime._flow import Flow
+    from actorflow.storage import Store
 
 
 class RecoverMissed(enum.StrEnum):
@@ -217,12 +222,29 @@ def trigger_key(namespace: str, flow_id: str, trigger_id: str) -> str:
     return f"{namespace}/{flow_id}/{trigger_id}"
 
 
+def trigger_switch_key(flow_id: str, trigger_id: str) -> str:
+    """The key-value entry (in the flow's namespace) where trigger.Toggle keeps whether a
+    trigger is enabled; ``~`` keeps it out of the keys flows may set."""
+    return f"~triggers/{flow_id}/{trigger_id}"
+
+
+async def trigger_enabled(store: Store, flow: Flow, trigger: Trigger) -> bool:
+    """Whether ``trigger`` of ``flow`` fires: as trigger.Toggle last set it, else as the flow
+    file says (``disabled``)."""
+    row = await store.kv_get(flow.namespace, trigger_switch_key(flow.id, trigger.id))
+    if row is None:
+        return not trigger.disabled
+    return json.loads(row.value) is True
+
+
 __all__ = [
     "FlowTrigger",
     "RecoverMissed",
     "Schedule",
     "Trigger",
     "Webhook",
+    "trigger_enabled",
     "trigger_key",
     "trigger_problems",
+    "trigger_switch_key",
 ]

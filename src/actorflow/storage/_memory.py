@@ -35,6 +35,7 @@ from actorflow.storage._rows import (
     ExecutionRow,
     FlowRow,
     HistoryRow,
+    KVRow,
     LogRow,
     MetricRow,
     Op,
@@ -205,6 +206,7 @@ class MemoryStore:
         self._owners: dict[str, float] = {}
         self._fires: dict[tuple[str, str], tuple[float, str | None, str]] = {}
         self._flows: dict[tuple[str, str], list[FlowRow]] = {}
+        self._kv: dict[tuple[str, str], KVRow] = {}
         self._quarantine: dict[str, QuarantineRow] = {}
         self.on_rejected: RejectedCallback | None = None
         self.on_failed: FailedCallback | None = None
@@ -618,6 +620,36 @@ class MemoryStore:
         if revision is None:
             return revs[-1] if revs else None
         return next((r for r in revs if r.revision == revision), None)
+
+    def _kv_live(self, namespace: str, key: str) -> KVRow | None:
+        row = self._kv.get((namespace, key))
+        if row is not None and row.expires is not None and row.expires <= self.clock():
+            del self._kv[(namespace, key)]
+            return None
+        return row
+
+    async def kv_get(self, namespace: str, key: str) -> KVRow | None:
+        """The entry ``key`` of ``namespace``, None if absent or expired."""
+        return self._kv_live(namespace, key)
+
+    async def kv_set(self, namespace: str, key: str, value: str, ttl: float | None = None) -> None:
+        """Set ``key`` in ``namespace``'s key-value store (``ttl``: seconds until it expires)."""
+        self._check()
+        now = self.clock()
+        expires = None if ttl is None else now + ttl
+        self._kv[(namespace, key)] = KVRow(namespace, key, value, now, expires)
+
+    async def kv_delete(self, namespace: str, key: str) -> bool:
+        """Remove ``key``; False when there was none."""
+        self._check()
+        found = self._kv_live(namespace, key) is not None
+        self._kv.pop((namespace, key), None)
+        return found
+
+    async def kv_keys(self, namespace: str) -> list[KVRow]:
+        """Every live entry of ``namespace``, by key."""
+        keys = sorted(k for ns, k in self._kv if ns == namespace)
+        return [r for k in keys if (r := self._kv_live(namespace, k)) is not None]
 
     async def claim_fire(
         self, trigger: str, fire: str, tick: float, execution_id: str | None, owner: str

@@ -172,6 +172,18 @@ MIGRATIONS: dict[int, str] = {
     6: "UPDATE schema_version SET version = 7",
     # v8: a command's answer says which error class refused it.
     7: f"ALTER TABLE commands ADD COLUMN error {_T}; UPDATE schema_version SET version = 8",
+    # v9: a key-value store per namespace (kv.* and state.* tasks).
+    8: f"""
+CREATE TABLE IF NOT EXISTS kv (
+    namespace {_T} NOT NULL,
+    key {_T} NOT NULL,
+    value {_T} NOT NULL,
+    updated double precision NOT NULL,
+    expires double precision,
+    PRIMARY KEY (namespace, key)
+);
+UPDATE schema_version SET version = 9
+""",
 }
 CURRENT_PG_VERSION = PG_VERSION + len(MIGRATIONS)
 # Both stores speak one schema version: a SQLite migration needs its PostgreSQL twin here

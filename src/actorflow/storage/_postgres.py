@@ -44,6 +44,7 @@ from actorflow.storage._rows import (
     ExecutionRow,
     FlowRow,
     HistoryRow,
+    KVRow,
     LogRow,
     MetricRow,
     Op,
@@ -686,6 +687,47 @@ class PostgresStore:
                 yield conn
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StorageUnavailable(f"{self.where}: {exc}") from exc
+
+    async def kv_get(self, namespace: str, key: str) -> KVRow | None:
+        """The entry ``key`` of ``namespace``, None if absent or expired."""
+        rows = await self._rows(
+            "SELECT namespace, key, value, updated, expires FROM kv WHERE namespace = $1"
+            " AND key = $2 AND (expires IS NULL OR expires > $3)",
+            namespace, key, self.clock(),
+        )  # fmt: skip
+        return KVRow(*rows[0]) if rows else None
+
+    async def kv_keys(self, namespace: str) -> list[KVRow]:
+        """Every live entry of ``namespace``, by key."""
+        rows = await self._rows(
+            "SELECT namespace, key, value, updated, expires FROM kv WHERE namespace = $1"
+            " AND (expires IS NULL OR expires > $2) ORDER BY key",
+            namespace, self.clock(),
+        )  # fmt: skip
+        return [KVRow(*r) for r in rows]
+
+    async def kv_set(self, namespace: str, key: str, value: str, ttl: float | None = None) -> None:
+        """Set ``key`` in ``namespace``'s key-value store (its own transaction; ``ttl``:
+        seconds until it expires)."""
+        now = self.clock()
+        expires = None if ttl is None else now + ttl
+        async with self._admin() as conn:
+            await conn.execute(
+                "INSERT INTO kv (namespace, key, value, updated, expires) VALUES ($1,$2,$3,$4,$5)"
+                " ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,"
+                " updated = excluded.updated, expires = excluded.expires",
+                namespace, key, value, now, expires,
+            )  # fmt: skip
+
+    async def kv_delete(self, namespace: str, key: str) -> bool:
+        """Remove ``key``; False when there was none (or it had expired)."""
+        async with self._admin() as conn:
+            expires = await conn.fetch(
+                "DELETE FROM kv WHERE namespace = $1 AND key = $2 RETURNING expires",
+                namespace, key,
+            )  # fmt: skip
+        now = self.clock()
+        return any(r[0] is None or r[0] > now for r in expires)
 
     async def post_command(
         self, execution_id: str, kind: str, payload: bytes = b"", target: bytes = b""

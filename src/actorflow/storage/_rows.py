@@ -127,6 +127,17 @@ class FlowRow(msgspec.Struct, frozen=True, gc=False):
     created: float
 
 
+class KVRow(msgspec.Struct, frozen=True, gc=False):
+    """One entry of a namespace's key-value store: ``value`` is JSON text; ``expires`` the
+    time after which it reads as absent (None: never)."""
+
+    namespace: str
+    key: str
+    value: str
+    updated: float
+    expires: float | None = None
+
+
 class QuarantineRow(msgspec.Struct, frozen=True, gc=False):
     """An execution set aside (its rows kept as they are) and why; recovery skips it."""
 

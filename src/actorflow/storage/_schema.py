@@ -7,7 +7,7 @@ import sqlite3
 from actorflow._errors import DatabaseInvalid, SchemaTooNew
 from actorflow.storage._writer_proc import with_lock_retry
 
-CURRENT_VERSION = 8
+CURRENT_VERSION = 9
 
 _V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -181,11 +181,26 @@ UPDATE schema_version SET version = 8
 """
 # -- end of v8 ------------------------------------------------------------------------------
 
+# -- v9: a key-value store per namespace (Kestra's KV store; state.* and kv.* tasks) ----------
+# Self-contained: one new table, nothing else changes.
+_V8_TO_V9 = """
+CREATE TABLE IF NOT EXISTS kv (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    updated REAL NOT NULL,
+    expires REAL,
+    PRIMARY KEY (namespace, key)
+);
+UPDATE schema_version SET version = 9
+"""
+# -- end of v9 ------------------------------------------------------------------------------
+
 
 # MIGRATIONS[v] takes a database from version v to v + 1.
 MIGRATIONS: dict[int, str] = {
     1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4, 4: _V4_TO_V5, 5: _V5_TO_V6, 6: _V6_TO_V7,
-    7: _V7_TO_V8,
+    7: _V7_TO_V8, 8: _V8_TO_V9,
 }  # fmt: skip
 
 

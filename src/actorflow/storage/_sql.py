@@ -515,6 +515,39 @@ def claim_fire(
     return result
 
 
+def kv_write(
+    conn: sqlite3.Connection,
+    admin: Admin,
+    namespace: str,
+    key: str,
+    value: str | None,
+    expires: float | None,
+    now: float,
+) -> bool:
+    """Set (``value`` given) or delete (None) one key-value entry in one transaction; True
+    if an entry that had not expired was there before."""
+
+    def body(c: sqlite3.Connection) -> bool:
+        cur = c.execute(
+            "SELECT 1 FROM kv WHERE namespace = ? AND key = ? AND (expires IS NULL OR expires > ?)",
+            (namespace, key, now),
+        )
+        existed = cur.fetchone() is not None
+        if value is None:
+            c.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
+        else:
+            c.execute(
+                "INSERT INTO kv (namespace, key, value, updated, expires) VALUES (?,?,?,?,?)"
+                " ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value,"
+                " updated = excluded.updated, expires = excluded.expires",
+                (namespace, key, value, now, expires),
+            )
+        return existed
+
+    result: bool = _transaction(conn, admin, body)
+    return result
+
+
 def deploy_flow(
     conn: sqlite3.Connection,
     admin: Admin,

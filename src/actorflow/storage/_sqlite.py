@@ -627,6 +627,17 @@ class SQLiteStore(SQLiteReads):
             _sql.deploy_flow, namespace, flow_id, source, revision, self.clock()
         )
 
+    async def kv_set(self, namespace: str, key: str, value: str, ttl: float | None = None) -> None:
+        """Set ``key`` in ``namespace``'s key-value store (its own transaction; ``ttl``:
+        seconds until it expires)."""
+        now = self.clock()
+        expires = None if ttl is None else now + ttl
+        await self._admin(_sql.kv_write, namespace, key, value, expires, now)
+
+    async def kv_delete(self, namespace: str, key: str) -> bool:
+        """Remove ``key``; False when there was none (or it had expired)."""
+        return await self._admin(_sql.kv_write, namespace, key, None, None, self.clock())
+
     async def claim_fire(
         self, trigger: str, fire: str, tick: float, execution_id: str | None, owner: str
     ) -> bool:

@@ -26,6 +26,7 @@ from actorflow.storage._rows import (
     ExecutionRow,
     FlowRow,
     HistoryRow,
+    KVRow,
     LogRow,
     MetricRow,
     OutputRow,
@@ -258,6 +259,24 @@ class SQLiteReads:
             params += (revision,)
         rows = await self._rows(sql + " ORDER BY revision DESC LIMIT 1", params)
         return FlowRow(*rows[0]) if rows else None
+
+    async def kv_get(self, namespace: str, key: str) -> KVRow | None:
+        """The entry ``key`` of ``namespace``, None if absent or expired."""
+        rows = await self._rows(
+            "SELECT namespace, key, value, updated, expires FROM kv WHERE namespace = ?"
+            " AND key = ? AND (expires IS NULL OR expires > ?)",
+            (namespace, key, self.clock()),
+        )
+        return KVRow(*rows[0]) if rows else None
+
+    async def kv_keys(self, namespace: str) -> list[KVRow]:
+        """Every live entry of ``namespace``, by key."""
+        rows = await self._rows(
+            "SELECT namespace, key, value, updated, expires FROM kv WHERE namespace = ?"
+            " AND (expires IS NULL OR expires > ?) ORDER BY key",
+            (namespace, self.clock()),
+        )
+        return [KVRow(*r) for r in rows]
 
     async def last_tick(self, trigger: str) -> float | None:
         """The latest recorded fire's tick of a trigger, or None."""

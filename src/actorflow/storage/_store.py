@@ -37,6 +37,7 @@ from actorflow.storage._rows import (
     ExecutionRow,
     FlowRow,
     HistoryRow,
+    KVRow,
     LogRow,
     MetricRow,
     Op,
@@ -347,6 +348,24 @@ class Store(Protocol):
         self, namespace: str, flow_id: str, revision: int | None = None
     ) -> FlowRow | None:
         """One deployed revision (the latest when ``revision`` is None)."""
+        ...
+
+    async def kv_get(self, namespace: str, key: str) -> KVRow | None:
+        """The entry ``key`` of ``namespace``'s key-value store, None if absent or expired."""
+        ...
+
+    async def kv_set(self, namespace: str, key: str, value: str, ttl: float | None = None) -> None:
+        """Set ``key`` (JSON text ``value``) in ``namespace``'s key-value store, at once
+        (not through the write queue): a task that set it reads it back next. ``ttl``:
+        seconds (of the store's clock) until it expires; None: never."""
+        ...
+
+    async def kv_delete(self, namespace: str, key: str) -> bool:
+        """Remove ``key``; False when there was none (or it had expired)."""
+        ...
+
+    async def kv_keys(self, namespace: str) -> list[KVRow]:
+        """Every live entry of ``namespace``, by key."""
         ...
 
     async def claim_fire(

@@ -35,7 +35,7 @@ from actorflow.runtime._observer import Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State
 from actorflow.runtime._tasks import check_subflow_depth
-from actorflow.runtime._values import safe_text
+from actorflow.runtime._values import check_labels, safe_text
 from actorflow.storage import (
     AppendLog,
     Commit,
@@ -48,7 +48,7 @@ from actorflow.storage import (
 
 if TYPE_CHECKING:
     from actorflow.actors import Actor, ActorRef
-    from actorflow.runtime._context import TaskContext
+    from actorflow.runtime._context import Controller, TaskContext
     from actorflow.runtime._tasks import Subflow
 
 
@@ -168,6 +168,8 @@ class Engine:
         self._task_run_rows = task_run_rows_timed if timed else task_run_rows
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
         self.slots = Slots()
+        #: What tasks that act on other executions call (the Runtime sets itself here).
+        self.controller: Controller | None = None
         self.flows: dict[tuple[str, str, int], Flow] = {}
         self.live: dict[str, ActorRef] = {}
         self.admission = Admission(max_active, max_queued)
@@ -490,14 +492,19 @@ class Engine:
         inputs: dict[str, Any],
         *,
         watcher: ActorRef,
+        flow_id: str | None = None,
+        namespace: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> str:
-        """Start a subflow execution linked to task run ``tr``."""
-        namespace = task.namespace or parent.namespace
-        target = f"{namespace}.{task.flow_id}"
+        """Start a subflow execution linked to task run ``tr``; ``flow_id`` / ``namespace``
+        are the task's, rendered (templates), ``labels`` the child's extra labels."""
+        flow_id = flow_id or task.flow_id
+        namespace = namespace or task.namespace or parent.namespace
+        target = f"{namespace}.{flow_id}"
         await check_subflow_depth(parent.parent_execution_id, self._parent_id, target)
-        flow = self.find_flow(namespace, task.flow_id)
+        flow = self.find_flow(namespace, flow_id)
         if flow is None:
-            raise ExecutionNotFound(f"subflow {namespace}.{task.flow_id} is not registered")
+            raise ExecutionNotFound(f"subflow {namespace}.{flow_id} is not registered")
         check_allowed(flow, self.allow_types, self.find_flow)
         valid = validate_inputs(flow.inputs, inputs, where=f"subflow {namespace}.{flow.id}")
         record = new_execution_record(
@@ -507,12 +514,45 @@ class Engine:
             parent_execution_id=parent.id,
             parent_task_run_id=tr.id,
             traceparent=parent.traceparent,
+            labels=check_labels(labels, f"subflow {target}: labels") if labels else None,
         )
         if task.wait:
             self._child_watchers[record.id] = watcher
         await self.save_execution(record, record.history)
         self.spawn_execution(flow, record, [], "start", Start())
         return record.id
+
+    async def start_linked(
+        self,
+        flow: Flow,
+        inputs: dict[str, Any],
+        *,
+        parent_id: str,
+        parent_task_run_id: str,
+        labels: dict[str, str],
+        execution_id: str,
+    ) -> bool:
+        """Start an execution of ``flow`` with id ``execution_id`` as a child of a task run
+        (ForEachItem's batches); False when it exists already (started before a crash)."""
+        target = f"{flow.namespace}.{flow.id}"
+        if execution_id in self.live or await self.store.get_execution(execution_id):
+            return False
+        await check_subflow_depth(await self._parent_id(parent_id), self._parent_id, target)
+        check_allowed(flow, self.allow_types, self.find_flow)
+        valid = validate_inputs(flow.inputs, inputs, where=f"subflow {target}")
+        await self.admission.wait_for_room()
+        record = new_execution_record(
+            engine=self,
+            flow=flow,
+            inputs=valid,
+            parent_execution_id=parent_id,
+            parent_task_run_id=parent_task_run_id,
+            labels=check_labels(labels, f"subflow {target}: labels") if labels else None,
+            execution_id=execution_id,
+        )
+        await self.save_execution(record, record.history)
+        self.start_execution(flow, record)
+        return True
 
     async def _parent_id(self, execution_id: str) -> str | None:
         row = await self.store.get_execution(execution_id)

@@ -9,14 +9,16 @@ snapshot it reported, at most three times, then fails that task run.
 from __future__ import annotations
 
 import functools
+import shutil
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from actorflow._errors import ActorError, IllegalOperation, InputError
 from actorflow.actors import Actor, Kill, Pause, Resume, Terminated
+from actorflow.runtime._clock import TimerHandle
 from actorflow.runtime._core._commands import apply_command
-from actorflow.runtime._core._frames import MAIN, Frame, Spec, make_frame
+from actorflow.runtime._core._frames import MAIN, Frame, Spec, WaitForFrame, make_frame
 from actorflow.runtime._core._ids import task_run_id
 from actorflow.runtime._core._messages import (
     Command,
@@ -34,7 +36,8 @@ from actorflow.runtime._flow import ConcurrencyBehavior, Flow
 from actorflow.runtime._hostlog import task_run_event
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State, check_transition
-from actorflow.runtime._tasks import Flowable, Task
+from actorflow.runtime._tasks import Flowable, Task, WorkingDirectory, working_dir_path
+from actorflow.runtime._tasks import Labels as LabelsTask
 from actorflow.runtime._tasks import Pause as PauseTask
 from actorflow.runtime._template import render, truthy
 from actorflow.storage import call_soon
@@ -62,6 +65,12 @@ class _Continue(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Create the children a chunk left over (see CREATE_CHUNK)."""
 
 
+class _Wake(msgspec.Struct, frozen=True, tag=True):
+    """A waiting frame's time came (WaitFor's interval between iterations)."""
+
+    owner_id: str
+
+
 class ExecutionActor(Actor):
     """Runs one execution to a terminal state."""
 
@@ -69,8 +78,8 @@ class ExecutionActor(Actor):
     # period together.
     stop_children_together = True
 
-    __slots__ = ("_budget", "_deferred", "_pending", "child_restarts", "engine", "ex", "flow",
-                 "frames", "live", "mode", "runs", "scope")  # fmt: skip
+    __slots__ = ("_budget", "_deferred", "_pending", "_timers", "child_restarts", "engine", "ex",
+                 "flow", "frames", "live", "mode", "runs", "scope")  # fmt: skip
 
     def __init__(
         self, engine: Engine, flow: Flow, record: Execution, task_runs: list[TaskRun], mode: str
@@ -86,6 +95,7 @@ class ExecutionActor(Actor):
         self._pending: list[StateEntry] = []
         self._budget = CREATE_CHUNK  # children this pass over the mailbox may still create
         self._deferred: dict[int, Frame] | None = None  # frames with children left to create
+        self._timers: dict[str, TimerHandle] = {}  # waiting frames' wake-ups, by owner id
         self.scope: ExecutionScope
 
     # -- state -----------------------------------------------------------------------
@@ -166,6 +176,8 @@ class ExecutionActor(Actor):
             return await apply_command(self, message)
         elif isinstance(message, ChildCrashed):
             self._child_terminated(message)
+        elif type(message) is _Wake:
+            self._wake(message.owner_id)
         elif type(message) is _Continue:
             frames, self._deferred = self._deferred or {}, None
             self._budget = CREATE_CHUNK
@@ -213,6 +225,9 @@ class ExecutionActor(Actor):
             parent = self._frame_of(tr)
             if parent is not None:
                 parent.add(tr)
+            if tr.state in (State.SUCCESS, State.WARNING) and "labels" in tr.outputs:
+                # Its labels may have ended with the process before the execution was saved.
+                self._set_labels(tr)
         if self.ex.state is State.RESTARTED:
             self._to(State.RUNNING)
             self._save()
@@ -272,6 +287,7 @@ class ExecutionActor(Actor):
                     v, self.scope.variables(owner), where=f"task {task.id!r} field {field!r}"
                 ),
                 truthy,
+                self.engine.clock.now,
             )
         except Exception as exc:
             current = self.runs[owner.id]
@@ -282,13 +298,35 @@ class ExecutionActor(Actor):
                     parent.changed(current.state, failed)
             return None
         self.frames[owner.id] = frame
-        extra = frame.outputs()
-        if extra and any(owner.outputs.get(k) != v for k, v in extra.items()):
-            current = self.runs[owner.id]
-            updated = msgspec.structs.replace(current, outputs={**current.outputs, **extra})
-            self.runs[owner.id] = updated
-            self.engine.save_task_run(updated)
+        self._store_frame_outputs(owner.id, frame)
         return frame
+
+    def _store_frame_outputs(self, owner_id: str, frame: Frame) -> None:
+        extra = frame.outputs()
+        current = self.runs[owner_id]
+        if extra and any(current.outputs.get(k) != v for k, v in extra.items()):
+            updated = msgspec.structs.replace(current, outputs={**current.outputs, **extra})
+            self.runs[owner_id] = updated
+            self.engine.save_task_run(updated)
+            if isinstance(frame, WaitForFrame):
+                # Its children read the running loop's iterationCount.
+                self.scope.record_outputs(updated)
+
+    def _wake(self, owner_id: str) -> None:
+        frame = self.frames.get(owner_id)
+        if not isinstance(frame, WaitForFrame) or not frame.waiting:
+            return
+        self._timers.pop(owner_id, None)
+        frame.wake()
+        self._store_frame_outputs(owner_id, frame)
+        self._process([frame])  # nothing while paused by hand: the resume processes it
+
+    def _arm(self, frame: Frame, when: float) -> None:
+        owner_id = frame.owner_id
+        if owner_id is None or owner_id in self._timers:
+            return
+        ref = self.context.self_ref
+        self._timers[owner_id] = self.engine.timers.call_at(when, lambda: ref.post(_Wake(owner_id)))
 
     # -- scheduling ------------------------------------------------------------------
     def _process(self, frames: list[Frame]) -> None:
@@ -300,6 +338,9 @@ class ExecutionActor(Actor):
         while work:
             frame = work.pop()
             if not killing:
+                wake_at = frame.prepare(self.engine.clock.now())
+                if wake_at is not None:
+                    self._arm(frame, wake_at)
                 while True:
                     if not self._budget:
                         if frame.nexts(1):
@@ -326,7 +367,13 @@ class ExecutionActor(Actor):
             if owner.state.terminal:
                 continue
             old = owner.state
-            owner = self._set_run(owner, state, error=frame.error)
+            wd = self.flow.task(owner.task_id)
+            extra: dict[str, Any] = {}
+            if isinstance(wd, WorkingDirectory):
+                shutil.rmtree(working_dir_path(self.ex.id, owner.id), ignore_errors=True)
+                if wd.collect_from is not None:
+                    extra["outputs"] = {**owner.outputs, "outputFiles": self._collected(frame, wd)}
+            owner = self._set_run(owner, state, error=frame.error, **extra)
             parent = self._frame_of(owner)
             if parent is not None:
                 parent.changed(old, owner)
@@ -391,10 +438,39 @@ class ExecutionActor(Actor):
         new = self._set_run(tr, state, error=error)
         frame.changed(tr.state, new)
 
+    def _collected(self, frame: Frame, wd: WorkingDirectory) -> dict[str, Any]:
+        """The files a WorkingDirectory's last task stored (its ``uris``)."""
+        for run_id in frame.main.ids:
+            tr = self.runs[run_id]
+            if tr.task_id == wd.collect_from:
+                uris = tr.outputs.get("uris")
+                return dict(uris) if isinstance(uris, dict) else {}
+        return {}
+
+    def _working_dir(self, tr: TaskRun) -> str | None:
+        """The directory of the nearest WorkingDirectory task run around ``tr``, if any."""
+        flow = self.flow
+        parent = flow.parent_of(tr.task_id)
+        while parent is not None and not isinstance(parent, WorkingDirectory):
+            parent = flow.parent_of(parent.id)
+        if parent is None:  # the common case: no lookup of task runs
+            return None
+        pid = tr.parent_task_run_id
+        while pid is not None:
+            owner = self.runs.get(pid)
+            if owner is None:
+                return None
+            if isinstance(flow.task(owner.task_id), WorkingDirectory):
+                return working_dir_path(self.ex.id, owner.id)
+            pid = owner.parent_task_run_id
+        return None
+
     def _spawn(self, tr: TaskRun, task: Task, first: Any, *, fresh: bool = False) -> None:
         scope = self.scope
         ref = self.context.spawn(
-            functools.partial(TaskRunActor, scope, task, tr, fresh=fresh),
+            functools.partial(
+                TaskRunActor, scope, task, tr, fresh=fresh, working_dir=self._working_dir(tr)
+            ),
             mailbox_size=16,
             notify_stop=False,  # it reports its end itself; only a crash needs Terminated
         )
@@ -410,6 +486,8 @@ class ExecutionActor(Actor):
             self.live.pop(tr.id, None)
             self.scope.current.pop(tr.id, None)
             self.scope.record_outputs(tr)
+            if tr.state in (State.SUCCESS, State.WARNING) and "labels" in tr.outputs:
+                self._set_labels(tr)
         elif old.state is State.PAUSED and tr.state is State.RUNNING:
             # A Pause with tasks handed over: its children run in a frame of ours.
             task = self.flow.task(tr.task_id)
@@ -442,6 +520,16 @@ class ExecutionActor(Actor):
             return
         if frame is not None and tr.state.terminal:
             self._process([frame])
+
+    def _set_labels(self, tr: TaskRun) -> None:
+        """An ended Labels task: its labels go on the execution."""
+        if not isinstance(self.flow.task(tr.task_id), LabelsTask):
+            return
+        labels = {**self.ex.labels, **tr.outputs["labels"]}
+        if labels != self.ex.labels:
+            self.ex = msgspec.structs.replace(self.ex, labels=labels)
+            self.scope.record = self.ex
+            self._save()
 
     def _child_terminated(self, msg: ChildCrashed) -> None:
         """A task-run actor stopped; restart it from its last snapshot if it crashed."""
@@ -532,6 +620,9 @@ class ExecutionActor(Actor):
                 ) from exc
 
     def _finish(self, state: State, error: str | None = None) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         for tr in list(self.runs.values()):
             if not tr.state.terminal and tr.id not in self.live:
                 # Flowables still open when the execution ends (kill) end with it.

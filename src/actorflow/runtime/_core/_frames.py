@@ -14,13 +14,22 @@ from __future__ import annotations
 import heapq
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 from typing import Any, NamedTuple
 
 from actorflow.runtime._records import TaskRun
 from actorflow.runtime._states import State, worst
-from actorflow.runtime._tasks import Dag, Flowable, ForEach, If, Parallel, Switch, Task
+from actorflow.runtime._tasks import (
+    Dag,
+    Flowable,
+    ForEach,
+    If,
+    Parallel,
+    Switch,
+    Task,
+    WaitFor,
+)
 
 MAIN, ERRORS, FINALLY = "tasks", "errors", "finally"
 ALL = sys.maxsize  # no limit on how many next children to list
@@ -128,6 +137,11 @@ class Frame:
     def outputs(self) -> dict[str, Any]:
         """What this flowable records as its own outputs when it starts."""
         return {}
+
+    def prepare(self, now: float) -> float | None:
+        """Take the decisions that need templates or time before :meth:`nexts` (called by
+        the execution each time it looks at the frame); returns when to wake it, if it waits."""
+        return None
 
     # -- decisions ------------------------------------------------------------------
     def main_active(self) -> bool:
@@ -377,6 +391,113 @@ class ForEachFrame(Frame):
         return specs
 
 
+class EachParallelFrame(Frame):
+    """Kestra's EachParallel: every (value, task) pair at once, at most ``concurrency``
+    running (0 = no limit); after a failure nothing new starts."""
+
+    __slots__ = ("concurrency", "pairs")
+
+    def __init__(self, *args: Any, values: Sequence[str], concurrency: int, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.concurrency = concurrency
+        self.pairs = [(t, v, i) for i, v in enumerate(values) for t in self.tasks]
+
+    def outputs(self) -> dict[str, Any]:
+        return {"values": list(dict.fromkeys(v for _, v, _ in self.pairs))}
+
+    def main_nexts(self, limit: int) -> list[Spec]:
+        if self.main.failed:
+            return []
+        started = len(self.main.ids)
+        room = min(len(self.pairs) - started, limit)
+        if self.concurrency:
+            room = min(room, self.concurrency - self.main.active)
+        return [Spec(t, MAIN, v, i) for t, v, i in self.pairs[started : started + max(room, 0)]]
+
+
+#: What a WaitFor decides after an iteration whose tasks all succeeded.
+AGAIN, DONE, MAXED = "again", "done", "maxed"
+
+
+class WaitForFrame(Frame):
+    """WaitFor: the tasks in sequence, iteration after iteration, until ``decide`` (the
+    condition and the limits, given the iteration count) says DONE or MAXED.
+
+    Between iterations the frame waits (``prepare`` returns when to :meth:`wake` it). The
+    current iteration is stored as the owner's ``iterationCount`` output, so a rebuilt frame
+    continues where it stood.
+    """
+
+    __slots__ = ("_count", "_decide", "_fail_on_max", "_interval", "done", "iteration",
+                 "waiting")  # fmt: skip
+
+    def __init__(
+        self,
+        *args: Any,
+        decide: Callable[[int], str],
+        interval: float,
+        fail_on_max: bool,
+        iteration: int = 0,
+        **kw: Any,
+    ) -> None:
+        super().__init__(*args, **kw)
+        self._decide = decide
+        self._interval = interval
+        self._fail_on_max = fail_on_max
+        self._count: dict[int, int] = {}  # children created per iteration
+        self.iteration = iteration  # 0-based; iterationCount is this + 1
+        self.done = False
+        self.waiting = False
+
+    def outputs(self) -> dict[str, Any]:
+        return {"iterationCount": self.iteration + 1}
+
+    def add(self, tr: TaskRun) -> None:
+        super().add(tr)
+        if tr.branch == MAIN and tr.iteration is not None:
+            self._count[tr.iteration] = self._count.get(tr.iteration, 0) + 1
+            self.iteration = max(self.iteration, tr.iteration)
+
+    def main_nexts(self, limit: int) -> list[Spec]:
+        main = self.main
+        if main.failed or main.active or self.waiting or self.done or not self.tasks:
+            return []
+        created = self._count.get(self.iteration, 0)
+        if created < len(self.tasks):
+            return [Spec(self.tasks[created], MAIN, self.value, self.iteration)]
+        return []
+
+    def prepare(self, now: float) -> float | None:
+        main = self.main
+        if self.done or self.waiting or main.active or main.failed or self.error is not None:
+            return None
+        if not self.tasks or self._count.get(self.iteration, 0) < len(self.tasks):
+            return None
+        try:
+            verdict = self._decide(self.iteration + 1)
+        except Exception as exc:  # a condition that cannot render fails the loop
+            self.error = f"condition: {exc}"
+            return None
+        if verdict == AGAIN:
+            self.waiting = True
+            return now + self._interval
+        self.done = True
+        if verdict == MAXED and self._fail_on_max:
+            self.error = "maximum iterations or duration reached"
+        return None
+
+    def wake(self) -> None:
+        """The interval elapsed: start the next iteration."""
+        if self.waiting:
+            self.waiting = False
+            self.iteration += 1
+
+    def result(self, killing: bool = False) -> State | None:
+        if self.waiting and not killing:
+            return None
+        return super().result(killing)
+
+
 class BranchFrame(Frame):
     """If / Switch: the chosen branch runs in sequence; no branch at all is a failure."""
 
@@ -397,9 +518,15 @@ class BranchFrame(Frame):
 
 
 def make_frame(
-    runs: Mapping[str, TaskRun], owner: TaskRun, task: Flowable, render: Any, truthy: Any
+    runs: Mapping[str, TaskRun],
+    owner: TaskRun,
+    task: Flowable,
+    render: Any,
+    truthy: Any,
+    now: Callable[[], float] | None = None,
 ) -> Frame:
-    """A frame for a flowable task run; ``render(value, field)`` evaluates templates.
+    """A frame for a flowable task run; ``render(value, field)`` evaluates templates,
+    ``now()`` is the clock's time (for WaitFor's limits).
 
     Choices that depend on templates (ForEach values, If condition, Switch value) are taken
     from the owner's stored outputs when present, so a rebuilt frame decides as before.
@@ -419,10 +546,17 @@ def make_frame(
         if nulls:
             raise ValueError(f"found {nulls} null value(s) in values {values!r}")
         unique = dict.fromkeys(loop_value(v) for v in values)  # first occurrence wins
+        if task.parallel_tasks:
+            return EachParallelFrame(
+                runs, owner, task.tasks, task.errors, task.finally_,
+                values=list(unique), concurrency=task.concurrency, **kw,
+            )  # fmt: skip
         return ForEachFrame(
             runs, owner, task.tasks, task.errors, task.finally_,
             values=list(unique), concurrency=task.concurrency, **kw,
         )  # fmt: skip
+    if isinstance(task, WaitFor):
+        return _wait_for_frame(runs, owner, task, render, truthy, now, kw)
     if isinstance(task, If):
         if "evaluation_result" in stored:
             result = bool(stored["evaluation_result"])
@@ -456,3 +590,37 @@ def make_frame(
             concurrency=task.concurrency, **kw,
         )  # fmt: skip
     return Frame(runs, owner, task.tasks, task.errors, task.finally_, **kw)
+
+
+def _wait_for_frame(
+    runs: Mapping[str, TaskRun],
+    owner: TaskRun,
+    task: WaitFor,
+    render: Any,
+    truthy: Any,
+    now: Callable[[], float] | None,
+    kw: dict[str, Any],
+) -> WaitForFrame:
+    started = owner.history[0].date
+
+    def decide(count: int) -> str:
+        if truthy(render(task.condition, "condition")):
+            return DONE
+        if task.max_iterations is not None and count >= task.max_iterations:
+            return MAXED
+        # Checked after an iteration, as Kestra does.
+        if (
+            task.max_duration is not None
+            and now is not None
+            and now() > started + task.max_duration
+        ):
+            return MAXED
+        return AGAIN
+
+    count = owner.outputs.get("iterationCount")
+    iteration = count - 1 if isinstance(count, int) and count >= 1 else 0
+    return WaitForFrame(
+        runs, owner, task.tasks, task.errors, task.finally_,
+        decide=decide, interval=task.interval, fail_on_max=task.fail_on_max_reached,
+        iteration=iteration, **kw,
+    )  # fmt: skip

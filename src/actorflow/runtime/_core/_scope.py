@@ -51,10 +51,13 @@ class ExecutionScope:
             "trigger": ex.trigger or {},
         }
 
-    def task_context(self, tr: TaskRun, attempt: int) -> TaskContext:
+    def task_context(
+        self, tr: TaskRun, attempt: int, working_dir: str | None = None
+    ) -> TaskContext:
         """The context passed to a task's attempt."""
         ex = self.record
         value: Any = tr.value
+        task = self.flow.task(tr.task_id)
         return TaskContext(
             engine=self.engine,
             execution_id=ex.id,
@@ -71,6 +74,9 @@ class ExecutionScope:
             trigger=ex.trigger,
             # The task run (stable across attempts and crashes) in this run of the execution.
             idempotency_key=f"{tr.id}-{ex.attempt_number}",
+            log_level=task.log_level,
+            log_to_file=task.log_to_file,
+            working_dir=working_dir,
         )
 
     def record_outputs(self, tr: TaskRun) -> None:

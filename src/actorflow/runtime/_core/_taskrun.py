@@ -16,7 +16,7 @@ import msgspec
 
 from actorflow._errors import InputError, UnstorableValue
 from actorflow.actors import Actor, Interruptible, Kill
-from actorflow.runtime._clock import TimerHandle
+from actorflow.runtime._clock import TimerHandle, check_duration, parse_duration_text
 from actorflow.runtime._core._messages import (
     Complete,
     Fail,
@@ -32,7 +32,15 @@ from actorflow.runtime._flow import validate_inputs
 from actorflow.runtime._hostlog import task_run_event
 from actorflow.runtime._records import Attempt, StateEntry, TaskRun
 from actorflow.runtime._states import TERMINAL, State, check_transition
-from actorflow.runtime._tasks import Pause, PauseBehavior, Runnable, Subflow, Task
+from actorflow.runtime._tasks import (
+    Pause,
+    PauseBehavior,
+    Runnable,
+    Subflow,
+    Task,
+    labels_mapping,
+)
+from actorflow.runtime._template import render
 from actorflow.runtime._values import (
     check_plain,
     metric_value,
@@ -71,12 +79,20 @@ def _describe(exc: BaseException) -> str:
 class TaskRunActor(Actor):
     """Runs one task run to a terminal state and reports to its execution."""
 
-    __slots__ = ("_cancel", "_killed", "_pending", "_runnable", "_timer", "record", "scope", "task")
+    __slots__ = ("_cancel", "_killed", "_pending", "_runnable", "_timer", "record", "scope", "task",
+                 "working_dir")  # fmt: skip
 
     def __init__(
-        self, scope: ExecutionScope, task: Task, record: TaskRun, *, fresh: bool = False
+        self,
+        scope: ExecutionScope,
+        task: Task,
+        record: TaskRun,
+        *,
+        fresh: bool = False,
+        working_dir: str | None = None,
     ) -> None:
         self.scope = scope
+        self.working_dir = working_dir
         self.task = task
         self._runnable = isinstance(task, Runnable)
         self.record = record
@@ -207,7 +223,7 @@ class TaskRunActor(Actor):
         self._publish()
         task = self.task
         assert isinstance(task, Runnable)
-        ctx = self.scope.task_context(record, number)
+        ctx = self.scope.task_context(record, number, self.working_dir)
         error: BaseException | None = None
         outputs: dict[str, Any] = {}
         self._killed = False
@@ -231,6 +247,17 @@ class TaskRunActor(Actor):
             except Exception as exc:
                 error = exc
         self._cancel = None
+        if ctx.log_lines:
+            try:
+                uri = await ctx.storage.put(
+                    f"log-{number}.txt", "".join(line + "\n" for line in ctx.log_lines)
+                )
+            except Exception as exc:  # the attempt did not keep its log lines
+                error = error or exc
+            else:
+                attempts = self.record.attempts
+                last = msgspec.structs.replace(attempts[-1], log_file=uri)
+                self.record = msgspec.structs.replace(self.record, attempts=(*attempts[:-1], last))
         if error is None and ctx.rejected is not None:
             # A log line or metric the store could not keep was refused; even if the task
             # caught that error, the attempt did not record what it meant to.
@@ -357,8 +384,16 @@ class TaskRunActor(Actor):
         assert isinstance(self.task, Pause)
         paused_at = self.record.history[-1].date
         ref = self.context.self_ref
-        if self.task.delay is not None:
-            when, kind = paused_at + self.task.delay, "delay"
+        delay = self.task.delay
+        if isinstance(delay, str):  # a template (``{{ inputs.delay }}``), rendered now
+            try:
+                delay = self._pause_delay(delay)
+            except Exception as exc:
+                self._to(State.FAILED, error=f"delay: {_describe(exc)}")
+                self._publish()
+                return
+        if delay is not None:
+            when, kind = paused_at + delay, "delay"
         elif self.task.timeout is not None:
             when, kind = paused_at + self.task.timeout, "timeout"
         else:
@@ -367,13 +402,23 @@ class TaskRunActor(Actor):
             when, lambda: ref.tell_nowait(PauseElapsed(kind))
         )
 
+    def _pause_delay(self, template: str) -> float:
+        ctx = self.scope.task_context(self.record, 1)
+        rendered = ctx.render(template, field="delay")
+        return check_duration(
+            parse_duration_text(rendered), f"task {self.task.id!r}: delay {rendered!r}"
+        )
+
     def _resume_pause(self, inputs: dict[str, Any]) -> None:
         if self.record.state is not State.PAUSED:
             return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._to(State.RUNNING, outputs=dict(inputs))
+        # Kestra's place is outputs.<pause>.onResume.<input>; the top level is kept for flows
+        # written before (outputs.<pause>.<input>).
+        outputs = {**inputs, "onResume": dict(inputs)} if inputs else {}
+        self._to(State.RUNNING, outputs=outputs)
         self._continue_pause(State.SUCCESS)
 
     def _continue_pause(self, state: State, error: str | None = None) -> None:
@@ -403,9 +448,14 @@ class TaskRunActor(Actor):
             PauseBehavior.FAIL: State.FAILED,
             PauseBehavior.CANCEL: State.CANCELLED,
         }[behavior]
-        self._to(State.RUNNING)
         error = f"pause {kind} elapsed" if target is State.FAILED else None
-        self._continue_pause(self._allowed(target), error)
+        if target is State.SUCCESS:
+            self._to(State.RUNNING)
+            self._continue_pause(target)
+            return
+        # Any other end comes straight from PAUSED (Kestra marks the task run with it).
+        self._to(self._allowed(target), error=error)
+        self._publish()
 
     # -- Subflow ---------------------------------------------------------------------
     async def _start_subflow(self) -> None:
@@ -420,17 +470,35 @@ class TaskRunActor(Actor):
         )
         self._publish()  # before the child: its execution span is a child of this task run's
         ctx = self.scope.task_context(self.record, attempt.number)
+        task = self.task
         try:
-            inputs = ctx.render(dict(self.task.inputs), field="inputs")
+            inputs = ctx.render(dict(task.inputs), field="inputs")
+            labels = dict(self.scope.record.labels) if task.inherit_labels else {}
+            if task.labels:
+                rendered = ctx.render(dict(task.labels), field="labels")
+                labels.update(labels_mapping(rendered, f"task {task.id!r} labels"))
             child_id = await engine.submit_child(
-                self.scope.record, self.record, self.task, inputs, watcher=self.context.self_ref
+                self.scope.record,
+                self.record,
+                task,
+                inputs,
+                watcher=self.context.self_ref,
+                flow_id=str(ctx.render(task.flow_id, field="flow_id")),
+                namespace=(
+                    None
+                    if task.namespace is None
+                    else str(ctx.render(task.namespace, field="namespace"))
+                ),
+                labels=labels,
             )
         except Exception as exc:
             self._end_attempt(self._allowed(State.FAILED), attempt_state=State.FAILED, exc=exc)
             return
         self.record = msgspec.structs.replace(self.record, child_execution_id=child_id)
         if not self.task.wait:
-            self._end_attempt(State.SUCCESS, outputs={"execution_id": child_id})
+            self._end_attempt(
+                State.SUCCESS, outputs={"execution_id": child_id, "executionId": child_id}
+            )
             return
         self._publish()
 
@@ -438,10 +506,30 @@ class TaskRunActor(Actor):
         assert isinstance(self.task, Subflow)
         if self.record.state is not State.RUNNING:
             return
+        child_outputs: Any = msg.outputs
+        if self.task.outputs is not None:
+            ctx = self.scope.task_context(self.record, len(self.record.attempts) or 1)
+            try:
+                child_outputs = render(
+                    dict(self.task.outputs),
+                    {**ctx.variables, "outputs": msg.outputs},
+                    where=f"task {self.task.id!r} field 'outputs'",
+                )
+            except Exception as exc:  # as Kestra: the task run fails, the child's state kept
+                self.record = msgspec.structs.replace(
+                    self.record,
+                    outputs={
+                        "execution_id": self.record.child_execution_id,
+                        "state": msg.state.value,
+                    },
+                )
+                self._end_attempt(self._allowed(State.FAILED), attempt_state=State.FAILED, exc=exc)
+                return
         outputs = {
             "execution_id": self.record.child_execution_id,
+            "executionId": self.record.child_execution_id,
             "state": msg.state.value,
-            "outputs": msg.outputs,
+            "outputs": child_outputs,
         }
         state = State.SUCCESS
         if self.task.transmit_failed and msg.state in (State.FAILED, State.KILLED, State.WARNING):
