@@ -19,6 +19,7 @@ MODULES = [
     "actors",
     "storage_writer",
     "persistence",
+    "queries",
     "engine",
     "durable",
     "tracing",

@@ -7,7 +7,7 @@ import sqlite3
 from actorflow._errors import DatabaseInvalid, SchemaTooNew
 from actorflow.storage._writer_proc import with_lock_retry
 
-CURRENT_VERSION = 6
+CURRENT_VERSION = 7
 
 _V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -165,10 +165,31 @@ UPDATE schema_version SET version = 6
 """
 # -- end of v6 ------------------------------------------------------------------------------
 
+# -- v7: listing and recovery cost what they return, not the size of the table ------------
+# Each list_executions filter gets an index that also yields its order (created, id), so a
+# page is read off the index instead of sorting every match. Recover and claims ask for
+# ``ended IS NULL`` (only terminal states set ``ended``), which ix_executions_ended answers
+# with the unfinished rows alone. The indexes these supersede are dropped: every index is
+# written on each execution upsert.
+_V6_TO_V7 = """
+DROP INDEX IF EXISTS ix_executions_state;
+DROP INDEX IF EXISTS ix_executions_flow;
+DROP INDEX IF EXISTS ix_executions_flow_id;
+DROP INDEX IF EXISTS ix_executions_created;
+CREATE INDEX IF NOT EXISTS ix_executions_state_created ON executions(state, created, id);
+CREATE INDEX IF NOT EXISTS ix_executions_ns_created ON executions(namespace, created, id);
+CREATE INDEX IF NOT EXISTS ix_executions_ns_flow_created
+    ON executions(namespace, flow_id, created, id);
+CREATE INDEX IF NOT EXISTS ix_executions_flow_created ON executions(flow_id, created, id);
+CREATE INDEX IF NOT EXISTS ix_executions_created_id ON executions(created, id);
+UPDATE schema_version SET version = 7
+"""
+# -- end of v7 ------------------------------------------------------------------------------
+
 
 # MIGRATIONS[v] takes a database from version v to v + 1.
 MIGRATIONS: dict[int, str] = {
-    1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4, 4: _V4_TO_V5, 5: _V5_TO_V6
+    1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4, 4: _V4_TO_V5, 5: _V5_TO_V6, 6: _V6_TO_V7
 }  # fmt: skip
 
 
