@@ -288,7 +288,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rows.append(row("durable", f"loop lag p99, {lag_n:,} executions x 5 tasks in flight",
                     ours_l["lag_p99"], naive_l["lag_p99"], "ms", higher_is_better=False,
                     p50_ms=ours_l["lag_p50"], max_ms=ours_l["lag_max"],
-                    note="sleep(0.01) overshoot in a probe task; baseline: naive loop"))  # fmt: skip
+                    note="sleep(0.01) overshoot of a probe; baseline: naive loop"))  # fmt: skip
     return rows
 
 
