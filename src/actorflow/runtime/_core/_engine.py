@@ -21,8 +21,7 @@ from actorflow.runtime._clock import Clock, Timers
 from actorflow.runtime._core._admission import Admission
 from actorflow.runtime._core._messages import Complete, Dequeue, Start
 from actorflow.runtime._core._persist import (
-    decode_execution,
-    decode_task_run,
+    decode_tree,
     execution_rows,
     execution_rows_timed,
     history_ops,
@@ -518,9 +517,7 @@ class Engine:
         row = await self.store.get_execution(execution_id)
         if row is None:
             return None
-        ex = decode_execution(row.data)
-        runs = [decode_task_run(r.data) for r in await self.store.task_runs(execution_id)]
-        return msgspec.structs.replace(ex, task_runs=tuple(runs))
+        return decode_tree(row, await self.store.task_runs(execution_id))
 
     async def _tell_ended(self, child_id: str, watcher: ActorRef) -> None:
         try:
