@@ -19,6 +19,7 @@ from actorflow.actors import ActorSystem, Kill
 from actorflow.runtime._allow import check_allowed
 from actorflow.runtime._clock import Clock, Timers
 from actorflow.runtime._core._admission import Admission
+from actorflow.runtime._core._ids import child_execution_id
 from actorflow.runtime._core._messages import Complete, Dequeue, Start
 from actorflow.runtime._core._persist import (
     decode_tree,
@@ -31,7 +32,7 @@ from actorflow.runtime._core._persist import (
 from actorflow.runtime._flow import ConcurrencyBehavior, Flow, validate_inputs
 from actorflow.runtime._observer import Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
-from actorflow.runtime._states import State
+from actorflow.runtime._states import TERMINAL, State
 from actorflow.runtime._tasks import check_subflow_depth
 from actorflow.runtime._values import safe_text
 from actorflow.storage import AppendLog, Commit, FileStorage, LogRow, Store
@@ -474,8 +475,14 @@ class Engine:
         inputs: dict[str, Any],
         *,
         watcher: ActorRef,
+        attempt: int = 1,
     ) -> str:
-        """Start a subflow execution linked to task run ``tr``."""
+        """Start a subflow execution linked to task run ``tr`` (attempt ``attempt``), or, if
+        that attempt's child is stored already (a crash came before the parent stored its
+        id), watch that one: a recovered parent never starts a second child."""
+        child_id = child_execution_id(tr.id, attempt)
+        if await self.adopt_child(child_id, watcher if task.wait else None):
+            return child_id
         namespace = task.namespace or parent.namespace
         target = f"{namespace}.{task.flow_id}"
         await check_subflow_depth(parent.parent_execution_id, self._parent_id, target)
@@ -491,6 +498,7 @@ class Engine:
             parent_execution_id=parent.id,
             parent_task_run_id=tr.id,
             traceparent=parent.traceparent,
+            execution_id=child_id,
         )
         if task.wait:
             self._child_watchers[record.id] = watcher
@@ -502,15 +510,39 @@ class Engine:
         row = await self.store.get_execution(execution_id)
         return None if row is None else row.parent_execution_id
 
+    async def adopt_child(self, child_id: str, watcher: ActorRef | None) -> bool:
+        """If child execution ``child_id`` is stored, have ``watcher`` (if any) told when it
+        ends, or now if it ended before a crash; False if there is no such execution."""
+        row = await self.store.get_execution(child_id)
+        if row is None:
+            return False
+        if watcher is not None:
+            if State(row.state) in TERMINAL and child_id not in self.live:
+                self._tell_ended_soon(child_id, watcher)
+            else:
+                self.watch_child(child_id, watcher)
+        return True
+
     def watch_child(self, child_id: str, watcher: ActorRef) -> None:
         """After recovery: tell ``watcher`` when child execution ``child_id`` ends."""
+        ending = self._ending.get(child_id)
         if child_id in self._ended:
             # Ended and stored here already; the cache keeps no outputs: read them back.
-            task = asyncio.get_running_loop().create_task(self._tell_ended(child_id, watcher))
-            self._loads.add(task)
-            task.add_done_callback(self._loads.discard)
+            self._tell_ended_soon(child_id, watcher)
+        elif ending is not None:
+            # Ended here, its end not stored yet (nobody watched it then): tell once it is.
+            def stored(error: BaseException | None) -> None:
+                if error is None:
+                    self._tell_ended_soon(child_id, watcher)
+
+            ending.add_callback(stored, want=True)
         else:
             self._child_watchers[child_id] = watcher
+
+    def _tell_ended_soon(self, child_id: str, watcher: ActorRef) -> None:
+        task = asyncio.get_running_loop().create_task(self._tell_ended(child_id, watcher))
+        self._loads.add(task)
+        task.add_done_callback(self._loads.discard)
 
     async def load_execution(self, execution_id: str) -> Execution | None:
         """The stored tree of an execution, or None if there is none."""
