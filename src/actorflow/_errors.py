@@ -14,6 +14,7 @@ Every error the package raises on purpose derives from :class:`ActorflowError`::
     │   ├── DatabaseInvalid        not an actorflow database (SQLite file or PostgreSQL), or corrupt
     │   ├── SchemaTooNew           the database was written by a newer actorflow
     │   ├── StorageUnavailable     a write failed (read-only, disk full...); no work is accepted
+    │   ├── ExecutionCorrupt       a stored execution that cannot be decoded (it is quarantined)
     │   ├── StoredFileNotFound     an actorflow:// URI that has no file
     │   └── FileAccessDenied       a file outside the reader's scope, or reached through a symlink
     ├── FlowError                  flow definitions
@@ -85,6 +86,10 @@ class SchemaTooNew(StorageError):
 
 class StorageUnavailable(StorageError):
     """A write failed; the runtime stops accepting work rather than lose it."""
+
+
+class ExecutionCorrupt(StorageError):
+    """A stored execution (or one of its task runs) cannot be decoded; it is quarantined."""
 
 
 class StoredFileNotFound(StorageError):

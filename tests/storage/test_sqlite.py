@@ -792,3 +792,58 @@ async def test_answers_of_a_version_6_database_keep_reading_after_v8(tmp_path: P
         )
     with contextlib.closing(sqlite3.connect(path)) as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(CURRENT_VERSION,)]
+
+
+# -- schema v7: queries that do not grow with the table -----------------------------------
+def _v6_database(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        create_v1(conn)
+        for v in range(1, 6):
+            for stmt in _statements(MIGRATIONS[v]):
+                conn.execute(stmt)
+        rows = [
+            (f"e{i}", f"ns{i % 3}", f"f{i % 5}", 1, "SUCCESS" if i % 4 else "PAUSED", float(i),
+             float(i), float(i) if i % 4 else None, b"\x00")
+            for i in range(200)
+        ]  # fmt: skip
+        conn.executemany(
+            "INSERT INTO executions (id, namespace, flow_id, flow_revision, state, created,"
+            " updated, ended, data) VALUES (?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
+
+
+async def test_listing_and_recovery_read_an_index_not_the_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After migrating a v6 database, every list_executions filter and the unfinished scan are
+    planned on an index that yields their order: no full scan, no sort of every match."""
+    from actorflow.storage import _sql
+
+    path = tmp_path / "v6.db"
+    _v6_database(path)
+    seen: list[tuple[str, tuple[object, ...]]] = []
+    real_fetch = _sql.fetch
+
+    def spy(conn: sqlite3.Connection, sql: str, params: object = ()) -> object:
+        if "FROM executions" in sql:
+            seen.append((sql, tuple(params)))  # type: ignore[arg-type]
+        return real_fetch(conn, sql, params)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_sql, "fetch", spy)
+    async with SQLiteStore(path) as s:
+        assert len(await s.list_executions(states=["SUCCESS"], limit=1000)) == 150
+        assert len(await s.list_executions(namespace="ns1", limit=1000)) == 67
+        assert len(await s.list_executions(flow_id="f2", newest_first=False)) == 40
+        assert len(await s.list_executions(namespace="ns1", flow_id="f2")) == 13
+        assert len(await s.list_executions()) == 100
+        unfinished = await s.unfinished_executions(TERMINAL)
+        assert [r.id for r in unfinished] == [f"e{i}" for i in range(0, 200, 4)]
+    assert len(seen) == 6
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(CURRENT_VERSION,)]
+        for sql, params in seen:
+            plan = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+            assert "USING" in plan and "SCAN executions |" not in f"{plan} |", (sql, plan)
+            if "state NOT IN" not in sql:  # a page of a listing is read in index order
+                assert "TEMP B-TREE" not in plan, (sql, plan)

@@ -26,7 +26,6 @@ import anyio.abc
 from rich.console import Console
 from rich.text import Text
 
-from actorflow import __version__
 from actorflow._errors import (
     ActorflowError,
     CommandNotAnswered,
@@ -46,7 +45,6 @@ from actorflow.cli._display import (
     timeline_rows,
     to_json,
 )
-from actorflow.flows import load_flow, load_subflows, parse_duration
 from actorflow.runtime import (
     Execution,
     ExecutionHandle,
@@ -94,6 +92,16 @@ _RESTART_EPILOG = (
     " Refused (one line, exit 1) as in-process: an execution still running or not in a state"
     " that allows it, one another restart took first, or an unknown id."
 )
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed version, looked up only when asked."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        import actorflow
+
+        print(f"actorflow {actorflow.__version__}")
+        parser.exit()
 
 
 class CliError(Exception):
@@ -156,6 +164,8 @@ def _flows_for(flow: Flow, path: str, dirs: Sequence[str]) -> list[Flow]:
     reported as a warning, and the run goes on (its subflow task fails if it is needed)."""
     if not _has_subflows(flow.top_level()):
         return [flow]
+    from actorflow.flows import load_subflows
+
     found, failures = load_subflows(flow, list(dirs) or [str(Path(path).parent)])
     err = _console(err=True)
     for exc in failures:
@@ -234,6 +244,8 @@ def _note(text: str) -> None:
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
+    from actorflow.flows import load_flow
+
     console = _console()
     try:
         flow = load_flow(args.flow)
@@ -301,6 +313,8 @@ def _detach(args: argparse.Namespace) -> int:
 
 
 async def cmd_validate(args: argparse.Namespace) -> int:
+    from actorflow.flows import load_flow
+
     results: list[dict[str, Any]] = []
     code = 0
     err = _console(err=True)
@@ -513,6 +527,8 @@ async def cmd_restart(args: argparse.Namespace) -> int:
 
 
 async def cmd_purge(args: argparse.Namespace) -> int:
+    from actorflow.flows import parse_duration
+
     try:
         older = parse_duration(args.older_than)
     except ValueError as exc:
@@ -529,6 +545,8 @@ async def cmd_purge(args: argparse.Namespace) -> int:
 
 
 async def cmd_flow_deploy(args: argparse.Namespace) -> int:
+    from actorflow.flows import load_flow
+
     paths: list[Path] = []
     for given in args.paths:
         p = Path(given)
@@ -653,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="actorflow", description="Run workflow files and inspect their executions."
     )
-    parser.add_argument("--version", action="version", version=f"actorflow {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
@@ -766,6 +784,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that only read the database: they never import the flow language.
+_READS = frozenset({cmd_executions, cmd_show, cmd_timeline, cmd_logs, cmd_flows, cmd_flow_show})
+
+
 def _unwrap(exc: BaseException) -> BaseException:
     # Errors raised inside ``Runtime.open`` come out of its task group wrapped in a group.
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -776,6 +798,10 @@ def _unwrap(exc: BaseException) -> BaseException:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``actorflow`` command."""
     args = build_parser().parse_args(argv)
+    if args.func not in _READS:
+        # Installs the loader of stored flow sources: anything that may run or control an
+        # execution of a flow file needs it; reads never parse a flow.
+        import actorflow.flows  # noqa: F401
     try:
         code: int = anyio.run(args.func, args)
     except BaseException as raised:

@@ -19,6 +19,7 @@ import anyio
 import msgspec
 
 from actorflow._errors import (
+    ExecutionCorrupt,
     ExecutionNotFound,
     FlowError,
     IllegalOperation,
@@ -39,8 +40,7 @@ from actorflow.runtime._core._guardian import Guardian
 from actorflow.runtime._core._messages import Restart, ResumeWith, Snapshot
 from actorflow.runtime._core._persist import (
     decode_any,
-    decode_execution,
-    decode_task_run,
+    decode_tree,
     history_ops,
 )
 from actorflow.runtime._core._recovery import (
@@ -207,6 +207,7 @@ class Runtime(Recovery):
             )  # fmt: skip
             engine.allow_types = allowed
             rt = cls(engine, store)
+            rt.read_only = read_only
             rt.shutdown_timeout = shutdown_timeout
             await rt._load_deployed()  # before `flows`: the caller's own objects win
             for flow in flows:
@@ -411,9 +412,11 @@ class Runtime(Recovery):
         row = await self.store.get_execution(execution_id)
         if row is None:
             raise ExecutionNotFound(f"no execution with id {execution_id!r}")
-        ex = decode_execution(row.data)
-        runs = [decode_task_run(r.data) for r in await self.store.task_runs(execution_id)]
-        return row, msgspec.structs.replace(ex, task_runs=tuple(runs))
+        try:
+            return row, decode_tree(row, await self.store.task_runs(execution_id))
+        except ExecutionCorrupt as exc:
+            await self.quarantine(execution_id, str(exc))
+            raise
 
     async def _read_whole(self, execution_id: str) -> tuple[ExecutionRow, Execution]:
         """:meth:`_read`, with task runs of the same version as the row: another process
@@ -493,7 +496,13 @@ class Runtime(Recovery):
             flow_id=flow, namespace=namespace, states=states, since=since, until=until,
             limit=limit, offset=offset,
         )  # fmt: skip
-        return [decode_execution(r.data) for r in rows]
+        listed = []
+        for r in rows:
+            try:
+                listed.append(decode_tree(r, ()))
+            except ExecutionCorrupt as exc:  # one bad row hides itself, not the listing
+                await self.quarantine(r.id, str(exc))
+        return listed
 
     async def logs(self, execution_id: str, task_run_id: str | None = None) -> list[LogRow]:
         """Stored log lines of an execution (or one task run)."""

@@ -7,7 +7,7 @@ import sqlite3
 from actorflow._errors import DatabaseInvalid, SchemaTooNew
 from actorflow.storage._writer_proc import with_lock_retry
 
-CURRENT_VERSION = 9
+CURRENT_VERSION = 10
 
 _V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -196,11 +196,32 @@ UPDATE schema_version SET version = 9
 """
 # -- end of v9 ------------------------------------------------------------------------------
 
+# -- v10: listing and recovery cost what they return, not the size of the table ------------
+# Each list_executions filter gets an index that also yields its order (created, id), so a
+# page is read off the index instead of sorting every match. Recover and claims ask for
+# ``ended IS NULL`` (only terminal states set ``ended``), which ix_executions_ended answers
+# with the unfinished rows alone. The indexes these supersede are dropped: every index is
+# written on each execution upsert.
+_V9_TO_V10 = """
+DROP INDEX IF EXISTS ix_executions_state;
+DROP INDEX IF EXISTS ix_executions_flow;
+DROP INDEX IF EXISTS ix_executions_flow_id;
+DROP INDEX IF EXISTS ix_executions_created;
+CREATE INDEX IF NOT EXISTS ix_executions_state_created ON executions(state, created, id);
+CREATE INDEX IF NOT EXISTS ix_executions_ns_created ON executions(namespace, created, id);
+CREATE INDEX IF NOT EXISTS ix_executions_ns_flow_created
+    ON executions(namespace, flow_id, created, id);
+CREATE INDEX IF NOT EXISTS ix_executions_flow_created ON executions(flow_id, created, id);
+CREATE INDEX IF NOT EXISTS ix_executions_created_id ON executions(created, id);
+UPDATE schema_version SET version = 10
+"""
+# -- end of v10 ------------------------------------------------------------------------------
+
 
 # MIGRATIONS[v] takes a database from version v to v + 1.
 MIGRATIONS: dict[int, str] = {
     1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4, 4: _V4_TO_V5, 5: _V5_TO_V6, 6: _V6_TO_V7,
-    7: _V7_TO_V8, 8: _V8_TO_V9,
+    7: _V7_TO_V8, 8: _V8_TO_V9, 9: _V9_TO_V10,
 }  # fmt: skip
 
 

@@ -477,7 +477,8 @@ def claim(
     they are); returns those rows."""
     marks = ",".join("?" * len(terminal))
     select = (
-        f"SELECT {EXEC_COLS} FROM executions WHERE state NOT IN ({marks}) AND"
+        # ended IS NULL: the unfinished rows alone, off ix_executions_ended, not the table.
+        f"SELECT {EXEC_COLS} FROM executions WHERE ended IS NULL AND state NOT IN ({marks}) AND"
         " (owner IS NULL OR (owner != ? AND owner NOT IN"
         " (SELECT owner FROM owners WHERE heartbeat >= ?)))"
         " AND id NOT IN (SELECT execution_id FROM quarantine) ORDER BY created, id"

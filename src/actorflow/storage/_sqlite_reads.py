@@ -121,7 +121,8 @@ class SQLiteReads:
         """Executions not in a terminal state, oldest first, quarantined ones left out."""
         st = list(terminal_states)
         sql = (
-            f"SELECT {_sql.EXEC_COLS} FROM executions WHERE state NOT IN"
+            # ended IS NULL: the unfinished rows alone, off ix_executions_ended, not the table.
+            f"SELECT {_sql.EXEC_COLS} FROM executions WHERE ended IS NULL AND state NOT IN"
             f" ({','.join('?' * len(st))}) AND id NOT IN (SELECT execution_id FROM quarantine)"
             " ORDER BY created, id"
         )

@@ -19,10 +19,10 @@ from actorflow.actors import ActorSystem, Kill
 from actorflow.runtime._allow import check_allowed
 from actorflow.runtime._clock import Clock, Timers
 from actorflow.runtime._core._admission import Admission
+from actorflow.runtime._core._ids import child_execution_id
 from actorflow.runtime._core._messages import Complete, Dequeue, Start
 from actorflow.runtime._core._persist import (
-    decode_execution,
-    decode_task_run,
+    decode_tree,
     execution_rows,
     execution_rows_timed,
     history_ops,
@@ -33,7 +33,7 @@ from actorflow.runtime._flow import ConcurrencyBehavior, Flow, validate_inputs
 from actorflow.runtime._hostlog import execution_event
 from actorflow.runtime._observer import Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
-from actorflow.runtime._states import State
+from actorflow.runtime._states import TERMINAL, State
 from actorflow.runtime._tasks import check_subflow_depth
 from actorflow.runtime._values import check_labels, safe_text
 from actorflow.storage import (
@@ -495,9 +495,16 @@ class Engine:
         flow_id: str | None = None,
         namespace: str | None = None,
         labels: dict[str, str] | None = None,
+        attempt: int = 1,
     ) -> str:
-        """Start a subflow execution linked to task run ``tr``; ``flow_id`` / ``namespace``
-        are the task's, rendered (templates), ``labels`` the child's extra labels."""
+        """Start a subflow execution linked to task run ``tr`` (attempt ``attempt``), or, if
+        that attempt's child is stored already (a crash came before the parent stored its
+        id), watch that one: a recovered parent never starts a second child. ``flow_id`` /
+        ``namespace`` are the task's, rendered (templates), ``labels`` the child's extra
+        labels."""
+        child_id = child_execution_id(tr.id, attempt)
+        if await self.adopt_child(child_id, watcher if task.wait else None):
+            return child_id
         flow_id = flow_id or task.flow_id
         namespace = namespace or task.namespace or parent.namespace
         target = f"{namespace}.{flow_id}"
@@ -515,6 +522,7 @@ class Engine:
             parent_task_run_id=tr.id,
             traceparent=parent.traceparent,
             labels=check_labels(labels, f"subflow {target}: labels") if labels else None,
+            execution_id=child_id,
         )
         if task.wait:
             self._child_watchers[record.id] = watcher
@@ -558,27 +566,49 @@ class Engine:
         row = await self.store.get_execution(execution_id)
         return None if row is None else row.parent_execution_id
 
+    async def adopt_child(self, child_id: str, watcher: ActorRef | None) -> bool:
+        """If child execution ``child_id`` is stored, have ``watcher`` (if any) told when it
+        ends, or now if it ended before a crash; False if there is no such execution."""
+        row = await self.store.get_execution(child_id)
+        if row is None:
+            return False
+        if watcher is not None:
+            if State(row.state) in TERMINAL and child_id not in self.live:
+                self._tell_ended_soon(child_id, watcher)
+            else:
+                self.watch_child(child_id, watcher)
+        return True
+
     def watch_child(self, child_id: str, watcher: ActorRef) -> None:
         """After recovery: tell ``watcher`` when child execution ``child_id`` ends."""
+        ending = self._ending.get(child_id)
         if child_id in self._ended:
             # Ended and stored here already; the cache keeps no outputs: read them back.
-            if self._loop is None:  # trio: a task of the actor system's task group
-                self.system._tg.start_soon(self._tell_ended, child_id, watcher)
-                return
-            task = self._loop.create_task(self._tell_ended(child_id, watcher))
-            self._loads.add(task)
-            task.add_done_callback(self._loads.discard)
+            self._tell_ended_soon(child_id, watcher)
+        elif ending is not None:
+            # Ended here, its end not stored yet (nobody watched it then): tell once it is.
+            def stored(error: BaseException | None) -> None:
+                if error is None:
+                    self._tell_ended_soon(child_id, watcher)
+
+            ending.add_callback(stored, want=True)
         else:
             self._child_watchers[child_id] = watcher
+
+    def _tell_ended_soon(self, child_id: str, watcher: ActorRef) -> None:
+        if self._loop is None:  # trio: a task of the actor system's task group
+            self.system._tg.start_soon(self._tell_ended, child_id, watcher)
+            return
+        task = self._loop.create_task(self._tell_ended(child_id, watcher))
+        self._loads.add(task)
+        task.add_done_callback(self._loads.discard)
 
     async def load_execution(self, execution_id: str) -> Execution | None:
         """The stored tree of an execution, or None if there is none."""
         row = await self.store.get_execution(execution_id)
         if row is None:
             return None
-        ex = decode_execution(row.data)
-        runs = [decode_task_run(r.data) for r in await self.store.task_runs(execution_id)]
-        return msgspec.structs.replace(ex, task_runs=tuple(runs))
+        return decode_tree(row, await self.store.task_runs(execution_id))
 
     async def _tell_ended(self, child_id: str, watcher: ActorRef) -> None:
         try:

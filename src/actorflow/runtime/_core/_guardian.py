@@ -7,14 +7,16 @@ execution is marked FAILED so nobody waits on it forever.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from actorflow._errors import ExecutionCorrupt
 from actorflow.actors import Actor, Terminated
 from actorflow.runtime._core._messages import Recover
-from actorflow.runtime._core._persist import decode_execution, decode_task_run
+from actorflow.runtime._core._persist import decode_tree, quarantine_op
 from actorflow.runtime._records import StateEntry
 from actorflow.runtime._states import State
 
@@ -83,10 +85,21 @@ class Guardian(Actor):
             return
         if row is None:
             return
-        record = decode_execution(row.data)
+        try:
+            tree = decode_tree(row, await engine.store.task_runs(execution_id))
+        except ExecutionCorrupt as exc:  # nothing to restart from: set aside, the rest runs on
+            _log.error("execution %s is quarantined: %s", execution_id, exc)
+            with contextlib.suppress(Exception):
+                await engine.store.write(
+                    (quarantine_op(execution_id, str(exc), engine.clock.now()),)
+                )
+            return
+        except Exception:  # storage failed: nothing to restart from
+            return
+        record = msgspec.structs.replace(tree, task_runs=())
         if record.state.terminal:
             return
-        runs = [decode_task_run(r.data) for r in await engine.store.task_runs(execution_id)]
+        runs = list(tree.task_runs)
         count = self.restarts.get(execution_id, 0) + 1
         self.restarts[execution_id] = count
         if count <= MAX_RESTARTS and engine.accepting:

@@ -32,4 +32,17 @@ def task_run_id(ex: Execution, parent_id: str | None, spec: Spec) -> str:
     return hashlib.blake2b(key, digest_size=10).hexdigest()
 
 
-__all__ = ["task_run_id"]
+def child_execution_id(task_run_id: str, attempt: int) -> str:
+    """The id of the subflow execution attempt ``attempt`` of task run ``task_run_id`` starts.
+
+    The task-run id already names the parent execution, its run number, the task and its loop
+    value and iteration; the attempt number tells a retry's new child from the one before. A
+    parent recovered after a crash between storing its child and storing the child's id in
+    its own task run finds that child by this id instead of starting a second one. Same
+    length as :meth:`Engine.new_id`'s ids.
+    """
+    key = _encode(("subflow", task_run_id, attempt))
+    return hashlib.blake2b(key, digest_size=9).hexdigest()
+
+
+__all__ = ["child_execution_id", "task_run_id"]

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from actorflow._errors import ExecutionCorrupt
 from actorflow.runtime._observer import DURATION_METRIC
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import TERMINAL
@@ -16,6 +17,8 @@ from actorflow.storage import (
     ExecutionRow,
     HistoryRow,
     MetricRow,
+    QuarantineExecution,
+    QuarantineRow,
     TaskRunRow,
     UpsertAttempt,
     UpsertExecution,
@@ -42,6 +45,31 @@ def decode_execution(data: bytes) -> Execution:
 def decode_task_run(data: bytes) -> TaskRun:
     """A task-run snapshot."""
     return _tr_dec.decode(data)
+
+
+def decode_tree(row: ExecutionRow, runs: Sequence[TaskRunRow]) -> Execution:
+    """The execution of ``row`` with ``runs`` decoded into it; a row or task run that does not
+    decode raises :class:`ExecutionCorrupt` naming the execution, the row and why."""
+    try:
+        ex = _exec_dec.decode(row.data)
+    except msgspec.DecodeError as exc:
+        raise ExecutionCorrupt(
+            f"execution {row.id!r}: its stored snapshot cannot be decoded ({exc})"
+        ) from None
+    decoded = []
+    for r in runs:
+        try:
+            decoded.append(_tr_dec.decode(r.data))
+        except msgspec.DecodeError as exc:
+            raise ExecutionCorrupt(
+                f"execution {row.id!r}: task run {r.id!r} ({r.task_id}) cannot be decoded ({exc})"
+            ) from None
+    return msgspec.structs.replace(ex, task_runs=tuple(decoded)) if decoded else ex
+
+
+def quarantine_op(execution_id: str, reason: str, now: float) -> QuarantineExecution:
+    """The op that sets an undecodable execution aside (kept, listed, never recovered)."""
+    return QuarantineExecution(QuarantineRow(execution_id, reason, now))
 
 
 def decode_any(data: bytes) -> Any:

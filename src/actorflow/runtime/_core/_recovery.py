@@ -36,6 +36,7 @@ from actorflow._errors import (
     AskTimeout,
     CommandNotAnswered,
     DeadActorError,
+    ExecutionCorrupt,
     ExecutionNotFound,
     IllegalOperation,
     InputError,
@@ -46,7 +47,7 @@ from actorflow._errors import (
 from actorflow.runtime._core._commands import KINDS, target_of
 from actorflow.runtime._core._messages import Command, CommandTarget, Recover
 from actorflow.runtime._core._notify import channel_of, open_bell, open_doorbell, owner_address
-from actorflow.runtime._core._persist import decode_execution, decode_task_run
+from actorflow.runtime._core._persist import decode_tree, quarantine_op
 from actorflow.runtime._states import TERMINAL, State
 from actorflow.storage import CommandRow, ExecutionRow, Store
 
@@ -91,6 +92,7 @@ class Recovery:
     # Claimed executions recovery could not start here, and why (a command's answer).
     _unrunnable: dict[str, str]
     _consuming: anyio.Event | None = None
+    read_only: bool = False
     _commands_lock: anyio.Lock | None = None
 
     def _flow_for(self, ex: Execution) -> Flow:  # pragma: no cover - the Runtime's
@@ -117,21 +119,43 @@ class Recovery:
         store = self.store
         resumed: list[str] = []
         for start in range(0, len(rows), 1000):
-            chunk = [decode_execution(r.data) for r in rows[start : start + 1000]]
-            runs_of = await store.task_runs_of([ex.id for ex in chunk])
-            for ex in chunk:
+            chunk = rows[start : start + 1000]
+            runs_of = await store.task_runs_of([r.id for r in chunk])
+            corrupt: list[tuple[str, str]] = []
+            for row in chunk:
+                try:
+                    tree = decode_tree(row, runs_of[row.id])
+                except ExecutionCorrupt as exc:
+                    corrupt.append((row.id, str(exc)))
+                    continue
+                ex = msgspec.structs.replace(tree, task_runs=())
+                runs = list(tree.task_runs)
                 try:
                     flow = self._flow_for(ex)
                 except IllegalOperation as exc:
                     self._unrunnable[ex.id] = str(exc)
                     continue
-                runs = [decode_task_run(r.data) for r in runs_of[ex.id]]
                 if ex.state in (State.CREATED, State.QUEUED):  # not started: wait for a slot
                     self.engine.start_execution(flow, ex, runs, "recover", Recover())
                 else:
                     self.engine.spawn_execution(flow, ex, runs, "recover", Recover())
                 resumed.append(ex.id)
+            for execution_id, reason in corrupt:
+                await self.quarantine(execution_id, reason)
         return resumed
+
+    async def quarantine(self, execution_id: str, reason: str) -> None:
+        """Set an execution whose stored rows do not decode aside (its bytes stay, it is
+        listed by ``quarantined()`` and never recovered or claimed) and log why; the others
+        run on. A read-only runtime only logs."""
+        _log.error("execution %s is quarantined: %s", execution_id, reason)
+        self._unrunnable[execution_id] = reason
+        if self.read_only:
+            return
+        try:
+            await self.store.write((quarantine_op(execution_id, reason, self.engine.clock.now()),))
+        except Exception:  # storage trouble: the next start meets the row again
+            _log.warning("could not quarantine execution %s", execution_id, exc_info=True)
 
     async def _housekeeping(self) -> None:
         """Heartbeat the ownership, consume commands from other processes: at once when a

@@ -17,6 +17,7 @@ import msgspec
 from actorflow._errors import InputError, UnstorableValue
 from actorflow.actors import Actor, Interruptible, Kill
 from actorflow.runtime._clock import TimerHandle, check_duration, parse_duration_text
+from actorflow.runtime._core._ids import child_execution_id
 from actorflow.runtime._core._messages import (
     Complete,
     Fail,
@@ -196,6 +197,8 @@ class TaskRunActor(Actor):
                 return
             if isinstance(self.task, Subflow) and self.record.child_execution_id:
                 self.scope.engine.watch_child(self.record.child_execution_id, self.context.self_ref)
+                return
+            if isinstance(self.task, Subflow) and await self._found_child():
                 return
             # The attempt in flight died with the process: record it, then try again.
             now = self.scope.engine.clock.now()
@@ -490,6 +493,7 @@ class TaskRunActor(Actor):
                     else str(ctx.render(task.namespace, field="namespace"))
                 ),
                 labels=labels,
+                attempt=attempt.number,
             )
         except Exception as exc:
             self._end_attempt(self._allowed(State.FAILED), attempt_state=State.FAILED, exc=exc)
@@ -501,6 +505,24 @@ class TaskRunActor(Actor):
             )
             return
         self._publish()
+
+    async def _found_child(self) -> bool:
+        """After a crash that came between storing the child of the running attempt and
+        storing its id here: take that child (its id is derived) instead of a second one."""
+        attempts = self.record.attempts
+        if not attempts or attempts[-1].end is not None:
+            return False
+        assert isinstance(self.task, Subflow)
+        child_id = child_execution_id(self.record.id, attempts[-1].number)
+        watcher = self.context.self_ref if self.task.wait else None
+        if not await self.scope.engine.adopt_child(child_id, watcher):
+            return False
+        self.record = msgspec.structs.replace(self.record, child_execution_id=child_id)
+        if watcher is None:
+            self._end_attempt(State.SUCCESS, outputs={"execution_id": child_id})
+        else:
+            self._publish()
+        return True
 
     def _subflow_ended(self, msg: Complete) -> None:
         assert isinstance(self.task, Subflow)
