@@ -180,6 +180,7 @@ class TaskContext:
 
     __slots__ = (
         "_metric",
+        "_variables",
         "attempt",
         "engine",
         "execution_id",
@@ -214,8 +215,11 @@ class TaskContext:
         iteration: int | None = None,
         trigger: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> None:
         self.engine = engine
+        # What the engine adds to the template variables (start dates, labels, parents...).
+        self._variables = variables
         self.execution_id = execution_id
         self.task_run_id = task_run_id
         #: The same in every attempt of this task run, including one run again after a
@@ -267,8 +271,9 @@ class TaskContext:
 
     @property
     def variables(self) -> dict[str, Any]:
-        """What templates see: inputs, outputs, taskrun, execution, flow."""
-        return {
+        """What templates see: inputs, outputs, taskrun, execution, flow (and what the engine
+        adds: labels, vars, parents...)."""
+        variables: dict[str, Any] = {
             "inputs": self.inputs,
             "outputs": self.outputs,
             "taskrun": {
@@ -288,6 +293,12 @@ class TaskContext:
             },
             "trigger": self.trigger,
         }
+        extra = self._variables
+        if extra:
+            taskrun = variables["taskrun"]
+            variables.update(extra)
+            variables["taskrun"] = {**extra.get("taskrun", {}), **taskrun}
+        return variables
 
     def render(self, value: Any, *, field: str = "") -> Any:
         """Render templates in ``value``; errors name this task and ``field``."""

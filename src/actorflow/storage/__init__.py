@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import os
 
-from actorflow.storage._files import CHUNK_SIZE, FileReader, FileScope, FileStorage, Readable
+from actorflow.storage._files import (
+    CHUNK_SIZE,
+    SCHEME,
+    FileReader,
+    FileScope,
+    FileStorage,
+    Readable,
+)
 from actorflow.storage._memory import MemoryStore
 from actorflow.storage._rows import (
     AppendHistory,
@@ -59,6 +66,7 @@ def open_store(
 __all__ = [
     "CHUNK_SIZE",
     "CURRENT_VERSION",
+    "SCHEME",
     "AppendHistory",
     "AppendLog",
     "AttemptRow",

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from actorflow._errors import ActorError, IllegalOperation, InputError
+from actorflow._errors import (
+    ActorError,
+    IllegalOperation,
+    InputError,
+    TemplateError,
+    UnstorableValue,
+)
 from actorflow.actors import Actor, Kill, Pause, Resume, Terminated
 from actorflow.runtime._core._commands import apply_command
 from actorflow.runtime._core._frames import MAIN, Frame, Spec, make_frame
@@ -31,7 +37,7 @@ from actorflow.runtime._core._messages import (
 )
 from actorflow.runtime._core._scope import ExecutionScope
 from actorflow.runtime._core._taskrun import TaskRunActor, validate_resume
-from actorflow.runtime._flow import ConcurrencyBehavior, Flow
+from actorflow.runtime._flow import ConcurrencyBehavior, Flow, flow_outputs
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State, check_transition
 from actorflow.runtime._tasks import Flowable, Task
@@ -122,6 +128,7 @@ class ExecutionActor(Actor):
     # -- lifecycle -------------------------------------------------------------------
     async def on_start(self) -> None:
         self.scope = ExecutionScope(self.engine, self.flow, self.ex, self.context.self_ref)
+        self.scope.runs = self.runs
         for tr in self.runs.values():
             if tr.state.terminal:
                 self.scope.record_outputs(tr)
@@ -534,6 +541,14 @@ class ExecutionActor(Actor):
                 # Flowables still open when the execution ends (kill) end with it.
                 self._set_run(tr, State.KILLED if state is State.KILLED else state)
         changes: dict[str, Any] = {"error": error} if error else {}
+        if self.flow.outputs and state in (State.SUCCESS, State.WARNING):
+            # Kestra renders the flow's outputs once the tasks are done; one that cannot be
+            # rendered or has the wrong type fails the execution.
+            try:
+                changes["outputs"] = flow_outputs(self.flow, self.scope.variables())
+            except (TemplateError, InputError, UnstorableValue) as exc:
+                state = State.FAILED
+                changes["error"] = f"flow outputs: {exc}"
         if self.ex.state is State.CREATED and state is State.KILLED:
             self._to(State.KILLED, **changes)
         else:
