@@ -94,8 +94,8 @@ class OutputSpec(Spec, kw_only=True):
 
     def validate(self) -> None:
         """Called by the loader: the type must be one of the input types."""
-        if _INPUT_TYPES.get(self.type.lower()) in (None, "file"):
-            choices = ", ".join(sorted(set(_INPUT_TYPES.values()) - {"file"}))
+        if _INPUT_TYPES.get(self.type.lower()) is None:
+            choices = ", ".join(sorted(set(_INPUT_TYPES.values())))
             raise SpecError((("type",), f"unknown output type {self.type!r}; use one of {choices}"))
 
 

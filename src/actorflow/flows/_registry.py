@@ -182,8 +182,9 @@ class InputSpec(Spec, kw_only=True):
     allow_custom: bool = False
     item_type: str | None = None
     validator: str | None = None
-    min: float | None = None
-    max: float | None = None
+    #: Numbers, or durations (``PT10S``) for a DURATION input.
+    min: float | str | None = None
+    max: float | str | None = None
     after: str | None = None
     before: str | None = None
     #: Accepted for Kestra's files, not checked (FILE: the extension the UI offers).
@@ -233,7 +234,7 @@ class InputSpec(Spec, kw_only=True):
             text = getattr(self, bound)
             if text is not None:
                 try:
-                    inp.coerce(text) if inp.type != "file" else None
+                    inp.convert(text)
                 except ValueError as exc:
                     raise SpecError(((bound,), f"invalid {bound}: {exc}")) from None
         if self.default is not msgspec.UNSET and self.default is not None and kind_checks(inp):

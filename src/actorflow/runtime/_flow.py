@@ -44,7 +44,7 @@ class Input:
 
     Constraints: ``values`` (the choices of select/multiselect), ``allow_custom`` (a select
     also takes other values), ``validator`` (a regex a string must match entirely),
-    ``min``/``max`` (numbers; lengths for strings), ``after``/``before`` (datetime, date,
+    ``min``/``max`` (numbers; durations for a duration), ``after``/``before`` (datetime, date,
     time, duration bounds, exclusive).
     """
 
@@ -89,11 +89,16 @@ class Input:
         if problems:
             raise FlowValidationError(problems)
 
-    def coerce(self, raw: Any) -> Any:
-        """``raw`` as this input's type, checked against its constraints (ValueError)."""
+    def convert(self, raw: Any) -> Any:
+        """``raw`` as this input's type (ValueError), constraints not checked."""
         value = _COERCE[self.type](raw)
         if self.type == "list" and self.item_type is not None:
             value = [_COERCE[self.item_type](v) for v in value]
+        return value
+
+    def coerce(self, raw: Any) -> Any:
+        """``raw`` as this input's type, checked against its constraints (ValueError)."""
+        value = self.convert(raw)
         if self.values is not None and not self.allow_custom:
             chosen = value if isinstance(value, list) else [value]
             for v in chosen:
@@ -105,11 +110,17 @@ class Input:
             and re.fullmatch(self.validator, value) is None
         ):
             raise ValueError(f"{value!r} does not match the validator {self.validator!r}")
-        measure = len(value) if isinstance(value, str) else value
-        if self.min is not None and isinstance(measure, int | float) and measure < self.min:
-            raise ValueError(f"{value!r} is less than the minimum {self.min!r}")
-        if self.max is not None and isinstance(measure, int | float) and measure > self.max:
-            raise ValueError(f"{value!r} is more than the maximum {self.max!r}")
+        # min/max: numbers, or durations for a duration input (both inclusive).
+        measure = duration_seconds(value) if self.type == "duration" else value
+        if isinstance(measure, int | float) and not isinstance(measure, bool):
+            checks = ((self.min, float.__lt__, "less than the minimum"),
+                      (self.max, float.__gt__, "more than the maximum"))  # fmt: skip
+            for bound, bad, what in checks:
+                if bound is None:
+                    continue
+                limit = duration_seconds(bound) if self.type == "duration" else float(bound)
+                if bad(float(measure), limit):
+                    raise ValueError(f"{value!r} is {what} {bound!r}")
         if self.after is not None or self.before is not None:
             key = _ORDER.get(self.type)
             if key is not None:
@@ -379,9 +390,9 @@ def flow_outputs(flow: Flow, variables: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for o in flow.outputs:
         value = render(o.value, variables, where=f"flow output {o.id!r}")
-        if o.type == "string" and not isinstance(value, str):
+        if o.type in ("string", "file") and not isinstance(value, str):
             value = to_text(value)
-        elif o.type != "any":
+        elif o.type not in ("any", "string", "file"):
             value = validate_inputs(
                 [Input(name=o.id, type=o.type)], {o.id: value}, where=f"flow output {o.id!r}"
             )[o.id]

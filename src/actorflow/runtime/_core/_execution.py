@@ -67,6 +67,15 @@ class _Continue(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Create the children a chunk left over (see CREATE_CHUNK)."""
 
 
+class _SlaDue(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """A MAX_DURATION sla of the flow has passed."""
+
+    sla_id: str
+
+
+_SLA_END = {"FAIL": State.FAILED, "CANCEL": State.CANCELLED}
+
+
 class ExecutionActor(Actor):
     """Runs one execution to a terminal state."""
 
@@ -74,8 +83,8 @@ class ExecutionActor(Actor):
     # period together.
     stop_children_together = True
 
-    __slots__ = ("_budget", "_deferred", "_pending", "child_restarts", "engine", "ex", "flow",
-                 "frames", "live", "mode", "runs", "scope")  # fmt: skip
+    __slots__ = ("_budget", "_deferred", "_pending", "_sla_end", "_sla_timers", "child_restarts",
+                 "engine", "ex", "flow", "frames", "live", "mode", "runs", "scope")  # fmt: skip
 
     def __init__(
         self, engine: Engine, flow: Flow, record: Execution, task_runs: list[TaskRun], mode: str
@@ -92,6 +101,9 @@ class ExecutionActor(Actor):
         self._budget = CREATE_CHUNK  # children this pass over the mailbox may still create
         self._deferred: dict[int, Frame] | None = None  # frames with children left to create
         self.scope: ExecutionScope
+        # The state a violated sla ends the execution in once its task runs are killed.
+        self._sla_end: State | None = None
+        self._sla_timers: list[Any] = []
 
     # -- state -----------------------------------------------------------------------
     def _to(self, state: State, **changes: Any) -> None:
@@ -129,6 +141,16 @@ class ExecutionActor(Actor):
     async def on_start(self) -> None:
         self.scope = ExecutionScope(self.engine, self.flow, self.ex, self.context.self_ref)
         self.scope.runs = self.runs
+        if not self.ex.state.terminal:
+            ref = self.context.self_ref
+            for sla in self.flow.sla:
+                if sla.type == "MAX_DURATION" and sla.duration is not None:
+                    due = self.ex.start_date + sla.duration
+                    self._sla_timers.append(
+                        self.engine.timers.call_at(
+                            due, functools.partial(ref.tell_nowait, _SlaDue(sla.id))
+                        )
+                    )
         for tr in self.runs.values():
             if tr.state.terminal:
                 self.scope.record_outputs(tr)
@@ -171,6 +193,8 @@ class ExecutionActor(Actor):
             return await apply_command(self, message)
         elif isinstance(message, ChildCrashed):
             self._child_terminated(message)
+        elif type(message) is _SlaDue:
+            self._sla_due(message.sla_id)
         elif type(message) is _Continue:
             frames, self._deferred = self._deferred or {}, None
             self._budget = CREATE_CHUNK
@@ -535,7 +559,48 @@ class ExecutionActor(Actor):
                     f" resume reached it ({exc})"
                 ) from exc
 
+    def _sla_due(self, sla_id: str) -> None:
+        """A MAX_DURATION sla passed: label the execution; FAIL / CANCEL also kill it."""
+        if self.ex.state.terminal or self.ex.state is State.KILLING:
+            return
+        sla = next(s for s in self.flow.sla if s.id == sla_id)
+        self._sla_labels(sla.labels)
+        end = _SLA_END.get(sla.behavior)
+        if end is None:
+            self._save()
+            return
+        self._sla_end = end
+        self._kill()
+
+    def _sla_labels(self, labels: Any) -> None:
+        if labels:
+            self.ex = msgspec.structs.replace(self.ex, labels={**self.ex.labels, **labels})
+            self.scope.record = self.ex
+
+    def _sla_assertions(self, state: State) -> State:
+        """EXECUTION_ASSERTION slas, checked as the execution ends: the state they give."""
+        if state in (State.KILLED, State.CANCELLED):
+            return state
+        for sla in self.flow.sla:
+            if sla.type != "EXECUTION_ASSERTION" or sla.assert_ is None:
+                continue
+            try:
+                held = truthy(render(sla.assert_, self.scope.variables(), where=f"sla {sla.id!r}"))
+            except Exception:  # an assertion that cannot be rendered does not hold
+                held = False
+            if not held:
+                self._sla_labels(sla.labels)
+                state = _SLA_END.get(sla.behavior, state)
+        return state
+
     def _finish(self, state: State, error: str | None = None) -> None:
+        for timer in self._sla_timers:
+            timer.cancel()
+        if self._sla_end is not None and state is State.KILLED:
+            state = self._sla_end
+            error = error or "the flow's sla was violated (MAX_DURATION)"
+        elif self.flow.sla:
+            state = self._sla_assertions(state)
         for tr in list(self.runs.values()):
             if not tr.state.terminal and tr.id not in self.live:
                 # Flowables still open when the execution ends (kill) end with it.
