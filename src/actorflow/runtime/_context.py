@@ -12,7 +12,7 @@ import anyio
 
 from actorflow._errors import UnstorableValue
 from actorflow.runtime._records import Metric
-from actorflow.runtime._template import render, truthy
+from actorflow.runtime._template import LazyVariables, render, truthy
 from actorflow.runtime._values import check_text, metric_tags, metric_value
 from actorflow.storage import FileScope
 
@@ -298,6 +298,9 @@ class TaskContext:
             taskrun = variables["taskrun"]
             variables.update(extra)
             variables["taskrun"] = {**extra.get("taskrun", {}), **taskrun}
+            lazy = variables.get("vars")
+            if isinstance(lazy, LazyVariables):
+                variables["vars"] = lazy.bound(variables)
         return variables
 
     def render(self, value: Any, *, field: str = "") -> Any:

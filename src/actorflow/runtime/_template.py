@@ -687,6 +687,10 @@ class LazyVariables(Mapping[str, Any]):
         self._raw = raw
         self._context = context
 
+    def bound(self, context: Mapping[str, Any]) -> LazyVariables:
+        """The same variables rendered with ``context`` (the whole set a render sees)."""
+        return LazyVariables(self._raw, context)
+
     def __getitem__(self, key: str) -> Any:
         return _render(self._raw[key], self._context, f"vars.{key}")
 

@@ -52,6 +52,9 @@ class ExecutionScope:
         }
         variables["taskrun"]["attempts_count"] = len(tr.attempts) if tr else 0
         variables["taskrun"]["attemptsCount"] = len(tr.attempts) if tr else 0
+        lazy = variables.get("vars")
+        if isinstance(lazy, LazyVariables):
+            variables["vars"] = lazy.bound(variables)
         return variables
 
     def kestra_variables(self, tr: TaskRun | None) -> dict[str, Any]:
@@ -92,6 +95,7 @@ class ExecutionScope:
         if parents:
             variables["parent"] = parents[0]
         if self.flow.variables:
+            # Bound to the whole set of variables by whoever completes it (see ``bound``).
             variables["vars"] = LazyVariables(self.flow.variables, variables)
         return variables
 
