@@ -168,11 +168,11 @@ EXPECT: dict[str, list[Case]] = {
     "flowable-with-parent-fail.yaml": [C("FAILED", derived=True)],
     "for-each-item-failed.yaml": [C("FAILED", 3, {"file": "@items"})],
     "for-each-item-no-wait.yaml": [C("SUCCESS", 4, {"file": "@items"})],
-    "for-each-item-outputs-subflow.yaml": [C(runs=1, inputs={"items": "@file"}, derived=True)],
+    "for-each-item-outputs-subflow.yaml": [C(runs=1, inputs={"items": "@uri"}, derived=True)],
     "for-each-item-outputs.yaml": [C("SUCCESS", 5, {"file": "@items"})],
-    "for-each-item-subflow-failed.yaml": [C("FAILED", 1, {"items": "@file"}, derived=True)],
-    "for-each-item-subflow.yaml": [C("SUCCESS", 1, {"items": "@file"}, derived=True)],
-    "for-each-item.yaml": [C("SUCCESS", 4, {"file": "@items"})],
+    "for-each-item-subflow-failed.yaml": [C("FAILED", 1, {"items": "@uri"}, derived=True)],
+    "for-each-item-subflow.yaml": [C("SUCCESS", 1, {"items": "@uri"}, derived=True)],
+    "for-each-item.yaml": [C("SUCCESS", 4, {"file": "@items", "batch": 4})],
     "foreach-concurrent-no-limit.yaml": [C(runs=7)],
     "foreach-concurrent-parallel.yaml": [C(runs=10)],
     "foreach-concurrent.yaml": [C(runs=7)],
@@ -200,7 +200,17 @@ EXPECT: dict[str, list[Case]] = {
     "inputs-small-files.yaml": [C(inputs={"f": "@file"}, flow_outputs={"o": "*"})],
     "inputs.yaml": [C(runs=14, inputs=INPUTS_TEST)],
     "kv.yaml": [C(derived=True)],
-    "labels-update-task.yml": [C(derived=True)],
+    "labels-update-task.yml": [
+        C(
+            inputs={
+                "labelsJson": '{"keyFromJson": "valueFromJson"}',
+                "labelsMapKey": "keyFromMap",
+                "labelsMapValue": "valueFromMap",
+                "labelsListKey": "keyFromList",
+                "labelsListValue": "valueFromList",
+            }
+        )
+    ],
     "log-to-file.yaml": [C(derived=True)],
     "logs.yaml": [C(runs=5)],
     "minimal-bis.yaml": [C(runs=1), C(runs=1, inputs={"string": "myString"})],
@@ -226,7 +236,9 @@ EXPECT: dict[str, list[Case]] = {
     "pause_on_resume_optional.yaml": [
         C(runs=2, mode="pause", resume={}, outputs={"last": {"asked": "MISSING"}})
     ],
-    "primitive-labels-flow.yml": [C(runs=1, inputs={"intLabel": 42, "boolLabel": True})],
+    "primitive-labels-flow.yml": [
+        C(runs=1, inputs={"intLabel": 42, "boolLabel": True, "floatLabel": 3.14})
+    ],
     # Kestra's test starts it without the (required) input; "NONE" is what its `??` gives.
     "restart-each.yaml": [
         C(runs=20, inputs={"failed": "NONE"}),
@@ -373,6 +385,10 @@ EXPECT: dict[str, list[Case]] = {
 SECRETS = {"MY_SECRET": '{"secretKey": "secretValue"}', "NEW_LINE": "very\nlong\npassword"}
 
 
+# What Kestra's test build puts in the environment for `{{ envs.* }}`.
+ENVS = {"KESTRA_TEST1": "true", "KESTRA_TEST2": "Pass by env"}
+
+
 def is_core(text: str) -> bool:
     """Whether every task/trigger type of a flow file is one of Kestra's core types."""
     types = _TYPE.findall(text)
@@ -479,6 +495,11 @@ async def _run_case(rt: Any, flow: Any, case: Case, work: Path) -> tuple[str, li
     from actorflow.runtime import State
 
     inputs = _prepare_inputs(case.inputs, work)
+    for k, v in case.inputs.items():
+        if v == "@uri":  # what ForEachItem hands a child: a stored file's URI
+            inputs[k] = await rt.engine.files.put(
+                flow.namespace, flow.id, "corpus", "inputs", k, "items.txt", b"a\nb\n"
+            )
     try:
         handle = await rt.submit(flow, inputs)
     except ActorflowError as exc:
@@ -634,6 +655,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for name, value in SECRETS.items():
         os.environ.setdefault(f"SECRET_{name}", base64.b64encode(value.encode()).decode())
+    for name, value in ENVS.items():
+        os.environ.setdefault(name, value)
     with tempfile.TemporaryDirectory(prefix="kestra-corpus-") as tmp:
         work = Path(tmp)
         folder = flow_files(args.path, work)

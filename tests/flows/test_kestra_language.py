@@ -182,3 +182,15 @@ async def test_sla_execution_assertion(
     ex = await rt.run(load_flow(FLOWS / "sla_assertion.yaml"), {"mode": mode}, timeout=20)
     assert ex.state is state
     assert ex.labels.get("sla") == label
+
+
+async def test_nested_loop_outputs(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs in nested loops are keyed outer value first (``outputs.r.s1.a``);
+    ``currentEachOutput`` reads this iteration's; ``envs.x`` is ``KESTRA_X``."""
+    monkeypatch.setenv("KESTRA_GREETING", "hi")
+    ex = await rt.run(load_flow(FLOWS / "nested_loops.yaml"), timeout=20)
+    assert ex.state is State.SUCCESS, ex.error
+    assert _value(ex, "end") == "s1-a|s2-b|Return|hi"
+    assert sorted(tr.outputs["value"] for tr in ex.task_runs if tr.task_id == "cur") == [
+        "s1-a", "s1-b", "s2-a", "s2-b",
+    ]  # fmt: skip

@@ -6,6 +6,8 @@ other.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -47,7 +49,6 @@ class ExecutionScope:
         variables: dict[str, Any] = {
             "inputs": ex.inputs,
             "outputs": self.outputs,
-            "task": {"id": tr.task_id if tr else None},
             **self.kestra_variables(tr),
         }
         variables["taskrun"]["attempts_count"] = len(tr.attempts) if tr else 0
@@ -63,7 +64,13 @@ class ExecutionScope:
         ``errorLogs()``."""
         ex = self.record
         parents = self._parents(tr)
+        kind = None
+        if tr is not None:
+            with contextlib.suppress(KeyError):
+                kind = type(self.flow.task(tr.task_id)).__name__
         variables: dict[str, Any] = {
+            # ``task.type``: the task's class (Kestra shows its Java class name).
+            "task": {"id": tr.task_id if tr else None, "type": kind},
             "taskrun": {
                 "id": tr.id if tr else None,
                 "value": tr.value if tr else None,
@@ -87,6 +94,7 @@ class ExecutionScope:
             "trigger": ex.trigger or {},
             "errorLogs": self._error_logs,
             "read": self._read,
+            "currentEachOutput": functools.partial(_current_each_output, parents, tr),
             "envs": _envs(),
             "parents": parents,
         }
@@ -165,13 +173,47 @@ class ExecutionScope:
         )
 
     def record_outputs(self, tr: TaskRun) -> None:
-        """Expose ``tr``'s outputs as ``outputs.<task_id>`` (``[value]`` inside loops)."""
-        if tr.value is None:
+        """Expose ``tr``'s outputs as ``outputs.<task_id>``; inside loops keyed by the loop
+        values, outermost first, as Kestra nests them (``outputs.t.<outer>.<inner>``)."""
+        path = self._loop_values(tr)
+        if not path:
             self.outputs[tr.task_id] = tr.outputs
-        else:
-            per_value = self.outputs.setdefault(tr.task_id, {})
-            if isinstance(per_value, dict):
-                per_value[tr.value] = tr.outputs
+            return
+        node = self.outputs.setdefault(tr.task_id, {})
+        for value in path[:-1]:
+            if not isinstance(node, dict):
+                return
+            node = node.setdefault(value, {})
+        if isinstance(node, dict):
+            node[path[-1]] = tr.outputs
+
+    def _loop_values(self, tr: TaskRun) -> list[str]:
+        """The loop values of ``tr`` and its ancestors, outermost first (a value a task run
+        inherits from its parent counts once)."""
+        values: list[str] = []
+        current: TaskRun | None = tr
+        seen = 0
+        while current is not None and seen < 1000:
+            if current.value is not None and (not values or values[-1] != current.value):
+                values.append(current.value)
+            parent_id = current.parent_task_run_id
+            current = None
+            if parent_id is not None:
+                current = self.current.get(parent_id) or self.runs.get(parent_id)
+            seen += 1
+        values.reverse()
+        return values
+
+
+def _current_each_output(parents: list[dict[str, Any]], tr: TaskRun | None, value: Any) -> Any:
+    """``currentEachOutput(outputs.x)``: the outputs of ``x`` in this task run's loop
+    iteration (outputs inside loops are keyed by the loop values)."""
+    keys = [p["taskrun"]["value"] for p in reversed(parents)]
+    keys.append(tr.value if tr else None)
+    for key in keys:
+        if key is not None and isinstance(value, Mapping) and key in value:
+            value = value[key]
+    return value
 
 
 def dotted(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -192,8 +234,8 @@ def dotted(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _envs() -> dict[str, str]:
-    """``{{ envs.x }}``: environment variables ``ENV_X`` (Kestra's default prefix)."""
-    return {k[4:].lower(): v for k, v in os.environ.items() if k.startswith("ENV_")}
+    """``{{ envs.x }}``: environment variables ``KESTRA_X`` (Kestra's default prefix)."""
+    return {k[7:].lower(): v for k, v in os.environ.items() if k.startswith("KESTRA_")}
 
 
 def _failure_message(error: str) -> str:
