@@ -259,7 +259,7 @@ def _allow_failure_flow() -> Flow:
             Return(id="1-2-todo", value=ret),
         ]),
         Switch(id="switch", value="{{ inputs.crash is not none }}",
-               cases={"True": [Fail(id="crash")]}, defaults=[Return(id="last", value=ret)]),
+               cases={"true": [Fail(id="crash")]}, defaults=[Return(id="last", value=ret)]),
         inputs=[Input(name="crash", required=False)],
         errors=[Return(id="global-error", value="Error Trigger ! {{ task.id }}")],
     )  # fmt: skip

@@ -153,8 +153,9 @@ async def test_errors_have_statuses_a_client_can_act_on(served: Served) -> None:
     assert r.status_code == 404 and "team.nope" in r.json()["message"]
     r = await served.client.get("/api/v1/executions/doesnotexist")
     assert r.status_code == 404 and r.json()["error"] == "not_found"
-    r = await served.client.post("/api/v1/executions/team/hello", json={"nmae": "x"})
-    assert r.status_code == 422 and "nmae" in r.json()["message"]
+    # An undeclared input is ignored (as Kestra does): the missing required one is the error.
+    r = await served.client.post("/api/v1/executions/team/upload", json={"dco": "x"})
+    assert r.status_code == 422 and "missing required input 'doc'" in r.json()["message"]
     r = await served.client.post("/api/v1/executions/team/hello", content=b"{not json")
     assert r.status_code == 400
     done = await _submit(served, "hello", wait=True)

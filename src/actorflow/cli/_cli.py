@@ -253,7 +253,16 @@ async def cmd_run(args: argparse.Namespace) -> int:
         _problems(exc, _console(err=True))
         return 2
     inputs = _inputs(args.input)
-    # Inputs are checked before anything starts: a typo creates nothing.
+    # Inputs are checked before anything starts: a bad value creates nothing. Undeclared
+    # ones are ignored, as Kestra does, with a warning (a typo is seen).
+    declared = {i.name for i in flow.inputs}
+    for name in sorted(set(inputs) - declared):
+        _console(err=True).print(
+            Text.assemble(
+                ("warning: ", "yellow"), f"input {name!r} is not declared by the flow; ignored"
+            )
+        )
+        del inputs[name]
     validate_inputs(flow.inputs, inputs, where=f"flow {flow.namespace}.{flow.id}")
     if args.detach:
         return _detach(args)

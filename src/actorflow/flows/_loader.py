@@ -16,10 +16,10 @@ import os
 import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 import yaml
@@ -28,6 +28,7 @@ from actorflow._errors import FlowError, FlowValidationError, Problem
 from actorflow.flows import _builtin  # noqa: F401  - registers the built-in types
 from actorflow.flows._builtin import ForEachItemRun
 from actorflow.flows._registry import (
+    _INPUT_TYPES,
     ID_PATTERN,
     MAX_ID_LENGTH,
     REGISTRY,
@@ -36,6 +37,7 @@ from actorflow.flows._registry import (
     Duration,
     DurationOrTemplate,
     Id,
+    InputId,
     InputSpec,
     Registry,
     RetrySpec,
@@ -48,10 +50,13 @@ from actorflow.runtime import (
     MAX_DURATION,
     Flow,
     Flowable,
+    FlowOutput,
+    Sla,
     Subflow,
     Task,
     check_template,
     has_template,
+    to_text,
 )
 
 Path_ = tuple[str | int, ...]
@@ -76,6 +81,53 @@ Namespace = Annotated[
 ]
 
 
+class OutputSpec(Spec, kw_only=True):
+    """One of a flow's ``outputs:``: ``value`` rendered when the execution ends."""
+
+    aliases: ClassVar[Mapping[str, str]] = {"displayName": "display_name"}
+
+    id: InputId
+    value: Any
+    type: str = "STRING"
+    description: str = ""
+    display_name: str = ""
+    required: bool = True
+
+    def validate(self) -> None:
+        """Called by the loader: the type must be one of the input types."""
+        if _INPUT_TYPES.get(self.type.lower()) is None:
+            choices = ", ".join(sorted(set(_INPUT_TYPES.values())))
+            raise SpecError((("type",), f"unknown output type {self.type!r}; use one of {choices}"))
+
+
+class SlaSpec(Spec, kw_only=True):
+    """One of a flow's ``sla:`` rules."""
+
+    id: Id
+    type: Literal["MAX_DURATION", "EXECUTION_ASSERTION"]
+    behavior: Literal["FAIL", "CANCEL", "NONE"] = "FAIL"
+    duration: Duration | None = None
+    assert_: str | None = msgspec.field(default=None, name="assert")
+    labels: dict[str, str] = {}
+
+    def validate(self) -> None:
+        """Called by the loader: each type has its own required field."""
+        if self.type == "MAX_DURATION" and self.duration is None:
+            raise SpecError((("duration",), "a MAX_DURATION sla needs a duration"))
+        if self.type == "EXECUTION_ASSERTION" and not self.assert_:
+            raise SpecError((("assert",), "an EXECUTION_ASSERTION sla needs an assert"))
+
+
+class DefaultsSpec(Spec, kw_only=True):
+    """One of ``pluginDefaults:`` (or the older ``taskDefaults:``): ``values`` given to every
+    task of ``type`` (a type name or a prefix of one) that does not set them (all of them
+    with ``forced``)."""
+
+    type: str
+    values: dict[str, Any] = {}
+    forced: bool = False
+
+
 class FlowSpec(Spec, kw_only=True):
     """A flow file."""
 
@@ -85,12 +137,17 @@ class FlowSpec(Spec, kw_only=True):
     description: str = ""
     labels: dict[str, str] = {}
     inputs: list[InputSpec] = []
+    variables: dict[str, Any] = {}
     tasks: list[ChildTask]
     errors: list[ChildTask] = []
     finally_: list[ChildTask] = msgspec.field(default_factory=list, name="finally")
     retry: RetrySpec | None = None
     concurrency: ConcurrencySpec | None = None
     triggers: list[TriggerSpec] = []
+    outputs: list[OutputSpec] = []
+    sla: list[SlaSpec] = []
+    plugin_defaults: list[DefaultsSpec] = []
+    task_defaults: list[DefaultsSpec] = []
 
 
 def parse_duration(value: Any) -> float:
@@ -222,6 +279,29 @@ def _is_special_uncached(tp: Any) -> bool:
     )
 
 
+def _wants_text(tp: Any) -> bool:
+    """Whether a field of type ``tp`` takes text and no boolean, number or date: there a YAML
+    scalar such as ``off``, ``1`` or ``2024-01-01`` is the text it is written as."""
+    try:
+        return _wants_text_cached(tp)
+    except TypeError:  # an unhashable annotation
+        return False
+
+
+@functools.cache
+def _wants_text_cached(tp: Any) -> bool:
+    if tp is str or tp is Id or tp is InputId:
+        return True
+    if typing.get_origin(tp) is Annotated:
+        return typing.get_args(tp)[0] is str
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        plain = [typing.get_args(a)[0] if typing.get_origin(a) is Annotated else a for a in args]
+        # ``str | list[str]`` (a Log message) takes text too; ``str | list[Any]`` does not.
+        return str in plain and all(a is str or typing.get_args(a) == (str,) for a in plain)
+    return False
+
+
 class _Checker:
     """Walks a composed flow file against the spec structs, collecting every problem."""
 
@@ -249,6 +329,10 @@ class _Checker:
 
     # -- checking --------------------------------------------------------------------
     def check(self, value: Any, tp: Any, path: Path_) -> Any:
+        if type(value) is not str and value is not None and _wants_text(tp):
+            raw = self.lines.raw.get(self.actual(path))
+            if raw is not None:
+                value = raw
         if type(value) is str:
             if tp is str:  # most keys: no conversion to do
                 return self.template(value, path)
@@ -380,6 +464,18 @@ class _Checker:
                     "itself as a subflow",
                 )
 
+    def duplicate_inputs(self, spec: FlowSpec) -> None:
+        """Two inputs with one id: refused (as Kestra does)."""
+        seen: dict[str, int] = {}
+        for i, inp in enumerate(spec.inputs):
+            if inp.id in seen:
+                first = self.line(("inputs", seen[inp.id]))
+                self.problem(
+                    ("inputs", i, "id"), f"duplicate input id {inp.id!r} (first at line {first})"
+                )
+            else:
+                seen[inp.id] = i
+
     def task(self, value: Any, path: Path_) -> Any:
         if not isinstance(value, dict):
             self.problem(path, f"expected a task (a mapping with id and type), got {_kind(value)}")
@@ -505,11 +601,13 @@ class _Lines:
     """Lines of the composed file by field path, kept beside the data (no dict of every path:
     a 100,000-task file has a million of them)."""
 
-    __slots__ = ("data", "info", "root")
+    __slots__ = ("data", "info", "raw", "root")
 
     def __init__(self, data: Any, root: int | None) -> None:
         self.data = data
         self.root = root
+        # path -> source text of a plain scalar YAML typed (bool, number, date, null)
+        self.raw: dict[Path_, str] = {}
         # id(container) -> (container, {str(key): (line, value)} or [line of each item])
         self.info: dict[int, tuple[Any, Any]] = {}
 
@@ -549,6 +647,9 @@ def _compose(text: str, file: str | None, limits: LoadLimits) -> tuple[Any, _Lin
 
 _NO_KEY: Any = object()
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_TYPED_SCALARS = frozenset(
+    f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float", "timestamp", "null")
+)
 _VALUE_TAG = "tag:yaml.org,2002:value"
 
 
@@ -628,6 +729,16 @@ class _Composer:
                     tag = resolve(yaml.ScalarNode, event.value, event.implicit)
                 value = self.scalar(tag, event)
                 line = event.start_mark.line + 1
+                if (
+                    type(value) is not str
+                    and not event.style
+                    and stack
+                    and not (stack[-1].is_map and stack[-1].key is _NO_KEY)
+                    and tag in _TYPED_SCALARS
+                ):
+                    # Kestra reads ``id: off`` or ``id: 1`` as the text it is in a string
+                    # field: keep the text for the checker.
+                    self.lines.raw[self.child_path(stack)] = event.value
                 if event.anchor is not None:
                     self.anchor(event, (value, 1, 0, line))
                 self.add(stack, root, value, 1, 0, line, event if tag != _MERGE_TAG else _MERGE_TAG)
@@ -892,6 +1003,7 @@ def _load_text(text: str, file: str | None, registry: Registry, limits: LoadLimi
     if not isinstance(data, dict):
         checker.problem((), f"a flow file must be a mapping with id and tasks, got {_kind(data)}")
         raise FlowValidationError(checker.problems)
+    _kestra_forms(data, checker)
     spec = checker.struct(data, FlowSpec, ())
     raw_tasks = data.get("tasks")
     if isinstance(raw_tasks, list) and all(
@@ -900,6 +1012,7 @@ def _load_text(text: str, file: str | None, registry: Registry, limits: LoadLimi
         checker.problem(("tasks",), "a flow needs at least one (enabled) task")
     if isinstance(spec, FlowSpec):
         checker.self_calls(spec)
+        checker.duplicate_inputs(spec)
     if checker.problems:
         raise FlowValidationError(sorted(checker.problems, key=lambda p: p.line or 0))
     assert isinstance(spec, FlowSpec)
@@ -919,6 +1032,24 @@ def _load_text(text: str, file: str | None, registry: Registry, limits: LoadLimi
             triggers=tuple(t.to_trigger() for t in spec.triggers),
             source=text,
             source_path=file,
+            variables=spec.variables,
+            outputs=tuple(
+                FlowOutput(
+                    id=o.id, value=o.value, type=_INPUT_TYPES[o.type.lower()], required=o.required
+                )
+                for o in spec.outputs
+            ),
+            sla=tuple(
+                Sla(
+                    id=r.id,
+                    type=r.type,
+                    behavior=r.behavior,
+                    duration=r.duration,
+                    assert_=r.assert_,
+                    labels=r.labels,
+                )
+                for r in spec.sla
+            ),
         )
     except FlowValidationError as exc:
         # The engine's own checks: point them at the task they name when we can.
@@ -934,6 +1065,55 @@ def _load_text(text: str, file: str | None, registry: Registry, limits: LoadLimi
                 for p in exc.problems
             ]
         ) from None
+
+
+def _kestra_forms(data: dict[Any, Any], checker: _Checker) -> None:
+    """Kestra's other spellings, made ours before the flow is checked: ``labels`` as a list
+    of ``{key, value}`` (and non-text label values), and ``pluginDefaults``/``taskDefaults``
+    applied to the tasks of their type."""
+    labels = data.get("labels")
+    if isinstance(labels, list) and all(
+        isinstance(x, dict) and set(x) == {"key", "value"} for x in labels
+    ):
+        data["labels"] = labels = {str(x["key"]): x["value"] for x in labels}
+    if isinstance(labels, dict) and any(
+        not isinstance(k, str) or isinstance(v, bool | int | float) for k, v in labels.items()
+    ):
+        raw = checker.lines.raw
+        data["labels"] = {
+            to_text(k): (
+                raw.get(("labels", str(k)), to_text(v)) if isinstance(v, bool | int | float) else v
+            )
+            for k, v in labels.items()
+        }
+    defaults: list[dict[str, Any]] = []
+    for key in ("pluginDefaults", "plugin_defaults", "taskDefaults", "task_defaults"):
+        given = data.get(key)
+        if isinstance(given, list):
+            defaults.extend(
+                d for d in given if isinstance(d, dict) and isinstance(d.get("type"), str)
+            )
+    if not defaults:
+        return
+    stack: list[Any] = [data.get(k) for k in ("tasks", "errors", "finally", "triggers")]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            kind = node.get("type")
+            if isinstance(kind, str) and "id" in node:
+                for d in defaults:
+                    wanted = d["type"]
+                    values = d.get("values")
+                    if (kind == wanted or kind.startswith(wanted + ".")) and isinstance(
+                        values, dict
+                    ):
+                        forced = d.get("forced") is True
+                        for k, v in values.items():
+                            if forced or k not in node:
+                                node[k] = v
+            stack.extend(v for v in node.values() if isinstance(v, list | dict))
 
 
 def _field_path(field: str | None) -> Path_:

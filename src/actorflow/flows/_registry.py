@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 
 import msgspec
 
-from actorflow._errors import FlowError, InputError
+from actorflow._errors import FlowError, FlowValidationError, InputError
 from actorflow.runtime import (
     Call,
     Concurrency,
@@ -139,21 +139,56 @@ _INPUT_TYPES: Mapping[str, str] = {
     "string": "string", "str": "string", "int": "int", "integer": "int", "float": "float",
     "number": "float", "bool": "bool", "boolean": "bool", "json": "json", "list": "list",
     "array": "list", "dict": "dict", "object": "dict", "any": "any",
+    # Kestra's other input types (INT, STRING... are above, case does not matter).
+    "secret": "secret", "datetime": "datetime", "date": "date", "time": "time",
+    "duration": "duration", "uri": "uri", "yaml": "yaml", "select": "select", "enum": "select",
+    "multiselect": "multiselect", "email": "email", "file": "file",
 }  # fmt: skip
+#: Input ids: Kestra allows dots (``nested.string`` is ``{{ inputs.nested.string }}``).
+InputId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]*(?:\.[a-zA-Z0-9][a-zA-Z0-9_-]*)*$",
+        max_length=MAX_ID_LENGTH,
+        description="letters, digits, _ and -, parts joined by dots",
+    ),
+]
 
 
 class InputSpec(Spec, kw_only=True):
     """A declared input of a flow, or of a Pause's ``on_resume``."""
 
-    aliases: ClassVar[Mapping[str, str]] = {"name": "id", "defaults": "default"}
+    aliases: ClassVar[Mapping[str, str]] = {
+        "name": "id",
+        "defaults": "default",
+        "allowCustomValue": "allow_custom",
+        "displayName": "display_name",
+    }
 
-    id: Id
+    id: InputId
     type: Annotated[
-        str, msgspec.Meta(description="string, int, float, bool, json, list, dict or any")
+        str,
+        msgspec.Meta(
+            description="string, int, float, bool, json, list, dict, any, or Kestra's secret, "
+            "datetime, date, time, duration, uri, yaml, select/enum, multiselect, array, "
+            "email, file"
+        ),
     ] = "string"
     default: Any | msgspec.UnsetType = msgspec.UNSET
     required: bool = True
     description: str = ""
+    display_name: str = ""
+    values: list[str] | None = None
+    allow_custom: bool = False
+    item_type: str | None = None
+    validator: str | None = None
+    #: Numbers, or durations (``PT10S``) for a DURATION input.
+    min: float | str | None = None
+    max: float | str | None = None
+    after: str | None = None
+    before: str | None = None
+    #: Accepted for Kestra's files, not checked (FILE: the extension the UI offers).
+    extension: str | None = None
 
     def to_input(self) -> Input:
         """The engine's input declaration."""
@@ -161,21 +196,58 @@ class InputSpec(Spec, kw_only=True):
         if kind is None:
             choices = ", ".join(sorted(set(_INPUT_TYPES.values())))
             raise SpecError((("type",), f"unknown input type {self.type!r}; use one of {choices}"))
+        item = None
+        if self.item_type is not None:
+            item = _INPUT_TYPES.get(self.item_type.lower())
+            if item is None or item in ("file", "list", "multiselect"):
+                raise SpecError((("itemType",), f"unsupported item type {self.item_type!r}"))
+        if kind in ("select", "multiselect") and not self.values:
+            raise SpecError((("values",), f"a {self.type} input needs its values"))
         kw: dict[str, Any] = {}
         if self.default is not msgspec.UNSET:
             kw["default"] = self.default
-        return Input(
-            name=self.id, type=kind, required=self.required, description=self.description, **kw
-        )
+        try:
+            return Input(
+                name=self.id,
+                type=kind,
+                required=self.required,
+                description=self.description,
+                values=tuple(self.values) if self.values is not None else None,
+                allow_custom=self.allow_custom,
+                item_type=item,
+                validator=self.validator,
+                min=self.min,
+                max=self.max,
+                after=self.after,
+                before=self.before,
+                **kw,
+            )
+        except FlowValidationError as exc:
+            raise SpecError(
+                *((((p.field or "").rsplit(".", 1)[-1],), p.message) for p in exc.problems)
+            ) from None
 
     def validate(self) -> None:
         """Called by the loader: the type must be known and the default must fit it."""
         inp = self.to_input()
-        if self.default is not msgspec.UNSET and self.default is not None:
+        for bound in ("after", "before"):
+            text = getattr(self, bound)
+            if text is not None:
+                try:
+                    inp.convert(text)
+                except ValueError as exc:
+                    raise SpecError(((bound,), f"invalid {bound}: {exc}")) from None
+        if self.default is not msgspec.UNSET and self.default is not None and kind_checks(inp):
             try:
                 validate_inputs([inp], {inp.name: self.default}, where="bad default")
             except InputError as exc:
                 raise SpecError((("default",), str(exc))) from exc
+
+
+def kind_checks(inp: Input) -> bool:
+    """Whether a default of this input can be checked at load (a FILE default is a path or
+    URI known only at run time)."""
+    return inp.type != "file"
 
 
 class ConcurrencySpec(Spec, kw_only=True):

@@ -28,11 +28,14 @@ from actorflow.runtime._flow import (
     Concurrency,
     ConcurrencyBehavior,
     Flow,
+    FlowOutput,
     Input,
+    Sla,
     set_source_loader,
     validate_inputs,
 )
 from actorflow.runtime._observer import DURATION_METRIC, Observer
+from actorflow.runtime._pebble import to_text
 from actorflow.runtime._records import Attempt, Execution, Metric, StateEntry, TaskRun
 from actorflow.runtime._retry import NonRetryableError, Retry
 from actorflow.runtime._runtime import ExecutionHandle, Runtime
@@ -113,6 +116,7 @@ __all__ = [
     "Fail",
     "FakeClock",
     "Flow",
+    "FlowOutput",
     "FlowTrigger",
     "Flowable",
     "ForEach",
@@ -138,6 +142,7 @@ __all__ = [
     "Schedule",
     "Scheduler",
     "Sequential",
+    "Sla",
     "Sleep",
     "State",
     "StateEntry",
@@ -166,6 +171,7 @@ __all__ = [
     "set_template_limits",
     "task",
     "template_limits",
+    "to_text",
     "tracing_observer",
     "trigger_enabled",
     "trigger_key",

@@ -14,7 +14,7 @@ import anyio
 from actorflow._errors import UnstorableValue
 from actorflow.runtime._hostlog import LEVEL_NUMBERS, task_line, task_logger
 from actorflow.runtime._records import Execution, Metric
-from actorflow.runtime._template import render, truthy
+from actorflow.runtime._template import LazyVariables, render, truthy
 from actorflow.runtime._values import check_text, metric_tags, metric_value
 from actorflow.storage import FileScope
 
@@ -281,6 +281,7 @@ class TaskContext:
 
     __slots__ = (
         "_metric",
+        "_variables",
         "attempt",
         "engine",
         "execution_id",
@@ -321,6 +322,7 @@ class TaskContext:
         log_level: str | None = None,
         log_to_file: bool = False,
         working_dir: str | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> None:
         self.engine = engine
         #: Lines below this level are dropped (the task's ``log_level``).
@@ -329,6 +331,8 @@ class TaskContext:
         self.log_lines: list[str] | None = [] if log_to_file else None
         #: The directory a WorkingDirectory task shares with the tasks inside it.
         self.working_dir = working_dir
+        # What the engine adds to the template variables (start dates, labels, parents...).
+        self._variables = variables
         self.execution_id = execution_id
         self.task_run_id = task_run_id
         #: The same in every attempt of this task run, including one run again after a
@@ -385,8 +389,9 @@ class TaskContext:
 
     @property
     def variables(self) -> dict[str, Any]:
-        """What templates see: inputs, outputs, taskrun, execution, flow."""
-        return {
+        """What templates see: inputs, outputs, taskrun, execution, flow (and what the engine
+        adds: labels, vars, parents...)."""
+        variables: dict[str, Any] = {
             "inputs": self.inputs,
             "outputs": self.outputs,
             "taskrun": {
@@ -406,6 +411,15 @@ class TaskContext:
             },
             "trigger": self.trigger,
         }
+        extra = self._variables
+        if extra:
+            taskrun = variables["taskrun"]
+            variables.update(extra)
+            variables["taskrun"] = {**extra.get("taskrun", {}), **taskrun}
+            lazy = variables.get("vars")
+            if isinstance(lazy, LazyVariables):
+                variables["vars"] = lazy.bound(variables)
+        return variables
 
     def render(self, value: Any, *, field: str = "") -> Any:
         """Render templates in ``value``; errors name this task and ``field``."""

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import json
+import os
+import re
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import yaml
 
 from actorflow._errors import FlowValidationError, InputError, Problem, UnstorableValue
 from actorflow.runtime._retry import Retry
@@ -31,7 +37,15 @@ MAX_NESTING = 200
 class Input:
     """A declared input of a flow (or of a Pause's resume).
 
-    ``type`` is one of string, int, float, bool, json, list, dict, any.
+    ``type`` is one of string, int, float, bool, json, list, dict, any, and Kestra's
+    secret, datetime, date, time, duration, uri, yaml, select, multiselect, array (of
+    ``item_type``), email and file (a local path or bytes, stored in the internal storage:
+    the execution sees its URI).
+
+    Constraints: ``values`` (the choices of select/multiselect), ``allow_custom`` (a select
+    also takes other values), ``validator`` (a regex a string must match entirely),
+    ``min``/``max`` (numbers; durations for a duration), ``after``/``before`` (datetime, date,
+    time, duration bounds, exclusive).
     """
 
     name: str
@@ -39,6 +53,14 @@ class Input:
     default: Any = _MISSING
     required: bool = True
     description: str = ""
+    values: tuple[str, ...] | None = None
+    allow_custom: bool = False
+    item_type: str | None = None
+    validator: str | None = None
+    min: Any = None
+    max: Any = None
+    after: Any = None
+    before: Any = None
 
     @property
     def has_default(self) -> bool:
@@ -46,10 +68,69 @@ class Input:
         return self.default is not _MISSING
 
     def __post_init__(self) -> None:
+        problems = []
         if self.type not in _COERCE:
-            raise FlowValidationError(
-                [Problem(f"unknown input type {self.type!r}", field=f"inputs.{self.name}.type")]
+            problems.append(
+                Problem(f"unknown input type {self.type!r}", field=f"inputs.{self.name}.type")
             )
+        if self.item_type is not None and self.item_type not in _COERCE:
+            problems.append(
+                Problem(
+                    f"unknown item type {self.item_type!r}", field=f"inputs.{self.name}.itemType"
+                )
+            )
+        if self.validator is not None:
+            try:
+                re.compile(self.validator)
+            except re.error as exc:
+                problems.append(
+                    Problem(f"invalid regex: {exc}", field=f"inputs.{self.name}.validator")
+                )
+        if problems:
+            raise FlowValidationError(problems)
+
+    def convert(self, raw: Any) -> Any:
+        """``raw`` as this input's type (ValueError), constraints not checked."""
+        value = _COERCE[self.type](raw)
+        if self.type == "list" and self.item_type is not None:
+            value = [_COERCE[self.item_type](v) for v in value]
+        return value
+
+    def coerce(self, raw: Any) -> Any:
+        """``raw`` as this input's type, checked against its constraints (ValueError)."""
+        value = self.convert(raw)
+        if self.values is not None and not self.allow_custom:
+            chosen = value if isinstance(value, list) else [value]
+            for v in chosen:
+                if v not in self.values:
+                    raise ValueError(f"{v!r} is not one of {list(self.values)}")
+        if (
+            self.validator is not None
+            and isinstance(value, str)
+            and re.fullmatch(self.validator, value) is None
+        ):
+            raise ValueError(f"{value!r} does not match the validator {self.validator!r}")
+        # min/max: numbers, or durations for a duration input (both inclusive).
+        measure = duration_seconds(value) if self.type == "duration" else value
+        if isinstance(measure, int | float) and not isinstance(measure, bool):
+            checks = ((self.min, float.__lt__, "less than the minimum"),
+                      (self.max, float.__gt__, "more than the maximum"))  # fmt: skip
+            for bound, bad, what in checks:
+                if bound is None:
+                    continue
+                limit = duration_seconds(bound) if self.type == "duration" else float(bound)
+                if bad(float(measure), limit):
+                    raise ValueError(f"{value!r} is {what} {bound!r}")
+        if self.after is not None or self.before is not None:
+            key = _ORDER.get(self.type)
+            if key is not None:
+                if self.after is not None and not key(value) > key(_COERCE[self.type](self.after)):
+                    raise ValueError(f"{value!r} is not after {self.after!r}")
+                if self.before is not None and not key(value) < key(
+                    _COERCE[self.type](self.before)
+                ):
+                    raise ValueError(f"{value!r} is not before {self.before!r}")
+        return value
 
 
 def _to_bool(v: Any) -> bool:
@@ -82,8 +163,123 @@ def _typed(kind: type) -> Any:
     return conv
 
 
+def _to_string(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str | int | float):
+        return str(v)
+    raise ValueError(f"expected a string, got {type(v).__name__}")
+
+
+def _to_datetime(v: Any) -> str:
+    """An instant, kept as ISO-8601 text in UTC (``2019-10-06T18:27:49Z``)."""
+    if isinstance(v, dt.datetime):
+        d = v
+    elif isinstance(v, str):
+        text = v.strip()
+        try:
+            d = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            raise ValueError(f"not a date-time (ISO-8601): {v!r}") from None
+    else:
+        raise ValueError(f"not a date-time (ISO-8601): {v!r}")
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=dt.UTC)
+    d = d.astimezone(dt.UTC)
+    return d.isoformat().replace("+00:00", "Z")
+
+
+def _to_date(v: Any) -> str:
+    if isinstance(v, dt.date) and not isinstance(v, dt.datetime):
+        return v.isoformat()
+    try:
+        return dt.date.fromisoformat(str(v).strip()).isoformat()
+    except ValueError:
+        raise ValueError(f"not a date (YYYY-MM-DD): {v!r}") from None
+
+
+def _to_time(v: Any) -> str:
+    if isinstance(v, dt.time):
+        return v.isoformat()
+    try:
+        return dt.time.fromisoformat(str(v).strip()).isoformat()
+    except ValueError:
+        raise ValueError(f"not a time (HH:MM[:SS]): {v!r}") from None
+
+
+_DURATION = re.compile(
+    r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?"
+    r"(?:(?P<s>\d+(?:\.\d+)?)S)?)?$",
+    re.IGNORECASE,
+)
+
+
+def duration_seconds(v: Any) -> float:
+    """Seconds of an ISO-8601 duration (``PT5M6S``) or a number of seconds."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    text = str(v).strip()
+    m = _DURATION.match(text)
+    if m is None or text.upper() in ("P", "PT") or text.upper().endswith("T"):
+        raise ValueError(f"not a duration (ISO-8601, e.g. PT5M): {v!r}")
+    parts = {k: float(x) for k, x in m.groupdict().items() if x is not None}
+    return sum(parts.get(k, 0.0) * f for k, f in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)))
+
+
+def _to_duration(v: Any) -> str:
+    seconds = duration_seconds(v)
+    if isinstance(v, str):
+        return v.strip().upper()
+    return f"PT{seconds:g}S"
+
+
+def _to_uri(v: Any) -> str:
+    text = _to_string(v)
+    parsed = urllib.parse.urlparse(text)
+    if not parsed.scheme or not (parsed.netloc or parsed.path):
+        raise ValueError(f"not a URI: {v!r}")
+    return text
+
+
+def _to_yaml(v: Any) -> Any:
+    if isinstance(v, str):
+        try:
+            return yaml.safe_load(v)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"invalid YAML: {exc}") from None
+    return v
+
+
+def _to_email(v: Any) -> str:
+    text = _to_string(v)
+    if re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text) is None:
+        raise ValueError(f"not an email address: {v!r}")
+    return text
+
+
+def _to_multi(v: Any) -> list[Any]:
+    v = _to_json(v) if isinstance(v, str) and v.strip().startswith("[") else v
+    if isinstance(v, str):
+        return [v]
+    if not isinstance(v, list):
+        raise ValueError(f"expected a list, got {type(v).__name__}")
+    return v
+
+
+def _to_file(v: Any) -> Any:
+    """A file input: a URI of the internal storage, a local path, or bytes (stored at
+    submit, see ``Runtime.submit``)."""
+    if isinstance(v, bytes | bytearray):
+        return bytes(v)
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    if isinstance(v, str) and v:
+        return v
+    raise ValueError(f"expected a file (path, URI or bytes), got {type(v).__name__}")
+
+
 _COERCE: Mapping[str, Any] = {
-    "string": str,
+    "string": lambda v: ("true" if v else "false") if isinstance(v, bool) else str(v),
     "int": _to_int,
     "float": float,
     "bool": _to_bool,
@@ -91,17 +287,39 @@ _COERCE: Mapping[str, Any] = {
     "list": _typed(list),
     "dict": _typed(dict),
     "any": lambda v: v,
+    "secret": _to_string,
+    "datetime": _to_datetime,
+    "date": _to_date,
+    "time": _to_time,
+    "duration": _to_duration,
+    "uri": _to_uri,
+    "yaml": _to_yaml,
+    "select": _to_string,
+    "multiselect": _to_multi,
+    "email": _to_email,
+    "file": _to_file,
+}
+_ORDER: Mapping[str, Callable[[Any], Any]] = {
+    "datetime": lambda v: dt.datetime.fromisoformat(v.replace("Z", "+00:00")),
+    "date": dt.date.fromisoformat,
+    "time": dt.time.fromisoformat,
+    "duration": duration_seconds,
 }
 
 
 def validate_inputs(
-    declared: Sequence[Input], given: Mapping[str, Any] | None, *, where: str
+    declared: Sequence[Input],
+    given: Mapping[str, Any] | None,
+    *,
+    where: str,
+    ignore_unknown: bool = False,
 ) -> dict[str, Any]:
     """Coerce ``given`` to the declared inputs; InputError lists every problem.
 
     Every value becomes plain data the store keeps exactly (see ``runtime._values``): a
     value it cannot keep (an int beyond 64 bits, a lone surrogate, an object, nesting deeper
-    than 100 levels) is refused here, naming the input and the path inside it.
+    than 100 levels) is refused here, naming the input and the path inside it. Inputs the
+    flow does not declare are refused, or dropped with ``ignore_unknown`` (Kestra's way).
     """
     given = dict(given or {})
     out: dict[str, Any] = {}
@@ -110,7 +328,10 @@ def validate_inputs(
         if inp.name in given:
             raw = given.pop(inp.name)
             try:
-                out[inp.name] = to_plain(_COERCE[inp.type](raw), f"inputs.{inp.name}")
+                value = inp.coerce(raw)
+                out[inp.name] = (
+                    value if isinstance(value, bytes) else to_plain(value, f"inputs.{inp.name}")
+                )
             except UnstorableValue as exc:
                 problems.append(str(exc))
             except RecursionError:
@@ -126,8 +347,9 @@ def validate_inputs(
             problems.append(f"missing required input {inp.name!r}")
         else:
             out[inp.name] = None
-    for extra in given:
-        problems.append(f"unknown input {safe_text(repr(extra))}")
+    if given and not ignore_unknown:
+        for extra in given:
+            problems.append(f"unknown input {safe_text(repr(extra))}")
     if problems:
         raise InputError(f"{where}: " + "; ".join(problems))
     return out
@@ -150,6 +372,49 @@ class Concurrency:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FlowOutput:
+    """One output of a flow: ``value`` (a template) rendered when the execution ends, then
+    coerced to ``type`` (an input type)."""
+
+    id: str
+    value: Any
+    type: str = "any"
+    required: bool = True
+
+
+def flow_outputs(flow: Flow, variables: Mapping[str, Any]) -> dict[str, Any]:
+    """The flow's outputs rendered with the execution's variables, each of its type."""
+    from actorflow.runtime._pebble import to_text
+    from actorflow.runtime._template import render
+
+    out: dict[str, Any] = {}
+    for o in flow.outputs:
+        value = render(o.value, variables, where=f"flow output {o.id!r}")
+        if o.type in ("string", "file") and not isinstance(value, str):
+            value = to_text(value)
+        elif o.type not in ("any", "string", "file"):
+            value = validate_inputs(
+                [Input(name=o.id, type=o.type)], {o.id: value}, where=f"flow output {o.id!r}"
+            )[o.id]
+        out[o.id] = to_plain(value, f"outputs.{o.id}")
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sla:
+    """A service-level rule: MAX_DURATION (``duration`` seconds) or EXECUTION_ASSERTION
+    (``assert_`` a template that must stay true), with a behavior (FAIL, CANCEL, NONE) and
+    labels added to the execution when violated."""
+
+    id: str
+    type: str
+    behavior: str = "FAIL"
+    duration: float | None = None
+    assert_: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Flow:
     """A workflow definition.
 
@@ -162,6 +427,9 @@ class Flow:
         concurrency: limit on concurrent executions of this flow.
         triggers: what starts executions by itself (Schedule, FlowTrigger, Webhook).
         source: the flow file's text, kept with executions so recovery can reload it.
+        variables: ``{{ vars.x }}``, each rendered when read.
+        outputs: the flow's outputs, rendered when the execution ends (Execution.outputs).
+        sla: service-level rules checked while the execution runs.
     """
 
     id: str
@@ -178,6 +446,9 @@ class Flow:
     triggers: Sequence[Trigger] = ()
     source: str | None = None
     source_path: str | None = None
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    outputs: Sequence[FlowOutput] = ()
+    sla: Sequence[Sla] = ()
     _index: dict[str, tuple[Task, Flowable | None]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )

@@ -57,6 +57,7 @@ from actorflow.runtime._states import TERMINAL, State, check_transition
 from actorflow.runtime._tasks import Flowable, Task
 from actorflow.runtime._values import check_labels, check_text, to_plain
 from actorflow.storage import (
+    SCHEME,
     DeleteTaskRuns,
     ExecutionRow,
     FileStorage,
@@ -359,7 +360,20 @@ class Runtime(Recovery):
         engine._check()
         check_allowed(flow, engine.allow_types, engine.find_flow)
         where = f"flow {flow.namespace}.{flow.id}"
-        valid = validate_inputs(flow.inputs, inputs, where=where)
+        declared = {i.name for i in flow.inputs}
+        undeclared = sorted(k for k in (inputs or {}) if k not in declared)
+        if undeclared:
+            # Kestra reads the inputs a flow declares and ignores the rest: so do we, aloud.
+            _log.warning("%s: input(s) %s not declared by the flow; ignored", where, undeclared)
+        valid = validate_inputs(flow.inputs, inputs, where=where, ignore_unknown=True)
+        if execution_id is None and any(i.type == "file" for i in flow.inputs):
+            execution_id = self.new_execution_id()
+        for inp in flow.inputs:
+            if inp.type == "file" and valid.get(inp.name) is not None:
+                assert execution_id is not None
+                valid[inp.name] = await self._store_input_file(
+                    flow, execution_id, inp.name, valid[inp.name], where
+                )
         try:
             extra = check_labels(labels or {}, "labels")
             if traceparent is not None:
@@ -383,6 +397,31 @@ class Runtime(Recovery):
         if durable:
             await commit
         return ExecutionHandle(self, record)
+
+    async def _store_input_file(
+        self, flow: Flow, execution_id: str, name: str, value: Any, where: str
+    ) -> str:
+        """A FILE input in the internal storage: its URI (one already stored is kept)."""
+        files = self.engine.files
+        if isinstance(value, str) and value.startswith(SCHEME):
+            if not await files.exists(value):
+                raise InputError(f"{where}: input {name!r}: no such file {value!r}")
+            return value
+        if isinstance(value, bytes):
+            data, filename = value, name
+        else:
+            path = Path(value[len("file://") :] if value.startswith("file://") else value)
+            try:
+                data = await anyio.Path(path).read_bytes()
+            except OSError as exc:
+                raise InputError(
+                    f"{where}: input {name!r}: cannot read file {str(path)!r}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            filename = path.name or name
+        return await files.put(
+            flow.namespace, flow.id, execution_id, "inputs", name, filename, data
+        )
 
     async def run(
         self, flow: Flow, inputs: Mapping[str, Any] | None = None, *, timeout: float | None = None

@@ -102,7 +102,8 @@ EXECUTION_TRANSITIONS: Mapping[State, frozenset[State]] = {
     ),
     S.PAUSED: frozenset({S.RESTARTED, S.RUNNING, S.KILLING, S.FAILED, S.CANCELLED, S.WARNING}),
     S.RESTARTED: frozenset({S.RUNNING, S.KILLING, S.PAUSED}),
-    S.KILLING: frozenset({S.KILLED}),
+    # FAILED / CANCELLED: killed by an SLA whose behavior says so.
+    S.KILLING: frozenset({S.KILLED, S.FAILED, S.CANCELLED}),
     S.SUCCESS: frozenset(),
     S.WARNING: frozenset({S.RESTARTED}),
     S.FAILED: frozenset({S.RESTARTED}),

@@ -35,6 +35,8 @@ from jinja2.utils import generate_lorem_ipsum
 from markupsafe import EscapeFormatter, Markup
 
 from actorflow._errors import TemplateError
+from actorflow.runtime import _pebble
+from actorflow.runtime._pebble import to_text, translate
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -330,8 +332,9 @@ def _const(text: str) -> str:
 
 
 def _finalize(value: Any) -> Any:
-    # Every ``{{ }}`` printed in text goes through here: count it as output.
-    text = value if type(value) is str else str(value)
+    # Every ``{{ }}`` printed in text goes through here: count it as output. Printed as
+    # Pebble prints (true/false, null as nothing, JSON for collections).
+    text = value if type(value) is str else to_text(value)
     _produce(len(text))
     return text
 
@@ -482,6 +485,27 @@ class _Environment(ImmutableSandboxedEnvironment):
         for name, fn in list(self.filters.items()):
             self.filters[name] = _filter_guard(fn, _GUARDS.get(name))
         self.filters["sum"] = _filter_guard(_sum, None)
+        # Kestra's (Pebble's) filters, tests and functions; every filter's input is counted.
+        for name, fn in _pebble.FILTERS.items():
+            self.filters[name] = _filter_guard(_sized(fn), None)
+        self.filters["default"] = _filter_guard(_default, None)
+        self.tests.update(_pebble.TESTS)
+        for name, fn in _pebble.FUNCTIONS.items():
+            self.globals[name] = _sized(fn)
+        self.globals["null"] = None
+        self.globals["af_soft"] = lambda value: _pebble.Soft(value, self)
+        self.globals["af_has"] = _pebble.af_has
+        self.globals["af_val"] = _pebble.af_val
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Pebble reads a mapping's keys before any attribute: ``values.who`` is the key
+        # ``values``, never the dict method.
+        if isinstance(obj, Mapping) and isinstance(attribute, str):
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         _tick()
@@ -532,6 +556,30 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().call(__context, __obj, *args, **kwargs)
 
 
+def _sized(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with a text or list result counted against max_output before it is kept."""
+
+    def sized(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = fn(*args, **kwargs)
+        except (ValueError, TypeError, LookupError, OverflowError) as exc:
+            raise jinja2.TemplateRuntimeError(f"{fn.__name__}: {exc}") from None
+        if isinstance(result, str | list):
+            _fits(len(result), f"the result of {fn.__name__}")
+        return result
+
+    return functools.update_wrapper(sized, fn)
+
+
+def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
+    """Pebble's ``default``: also for null and empty text."""
+    if isinstance(value, jinja2.Undefined) or value is None or value == "":
+        return default_value
+    if boolean and not value:
+        return default_value
+    return value
+
+
 _ENV = _Environment()
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}).)*)\}\}\s*$", re.DOTALL)
 # Text with plain ``{{ a.b[0] | f }}`` expressions only: valid syntax without parsing it.
@@ -545,6 +593,7 @@ _TOO_DEEP = "the template is nested too deeply or is too long an expression to c
 
 @lru_cache(maxsize=4096)
 def _compile(text: str) -> tuple[bool, Any]:
+    text = translate(text)
     try:
         m = _SINGLE.match(text)
         if m:
@@ -563,7 +612,7 @@ def check_template(text: str) -> str | None:
     if _SIMPLE.fullmatch(text):
         return None
     try:
-        _ENV.parse(text)
+        _ENV.parse(translate(text))
     except jinja2.TemplateSyntaxError as exc:
         return exc.message or str(exc)
     except (RecursionError, MemoryError):
@@ -626,6 +675,39 @@ def _render(value: Any, variables: Mapping[str, Any], where: str) -> Any:
     if isinstance(value, list | tuple):
         return [_render(v, variables, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+class LazyVariables(Mapping[str, Any]):
+    """Flow ``variables:`` as ``{{ vars.x }}`` reads them: each rendered when read, with the
+    variables of the render that reads it (so ``vars.b`` may use ``vars.a`` or ``inputs``)."""
+
+    __slots__ = ("_context", "_raw")
+
+    def __init__(self, raw: Mapping[str, Any], context: Mapping[str, Any]) -> None:
+        self._raw = raw
+        self._context = context
+
+    def bound(self, context: Mapping[str, Any]) -> LazyVariables:
+        """The same variables rendered with ``context`` (the whole set a render sees)."""
+        return LazyVariables(self._raw, context)
+
+    def __getitem__(self, key: str) -> Any:
+        return _render(self._raw[key], self._context, f"vars.{key}")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+@jinja2.pass_context
+def _render_again(context: Any, value: Any) -> Any:
+    """``render(text)``: render a value that is itself a template (Kestra's ``render``)."""
+    return _render(value, context.get_all(), "render()")
+
+
+_ENV.globals["render"] = _render_again
 
 
 _FALSE_TEXTS = frozenset({"false", "0", "-0", ""})

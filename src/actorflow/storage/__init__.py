@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import os
 
-from actorflow.storage._files import CHUNK_SIZE, FileReader, FileScope, FileStorage, Readable
+from actorflow.storage._files import (
+    CHUNK_SIZE,
+    SCHEME,
+    FileReader,
+    FileScope,
+    FileStorage,
+    Readable,
+)
 from actorflow.storage._future import AnyioFuture, call_soon, new_future, running_loop
 from actorflow.storage._memory import MemoryStore
 from actorflow.storage._postgres import PostgresStore, is_postgres_url
@@ -68,6 +75,7 @@ def open_store(
 __all__ = [
     "CHUNK_SIZE",
     "CURRENT_VERSION",
+    "SCHEME",
     "AnyioFuture",
     "AppendHistory",
     "AppendLog",

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from actorflow._errors import ActorError, IllegalOperation, InputError
+from actorflow._errors import (
+    ActorError,
+    IllegalOperation,
+    InputError,
+    TemplateError,
+    UnstorableValue,
+)
 from actorflow.actors import Actor, Kill, Pause, Resume, Terminated
 from actorflow.runtime._clock import TimerHandle
 from actorflow.runtime._core._commands import apply_command
@@ -32,7 +38,7 @@ from actorflow.runtime._core._messages import (
 )
 from actorflow.runtime._core._scope import ExecutionScope
 from actorflow.runtime._core._taskrun import TaskRunActor, validate_resume
-from actorflow.runtime._flow import ConcurrencyBehavior, Flow
+from actorflow.runtime._flow import ConcurrencyBehavior, Flow, flow_outputs
 from actorflow.runtime._hostlog import task_run_event
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State, check_transition
@@ -71,6 +77,15 @@ class _Wake(msgspec.Struct, frozen=True, tag=True):
     owner_id: str
 
 
+class _SlaDue(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """A MAX_DURATION sla of the flow has passed."""
+
+    sla_id: str
+
+
+_SLA_END = {"FAIL": State.FAILED, "CANCEL": State.CANCELLED}
+
+
 class ExecutionActor(Actor):
     """Runs one execution to a terminal state."""
 
@@ -78,8 +93,9 @@ class ExecutionActor(Actor):
     # period together.
     stop_children_together = True
 
-    __slots__ = ("_budget", "_deferred", "_pending", "_timers", "child_restarts", "engine", "ex",
-                 "flow", "frames", "live", "mode", "runs", "scope")  # fmt: skip
+    __slots__ = ("_budget", "_deferred", "_pending", "_sla_end", "_sla_timers", "_timers",
+                 "child_restarts", "engine", "ex", "flow", "frames", "live", "mode", "runs",
+                 "scope")  # fmt: skip
 
     def __init__(
         self, engine: Engine, flow: Flow, record: Execution, task_runs: list[TaskRun], mode: str
@@ -97,6 +113,9 @@ class ExecutionActor(Actor):
         self._deferred: dict[int, Frame] | None = None  # frames with children left to create
         self._timers: dict[str, TimerHandle] = {}  # waiting frames' wake-ups, by owner id
         self.scope: ExecutionScope
+        # The state a violated sla ends the execution in once its task runs are killed.
+        self._sla_end: State | None = None
+        self._sla_timers: list[Any] = []
 
     # -- state -----------------------------------------------------------------------
     def _to(self, state: State, **changes: Any) -> None:
@@ -134,6 +153,17 @@ class ExecutionActor(Actor):
     # -- lifecycle -------------------------------------------------------------------
     async def on_start(self) -> None:
         self.scope = ExecutionScope(self.engine, self.flow, self.ex, self.context.self_ref)
+        self.scope.runs = self.runs
+        if not self.ex.state.terminal:
+            ref = self.context.self_ref
+            for sla in self.flow.sla:
+                if sla.type == "MAX_DURATION" and sla.duration is not None:
+                    due = self.ex.start_date + sla.duration
+                    self._sla_timers.append(
+                        self.engine.timers.call_at(
+                            due, functools.partial(ref.tell_nowait, _SlaDue(sla.id))
+                        )
+                    )
         for tr in self.runs.values():
             if tr.state.terminal:
                 self.scope.record_outputs(tr)
@@ -178,6 +208,8 @@ class ExecutionActor(Actor):
             self._child_terminated(message)
         elif type(message) is _Wake:
             self._wake(message.owner_id)
+        elif type(message) is _SlaDue:
+            self._sla_due(message.sla_id)
         elif type(message) is _Continue:
             frames, self._deferred = self._deferred or {}, None
             self._budget = CREATE_CHUNK
@@ -619,15 +651,64 @@ class ExecutionActor(Actor):
                     f" resume reached it ({exc})"
                 ) from exc
 
+    def _sla_due(self, sla_id: str) -> None:
+        """A MAX_DURATION sla passed: label the execution; FAIL / CANCEL also kill it."""
+        if self.ex.state.terminal or self.ex.state is State.KILLING:
+            return
+        sla = next(s for s in self.flow.sla if s.id == sla_id)
+        self._sla_labels(sla.labels)
+        end = _SLA_END.get(sla.behavior)
+        if end is None:
+            self._save()
+            return
+        self._sla_end = end
+        self._kill()
+
+    def _sla_labels(self, labels: Any) -> None:
+        if labels:
+            self.ex = msgspec.structs.replace(self.ex, labels={**self.ex.labels, **labels})
+            self.scope.record = self.ex
+
+    def _sla_assertions(self, state: State) -> State:
+        """EXECUTION_ASSERTION slas, checked as the execution ends: the state they give."""
+        if state in (State.KILLED, State.CANCELLED):
+            return state
+        for sla in self.flow.sla:
+            if sla.type != "EXECUTION_ASSERTION" or sla.assert_ is None:
+                continue
+            try:
+                held = truthy(render(sla.assert_, self.scope.variables(), where=f"sla {sla.id!r}"))
+            except Exception:  # an assertion that cannot be rendered does not hold
+                held = False
+            if not held:
+                self._sla_labels(sla.labels)
+                state = _SLA_END.get(sla.behavior, state)
+        return state
+
     def _finish(self, state: State, error: str | None = None) -> None:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        for timer in self._sla_timers:
+            timer.cancel()
+        if self._sla_end is not None and state is State.KILLED:
+            state = self._sla_end
+            error = error or "the flow's sla was violated (MAX_DURATION)"
+        elif self.flow.sla:
+            state = self._sla_assertions(state)
         for tr in list(self.runs.values()):
             if not tr.state.terminal and tr.id not in self.live:
                 # Flowables still open when the execution ends (kill) end with it.
                 self._set_run(tr, State.KILLED if state is State.KILLED else state)
         changes: dict[str, Any] = {"error": error} if error else {}
+        if self.flow.outputs and state in (State.SUCCESS, State.WARNING):
+            # Kestra renders the flow's outputs once the tasks are done; one that cannot be
+            # rendered or has the wrong type fails the execution.
+            try:
+                changes["outputs"] = flow_outputs(self.flow, self.scope.variables())
+            except (TemplateError, InputError, UnstorableValue) as exc:
+                state = State.FAILED
+                changes["error"] = f"flow outputs: {exc}"
         if self.ex.state is State.CREATED and state is State.KILLED:
             self._to(State.KILLED, **changes)
         else:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 from typing import Any, NamedTuple
 
+from actorflow.runtime._pebble import to_text
 from actorflow.runtime._records import TaskRun
 from actorflow.runtime._states import State, worst
 from actorflow.runtime._tasks import (
@@ -568,7 +569,7 @@ def make_frame(
             outputs={"evaluation_result": result}, **kw,
         )  # fmt: skip
     if isinstance(task, Switch):
-        value = stored["value"] if "value" in stored else str(render(task.value, "value"))
+        value = stored["value"] if "value" in stored else to_text(render(task.value, "value"))
         chosen = task.cases.get(value)
         defaults = chosen is None
         if chosen is None:
