@@ -7,7 +7,7 @@ import sqlite3
 from actorflow._errors import DatabaseInvalid, SchemaTooNew
 from actorflow.storage._writer_proc import with_lock_retry
 
-CURRENT_VERSION = 6
+CURRENT_VERSION = 7
 
 _V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -165,10 +165,25 @@ UPDATE schema_version SET version = 6
 """
 # -- end of v6 ------------------------------------------------------------------------------
 
+# -- v7: a work queue with leases and fencing ------------------------------------------------
+# A worker claims an unfinished execution by setting owner, lease_expiry (renewed by its
+# heartbeat) and epoch + 1 (the fencing token every later write of its state is checked
+# against). ``waiting`` says why no worker runs it (its flow loads nowhere yet). Rows written
+# before have no lease: they are claimable, as an execution of a dead owner was.
+_V6_TO_V7 = """
+ALTER TABLE executions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE executions ADD COLUMN lease_expiry REAL;
+ALTER TABLE executions ADD COLUMN waiting TEXT;
+CREATE INDEX IF NOT EXISTS ix_executions_lease ON executions(lease_expiry) WHERE ended IS NULL;
+UPDATE schema_version SET version = 7
+"""
+# -- end of v7 ------------------------------------------------------------------------------
+
 
 # MIGRATIONS[v] takes a database from version v to v + 1.
 MIGRATIONS: dict[int, str] = {
-    1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4, 4: _V4_TO_V5, 5: _V5_TO_V6
+    1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4, 4: _V4_TO_V5, 5: _V5_TO_V6,
+    6: _V6_TO_V7,
 }  # fmt: skip
 
 
