@@ -7,6 +7,7 @@ import functools
 import itertools
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -15,12 +16,13 @@ import anyio
 import msgspec
 
 from actorflow._errors import ExecutionNotFound, RuntimeClosedError, StorageUnavailable
-from actorflow.actors import ActorSystem, Kill
+from actorflow.actors import ActorSystem, Kill, stop_within
 from actorflow.runtime._allow import check_allowed
 from actorflow.runtime._clock import Clock, Timers
 from actorflow.runtime._core._admission import Admission
 from actorflow.runtime._core._messages import Complete, Dequeue, Start
 from actorflow.runtime._core._persist import (
+    ExecutionItem,
     decode_execution,
     decode_task_run,
     execution_rows,
@@ -156,6 +158,16 @@ class Engine:
         self._execution_rows = execution_rows_timed if timed else execution_rows
         self._task_run_rows = task_run_rows_timed if timed else task_run_rows
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
+        #: Whether this runtime runs executions (a worker) or only submits and reads them.
+        self.worker = True
+        #: Seconds a claim lasts without renewal (renewed by the heartbeat).
+        self.lease_ttl = 15.0
+        self._wall = getattr(store, "clock", time.time)  # the clock leases are stamped with
+        # Leases: every write of an execution this runtime runs carries its epoch (fencing
+        # token); the store refuses it once another worker claimed the execution.
+        store.fence_owner = self.owner
+        store.on_fenced = self.fenced
+        self.fenced_out: set[str] = set()
         self.slots = Slots()
         self.flows: dict[tuple[str, str, int], Flow] = {}
         self.live: dict[str, ActorRef] = {}
@@ -291,12 +303,19 @@ class Engine:
                     listener(ex)
             if ex.error is not None and not ex.error.isascii():
                 ex = msgspec.structs.replace(ex, error=safe_text(ex.error))
+        item: ExecutionItem
+        if self.worker:
+            # A new execution is leased to this worker from its first commit (epoch 1); for
+            # one it claimed, the row keeps the claim's lease and this is only its token.
+            fences = store.fences
+            epoch = fences.get(ex.id) or fences.setdefault(ex.id, 1)
+            item = (ex, self.owner, epoch, self._wall() + self.lease_ttl)
+        else:
+            item = (ex, None, 0, None)  # queued for any worker
         try:
             if new:
                 store.write(history_ops(ex.id, None, new))
-            commit = store.write_latest(
-                ("execution", ex.id), self._execution_rows, (ex, self.owner)
-            )
+            commit = store.write_latest(("execution", ex.id), self._execution_rows, item)
         except StorageUnavailable as exc:
             self._refused(exc)
             raise
@@ -360,6 +379,16 @@ class Engine:
             return None
         return self.spawn_execution(*entry)
 
+    def free_slots(self) -> int:
+        """How many more executions this worker may take from the queue now."""
+        admission = self.admission
+        if not self.worker or not self.accepting:
+            return 0
+        if admission.max_active is None:
+            return _CLAIM_UNBOUNDED
+        busy = len(self.live) - len(admission.idle) + len(admission.parked)
+        return max(0, admission.max_active - busy)
+
     def unpark(self, execution_id: str) -> ActorRef | None:
         """Start a parked execution at once (a command for it arrived); None if not parked."""
         entry = self.admission.parked.pop(execution_id, None)
@@ -409,6 +438,8 @@ class Engine:
             # Waiters hear of the end only once it is stored; if it could not be, they hear
             # that instead (the end is not durable, so it is not reported as one).
             self._ending.pop(ex.id, None)
+            if ex.id not in self.fenced_out:
+                self.store.fences.pop(ex.id, None)  # ended and stored: no more writes
             ended = self._ended
             if error is None:
                 ended[ex.id] = _ended_marker(ex)
@@ -428,6 +459,56 @@ class Engine:
         # Nobody waiting: the writer may keep gathering; a waiter that comes wants it now.
         self._ending[ex.id] = commit
         commit.add_callback(committed, want=watcher is not None or ex.id in self._waiters)
+
+    def fenced(self, lost: Sequence[tuple[str, str]]) -> None:
+        """Another worker claimed these executions (our lease expired: we were stalled or
+        cut off): the store refused our writes; stop their actors here, write nothing more.
+
+        Their ids stay fenced (any late write is refused again); local waiters follow the
+        execution in the store, where its new owner finishes it.
+        """
+        for ex_id, why in lost:
+            if ex_id in self.fenced_out:
+                continue
+            self.fenced_out.add(ex_id)
+            _log.warning(
+                "execution %s: lease lost, %s; its writes from this worker were refused and"
+                " it stops here (the new owner resumes it from its stored state)", ex_id, why,
+            )  # fmt: skip
+            self.admission.parked.pop(ex_id, None)
+            self.admission.idle.discard(ex_id)
+            ref = self.live.pop(ex_id, None)
+            if ref is not None:
+                self.guardian.release(ref.name)
+                task = asyncio.get_running_loop().create_task(stop_within(ref, 0.0))
+                self._loads.add(task)
+                task.add_done_callback(self._loads.discard)
+            waiters = self._waiters.pop(ex_id, [])
+            if waiters:
+                task = asyncio.get_running_loop().create_task(self._follow_for(ex_id, waiters))
+                self._loads.add(task)
+                task.add_done_callback(self._loads.discard)
+        self._admit()
+
+    async def _follow_for(self, ex_id: str, waiters: list[asyncio.Future[Execution]]) -> None:
+        """Answer local waiters of an execution another worker runs now, from the store."""
+        try:
+            while True:
+                found = await self.load_execution(ex_id)
+                if found is None or found.state.terminal:
+                    break
+                await anyio.sleep(0.2)
+        except Exception as exc:
+            for done in waiters:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for done in waiters:
+            if not done.done():
+                if found is None:
+                    done.set_exception(ExecutionNotFound(f"no execution with id {ex_id!r}"))
+                else:
+                    done.set_result(found)
 
     def waiter(self, execution_id: str) -> Execution | asyncio.Future[Execution] | None:
         """The ended execution's record (without its tree: read that from the store), a future
@@ -543,6 +624,7 @@ def _unavailable(what: str, error: BaseException) -> StorageUnavailable:
 
 
 _KEEP_ENDED = 10_000
+_CLAIM_UNBOUNDED = 256  # per claim round, when max_active is None
 
 
 def _ended_marker(ex: Execution) -> Execution:

@@ -45,8 +45,10 @@ COMMAND_POLL = 0.2  # how often an owner looks for commands
 ANSWER_POLL = 0.02  # how often a sender looks for its answer
 COMMAND_TIMEOUT = 10.0  # how long a sender waits for an answer by default
 _APPLY_TIMEOUT = 30.0
-HEARTBEAT = 2.0
-STALE_AFTER = 15.0
+HEARTBEAT = 2.0  # at most; a worker beats at least three times per lease_ttl
+STALE_AFTER = 15.0  # the default lease_ttl
+CLAIM_POLL = 0.05  # how often a worker with free slots looks for queued work
+_RECOVER_CHUNK = 1000
 APPLIED, REJECTED = "applied", "rejected"
 
 _log = logging.getLogger("actorflow.runtime")
@@ -69,21 +71,75 @@ class Recovery:
         raise NotImplementedError
 
     async def recover(self) -> list[str]:
-        """Resume unfinished executions whose owner is gone; returns their ids."""
+        """Claim every execution no live lease holds (queued, or of a dead or stalled
+        worker) whose flow this runtime can load, and resume them; returns their ids."""
         store = self.store
         self._recovering = True
         try:
             for owner in await _dead_local_owners(store):
+                await store.release_leases(owner)  # a crashed process: no need to wait
                 await store.release_owner(owner)
-            rows = await store.claim_orphans(self.engine.owner, TERMINAL_NAMES, STALE_AFTER)
-            with _collector_paused(len(rows) > 1000):
-                resumed = await self._resume_claimed(rows)
-                # Let the new actors take their first steps (rebuild, re-arm) inside the pause.
-                for _ in range(4):
-                    await anyio.lowlevel.checkpoint()
+            resumed: list[str] = []
+            while True:
+                rows = await self._claim(_RECOVER_CHUNK)
+                with _collector_paused(len(rows) > 1000):
+                    resumed += await self._resume_claimed(rows)
+                    # Let the new actors take their first steps (rebuild, re-arm) inside
+                    # the pause.
+                    for _ in range(4):
+                        await anyio.lowlevel.checkpoint()
+                if not rows:
+                    break
         finally:
             self._recovering = False
         return resumed
+
+    async def claim_work(self) -> list[str]:
+        """Claim as many queued (or expired) executions as this worker has free slots, and
+        start them; returns their ids (the claim loop calls it every ``CLAIM_POLL`` s)."""
+        free = self.engine.free_slots()
+        if free <= 0 or self._recovering:
+            return []
+        return await self._resume_claimed(await self._claim(free))
+
+    async def _claim(self, limit: int) -> list[ExecutionRow]:
+        """Claim up to ``limit`` executions whose flow loads here; mark those whose flow does
+        not as waiting (with why), for a worker that has it."""
+        store = self.store
+        engine = self.engine
+        # A few more candidates than wanted: some may wait for another worker's flow.
+        rows = await store.claimable(limit + 32)
+        wanted: list[str] = []
+        waiting: list[tuple[str, str]] = []
+        for row in rows:
+            if len(wanted) >= limit:
+                break
+            if row.id in engine.live or row.id in engine.admission.parked:
+                continue  # ours already (a lease that lapsed while we ran it is renewed)
+            why = self._cannot_load(row)
+            if why is None:
+                wanted.append(row.id)
+            else:
+                waiting.append((row.id, why))
+                self._unrunnable[row.id] = why
+        if not wanted and not waiting:
+            return []
+        taken = await store.claim_queued(engine.owner, wanted, engine.lease_ttl, waiting)
+        for row in taken:
+            store.fences[row.id] = row.epoch
+            engine.fenced_out.discard(row.id)
+            self._unrunnable.pop(row.id, None)
+        return taken
+
+    def _cannot_load(self, row: ExecutionRow) -> str | None:
+        """Why this worker cannot run an execution (its flow does not load here), or None."""
+        try:
+            self._flow_for(decode_execution(row.data))
+        except IllegalOperation as exc:
+            return f"no worker has loaded its flow yet ({exc})"
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return f"its stored record does not decode here ({exc})"
+        return None
 
     async def _resume_claimed(self, rows: list[ExecutionRow]) -> list[str]:
         store = self.store
@@ -96,6 +152,7 @@ class Recovery:
                     flow = self._flow_for(ex)
                 except IllegalOperation as exc:
                     self._unrunnable[ex.id] = str(exc)
+                    await store.release_leases(self.engine.owner, [ex.id])
                     continue
                 runs = [decode_task_run(r.data) for r in runs_of[ex.id]]
                 if ex.state in (State.CREATED, State.QUEUED):  # not started: wait for a slot
@@ -106,20 +163,51 @@ class Recovery:
         return resumed
 
     async def _housekeeping(self) -> None:
-        """Heartbeat the ownership, consume commands from other processes."""
+        """Heartbeat the ownership (renewing the leases of a worker), consume commands from
+        other processes."""
+        engine = self.engine
+        beat = min(HEARTBEAT, engine.lease_ttl / 3)
         next_beat = 0.0
         while True:
-            await anyio.sleep(COMMAND_POLL)
+            await anyio.sleep(min(COMMAND_POLL, beat))
             now = time.monotonic()
             try:
                 if now >= next_beat:
-                    await self.store.heartbeat(self.engine.owner)
-                    next_beat = now + HEARTBEAT
+                    next_beat = now + beat
+                    if engine.worker:
+                        await self.renew()
+                    else:
+                        await self.store.heartbeat(engine.owner)
                 await self.apply_commands()
             except Exception:
                 # Storage trouble: callers hear of it through their own writes; the loop
                 # keeps heartbeating so the ownership is not lost to a passing failure.
                 _log.debug("housekeeping failed", exc_info=True)
+
+    async def renew(self) -> None:
+        """Extend this worker's leases; stop what runs here under a lease it lost (another
+        worker claimed it while this one was stalled), before it even writes."""
+        engine = self.engine
+        held = set(await self.store.renew_leases(engine.owner, engine.lease_ttl))
+        missing = [i for i in engine.live if i not in held and i not in engine.fenced_out]
+        lost: list[tuple[str, str]] = []
+        for ex_id in missing:
+            row = await self.store.get_execution(ex_id)
+            if row is None:
+                continue  # not stored yet: a submission whose first commit is on its way
+            if row.owner != engine.owner or row.epoch != self.store.fences.get(ex_id, row.epoch):
+                lost.append((ex_id, f"claimed by {row.owner} (epoch {row.epoch})"))
+        if lost:
+            engine.fenced(lost)
+
+    async def _claim_loop(self) -> None:
+        """Take queued work while this worker has free slots."""
+        while True:
+            await anyio.sleep(CLAIM_POLL)
+            try:
+                await self.claim_work()
+            except Exception:
+                _log.debug("claim failed", exc_info=True)
 
     async def apply_commands(self) -> int:
         """Consume the pending commands of the executions this runtime owns (the
