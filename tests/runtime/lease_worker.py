@@ -1,6 +1,7 @@
 """A worker process for the lease tests: runs queued executions until SIGTERM.
 
 Usage: python lease_worker.py DB SIDE_EFFECTS LEASE_TTL [--extra] [--submit-hold N SECONDS]
+    [--max-active N]
 
 Every attempt appends "execution_id task_run_id attempt pid" to SIDE_EFFECTS before anything
 else. ``--extra`` also registers the flow ``extra`` (other workers cannot load it);
@@ -18,6 +19,7 @@ import sys
 import anyio
 
 import actorflow as af
+from actorflow.runtime import ConcurrencyBehavior
 
 SIDE = sys.argv[2]
 
@@ -46,6 +48,29 @@ async def hold(ctx: af.TaskContext, seconds: float = 3600.0) -> dict[str, int]:
     return {"attempt": ctx.attempt}
 
 
+@af.task
+async def gate(ctx: af.TaskContext, path: str) -> dict[str, int]:
+    """Runs until the test creates the file ``path``."""
+    _mark(ctx)
+    while not os.path.exists(path):
+        await anyio.sleep(0.01)
+    return {"pid": os.getpid()}
+
+
+def _limited(behavior: ConcurrencyBehavior, *tasks: af.Task) -> af.Flow:
+    return af.Flow(
+        id=f"conc-{behavior.value.lower()}{'-pause' if tasks else ''}",
+        namespace="lease",
+        concurrency=af.Concurrency(limit=1, behavior=behavior),
+        inputs=[af.Input(name="gate", type="string")],
+        tasks=[gate("g", path="{{ inputs.gate }}"), *tasks],
+    )
+
+
+LIMITED = [
+    *(_limited(b) for b in ConcurrencyBehavior),
+    _limited(ConcurrencyBehavior.QUEUE, af.Pause(id="pause", delay=0.2), touch("after")),
+]
 TOUCH = af.Flow(id="touch", namespace="lease", tasks=[touch("a"), touch("b")])
 HOLD = af.Flow(id="hold", namespace="lease", tasks=[hold("h", seconds="{{ inputs.seconds }}")],
                inputs=[af.Input(name="seconds", type="float", default=3600.0)])  # fmt: skip
@@ -54,8 +79,13 @@ EXTRA = af.Flow(id="extra", namespace="lease", tasks=[touch("x")])
 
 async def main() -> None:
     db, ttl = sys.argv[1], float(sys.argv[3])
-    flows = [TOUCH, HOLD, *([EXTRA] if "--extra" in sys.argv else [])]
-    async with af.Runtime.open(db, flows=flows, lease_ttl=ttl, shutdown_timeout=2.0) as rt:
+    flows = [TOUCH, HOLD, *LIMITED, *([EXTRA] if "--extra" in sys.argv else [])]
+    active = (
+        int(sys.argv[sys.argv.index("--max-active") + 1]) if "--max-active" in sys.argv else 128
+    )
+    async with af.Runtime.open(
+        db, flows=flows, lease_ttl=ttl, shutdown_timeout=2.0, max_active=active
+    ) as rt:
         if "--submit-hold" in sys.argv:
             at = sys.argv.index("--submit-hold")
             n, seconds = int(sys.argv[at + 1]), float(sys.argv[at + 2])

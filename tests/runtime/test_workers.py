@@ -254,3 +254,57 @@ async def test_lease_ttl_must_be_positive(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="lease_ttl"):
             async with af.Runtime.open(tmp_path / "x.db", lease_ttl=bad):
                 pass
+
+
+def _history(db: Path, ex_id: str) -> list[str]:
+    sql = "SELECT state FROM state_history WHERE execution_id = ? AND task_run_id IS NULL"
+    return [r[0] for r in rows(db, f"{sql} ORDER BY seq", ex_id)]
+
+
+def _state(db: Path, ex_id: str) -> str | None:
+    found = rows(db, "SELECT state FROM executions WHERE id = ?", ex_id)
+    return found[0][0] if found else None
+
+
+@pytest.mark.parametrize("flow_id", ["conc-cancel", "conc-fail", "conc-queue", "conc-queue-pause"])
+async def test_flow_concurrency_holds_across_two_workers(tmp_path: Path, flow_id: str) -> None:
+    """Kestra's flow-concurrency cases with the two executions on two worker processes:
+    over the limit of 1, the second is CANCELLED (cancel), FAILED (fail), or QUEUED then
+    run once the first ended (queue; with a Pause, the paused first still holds the slot);
+    the first ends SUCCESS."""
+    from lease_worker import LIMITED
+
+    flow = next(f for f in LIMITED if f.id == flow_id)
+    db, side = tmp_path / "c.db", tmp_path / "side"
+    gate1, gate2 = tmp_path / "gate1", tmp_path / "gate2"
+    gate2.touch()  # the second execution's task needs no gate
+    async with af.Runtime.open(db, worker=False, flows=[flow]) as client:
+        with workers(Worker(db, side, 5.0, "--max-active", "1")) as (first_worker,):
+            one = (await client.submit(flow, {"gate": str(gate1)})).id
+            until("the first to run", lambda: side_lines(side))
+            with workers(Worker(db, side, 5.0)) as (second_worker,):
+                two = (await client.submit(flow, {"gate": str(gate2)})).id
+                if flow_id in ("conc-cancel", "conc-fail"):
+                    want = "CANCELLED" if flow_id == "conc-cancel" else "FAILED"
+                    until("the second to end", lambda: _state(db, two) == want)
+                    assert _state(db, one) == "RUNNING"
+                else:
+                    until("the second to queue", lambda: _state(db, two) == "QUEUED")
+                assert rows(db, "SELECT owner FROM executions WHERE id = ?", two) != rows(
+                    db, "SELECT owner FROM executions WHERE id = ?", one
+                )
+                gate1.touch()
+                until("both to end", lambda: _all_ended(db, [one, two]))
+    assert _state(db, one) == "SUCCESS"
+    if flow_id.startswith("conc-queue"):
+        assert _state(db, two) == "SUCCESS"
+        history = _history(db, two)
+        assert history[:3] == ["CREATED", "QUEUED", "RUNNING"] and history[-1] == "SUCCESS"
+        # The second ran only once the first had ended (and, with the Pause, after it).
+        first_end = rows(db, "SELECT ended FROM executions WHERE id = ?", one)[0][0]
+        started = rows(db, "SELECT min(start) FROM attempts WHERE execution_id = ?", two)[0][0]
+        assert started >= first_end
+    pids = {line[0]: line[3] for line in side_lines(side)}
+    assert pids[one] == str(first_worker.pid)
+    if two in pids:
+        assert pids[two] == str(second_worker.pid)

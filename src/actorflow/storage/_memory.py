@@ -213,6 +213,7 @@ class MemoryStore:
         self.on_fenced: FencedCallback | None = None
         self.fences: dict[str, int] = {}  # leases held: execution id -> epoch (see Store)
         self.fence_owner: str | None = None
+        self._slots: set[str] = set()  # executions holding a flow-concurrency slot
         self._ids = itertools.count(1)
         self._failed: BaseException | None = None
         self._closed = False
@@ -421,6 +422,7 @@ class MemoryStore:
     def _delete(self, ids: set[str]) -> None:
         for i in ids:
             self._execs.pop(i, None)
+            self._slots.discard(i)
             self._rows.pop(i, None)
             self._quarantine.pop(i, None)
         self._metrics = {k: m for k, m in self._metrics.items() if m.execution_id not in ids}
@@ -792,6 +794,29 @@ class MemoryStore:
             if r is not None and self._claimable(r, now) and r.waiting != why:
                 self._execs[ex_id] = msgspec.structs.replace(r, waiting=why)
         return out
+
+    async def take_slot(self, execution_id: str, namespace: str, flow_id: str, limit: int) -> bool:
+        """Give an execution one of its flow's concurrency slots (see :class:`Store`)."""
+        self._settle()
+        self._check()
+        me = self._execs.get(execution_id)
+        if me is None or me.ended is not None:
+            return False
+        if execution_id in self._slots:
+            return True
+        mine = [
+            r
+            for r in self._execs.values()
+            if r.namespace == namespace and r.flow_id == flow_id and r.ended is None
+        ]
+        if sum(r.id in self._slots for r in mine) >= limit:
+            return False
+        first = (me.created, me.id)
+        waiting = (r for r in mine if r.state == "QUEUED" and r.id not in self._slots)
+        if any((r.created, r.id) < first for r in waiting):
+            return False
+        self._slots.add(execution_id)
+        return True
 
     async def renew_leases(self, owner: str, lease_ttl: float) -> list[str]:
         """Heartbeat ``owner`` and extend its leases (see :class:`Store`)."""

@@ -168,13 +168,18 @@ UPDATE schema_version SET version = 6
 # -- v7: a work queue with leases and fencing ------------------------------------------------
 # A worker claims an unfinished execution by setting owner, lease_expiry (renewed by its
 # heartbeat) and epoch + 1 (the fencing token every later write of its state is checked
-# against). ``waiting`` says why no worker runs it (its flow loads nowhere yet). Rows written
+# against). ``waiting`` says why no worker runs it (its flow loads nowhere yet); ``slot`` that
+# it holds one of its flow's concurrency slots (taken atomically, given back by its end,
+# whichever process runs it). Rows written
 # before have no lease: they are claimable, as an execution of a dead owner was.
 _V6_TO_V7 = """
 ALTER TABLE executions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE executions ADD COLUMN lease_expiry REAL;
 ALTER TABLE executions ADD COLUMN waiting TEXT;
+ALTER TABLE executions ADD COLUMN slot INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS ix_executions_lease ON executions(lease_expiry) WHERE ended IS NULL;
+CREATE INDEX IF NOT EXISTS ix_executions_slot ON executions(namespace, flow_id, state)
+    WHERE ended IS NULL;
 UPDATE schema_version SET version = 7
 """
 # -- end of v7 ------------------------------------------------------------------------------

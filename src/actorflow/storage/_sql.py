@@ -667,3 +667,45 @@ def release_leases(
         return sum(int(c.execute(f"{sql} AND id = ?", (owner, i)).rowcount) for i in ids)
 
     return _transaction(conn, admin, body)
+
+
+def take_slot(
+    conn: sqlite3.Connection,
+    admin: Admin,
+    execution_id: str,
+    namespace: str,
+    flow_id: str,
+    limit: int,
+) -> bool:
+    """Give an execution one of its flow's ``limit`` concurrency slots, in ONE transaction:
+    only while fewer unfinished executions of the flow hold one, and no older execution of
+    it waits QUEUED for one (FIFO across processes). True if it holds a slot now."""
+
+    def body(c: sqlite3.Connection) -> bool:
+        me = c.execute(
+            "SELECT slot, created, ended FROM executions WHERE id = ?", (execution_id,)
+        ).fetchone()
+        if me is None or me[2] is not None:
+            return False
+        if me[0]:
+            return True
+        held = c.execute(
+            "SELECT count(*) FROM executions WHERE namespace = ? AND flow_id = ?"
+            " AND ended IS NULL AND slot = 1",
+            (namespace, flow_id),
+        ).fetchone()[0]
+        if held >= limit:
+            return False
+        older = c.execute(
+            "SELECT 1 FROM executions WHERE namespace = ? AND flow_id = ? AND ended IS NULL"
+            " AND state = 'QUEUED' AND slot = 0 AND (created < ? OR (created = ? AND id < ?))"
+            " LIMIT 1",
+            (namespace, flow_id, me[1], me[1], execution_id),
+        ).fetchone()
+        if older is not None:
+            return False
+        c.execute("UPDATE executions SET slot = 1 WHERE id = ?", (execution_id,))
+        return True
+
+    result: bool = _transaction(conn, admin, body)
+    return result

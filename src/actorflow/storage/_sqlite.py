@@ -679,6 +679,12 @@ class SQLiteStore(SQLiteReads):
         )
         return [ExecutionRow(*r) for r in rows]
 
+    async def take_slot(self, execution_id: str, namespace: str, flow_id: str, limit: int) -> bool:
+        """Give an execution one of its flow's concurrency slots if one is free and no older
+        one waits QUEUED (see :class:`Store`)."""
+        await self.flush()
+        return await self._admin(_sql.take_slot, execution_id, namespace, flow_id, limit)
+
     async def renew_leases(self, owner: str, lease_ttl: float) -> list[str]:
         """Heartbeat ``owner`` and extend every lease it holds; returns their ids."""
         now = self.clock()

@@ -373,6 +373,13 @@ class Store(Protocol):
         Returns the rows this call took."""
         ...
 
+    async def take_slot(self, execution_id: str, namespace: str, flow_id: str, limit: int) -> bool:
+        """Flow concurrency across processes, in ONE transaction: give the (stored)
+        execution one of its flow's ``limit`` slots unless ``limit`` unfinished executions
+        of the flow hold one or an older one waits QUEUED for one; True if it holds one.
+        A slot is given back by the execution's end."""
+        ...
+
     async def renew_leases(self, owner: str, lease_ttl: float) -> list[str]:
         """Heartbeat ``owner`` and extend its leases to now + ``lease_ttl``; returns the ids
         of the unfinished executions it still holds."""

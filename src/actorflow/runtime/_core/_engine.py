@@ -8,7 +8,6 @@ import itertools
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -31,7 +30,7 @@ from actorflow.runtime._core._persist import (
     task_run_rows,
     task_run_rows_timed,
 )
-from actorflow.runtime._flow import ConcurrencyBehavior, Flow, validate_inputs
+from actorflow.runtime._flow import Flow, validate_inputs
 from actorflow.runtime._observer import Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import State
@@ -67,61 +66,6 @@ class GuardianLike(Protocol):
 
 
 _log = logging.getLogger("actorflow.engine")
-
-
-class Slots:
-    """Flow concurrency limits: RUNNING or PAUSED executions per flow, FIFO queue beyond."""
-
-    def __init__(self) -> None:
-        self._running: dict[tuple[str, str], set[str]] = {}
-        self._queued: dict[tuple[str, str], deque[tuple[str, ActorRef]]] = {}
-
-    @staticmethod
-    def _key(flow: Flow) -> tuple[str, str]:
-        return (flow.namespace, flow.id)
-
-    def admit(self, flow: Flow, ex_id: str, ref: ActorRef) -> ConcurrencyBehavior | None:
-        """None to run now, else what the limit says to do."""
-        if flow.concurrency is None:
-            return None
-        running = self._running.setdefault(self._key(flow), set())
-        if len(running) < flow.concurrency.limit:
-            running.add(ex_id)
-            return None
-        behavior = flow.concurrency.behavior
-        if behavior is ConcurrencyBehavior.QUEUE:
-            self._queued.setdefault(self._key(flow), deque()).append((ex_id, ref))
-        return behavior
-
-    def restore(self, flow: Flow, ex_id: str, ref: ActorRef, state: State) -> None:
-        """Count a recovered execution again."""
-        if flow.concurrency is None:
-            return
-        if state is State.QUEUED:
-            self._queued.setdefault(self._key(flow), deque()).append((ex_id, ref))
-        elif not state.terminal and state is not State.CREATED:
-            self._running.setdefault(self._key(flow), set()).add(ex_id)
-
-    def forget(self, flow: Flow, ex_id: str) -> None:
-        """Drop a queued execution (killed before it ran)."""
-        q = self._queued.get(self._key(flow))
-        if q:
-            self._queued[self._key(flow)] = deque(e for e in q if e[0] != ex_id)
-
-    def release(self, flow: Flow, ex_id: str) -> None:
-        """An execution ended: free its slot and start the oldest queued one."""
-        if flow.concurrency is None:
-            return
-        running = self._running.get(self._key(flow))
-        if running is None or ex_id not in running:
-            return
-        running.discard(ex_id)
-        q = self._queued.get(self._key(flow))
-        while q and len(running) < flow.concurrency.limit:
-            next_id, ref = q.popleft()
-            if ref.is_alive:
-                running.add(next_id)
-                ref.tell_nowait(Dequeue())
 
 
 class Engine:
@@ -168,7 +112,9 @@ class Engine:
         store.fence_owner = self.owner
         store.on_fenced = self.fenced
         self.fenced_out: set[str] = set()
-        self.slots = Slots()
+        # Executions QUEUED here behind their flow's concurrency, oldest first.
+        self._queued: dict[str, tuple[Flow, ActorRef]] = {}
+        self._releasing: asyncio.Task[None] | None = None
         self.flows: dict[tuple[str, str, int], Flow] = {}
         self.live: dict[str, ActorRef] = {}
         self.admission = Admission(max_active, max_queued)
@@ -379,6 +325,48 @@ class Engine:
             return None
         return self.spawn_execution(*entry)
 
+    # -- flow concurrency, counted in the store ------------------------------------------
+    async def take_flow_slot(self, flow: Flow, execution_id: str) -> bool:
+        """Whether ``execution_id`` may run now under ``flow.concurrency``: it takes a slot in
+        the store (one transaction), so the limit holds across every process."""
+        assert flow.concurrency is not None
+        return await self.store.take_slot(
+            execution_id, flow.namespace, flow.id, flow.concurrency.limit
+        )
+
+    def queue_for_slot(self, flow: Flow, execution_id: str, ref: ActorRef) -> None:
+        """An execution waits QUEUED here for a slot of its flow."""
+        self._queued[execution_id] = (flow, ref)
+
+    def unqueue(self, execution_id: str) -> None:
+        """A queued execution was killed or lost: it no longer waits."""
+        self._queued.pop(execution_id, None)
+
+    def wake_queued(self) -> None:
+        """Ask the store for slots for the executions queued here (after a local end, and
+        periodically for ends elsewhere); the store keeps them FIFO across processes."""
+        if self._queued and (self._releasing is None or self._releasing.done()):
+            self._releasing = asyncio.get_running_loop().create_task(self._release_queued())
+
+    async def _release_queued(self) -> None:
+        full: set[tuple[str, str]] = set()
+        for ex_id, (flow, ref) in list(self._queued.items()):
+            key = (flow.namespace, flow.id)
+            if key in full:
+                continue
+            if not ref.is_alive:
+                self._queued.pop(ex_id, None)
+                continue
+            try:
+                taken = await self.take_flow_slot(flow, ex_id)
+            except Exception:  # storage trouble: the next wake tries again
+                _log.debug("asking for a slot failed", exc_info=True)
+                return
+            if not taken:
+                full.add(key)  # FIFO: no younger one of this flow gets one either
+            elif self._queued.pop(ex_id, None) is not None:
+                ref.tell_nowait(Dequeue())
+
     def free_slots(self) -> int:
         """How many more executions this worker may take from the queue now."""
         admission = self.admission
@@ -430,7 +418,9 @@ class Engine:
         if ref is not None:
             self.guardian.release(ref.name)
         self.admission.idle.discard(ex.id)
-        self.slots.release(flow, ex.id)
+        self._queued.pop(ex.id, None)
+        if flow.concurrency is not None:
+            self.wake_queued()  # its slot is free once its end is stored
         self._admit()
         watcher = self._child_watchers.pop(ex.id, None)
 
@@ -477,6 +467,7 @@ class Engine:
             )  # fmt: skip
             self.admission.parked.pop(ex_id, None)
             self.admission.idle.discard(ex_id)
+            self._queued.pop(ex_id, None)
             ref = self.live.pop(ex_id, None)
             if ref is not None:
                 self.guardian.release(ref.name)

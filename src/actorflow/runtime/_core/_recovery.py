@@ -201,9 +201,14 @@ class Recovery:
             engine.fenced(lost)
 
     async def _claim_loop(self) -> None:
-        """Take queued work while this worker has free slots."""
+        """Take queued work while this worker has free slots; ask for the flow-concurrency
+        slots other processes freed."""
+        ticks = 0
         while True:
             await anyio.sleep(CLAIM_POLL)
+            ticks += 1
+            if ticks % 4 == 0:
+                self.engine.wake_queued()
             try:
                 await self.claim_work()
             except Exception:
