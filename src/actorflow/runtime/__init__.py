@@ -29,7 +29,7 @@ from actorflow.runtime._flow import (
 from actorflow.runtime._observer import DURATION_METRIC, Observer
 from actorflow.runtime._records import Attempt, Execution, Metric, StateEntry, TaskRun
 from actorflow.runtime._retry import NonRetryableError, Retry
-from actorflow.runtime._runtime import ExecutionHandle, Runtime
+from actorflow.runtime._runtime import ExecutionHandle, Runtime, live_workers
 from actorflow.runtime._scheduler import Scheduler
 from actorflow.runtime._states import (
     EXECUTION_TRANSITIONS,
@@ -142,6 +142,7 @@ __all__ = [
     "Webhook",
     "check_template",
     "has_template",
+    "live_workers",
     "render",
     "set_source_loader",
     "set_template_limits",

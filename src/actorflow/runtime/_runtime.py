@@ -188,10 +188,14 @@ class Runtime(Recovery):
                 observer = tracing_mod.make_observer(tracing)
             system = await stack.enter_async_context(open_actor_system(name="actorflow"))
             tg = await stack.enter_async_context(anyio.create_task_group())
+            # A runtime that takes no queued work says so in its name (see live_workers).
+            owner = None
+            if not recover:
+                owner = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}{CLIENT_SUFFIX}"
             engine = Engine(
                 system=system, store=store, files=files, clock=clock or Clock(),
                 observer=observer, max_active=max_active, max_queued=max_queued,
-                execution_actor=ExecutionActor, guardian=Guardian,
+                execution_actor=ExecutionActor, guardian=Guardian, owner=owner,
             )  # fmt: skip
             engine.allow_types = allowed
             engine.worker = worker
@@ -778,6 +782,27 @@ class Runtime(Recovery):
         return flow
 
 
+CLIENT_SUFFIX = ":client"
+
+
+async def live_workers(path: str | os.PathLike[str]) -> list[str]:
+    """Owners of the database at ``path`` that take queued work and heartbeat (a server, an
+    embedded worker); none when there is no such database. Reads only."""
+    if not Path(path).is_file():
+        return []
+    store = open_store(str(path), read_only=True)
+    try:
+        await store.open()
+        try:
+            beats = await store.owners()
+        finally:
+            await store.close()
+    except Exception:  # not a database this version reads: nobody runs work from it
+        return []
+    fresh = time.time() - STALE_AFTER
+    return [o for o, beat in beats if beat >= fresh and not o.endswith(CLIENT_SUFFIX)]
+
+
 def _live_count(system: ActorSystem, engine: Engine) -> int:
     """Actors alive and executions parked: what the collector walks (see Tuning)."""
     return len(system) + len(engine.admission.parked)
@@ -796,4 +821,4 @@ def _errors_subtrees(flow: Flow, runs: tuple[TaskRun, ...]) -> set[str]:
     return removed
 
 
-__all__ = ["ExecutionHandle", "Runtime", "decode_any"]
+__all__ = ["ExecutionHandle", "Runtime", "decode_any", "live_workers"]

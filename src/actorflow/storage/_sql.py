@@ -601,9 +601,12 @@ _CLAIMABLE = (
     "ended IS NULL AND (lease_expiry IS NULL OR lease_expiry < ?)"
     " AND id NOT IN (SELECT execution_id FROM quarantine)"
 )
+_QUEUE_ORDER = "ORDER BY waiting IS NOT NULL, created, id"
+# Ids first (from the covering index), then their rows, put in queue order by the caller:
+# sorting whole rows (snapshots included) cost 130 ms a round with 5,000 claimable.
 CLAIMABLE_SQL = (
-    f"SELECT {EXEC_COLS} FROM executions WHERE {_CLAIMABLE}"
-    " ORDER BY waiting IS NOT NULL, created, id LIMIT ?"
+    f"SELECT {EXEC_COLS} FROM executions WHERE id IN (SELECT id FROM executions"
+    f" INDEXED BY ix_executions_queue WHERE {_CLAIMABLE} {_QUEUE_ORDER} LIMIT ?)"
 )
 
 

@@ -660,8 +660,11 @@ class SQLiteStore(SQLiteReads):
     async def claimable(self, limit: int) -> list[ExecutionRow]:
         """Unfinished executions no live lease holds, oldest first (those waiting for a
         worker that can load their flow last), at most ``limit``."""
-        rows = await self._rows(_sql.CLAIMABLE_SQL, (self.clock(), limit))
-        return [ExecutionRow(*r) for r in rows]
+        rows = [
+            ExecutionRow(*r) for r in await self._rows(_sql.CLAIMABLE_SQL, (self.clock(), limit))
+        ]
+        rows.sort(key=lambda r: (r.waiting is not None, r.created, r.id))
+        return rows
 
     async def claim_queued(
         self,

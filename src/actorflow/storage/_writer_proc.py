@@ -124,7 +124,8 @@ def with_lock_retry(
 # epoch"] beside the rejections, so a worker that lost its lease writes nothing more.
 FENCE = -1
 _FENCED = (
-    "SELECT e.id, e.owner, e.epoch FROM json_each(?) j JOIN executions e ON e.id = j.key"
+    "SELECT e.id, e.owner, e.epoch FROM json_each(?) j"
+    " JOIN executions e INDEXED BY ix_executions_fence ON e.id = j.key"
     " WHERE e.epoch != j.value OR e.owner IS NOT ?"
 )
 

@@ -80,16 +80,15 @@ class Recovery:
                 await store.release_leases(owner)  # a crashed process: no need to wait
                 await store.release_owner(owner)
             resumed: list[str] = []
-            while True:
-                rows = await self._claim(_RECOVER_CHUNK)
-                with _collector_paused(len(rows) > 1000):
+            rows = await self._claim(_RECOVER_CHUNK)
+            with _collector_paused(len(rows) >= _RECOVER_CHUNK):
+                while rows:
                     resumed += await self._resume_claimed(rows)
-                    # Let the new actors take their first steps (rebuild, re-arm) inside
-                    # the pause.
-                    for _ in range(4):
-                        await anyio.lowlevel.checkpoint()
-                if not rows:
-                    break
+                    rows = await self._claim(_RECOVER_CHUNK)
+                # Let the new actors take their first steps (rebuild, re-arm) inside the
+                # pause.
+                for _ in range(4):
+                    await anyio.lowlevel.checkpoint()
         finally:
             self._recovering = False
         return resumed
