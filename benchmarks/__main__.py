@@ -24,6 +24,7 @@ MODULES = [
     "tracing",
     "flow_loading",
     "growth",
+    "workers",
 ]
 RESULTS = Path(__file__).parent / "results"
 
