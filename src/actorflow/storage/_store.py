@@ -12,6 +12,12 @@ Two kinds of write failure, told apart:
   on. The commit resolves without error and lists the rows in ``Commit.rejected``; the
   store calls ``on_rejected(rejected)`` (or logs a warning when it is None) before the
   commit resolves, so the runtime can fail just those executions.
+
+The store is also the work queue. An execution is claimed as a lease (``claim_queued``):
+owner, expiry, and an ``epoch`` raised by every claim, its fencing token. A writer lists
+the leases it holds in ``fences`` (id -> epoch, as ``fence_owner``); each transaction drops
+the rows of any execution whose stored lease is no longer that one and reports it to
+``on_fenced``, so a worker whose lease was taken over writes nothing more for it.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""What a runtime does besides running: resume the executions of dead processes, heartbeat
-its ownership, and consume the commands other processes post for its executions.
+"""What a runtime does besides running: claim queued work and the executions of dead or
+stalled workers (leases with a fencing token, see ``storage._store``), heartbeat its
+ownership and renew its leases, and consume the commands other processes post for its
+executions.
 
 Commands (kill, pause, resume from another process) are rows of the store's ``commands``
 table. Each is consumed once: the process that owns the execution applies it if its target
