@@ -29,6 +29,7 @@ MODULES = [
     "commands",
     "host_logging",
     "web",
+    "workers",
 ]
 RESULTS = Path(__file__).parent / "results"
 

@@ -12,6 +12,7 @@ from actorflow.storage import (
     AppendHistory,
     AppendLog,
     AttemptRow,
+    ClaimExecution,
     DeleteExecution,
     DeleteTaskRuns,
     HistoryRow,
@@ -292,8 +293,11 @@ async def test_compare_and_write_only_on_an_unchanged_row(store: Store) -> None:
     """compare_and_write applies its ops only if the execution still has the state and
     ``updated`` it was read with; of two concurrent ones exactly one succeeds."""
     await store.write([UpsertExecution(ex("e", "FAILED", updated=5.0))])
-    restarted = ex("e", "RESTARTED", updated=6.0, owner="me")
-    ops: list[Op] = [UpsertExecution(restarted), AppendHistory(HistoryRow("e", None, "RESTARTED", 6.0)),
+    restarted = ex("e", "RESTARTED", updated=6.0, owner="me", epoch=1, lease_expiry=9.0)
+    # The upsert keeps the stored lease; the claim in the same transaction takes it.
+    ops: list[Op] = [UpsertExecution(ex("e", "RESTARTED", updated=6.0)),
+                     ClaimExecution("e", "me", 1, 9.0),
+                     AppendHistory(HistoryRow("e", None, "RESTARTED", 6.0)),
                      UpsertTaskRun(tr("t", "e", "RESTARTED"))]  # fmt: skip
     assert not await store.compare_and_write("e", "FAILED", 4.0, ops)
     assert not await store.compare_and_write("e", "KILLED", 5.0, ops)

@@ -16,7 +16,13 @@ from actorflow.actors._messages import (
 )
 from actorflow.actors._ref import ActorRef
 from actorflow.actors._supervisor import ChildSpec, Restart, Strategy, Supervisor
-from actorflow.actors._system import ActorSystem, DeadLetter, DeadLetters, open_actor_system
+from actorflow.actors._system import (
+    ActorSystem,
+    DeadLetter,
+    DeadLetters,
+    open_actor_system,
+    stop_within,
+)
 
 __all__ = [
     "Actor",
@@ -39,4 +45,5 @@ __all__ = [
     "Terminated",
     "WhichChildren",
     "open_actor_system",
+    "stop_within",
 ]

@@ -56,6 +56,7 @@ from actorflow.runtime import (
     State,
     Subflow,
     Task,
+    live_workers,
     tracing_observer,
     validate_inputs,
 )
@@ -270,6 +271,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
     quiet = child or args.json
     progress = None if quiet else Progress(console)
     flows = _flows_for(flow, args.flow, args.flow_dir or ())
+    if args.no_wait or (not child and await live_workers(_db(args))):
+        return await _submit_to_workers(args, flow, inputs, flows, console)
     observer = cli_observer(progress, args.trace)
     async with _interruptible() as stop, Runtime.open(
         _db(args), flows=flows, observer=observer, recover=False, allow_types=_allow(args),
@@ -285,6 +288,21 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 os.dup2(devnull, 2)
             return await _follow(rt, handle, console, args.json, quiet)
     return stop.code  # a signal ended the command; the runtime closed (or was interrupted)
+
+
+async def _submit_to_workers(
+    args: argparse.Namespace, flow: Any, inputs: dict[str, Any], flows: Any, console: Console
+) -> int:
+    """Queue the execution for the workers of the database (a server, or any worker
+    runtime); with ``--no-wait`` print its id and return, else follow it to its end."""
+    async with Runtime.open(_db(args), flows=flows, worker=False, allow_types=_allow(args)) as rt:
+        handle = await rt.submit(flow, inputs)
+        if args.no_wait:
+            print(json.dumps({"id": handle.id}) if args.json else handle.id)
+            return 0
+        if not args.json:
+            console.print(f"queued {handle.id}: a worker on {_db(args)} runs it")
+        return await _follow(rt, handle, console, args.json, args.json)
 
 
 def _detach(args: argparse.Namespace) -> int:
@@ -399,20 +417,43 @@ async def cmd_executions(args: argparse.Namespace) -> int:
         rows = await rt.executions(
             flow=args.flow, namespace=args.namespace, state=states or None, limit=args.limit
         )
+        waiting = await _waiting(rt, [ex.id for ex in rows if not ex.state.terminal])
     if args.json:
-        print(to_json(rows))
+        listed = json.loads(to_json(rows))
+        for item in listed:
+            item["waiting"] = waiting.get(item["id"])
+        print(json.dumps(listed, indent=2))
     else:
-        _console().print(executions_table(rows))
+        console = _console()
+        console.print(executions_table(rows))
+        for ex_id, why in waiting.items():
+            console.print(Text(f"{ex_id} waits: {why}", style="yellow"))
     return 0
+
+
+async def _waiting(rt: Runtime, ids: list[str]) -> dict[str, str]:
+    """Why each of these executions waits for a worker (only those that do)."""
+    out: dict[str, str] = {}
+    for ex_id in ids:
+        row = await rt.store.get_execution(ex_id)
+        if row is not None and row.waiting:
+            out[ex_id] = row.waiting
+    return out
 
 
 async def cmd_show(args: argparse.Namespace) -> int:
     async with _read(args) as rt:
         ex = await _get(rt, args.id)
+        why = (await _waiting(rt, [ex.id])).get(ex.id)
     if args.json:
-        print(to_json(ex))
+        shown = json.loads(to_json(ex))
+        shown["waiting"] = why
+        print(json.dumps(shown, indent=2))
     else:
-        _console().print(execution_tree(ex))
+        console = _console()
+        console.print(execution_tree(ex))
+        if why:
+            console.print(Text(f"waits: {why}", style="yellow"))
     return 0
 
 
@@ -709,6 +750,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("flow", help="flow file (YAML or JSON)")
     p.add_argument("--input", "-i", action="append", metavar="K=V", help="an input value")
     p.add_argument("--detach", action="store_true", help="run in the background, print the id")
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="only queue it for the database's workers (a server) and print the id; without"
+        " it, run goes through the queue and follows whenever a live worker owns the database",
+    )
     p.add_argument("--flow-dir", action="append", metavar="DIR", help="flows for subflows")
     p.add_argument(_CHILD_FLAG, dest="detached_child", action="store_true", help=argparse.SUPPRESS)
     allow(p)

@@ -38,7 +38,7 @@ from actorflow.runtime._observer import DURATION_METRIC, Observer
 from actorflow.runtime._pebble import to_text
 from actorflow.runtime._records import Attempt, Execution, Metric, StateEntry, TaskRun
 from actorflow.runtime._retry import NonRetryableError, Retry
-from actorflow.runtime._runtime import ExecutionHandle, Runtime
+from actorflow.runtime._runtime import ExecutionHandle, Runtime, live_workers
 from actorflow.runtime._scheduler import Scheduler
 from actorflow.runtime._states import (
     EXECUTION_TRANSITIONS,
@@ -166,6 +166,7 @@ __all__ = [
     "check_template",
     "has_template",
     "labels_mapping",
+    "live_workers",
     "render",
     "set_source_loader",
     "set_template_limits",

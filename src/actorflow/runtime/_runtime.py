@@ -58,6 +58,7 @@ from actorflow.runtime._tasks import Flowable, Task
 from actorflow.runtime._values import check_labels, check_text, to_plain
 from actorflow.storage import (
     SCHEME,
+    ClaimExecution,
     DeleteTaskRuns,
     ExecutionRow,
     FileStorage,
@@ -147,6 +148,8 @@ class Runtime(Recovery):
         lock_timeout: float = 30.0,
         allow_types: Collection[str] | str = (),
         tune_gc: bool = True,
+        worker: bool = True,
+        lease_ttl: float = STALE_AFTER,
     ) -> AsyncIterator[Runtime]:
         """Open a runtime on the database at ``path`` (``":memory:"`` keeps nothing; a
         ``postgresql://`` URL opens PostgreSQL, whose files go to ``files`` or
@@ -170,7 +173,17 @@ class Runtime(Recovery):
         ``tune_gc``: while open, freeze what exists after start-up and raise the cycle
         collector's thresholds while many actors live; the host's settings come back on close
         (see ``runtime/_core/_collector.py``).
+
+        ``worker``: this runtime runs executions (the default): it runs its own submissions
+        and claims queued ones from the store while it has free slots (``max_active``),
+        each under a lease of ``lease_ttl`` seconds that its heartbeat renews (every
+        ``lease_ttl / 3`` s at most 2 s). A lease that expires (a dead or stalled worker) is
+        claimed by another worker, which resumes the execution; the stalled one's later
+        writes are refused. ``worker=False``: only submit, read and control; a worker
+        elsewhere runs what it submits (``wait`` follows the store).
         """
+        if not lease_ttl > 0 or lease_ttl == float("inf"):  # NaN too
+            raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         if not shutdown_timeout >= 0:  # NaN too
             raise ValueError(f"shutdown_timeout must be >= 0 seconds, got {shutdown_timeout!r}")
         allowed = allowed_types(allow_types)
@@ -178,6 +191,8 @@ class Runtime(Recovery):
         own_store = store is None
         store = store or open_store(str(path), read_only=read_only, lock_timeout=lock_timeout)
         if read_only:
+            recover = worker = False
+        if not worker:
             recover = False
         temp_root: Path | None = None
         if files is None and is_postgres_url(str(path)):
@@ -201,12 +216,18 @@ class Runtime(Recovery):
                 observer = tracing_mod.make_observer(tracing)
             system = await stack.enter_async_context(open_actor_system(name="actorflow"))
             tg = await stack.enter_async_context(anyio.create_task_group())
+            # A runtime that takes no queued work says so in its name (see live_workers).
+            owner = None
+            if not recover:
+                owner = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}{CLIENT_SUFFIX}"
             engine = Engine(
                 system=system, store=store, files=files, clock=clock or Clock(),
                 observer=observer, max_active=max_active, max_queued=max_queued,
-                execution_actor=ExecutionActor, guardian=Guardian,
+                execution_actor=ExecutionActor, guardian=Guardian, owner=owner,
             )  # fmt: skip
             engine.allow_types = allowed
+            engine.worker = worker
+            engine.lease_ttl = lease_ttl
             rt = cls(engine, store)
             rt.read_only = read_only
             rt.shutdown_timeout = shutdown_timeout
@@ -215,10 +236,11 @@ class Runtime(Recovery):
                 engine.register(flow)
             tg.start_soon(engine.timers.run)
             if not read_only:  # a reader announces nothing and runs no one else's commands
-                await store.register_owner(engine.owner, STALE_AFTER)
+                await store.register_owner(engine.owner, lease_ttl)
                 tg.start_soon(rt._housekeeping)
             if recover:
                 await rt.recover()
+                tg.start_soon(rt._claim_loop)  # a worker takes queued work while it runs
             if tune_gc:
                 stack.enter_context(Tuning(functools.partial(_live_count, system, engine)))
             try:
@@ -244,6 +266,10 @@ class Runtime(Recovery):
                     with contextlib.suppress(Exception):
                         await store.flush()
                     if not read_only:
+                        if worker:
+                            # Another worker resumes at once what did not finish here.
+                            with contextlib.suppress(Exception):
+                                await store.release_leases(engine.owner)
                         with contextlib.suppress(Exception):
                             await store.release_owner(engine.owner)
         if body_error is not None:
@@ -393,8 +419,10 @@ class Runtime(Recovery):
             execution_id=execution_id,
         )
         commit = engine.save_execution(record, record.history)
-        engine.start_execution(flow, record)
-        if durable:
+        if engine.worker:
+            engine.start_execution(flow, record)  # leased to us by its own first commit
+        if durable or not engine.worker:
+            # Queued for a worker elsewhere: a wait follows the store, where it must be.
             await commit
         return ExecutionHandle(self, record)
 
@@ -671,7 +699,15 @@ class Runtime(Recovery):
             attempt_number=ex.attempt_number + 1, error=None,
         )  # fmt: skip
         ops += history_ops(ex.id, None, (entry,))
-        ops += engine._execution_rows((record, engine.owner))
+        ops += engine._execution_rows((record, engine.owner, row.epoch, None))
+        # The restart takes the lease with a new epoch: a worker here, else the queue.
+        epoch = row.epoch + 1
+        if engine.worker:
+            ops.append(
+                ClaimExecution(ex.id, engine.owner, epoch, engine._wall() + engine.lease_ttl)
+            )
+        else:
+            ops.append(ClaimExecution(ex.id, None, epoch, None))
         if not await self.store.compare_and_write(ex.id, row.state, row.updated, ops):
             now_row = await self.store.get_execution(ex.id)
             state = "purged" if now_row is None else now_row.state
@@ -686,7 +722,10 @@ class Runtime(Recovery):
                 engine.observer.execution_changed(record)
             except Exception:  # tracing must never break an execution
                 _log.exception("observer failed on restart of %s", ex.id)
-        engine.spawn_execution(flow, record, new_runs, "restart", Restart())
+        if engine.worker:
+            self.store.fences[ex.id] = epoch
+            engine.fenced_out.discard(ex.id)
+            engine.spawn_execution(flow, record, new_runs, "restart", Restart())
         return ExecutionHandle(self, record)
 
     async def replay(
@@ -709,7 +748,8 @@ class Runtime(Recovery):
         )
         if task_run_id is None and task_id is None:
             await engine.save_execution(base, base.history)
-            engine.start_execution(flow, base)
+            if engine.worker:
+                engine.start_execution(flow, base)
             return ExecutionHandle(self, base)
         if task_run_id is None:
             try:
@@ -768,7 +808,8 @@ class Runtime(Recovery):
             base, state=State.RESTARTED, history=(*base.history, entry)
         )
         await engine.save_execution(record, record.history)
-        engine.spawn_execution(flow, record, new_runs, "restart", Restart())
+        if engine.worker:
+            engine.spawn_execution(flow, record, new_runs, "restart", Restart())
         return ExecutionHandle(self, record)
 
     async def purge(
@@ -835,6 +876,27 @@ def _not_restartable(execution_id: str, state: State) -> IllegalOperation:
     )
 
 
+CLIENT_SUFFIX = ":client"
+
+
+async def live_workers(path: str | os.PathLike[str]) -> list[str]:
+    """Owners of the database at ``path`` that take queued work and heartbeat (a server, an
+    embedded worker); none when there is no such database. Reads only."""
+    if not Path(path).is_file():
+        return []
+    store = open_store(str(path), read_only=True)
+    try:
+        await store.open()
+        try:
+            beats = await store.owners()
+        finally:
+            await store.close()
+    except Exception:  # not a database this version reads: nobody runs work from it
+        return []
+    fresh = time.time() - STALE_AFTER
+    return [o for o, beat in beats if beat >= fresh and not o.endswith(CLIENT_SUFFIX)]
+
+
 def _live_count(system: ActorSystem, engine: Engine) -> int:
     """Actors alive and executions parked: what the collector walks (see Tuning)."""
     return len(system) + len(engine.admission.parked)
@@ -853,4 +915,4 @@ def _errors_subtrees(flow: Flow, runs: tuple[TaskRun, ...]) -> set[str]:
     return removed
 
 
-__all__ = ["ExecutionHandle", "Runtime", "decode_any"]
+__all__ = ["ExecutionHandle", "Runtime", "decode_any", "live_workers"]

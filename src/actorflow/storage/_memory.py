@@ -29,6 +29,7 @@ from actorflow.storage._rows import (
     AppendHistory,
     AppendLog,
     AttemptRow,
+    ClaimExecution,
     CommandRow,
     DeleteExecution,
     DeleteTaskRuns,
@@ -56,6 +57,7 @@ from actorflow.storage._store import (
     COMMITTED,
     Commit,
     FailedCallback,
+    FencedCallback,
     ProgressCallback,
     RejectedCallback,
 )
@@ -65,7 +67,7 @@ _log = logging.getLogger("actorflow.storage")
 _MetricKey = tuple[str, str, str, tuple[tuple[str, str], ...]]
 _SETTLE_AT = 4096  # pending latest items kept unbuilt at most
 # Ops that must not overtake pending latest items (same tables, or deletes).
-_ORDERED = frozenset({UpsertExecution, UpsertTaskRun, UpsertAttempt, UpsertOutput,
+_ORDERED = frozenset({UpsertExecution, UpsertTaskRun, UpsertAttempt, UpsertOutput, ClaimExecution,
                       DeleteTaskRuns, DeleteExecution})  # fmt: skip
 
 
@@ -210,6 +212,10 @@ class MemoryStore:
         self._quarantine: dict[str, QuarantineRow] = {}
         self.on_rejected: RejectedCallback | None = None
         self.on_failed: FailedCallback | None = None
+        self.on_fenced: FencedCallback | None = None
+        self.fences: dict[str, int] = {}  # leases held: execution id -> epoch (see Store)
+        self.fence_owner: str | None = None
+        self._slots: set[str] = set()  # executions holding a flow-concurrency slot
         self._ids = itertools.count(1)
         self._failed: BaseException | None = None
         self._closed = False
@@ -274,6 +280,8 @@ class MemoryStore:
         """Apply the ops that SQLite would take; report (and return) the others."""
         rejected: list[RejectedOp] = []
         apply = self._apply
+        if self.fences:
+            ops = self._fenced(ops)
         for op in ops:
             bad = check(op)
             if bad is None:
@@ -283,6 +291,29 @@ class MemoryStore:
         if rejected:
             self._report(tuple(rejected))
         return tuple(rejected)
+
+    def _fenced(self, ops: Iterable[Op]) -> list[Op]:
+        """``ops`` without those of executions whose lease this writer lost (as SQLite's
+        fence step does); tells ``on_fenced``."""
+        kept: list[Op] = []
+        lost: dict[str, str] = {}
+        fences, owner = self.fences, self.fence_owner
+        for op in ops:
+            ex_id = _execution_of(op)
+            epoch = fences.get(ex_id) if ex_id is not None else None
+            if epoch is not None:
+                row = self._execs.get(ex_id)  # type: ignore[arg-type]
+                if row is not None and (row.epoch != epoch or row.owner != owner):
+                    lost[ex_id] = f"claimed by {row.owner} (epoch {row.epoch})"  # type: ignore[index]
+                    continue
+            kept.append(op)
+        if lost:
+            if self.on_fenced is None:
+                for ex_id, why in lost.items():
+                    _log.warning("memory store: writes of execution %s refused: %s", ex_id, why)
+            else:
+                self.on_fenced(tuple(lost.items()))
+        return kept
 
     def _report(self, rejected: tuple[RejectedOp, ...]) -> None:
         if self.on_rejected is None:
@@ -341,7 +372,20 @@ class MemoryStore:
         elif isinstance(op, AppendHistory):
             self._bucket(op.row.execution_id).history.append(op.row)
         elif isinstance(op, UpsertExecution):
-            self._execs[op.row.id] = op.row
+            row, old = op.row, self._execs.get(op.row.id)
+            if old is not None:  # as SQLite's upsert: the lease is left to claims
+                row = msgspec.structs.replace(
+                    row, owner=old.owner, epoch=old.epoch, lease_expiry=old.lease_expiry,
+                    waiting=old.waiting,
+                )  # fmt: skip
+            self._execs[row.id] = row
+        elif isinstance(op, ClaimExecution):
+            old = self._execs.get(op.execution_id)
+            if old is not None:
+                self._execs[old.id] = msgspec.structs.replace(
+                    old, owner=op.owner, epoch=op.epoch, lease_expiry=op.lease_expiry,
+                    waiting=None,
+                )  # fmt: skip
         elif isinstance(op, AppendLog):
             self._bucket(op.row.execution_id).logs.append(op.row)
         elif isinstance(op, UpsertAttempt):
@@ -380,6 +424,7 @@ class MemoryStore:
     def _delete(self, ids: set[str]) -> None:
         for i in ids:
             self._execs.pop(i, None)
+            self._slots.discard(i)
             self._rows.pop(i, None)
             self._quarantine.pop(i, None)
         self._metrics = {k: m for k, m in self._metrics.items() if m.execution_id not in ids}
@@ -739,8 +784,110 @@ class MemoryStore:
         ]
         taken.sort(key=lambda r: (r.created, r.id))
         out = []
+        expiry = self.clock() + stale_after
         for r in taken:
-            r = msgspec.structs.replace(r, owner=owner)
+            r = msgspec.structs.replace(r, owner=owner, epoch=r.epoch + 1, lease_expiry=expiry)
             self._execs[r.id] = r
             out.append(r)
         return out
+
+    # -- the work queue ----------------------------------------------------------------
+    def _claimable(self, r: ExecutionRow, now: float) -> bool:
+        return (
+            r.ended is None
+            and (r.lease_expiry is None or r.lease_expiry < now)
+            and r.id not in self._quarantine
+        )
+
+    async def claimable(self, limit: int) -> list[ExecutionRow]:
+        """Unfinished executions no live lease holds (see :class:`Store`)."""
+        self._settle()
+        now = self.clock()
+        found = [r for r in self._execs.values() if self._claimable(r, now)]
+        found.sort(key=lambda r: (r.waiting is not None, r.created, r.id))
+        return found[:limit]
+
+    async def claim_queued(
+        self,
+        owner: str,
+        ids: Sequence[str],
+        lease_ttl: float,
+        waiting: Sequence[tuple[str, str]] = (),
+    ) -> list[ExecutionRow]:
+        """Lease each of ``ids`` still unclaimed to ``owner`` (see :class:`Store`)."""
+        self._settle()
+        self._check()
+        now = self.clock()
+        out = []
+        for ex_id in ids:
+            r = self._execs.get(ex_id)
+            if r is not None and self._claimable(r, now):
+                r = msgspec.structs.replace(
+                    r, owner=owner, epoch=r.epoch + 1, lease_expiry=now + lease_ttl, waiting=None
+                )
+                self._execs[ex_id] = r
+                out.append(r)
+        for ex_id, why in waiting:
+            r = self._execs.get(ex_id)
+            if r is not None and self._claimable(r, now) and r.waiting != why:
+                self._execs[ex_id] = msgspec.structs.replace(r, waiting=why)
+        return out
+
+    async def take_slot(self, execution_id: str, namespace: str, flow_id: str, limit: int) -> bool:
+        """Give an execution one of its flow's concurrency slots (see :class:`Store`)."""
+        self._settle()
+        self._check()
+        me = self._execs.get(execution_id)
+        if me is None or me.ended is not None:
+            return False
+        if execution_id in self._slots:
+            return True
+        mine = [
+            r
+            for r in self._execs.values()
+            if r.namespace == namespace and r.flow_id == flow_id and r.ended is None
+        ]
+        if sum(r.id in self._slots for r in mine) >= limit:
+            return False
+        first = (me.created, me.id)
+        waiting = (r for r in mine if r.state == "QUEUED" and r.id not in self._slots)
+        if any((r.created, r.id) < first for r in waiting):
+            return False
+        self._slots.add(execution_id)
+        return True
+
+    async def renew_leases(self, owner: str, lease_ttl: float) -> list[str]:
+        """Heartbeat ``owner`` and extend its leases (see :class:`Store`)."""
+        self._settle()
+        self._check()
+        now = self.clock()
+        if owner in self._owners:
+            self._owners[owner] = now
+        held = []
+        for r in list(self._execs.values()):
+            if r.owner == owner and r.ended is None:
+                self._execs[r.id] = msgspec.structs.replace(r, lease_expiry=now + lease_ttl)
+                held.append(r.id)
+        return held
+
+    async def release_leases(self, owner: str, ids: Sequence[str] | None = None) -> int:
+        """Give up ``owner``'s leases (see :class:`Store`)."""
+        self._settle()
+        self._check()
+        wanted = None if ids is None else set(ids)
+        n = 0
+        for r in list(self._execs.values()):
+            if r.owner == owner and r.ended is None and (wanted is None or r.id in wanted):
+                self._execs[r.id] = msgspec.structs.replace(r, owner=None, lease_expiry=None)
+                n += 1
+        return n
+
+
+def _execution_of(op: Op) -> str | None:
+    """The execution an op writes rows of."""
+    row = getattr(op, "row", None)
+    if row is None:
+        return getattr(op, "execution_id", None)
+    if type(row) is ExecutionRow:
+        return row.id
+    return getattr(row, "execution_id", None)

@@ -9,7 +9,12 @@ import msgspec
 
 
 class ExecutionRow(msgspec.Struct, frozen=True, gc=False):
-    """One execution (indexed columns + snapshot)."""
+    """One execution (indexed columns + snapshot).
+
+    ``owner``, ``epoch`` and ``lease_expiry`` are the worker's lease (see ``_store``): an
+    upsert sets them only when it inserts the row; afterwards only a claim or a release
+    changes them. ``waiting`` says why no worker runs the execution yet.
+    """
 
     id: str
     namespace: str
@@ -22,6 +27,9 @@ class ExecutionRow(msgspec.Struct, frozen=True, gc=False):
     parent_execution_id: str | None = None
     owner: str | None = None
     data: bytes = b""
+    epoch: int = 0
+    lease_expiry: float | None = None
+    waiting: str | None = None
 
 
 class TaskRunRow(msgspec.Struct, frozen=True, gc=False):
@@ -236,6 +244,16 @@ class ReleaseQuarantine(msgspec.Struct, frozen=True, gc=False, tag=True):
     execution_id: str
 
 
+class ClaimExecution(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """Give an existing execution to ``owner`` with fencing token ``epoch`` (None owner: to
+    the queue, for any worker); clears ``waiting``."""
+
+    execution_id: str
+    owner: str | None
+    epoch: int
+    lease_expiry: float | None
+
+
 Op = (
     UpsertExecution
     | UpsertTaskRun
@@ -248,4 +266,5 @@ Op = (
     | DeleteExecution
     | QuarantineExecution
     | ReleaseQuarantine
+    | ClaimExecution
 )

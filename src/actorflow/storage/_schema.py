@@ -165,11 +165,27 @@ UPDATE schema_version SET version = 6
 """
 # -- end of v6 ------------------------------------------------------------------------------
 
-# -- v7: reserved for the workers branch (leases, fencing, work queue); this placeholder only
-# moves the version on and is replaced by that migration when the branches meet.
+# -- v7: a work queue with leases and fencing ------------------------------------------------
+# A worker claims an unfinished execution by setting owner, lease_expiry (renewed by its
+# heartbeat) and epoch + 1 (the fencing token every later write of its state is checked
+# against). ``waiting`` says why no worker runs it (its flow loads nowhere yet); ``slot`` that
+# it holds one of its flow's concurrency slots (taken atomically, given back by its end,
+# whichever process runs it). The indexes cover the claim, fence and slot queries: columns
+# added by ALTER come after the snapshot blob, which a table read would walk. Rows written
+# before have no lease: they are claimable, as an execution of a dead owner was.
 _V6_TO_V7 = """
+ALTER TABLE executions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE executions ADD COLUMN lease_expiry REAL;
+ALTER TABLE executions ADD COLUMN waiting TEXT;
+ALTER TABLE executions ADD COLUMN slot INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS ix_executions_queue ON executions(created, id, lease_expiry, waiting)
+    WHERE ended IS NULL;
+CREATE INDEX IF NOT EXISTS ix_executions_fence ON executions(id, owner, epoch);
+CREATE INDEX IF NOT EXISTS ix_executions_slot ON executions(namespace, flow_id, slot, state,
+    created, id) WHERE ended IS NULL;
 UPDATE schema_version SET version = 7
 """
+# -- end of v7 ------------------------------------------------------------------------------
 
 # -- v8: a command's answer says which error refused it -------------------------------------
 # ``error`` is the class name (InputError, IllegalOperation, ExecutionNotFound) the sender

@@ -20,6 +20,7 @@ from actorflow.storage import _writer_proc
 from actorflow.storage._rows import (
     AppendHistory,
     AppendLog,
+    ClaimExecution,
     DeleteExecution,
     DeleteTaskRuns,
     ExecutionRow,
@@ -33,13 +34,15 @@ from actorflow.storage._rows import (
     UpsertOutput,
     UpsertTaskRun,
 )
-from actorflow.storage._writer_proc import WalRecorder, busy_timeout_ms, with_lock_retry
+from actorflow.storage._writer_proc import FENCE, WalRecorder, busy_timeout_ms, with_lock_retry
 
 T = TypeVar("T")
-EXEC_COLS = (
+_EXEC_WRITE_COLS = (
     "id, namespace, flow_id, flow_revision, state, created, updated, ended,"
-    " parent_execution_id, owner, data"
+    " parent_execution_id, owner, data, epoch, lease_expiry"
 )
+_EXEC_WRITTEN = _EXEC_WRITE_COLS.count(",") + 1
+EXEC_COLS = f"{_EXEC_WRITE_COLS}, waiting"  # what reads select: every ExecutionRow field
 TR_COLS = (
     "id, execution_id, task_id, state, created, updated, ended, parent_task_run_id, value, data"
 )
@@ -48,17 +51,22 @@ METRIC_COLS = "execution_id, task_run_id, name, kind, tags, value, count"
 LOG_COLS = "execution_id, task_run_id, ts, level, message, trace_id, span_id"
 
 
-def _upsert(table: str, cols: str, key: str) -> str:
+def _upsert(table: str, cols: str, key: str, keep: tuple[str, ...] = ()) -> str:
     names = [c.strip() for c in cols.split(",")]
     keys = {k.strip() for k in key.split(",")}
-    sets = ", ".join(f"{c} = excluded.{c}" for c in names if c not in keys)
+    sets = ", ".join(f"{c} = excluded.{c}" for c in names if c not in keys and c not in keep)
     marks = ",".join("?" * len(names))
     # An upsert, never INSERT OR REPLACE: REPLACE deletes the old row first, which would
     # cascade to an execution's task runs and move the row to the end of rowid order.
     return f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT({key}) DO UPDATE SET {sets}"
 
 
-_SQL_EXEC = _upsert("executions", EXEC_COLS, "id")
+# The lease (owner, epoch, expiry) is written when the row is inserted (a worker that runs
+# its own submission holds it from the first commit); later snapshots leave it to claims.
+_SQL_EXEC = _upsert("executions", _EXEC_WRITE_COLS, "id", ("owner", "epoch", "lease_expiry"))
+_SQL_CLAIM = (
+    "UPDATE executions SET owner = ?, epoch = ?, lease_expiry = ?, waiting = NULL WHERE id = ?"
+)
 _SQL_TR = _upsert("task_runs", TR_COLS, "id")
 _SQL_ATTEMPT = _upsert("attempts", ATTEMPT_COLS, "task_run_id, number")
 _SQL_METRIC = _upsert("metrics", METRIC_COLS, "task_run_id, name, kind, tags")
@@ -182,11 +190,13 @@ STATEMENTS: tuple[str, ...] = (
       for t in ("attempts", "outputs", "metrics")),
     *(f"DELETE FROM {t} WHERE execution_id = ?" for t in _CHILD_TABLES),
     "DELETE FROM executions WHERE id = ?",
+    _SQL_CLAIM,
 )  # fmt: skip
 _EXEC, _TR, _ATTEMPT, _HISTORY, _METRIC, _LOG, _OUTPUT, _QUARANTINE, _RELEASE, _DEL_TR = range(10)
 _DEL_TR_CHILDREN = (10, 11, 12)
 _DEL_EXEC = tuple(range(13, 13 + len(_CHILD_TABLES) + 1))
-assert len(STATEMENTS) == _DEL_EXEC[-1] + 1
+_CLAIM = _DEL_EXEC[-1] + 1
+assert len(STATEMENTS) == _CLAIM + 1
 
 
 def _columns(sql: str) -> tuple[str, tuple[str, ...]]:
@@ -195,11 +205,21 @@ def _columns(sql: str) -> tuple[str, tuple[str, ...]]:
         table, rest = sql[len("INSERT INTO ") :].split(" (", 1)
         cols = rest.split(")", 1)[0]
         return table, tuple(c.strip().strip('"') for c in cols.split(","))
+    if sql.startswith("UPDATE "):
+        table, rest = sql[len("UPDATE ") :].split(" SET ", 1)
+        sets, where = rest.split(" WHERE ", 1)
+        params = [p.split(" = ")[0].strip() for p in sets.split(",") if p.strip().endswith("?")]
+        return table, (*params, *(p.split(" = ")[0].strip() for p in where.split(" AND ")))
     table, where = sql[len("DELETE FROM ") :].split(" WHERE ", 1)
     return table, tuple(p.split(" = ")[0].strip() for p in where.split(" AND "))
 
 
 _SHAPES = tuple(_columns(sql) for sql in STATEMENTS)
+# The parameter holding the execution id, per statement: what a fence filters rows by.
+EXEC_ID_COLUMN = tuple(
+    cols.index("id" if table == "executions" else "execution_id") for table, cols in _SHAPES
+)
+_EXEC_ID_JSON = json.dumps(EXEC_ID_COLUMN)
 
 
 def describe(stmt: int, row: Sequence[Any]) -> tuple[str | None, str, str, str]:
@@ -241,10 +261,11 @@ Plan = list[tuple[int, list[tuple[Any, ...]]]]
 class _Group:
     """Upserts coalesced by key (the last wins) and appends in order, between two deletes."""
 
-    __slots__ = ("attempts", "execs", "history", "logs", "metrics", "outputs", "runs")
+    __slots__ = ("attempts", "claims", "execs", "history", "logs", "metrics", "outputs", "runs")
 
     def __init__(self) -> None:
         self.execs: dict[str, ExecutionRow] = {}
+        self.claims: list[tuple[Any, ...]] = []
         self.runs: dict[str, TaskRunRow] = {}
         self.attempts: dict[tuple[str, int], tuple[Any, ...]] = {}
         self.metrics: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
@@ -255,7 +276,9 @@ class _Group:
     def emit(self, plan: Plan) -> None:
         # Executions first: task runs reference them.
         if self.execs:
-            plan.append((_EXEC, [astuple(r) for r in self.execs.values()]))
+            plan.append((_EXEC, [astuple(r)[:_EXEC_WRITTEN] for r in self.execs.values()]))
+        if self.claims:
+            plan.append((_CLAIM, self.claims))
         if self.runs:
             plan.append((_TR, [astuple(r) for r in self.runs.values()]))
         for stmt, rows in (
@@ -269,11 +292,15 @@ class _Group:
                 plan.append((stmt, list(rows)))
 
 
-def plan_batch(ops: Sequence[Op]) -> Plan:
+def plan_batch(
+    ops: Sequence[Op], fences: Mapping[str, int] | None = None, owner: str | None = None
+) -> Plan:
     """The statements that write ``ops``: executemany per op type, repeated upserts coalesced.
 
     A delete splits the batch: what came before it is written first, so an upsert never
-    moves across a delete.
+    moves across a delete. ``fences`` (execution id -> epoch ``owner`` holds it with): the
+    plan starts with a fence step for the executions it writes, so that the transaction
+    leaves out the rows of any whose lease another worker took since (see ``_writer_proc``).
     """
     plan: Plan = []
     group = _Group()
@@ -287,6 +314,8 @@ def plan_batch(ops: Sequence[Op]) -> Plan:
             group.attempts[(op.row.task_run_id, op.row.number)] = astuple(op.row)
         elif isinstance(op, UpsertExecution):
             group.execs[op.row.id] = op.row
+        elif isinstance(op, ClaimExecution):
+            group.claims.append((op.owner, op.epoch, op.lease_expiry, op.execution_id))
         elif isinstance(op, AppendLog):
             group.logs.append(astuple(op.row))
         elif isinstance(op, UpsertMetric):
@@ -318,7 +347,25 @@ def plan_batch(ops: Sequence[Op]) -> Plan:
         else:
             raise TypeError(f"not a storage op: {op!r}")
     group.emit(plan)
+    if fences:
+        held = _held(plan, fences)
+        if held:
+            plan.insert(0, (FENCE, [(owner, json.dumps(held), _EXEC_ID_JSON)]))
     return plan
+
+
+def _held(plan: Plan, fences: Mapping[str, int]) -> dict[str, int]:
+    """The fenced executions ``plan`` writes rows of, with their epochs."""
+    held: dict[str, int] = {}
+    for stmt, rows in plan:
+        col = EXEC_ID_COLUMN[stmt]
+        for row in rows:
+            ex_id = row[col]
+            if ex_id not in held:
+                epoch = fences.get(ex_id)
+                if epoch is not None:
+                    held[ex_id] = epoch
+    return held
 
 
 def run_plan(
@@ -472,9 +519,10 @@ def claim(
     owner: str,
     terminal: Sequence[str],
     fresh_after: float,
+    expiry: float | None = None,
 ) -> list[Any]:
     """Set ``owner`` on unfinished executions of no live owner (quarantined ones stay where
-    they are); returns those rows."""
+    they are), with a new epoch and a lease until ``expiry``; returns those rows."""
     marks = ",".join("?" * len(terminal))
     select = (
         # ended IS NULL: the unfinished rows alone, off ix_executions_ended, not the table.
@@ -486,8 +534,11 @@ def claim(
 
     def body(c: sqlite3.Connection) -> list[Any]:
         rows = fetch(c, select, (*terminal, owner, fresh_after))
-        c.executemany("UPDATE executions SET owner = ? WHERE id = ?", [(owner, r[0]) for r in rows])
-        return [(*r[:9], owner, r[10]) for r in rows]
+        c.executemany(
+            "UPDATE executions SET owner = ?, epoch = epoch + 1, lease_expiry = ? WHERE id = ?",
+            [(owner, expiry, r[0]) for r in rows],
+        )
+        return [(*r[:9], owner, r[10], r[11] + 1, expiry, r[13]) for r in rows]
 
     return _transaction(conn, admin, body)
 
@@ -578,4 +629,122 @@ def deploy_flow(
         return chosen, True
 
     result: tuple[int, bool] = _transaction(conn, admin, body)
+    return result
+
+
+# -- the work queue: leases and fencing tokens --------------------------------------------
+_CLAIMABLE = (
+    "ended IS NULL AND (lease_expiry IS NULL OR lease_expiry < ?)"
+    " AND id NOT IN (SELECT execution_id FROM quarantine)"
+)
+_QUEUE_ORDER = "ORDER BY waiting IS NOT NULL, created, id"
+# Ids first (from the covering index), then their rows, put in queue order by the caller:
+# sorting whole rows (snapshots included) cost 130 ms a round with 5,000 claimable.
+CLAIMABLE_SQL = (
+    f"SELECT {EXEC_COLS} FROM executions WHERE id IN (SELECT id FROM executions"
+    f" INDEXED BY ix_executions_queue WHERE {_CLAIMABLE} {_QUEUE_ORDER} LIMIT ?)"
+)
+
+
+def claim_queued(
+    conn: sqlite3.Connection,
+    admin: Admin,
+    owner: str,
+    ids: Sequence[str],
+    waiting: Sequence[tuple[str, str]],
+    now: float,
+    expiry: float,
+) -> list[Any]:
+    """Give ``owner`` each of ``ids`` still unclaimed (no lease, or an expired one), raising
+    its epoch; mark ``waiting`` ones (id, why) with their reason. ONE transaction; returns
+    the rows this call took, as they are now."""
+    take = (
+        "UPDATE executions SET owner = ?, epoch = epoch + 1, lease_expiry = ?, waiting = NULL"
+        f" WHERE id = ? AND {_CLAIMABLE} RETURNING {EXEC_COLS}"
+    )
+    mark = f"UPDATE executions SET waiting = ? WHERE id = ? AND {_CLAIMABLE} AND waiting IS NOT ?"
+
+    def body(c: sqlite3.Connection) -> list[Any]:
+        out: list[Any] = []
+        for ex_id in ids:
+            out.extend(c.execute(take, (owner, expiry, ex_id, now)).fetchall())
+        for ex_id, why in waiting:
+            c.execute(mark, (why, ex_id, now, why))
+        return out
+
+    return _transaction(conn, admin, body)
+
+
+def renew_leases(
+    conn: sqlite3.Connection, admin: Admin, owner: str, expiry: float, now: float
+) -> list[str]:
+    """Extend the leases ``owner`` holds (and its heartbeat); returns their execution ids."""
+
+    def body(c: sqlite3.Connection) -> list[str]:
+        c.execute("UPDATE owners SET heartbeat = ? WHERE owner = ?", (now, owner))
+        rows = c.execute(
+            "UPDATE executions SET lease_expiry = ? WHERE owner = ? AND ended IS NULL RETURNING id",
+            (expiry, owner),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    return _transaction(conn, admin, body)
+
+
+def release_leases(
+    conn: sqlite3.Connection, admin: Admin, owner: str, ids: Sequence[str] | None
+) -> int:
+    """Put ``owner``'s unfinished executions (or those of ``ids``) back in the queue at once."""
+
+    def body(c: sqlite3.Connection) -> int:
+        sql = (
+            "UPDATE executions SET owner = NULL, lease_expiry = NULL"
+            " WHERE owner = ? AND ended IS NULL"
+        )
+        if ids is None:
+            return int(c.execute(sql, (owner,)).rowcount)
+        return sum(int(c.execute(f"{sql} AND id = ?", (owner, i)).rowcount) for i in ids)
+
+    return _transaction(conn, admin, body)
+
+
+def take_slot(
+    conn: sqlite3.Connection,
+    admin: Admin,
+    execution_id: str,
+    namespace: str,
+    flow_id: str,
+    limit: int,
+) -> bool:
+    """Give an execution one of its flow's ``limit`` concurrency slots, in ONE transaction:
+    only while fewer unfinished executions of the flow hold one, and no older execution of
+    it waits QUEUED for one (FIFO across processes). True if it holds a slot now."""
+
+    def body(c: sqlite3.Connection) -> bool:
+        me = c.execute(
+            "SELECT slot, created, ended FROM executions WHERE id = ?", (execution_id,)
+        ).fetchone()
+        if me is None or me[2] is not None:
+            return False
+        if me[0]:
+            return True
+        held = c.execute(
+            "SELECT count(*) FROM executions WHERE namespace = ? AND flow_id = ?"
+            " AND ended IS NULL AND slot = 1",
+            (namespace, flow_id),
+        ).fetchone()[0]
+        if held >= limit:
+            return False
+        older = c.execute(
+            "SELECT 1 FROM executions WHERE namespace = ? AND flow_id = ? AND ended IS NULL"
+            " AND state = 'QUEUED' AND slot = 0 AND (created < ? OR (created = ? AND id < ?))"
+            " LIMIT 1",
+            (namespace, flow_id, me[1], me[1], execution_id),
+        ).fetchone()
+        if older is not None:
+            return False
+        c.execute("UPDATE executions SET slot = 1 WHERE id = ?", (execution_id,))
+        return True
+
+    result: bool = _transaction(conn, admin, body)
     return result

@@ -57,10 +57,11 @@ from actorflow.storage._store import (
     COMMITTED,
     Commit,
     FailedCallback,
+    FencedCallback,
     ProgressCallback,
     RejectedCallback,
 )
-from actorflow.storage._writer_proc import WalRecorder, mark_clean
+from actorflow.storage._writer_proc import FENCE, WalRecorder, drop_fenced, mark_clean
 
 T = TypeVar("T")
 _PIPELINE = 8  # batches sent to the writer process before the first is acknowledged
@@ -68,6 +69,22 @@ _log = logging.getLogger("actorflow.storage")
 # Stores of this process by database (real path): a file open here is not read through a
 # descriptor of our own (see _integrity.inspect_file).
 _OPEN: dict[str, int] = {}
+
+
+def _split_fenced(
+    plan: _sql.Plan, found: Sequence[Rejection]
+) -> tuple[_sql.Plan, Sequence[Rejection], list[tuple[str, str]]]:
+    """Tell fenced executions (see ``_writer_proc``) from rows rejected for their values,
+    whose places are then places in the plan as the transaction ran it."""
+    if not any(r[0] == FENCE for r in found):
+        return plan, found, []
+    fenced: list[tuple[str, str]] = []
+    for r in found:
+        if r[0] == FENCE:
+            ex_id, owner, epoch = str(r[3]).split(" ")
+            fenced.append((ex_id, f"claimed by {owner} (epoch {epoch})"))
+    ran = drop_fenced(plan, {f[0] for f in fenced})
+    return ran, [r for r in found if r[0] != FENCE], fenced
 
 
 def _rejections(
@@ -138,6 +155,11 @@ class SQLiteStore(SQLiteReads):
         self.fail_next: BaseException | None = None  # test hook: the next batch raises this
         self.on_rejected: RejectedCallback | None = None
         self.on_failed: FailedCallback | None = None
+        self.on_fenced: FencedCallback | None = None
+        # Leases held: execution id -> epoch. Every batch that writes one of these checks,
+        # in its transaction, that ``fence_owner`` still holds it with that epoch.
+        self.fences: dict[str, int] = {}
+        self.fence_owner: str | None = None
         # Called on the loop, about every 100 ms, while a write waits for a lock (seconds
         # waited so far): to log it, or for tests to act on it.
         self.on_lock_wait: Callable[[float], None] | None = None
@@ -436,7 +458,7 @@ class SQLiteStore(SQLiteReads):
                 ops, unbuilt = batch.materialize()
                 fail, self.fail_next = self.fail_next, None
                 in_flight.append(batch)
-                plan = _sql.plan_batch(ops)
+                plan = _sql.plan_batch(ops, self.fences, self.fence_owner)
                 if self._proc is not None:
                     done, unsent = await self._proc.send(plan, fail)
                     done.add_done_callback(
@@ -444,8 +466,10 @@ class SQLiteStore(SQLiteReads):
                     )
                 else:
                     assert self._admin_of is not None
-                    found = await self._call(conn, _sql.run_plan, self._admin_of, plan, fail)
-                    self._committed(batch, len(ops), unbuilt + _rejections(plan, found, ()))
+                    got = await self._call(conn, _sql.run_plan, self._admin_of, plan, fail)
+                    ran, found, fenced = _split_fenced(plan, got)
+                    self._tell_fenced(fenced)
+                    self._committed(batch, len(ops), unbuilt + _rejections(ran, found, ()))
         except BaseException as exc:
             self._fail(exc)
             if not isinstance(exc, Exception):
@@ -470,6 +494,19 @@ class SQLiteStore(SQLiteReads):
             self._rejected += len(left_out)
             self._report(left_out)
         batch.commit.resolve(None, left_out)
+
+    def _tell_fenced(self, fenced: list[tuple[str, str]]) -> None:
+        """Writes of executions whose lease another worker took were refused: say which."""
+        if not fenced:
+            return
+        if self.on_fenced is None:
+            for ex_id, why in fenced:
+                _log.warning("%s: writes of execution %s refused: %s", self.path, ex_id, why)
+            return
+        try:
+            self.on_fenced(tuple(fenced))
+        except Exception:  # the callback's bug must not stop the writer
+            _log.exception("%s: on_fenced failed", self.path)
 
     def _report(self, rejected: tuple[RejectedOp, ...]) -> None:
         """Tell the runtime (or the log) which rows were left out, before the commit wakes
@@ -504,7 +541,9 @@ class SQLiteStore(SQLiteReads):
         if self._failed is not None:
             return
         if error is None:
-            self._committed(batch, ops, unbuilt + _rejections(plan, done.result(), unsent))
+            ran, found, fenced = _split_fenced(plan, done.result())
+            self._tell_fenced(fenced)
+            self._committed(batch, ops, unbuilt + _rejections(ran, found, unsent))
         else:
             # The test hook's own exception, as in-thread; otherwise what the process said.
             self._fail(fail if fail is not None and isinstance(error, WriterError) else error)
@@ -664,10 +703,53 @@ class SQLiteStore(SQLiteReads):
         Returns only executions this call took: those ``owner`` already held are left out.
         """
         await self.flush()
+        now = self.clock()
         rows = await self._admin(
-            _sql.claim, owner, list(terminal_states), self.clock() - stale_after
+            _sql.claim, owner, list(terminal_states), now - stale_after, now + stale_after
         )
         return [ExecutionRow(*r) for r in rows]
+
+    # -- the work queue ----------------------------------------------------------------
+    async def claimable(self, limit: int) -> list[ExecutionRow]:
+        """Unfinished executions no live lease holds, oldest first (those waiting for a
+        worker that can load their flow last), at most ``limit``."""
+        rows = [
+            ExecutionRow(*r) for r in await self._rows(_sql.CLAIMABLE_SQL, (self.clock(), limit))
+        ]
+        rows.sort(key=lambda r: (r.waiting is not None, r.created, r.id))
+        return rows
+
+    async def claim_queued(
+        self,
+        owner: str,
+        ids: Sequence[str],
+        lease_ttl: float,
+        waiting: Sequence[tuple[str, str]] = (),
+    ) -> list[ExecutionRow]:
+        """Atomically lease each of ``ids`` no live lease holds to ``owner`` for
+        ``lease_ttl`` s with a new epoch (its fencing token), and mark ``waiting`` (id, why);
+        returns the rows taken."""
+        now = self.clock()
+        rows = await self._admin(
+            _sql.claim_queued, owner, list(ids), list(waiting), now, now + lease_ttl
+        )
+        return [ExecutionRow(*r) for r in rows]
+
+    async def take_slot(self, execution_id: str, namespace: str, flow_id: str, limit: int) -> bool:
+        """Give an execution one of its flow's concurrency slots if one is free and no older
+        one waits QUEUED (see :class:`Store`)."""
+        await self.flush()
+        return await self._admin(_sql.take_slot, execution_id, namespace, flow_id, limit)
+
+    async def renew_leases(self, owner: str, lease_ttl: float) -> list[str]:
+        """Heartbeat ``owner`` and extend every lease it holds; returns their ids."""
+        now = self.clock()
+        return await self._admin(_sql.renew_leases, owner, now + lease_ttl, now)
+
+    async def release_leases(self, owner: str, ids: Sequence[str] | None = None) -> int:
+        """Put ``owner``'s unfinished executions (or ``ids`` of them) back in the queue."""
+        await self.flush()
+        return await self._admin(_sql.release_leases, owner, None if ids is None else list(ids))
 
 
 def _spawn_system_task(fn: Callable[..., Any], *args: Any) -> None:

@@ -12,6 +12,12 @@ Two kinds of write failure, told apart:
   on. The commit resolves without error and lists the rows in ``Commit.rejected``; the
   store calls ``on_rejected(rejected)`` (or logs a warning when it is None) before the
   commit resolves, so the runtime can fail just those executions.
+
+The store is also the work queue. An execution is claimed as a lease (``claim_queued``):
+owner, expiry, and an ``epoch`` raised by every claim, its fencing token. A writer lists
+the leases it holds in ``fences`` (id -> epoch, as ``fence_owner``); each transaction drops
+the rows of any execution whose stored lease is no longer that one and reports it to
+``on_fenced``, so a worker whose lease was taken over writes nothing more for it.
 """
 
 from __future__ import annotations
@@ -128,6 +134,7 @@ COMMITTED.resolve()
 
 
 RejectedCallback = Callable[[tuple[RejectedOp, ...]], None]
+FencedCallback = Callable[[tuple[tuple[str, str], ...]], None]
 FailedCallback = Callable[[BaseException], None]
 ProgressCallback = Callable[[PurgeProgress], Awaitable[None] | None]
 
@@ -151,6 +158,13 @@ class Store(Protocol):
 
     on_rejected: RejectedCallback | None
     on_failed: FailedCallback | None
+    #: Hears (execution id, why) of executions whose writes were refused because another
+    #: worker holds their lease now (a newer epoch): nothing of those writes was stored.
+    on_fenced: FencedCallback | None
+    #: The leases this process holds (execution id -> epoch) and as whom: every write of
+    #: one of them is checked against the stored lease, in its own transaction.
+    fences: dict[str, int]
+    fence_owner: str | None
 
     @property
     def failed(self) -> BaseException | None:
@@ -382,6 +396,41 @@ class Store(Protocol):
     async def unstarted_fires(self, stale_after: float) -> list[tuple[str, str, float, str]]:
         """Fires whose execution was never stored and whose owner is gone: (trigger, fire,
         tick, execution_id), to start now."""
+        ...
+
+    async def claimable(self, limit: int) -> list[ExecutionRow]:
+        """Unfinished executions no live lease holds (none, or expired), oldest first and
+        those ``waiting`` for a worker last; at most ``limit``. Quarantined ones never."""
+        ...
+
+    async def claim_queued(
+        self,
+        owner: str,
+        ids: Sequence[str],
+        lease_ttl: float,
+        waiting: Sequence[tuple[str, str]] = (),
+    ) -> list[ExecutionRow]:
+        """In ONE transaction: lease each of ``ids`` that no live lease holds to ``owner``
+        until now + ``lease_ttl``, raising its ``epoch`` (the fencing token) and clearing
+        ``waiting``; set ``waiting`` on the (id, why) of ``waiting`` still unclaimed.
+        Returns the rows this call took."""
+        ...
+
+    async def take_slot(self, execution_id: str, namespace: str, flow_id: str, limit: int) -> bool:
+        """Flow concurrency across processes, in ONE transaction: give the (stored)
+        execution one of its flow's ``limit`` slots unless ``limit`` unfinished executions
+        of the flow hold one or an older one waits QUEUED for one; True if it holds one.
+        A slot is given back by the execution's end."""
+        ...
+
+    async def renew_leases(self, owner: str, lease_ttl: float) -> list[str]:
+        """Heartbeat ``owner`` and extend its leases to now + ``lease_ttl``; returns the ids
+        of the unfinished executions it still holds."""
+        ...
+
+    async def release_leases(self, owner: str, ids: Sequence[str] | None = None) -> int:
+        """Give up ``owner``'s leases (of ``ids``, or all) so another worker claims them at
+        once; returns how many."""
         ...
 
     async def claim_orphans(

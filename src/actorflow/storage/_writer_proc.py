@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import sqlite3
@@ -43,7 +44,7 @@ import struct
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, BinaryIO, TypeVar
 
 try:
@@ -116,11 +117,55 @@ def with_lock_retry(
 
 
 # -- one transaction ------------------------------------------------------------------------
+# A plan may start with a fence step: (FENCE, [(owner, {execution id: epoch} as JSON, the
+# column of each statement that holds the execution id as JSON)]). Inside the transaction,
+# the rows of every execution whose stored (owner, epoch) is no longer the writer's (another
+# worker claimed it since) are left out, and reported as [FENCE, n, "Fenced", "id owner
+# epoch"] beside the rejections, so a worker that lost its lease writes nothing more.
+FENCE = -1
+_FENCED = (
+    "SELECT e.id, e.owner, e.epoch FROM json_each(?) j"
+    " JOIN executions e INDEXED BY ix_executions_fence ON e.id = j.key"
+    " WHERE e.epoch != j.value OR e.owner IS NOT ?"
+)
+
+
+def fenced_ids(conn: sqlite3.Connection, step: Sequence[Any]) -> dict[str, tuple[Any, Any]]:
+    """Executions of a fence step whose lease the writer lost: id -> (owner, epoch) now."""
+    owner, held, _cols = step[0]
+    return {r[0]: (r[1], r[2]) for r in conn.execute(_FENCED, (held, owner))}
+
+
+def drop_fenced(plan: Sequence[Any], fenced: Collection[str]) -> list[Any]:
+    """``plan`` without the rows of ``fenced`` executions (same steps, in place)."""
+    cols = json.loads(plan[0][1][0][2])
+    out: list[Any] = [(FENCE, [])]
+    for stmt, rows in plan[1:]:
+        col = cols[stmt]
+        out.append((stmt, [r for r in rows if r[col] not in fenced]))
+    return out
+
+
+def _fence(conn: sqlite3.Connection, plan: Sequence[Any]) -> tuple[Sequence[Any], list[Any]]:
+    if not plan or plan[0][0] != FENCE:
+        return plan, []
+    fenced = fenced_ids(conn, plan[0][1])
+    if not fenced:
+        return plan, []
+    lost = [
+        [FENCE, n, "Fenced", f"{ex_id} {owner} {epoch}"]
+        for n, (ex_id, (owner, epoch)) in enumerate(sorted(fenced.items()))
+    ]
+    return drop_fenced(plan, fenced), lost
+
+
 def _isolate(conn: sqlite3.Connection, statements: Sequence[str], plan: Sequence[Any]) -> list[Any]:
     """Run ``plan`` row by row, each row in its own savepoint, inside the open transaction:
     the good rows are written, the rows rejected for their values are returned."""
     rejected: list[Any] = []
     for index, (stmt, rows) in enumerate(plan):
+        if stmt == FENCE:
+            continue
         sql = statements[stmt]
         for row_index, row in enumerate(rows):
             conn.execute("SAVEPOINT row")
@@ -153,9 +198,11 @@ def run_plan(
         conn.execute("BEGIN IMMEDIATE")
         try:
             rejected: list[Any] = []
+            steps, lost = _fence(conn, plan)
             try:
-                for stmt, rows in plan:
-                    conn.executemany(statements[stmt], rows)
+                for stmt, rows in steps:
+                    if stmt != FENCE:
+                        conn.executemany(statements[stmt], rows)
             except Exception as exc:
                 if not is_value_error(exc):
                     raise
@@ -165,7 +212,9 @@ def run_plan(
                 # batch touches into a statement journal, halving the writer's speed.
                 conn.execute("ROLLBACK")
                 conn.execute("BEGIN IMMEDIATE")
-                rejected = _isolate(conn, statements, plan)
+                steps, lost = _fence(conn, plan)  # a new transaction: look again
+                rejected = _isolate(conn, statements, steps)
+            rejected.extend(lost)
             if fail is not None:
                 raise fail
             if before_commit is not None:

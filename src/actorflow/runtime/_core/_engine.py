@@ -7,7 +7,7 @@ import functools
 import itertools
 import logging
 import os
-from collections import deque
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -15,13 +15,14 @@ import anyio
 import msgspec
 
 from actorflow._errors import ExecutionNotFound, RuntimeClosedError, StorageUnavailable
-from actorflow.actors import ActorSystem, Kill
+from actorflow.actors import ActorSystem, Kill, stop_within
 from actorflow.runtime._allow import check_allowed
 from actorflow.runtime._clock import Clock, Timers
 from actorflow.runtime._core._admission import Admission
 from actorflow.runtime._core._ids import child_execution_id
 from actorflow.runtime._core._messages import Complete, Dequeue, Start
 from actorflow.runtime._core._persist import (
+    ExecutionItem,
     decode_tree,
     execution_rows,
     execution_rows_timed,
@@ -29,7 +30,7 @@ from actorflow.runtime._core._persist import (
     task_run_rows,
     task_run_rows_timed,
 )
-from actorflow.runtime._flow import ConcurrencyBehavior, Flow, validate_inputs
+from actorflow.runtime._flow import Flow, validate_inputs
 from actorflow.runtime._hostlog import execution_event
 from actorflow.runtime._observer import Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
@@ -76,61 +77,6 @@ class GuardianLike(Protocol):
 _log = logging.getLogger("actorflow.engine")
 
 
-class Slots:
-    """Flow concurrency limits: RUNNING or PAUSED executions per flow, FIFO queue beyond."""
-
-    def __init__(self) -> None:
-        self._running: dict[tuple[str, str], set[str]] = {}
-        self._queued: dict[tuple[str, str], deque[tuple[str, ActorRef]]] = {}
-
-    @staticmethod
-    def _key(flow: Flow) -> tuple[str, str]:
-        return (flow.namespace, flow.id)
-
-    def admit(self, flow: Flow, ex_id: str, ref: ActorRef) -> ConcurrencyBehavior | None:
-        """None to run now, else what the limit says to do."""
-        if flow.concurrency is None:
-            return None
-        running = self._running.setdefault(self._key(flow), set())
-        if len(running) < flow.concurrency.limit:
-            running.add(ex_id)
-            return None
-        behavior = flow.concurrency.behavior
-        if behavior is ConcurrencyBehavior.QUEUE:
-            self._queued.setdefault(self._key(flow), deque()).append((ex_id, ref))
-        return behavior
-
-    def restore(self, flow: Flow, ex_id: str, ref: ActorRef, state: State) -> None:
-        """Count a recovered execution again."""
-        if flow.concurrency is None:
-            return
-        if state is State.QUEUED:
-            self._queued.setdefault(self._key(flow), deque()).append((ex_id, ref))
-        elif not state.terminal and state is not State.CREATED:
-            self._running.setdefault(self._key(flow), set()).add(ex_id)
-
-    def forget(self, flow: Flow, ex_id: str) -> None:
-        """Drop a queued execution (killed before it ran)."""
-        q = self._queued.get(self._key(flow))
-        if q:
-            self._queued[self._key(flow)] = deque(e for e in q if e[0] != ex_id)
-
-    def release(self, flow: Flow, ex_id: str) -> None:
-        """An execution ended: free its slot and start the oldest queued one."""
-        if flow.concurrency is None:
-            return
-        running = self._running.get(self._key(flow))
-        if running is None or ex_id not in running:
-            return
-        running.discard(ex_id)
-        q = self._queued.get(self._key(flow))
-        while q and len(running) < flow.concurrency.limit:
-            next_id, ref = q.popleft()
-            if ref.is_alive:
-                running.add(next_id)
-                ref.tell_nowait(Dequeue())
-
-
 class Engine:
     """Everything the actors of one runtime share."""
 
@@ -167,9 +113,21 @@ class Engine:
         self._execution_rows = execution_rows_timed if timed else execution_rows
         self._task_run_rows = task_run_rows_timed if timed else task_run_rows
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
-        self.slots = Slots()
         #: What tasks that act on other executions call (the Runtime sets itself here).
         self.controller: Controller | None = None
+        #: Whether this runtime runs executions (a worker) or only submits and reads them.
+        self.worker = True
+        #: Seconds a claim lasts without renewal (renewed by the heartbeat).
+        self.lease_ttl = 15.0
+        self._wall = getattr(store, "clock", time.time)  # the clock leases are stamped with
+        # Leases: every write of an execution this runtime runs carries its epoch (fencing
+        # token); the store refuses it once another worker claimed the execution.
+        store.fence_owner = self.owner
+        store.on_fenced = self.fenced
+        self.fenced_out: set[str] = set()
+        # Executions QUEUED here behind their flow's concurrency, oldest first.
+        self._queued: dict[str, tuple[Flow, ActorRef]] = {}
+        self._releasing: asyncio.Task[None] | None = None
         self.flows: dict[tuple[str, str, int], Flow] = {}
         self.live: dict[str, ActorRef] = {}
         self.admission = Admission(max_active, max_queued)
@@ -305,12 +263,19 @@ class Engine:
             execution_event(ex)
             if ex.error is not None and not ex.error.isascii():
                 ex = msgspec.structs.replace(ex, error=safe_text(ex.error))
+        item: ExecutionItem
+        if self.worker:
+            # A new execution is leased to this worker from its first commit (epoch 1); for
+            # one it claimed, the row keeps the claim's lease and this is only its token.
+            fences = store.fences
+            epoch = fences.get(ex.id) or fences.setdefault(ex.id, 1)
+            item = (ex, self.owner, epoch, self._wall() + self.lease_ttl)
+        else:
+            item = (ex, None, 0, None)  # queued for any worker
         try:
             if new:
                 store.write(history_ops(ex.id, None, new))
-            commit = store.write_latest(
-                ("execution", ex.id), self._execution_rows, (ex, self.owner)
-            )
+            commit = store.write_latest(("execution", ex.id), self._execution_rows, item)
         except StorageUnavailable as exc:
             self._refused(exc)
             raise
@@ -377,6 +342,58 @@ class Engine:
             return None
         return self.spawn_execution(*entry)
 
+    # -- flow concurrency, counted in the store ------------------------------------------
+    async def take_flow_slot(self, flow: Flow, execution_id: str) -> bool:
+        """Whether ``execution_id`` may run now under ``flow.concurrency``: it takes a slot in
+        the store (one transaction), so the limit holds across every process."""
+        assert flow.concurrency is not None
+        return await self.store.take_slot(
+            execution_id, flow.namespace, flow.id, flow.concurrency.limit
+        )
+
+    def queue_for_slot(self, flow: Flow, execution_id: str, ref: ActorRef) -> None:
+        """An execution waits QUEUED here for a slot of its flow."""
+        self._queued[execution_id] = (flow, ref)
+
+    def unqueue(self, execution_id: str) -> None:
+        """A queued execution was killed or lost: it no longer waits."""
+        self._queued.pop(execution_id, None)
+
+    def wake_queued(self) -> None:
+        """Ask the store for slots for the executions queued here (after a local end, and
+        periodically for ends elsewhere); the store keeps them FIFO across processes."""
+        if self._queued and (self._releasing is None or self._releasing.done()):
+            self._releasing = asyncio.get_running_loop().create_task(self._release_queued())
+
+    async def _release_queued(self) -> None:
+        full: set[tuple[str, str]] = set()
+        for ex_id, (flow, ref) in list(self._queued.items()):
+            key = (flow.namespace, flow.id)
+            if key in full:
+                continue
+            if not ref.is_alive:
+                self._queued.pop(ex_id, None)
+                continue
+            try:
+                taken = await self.take_flow_slot(flow, ex_id)
+            except Exception:  # storage trouble: the next wake tries again
+                _log.debug("asking for a slot failed", exc_info=True)
+                return
+            if not taken:
+                full.add(key)  # FIFO: no younger one of this flow gets one either
+            elif self._queued.pop(ex_id, None) is not None:
+                ref.tell_nowait(Dequeue())
+
+    def free_slots(self) -> int:
+        """How many more executions this worker may take from the queue now."""
+        admission = self.admission
+        if not self.worker or not self.accepting:
+            return 0
+        if admission.max_active is None:
+            return _CLAIM_UNBOUNDED
+        busy = len(self.live) - len(admission.idle) + len(admission.parked)
+        return max(0, admission.max_active - busy)
+
     def unpark(self, execution_id: str) -> ActorRef | None:
         """Start a parked execution at once (a command for it arrived); None if not parked."""
         entry = self.admission.parked.pop(execution_id, None)
@@ -418,7 +435,9 @@ class Engine:
         if ref is not None:
             self.guardian.release(ref.name)
         self.admission.idle.discard(ex.id)
-        self.slots.release(flow, ex.id)
+        self._queued.pop(ex.id, None)
+        if flow.concurrency is not None:
+            self.wake_queued()  # its slot is free once its end is stored
         self._admit()
         watcher = self._child_watchers.pop(ex.id, None)
 
@@ -426,6 +445,8 @@ class Engine:
             # Waiters hear of the end only once it is stored; if it could not be, they hear
             # that instead (the end is not durable, so it is not reported as one).
             self._ending.pop(ex.id, None)
+            if ex.id not in self.fenced_out:
+                self.store.fences.pop(ex.id, None)  # ended and stored: no more writes
             ended = self._ended
             if error is None:
                 ended[ex.id] = _ended_marker(ex)
@@ -445,6 +466,57 @@ class Engine:
         # Nobody waiting: the writer may keep gathering; a waiter that comes wants it now.
         self._ending[ex.id] = commit
         commit.add_callback(committed, want=watcher is not None or ex.id in self._waiters)
+
+    def fenced(self, lost: Sequence[tuple[str, str]]) -> None:
+        """Another worker claimed these executions (our lease expired: we were stalled or
+        cut off): the store refused our writes; stop their actors here, write nothing more.
+
+        Their ids stay fenced (any late write is refused again); local waiters follow the
+        execution in the store, where its new owner finishes it.
+        """
+        for ex_id, why in lost:
+            if ex_id in self.fenced_out:
+                continue
+            self.fenced_out.add(ex_id)
+            _log.warning(
+                "execution %s: lease lost, %s; its writes from this worker were refused and"
+                " it stops here (the new owner resumes it from its stored state)", ex_id, why,
+            )  # fmt: skip
+            self.admission.parked.pop(ex_id, None)
+            self.admission.idle.discard(ex_id)
+            self._queued.pop(ex_id, None)
+            ref = self.live.pop(ex_id, None)
+            if ref is not None:
+                self.guardian.release(ref.name)
+                task = asyncio.get_running_loop().create_task(stop_within(ref, 0.0))
+                self._loads.add(task)
+                task.add_done_callback(self._loads.discard)
+            waiters = self._waiters.pop(ex_id, [])
+            if waiters:
+                task = asyncio.get_running_loop().create_task(self._follow_for(ex_id, waiters))
+                self._loads.add(task)
+                task.add_done_callback(self._loads.discard)
+        self._admit()
+
+    async def _follow_for(self, ex_id: str, waiters: list[asyncio.Future[Execution]]) -> None:
+        """Answer local waiters of an execution another worker runs now, from the store."""
+        try:
+            while True:
+                found = await self.load_execution(ex_id)
+                if found is None or found.state.terminal:
+                    break
+                await anyio.sleep(0.2)
+        except Exception as exc:
+            for done in waiters:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for done in waiters:
+            if not done.done():
+                if found is None:
+                    done.set_exception(ExecutionNotFound(f"no execution with id {ex_id!r}"))
+                else:
+                    done.set_result(found)
 
     def waiter(self, execution_id: str) -> Execution | asyncio.Future[Execution] | None:
         """The ended execution's record (without its tree: read that from the store), a future
@@ -631,6 +703,7 @@ def _unavailable(what: str, error: BaseException) -> StorageUnavailable:
 
 
 _KEEP_ENDED = 10_000
+_CLAIM_UNBOUNDED = 256  # per claim round, when max_active is None
 
 
 def _ended_marker(ex: Execution) -> Execution:

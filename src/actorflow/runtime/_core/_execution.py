@@ -185,7 +185,10 @@ class ExecutionActor(Actor):
                 # one per child at most, like the reports themselves).
                 self.context.self_ref.post(ChildCrashed(message.ref, message.error))
         elif isinstance(message, Start):
-            self._start()
+            if self.flow.concurrency is None:
+                self._start()
+            else:
+                await self._start_limited()
         elif isinstance(message, Dequeue):
             if self.ex.state is State.QUEUED:
                 self._to(State.RUNNING)
@@ -216,13 +219,24 @@ class ExecutionActor(Actor):
             self._process(list(frames.values()))
         return None
 
-    def _start(self) -> None:
+    async def _start_limited(self) -> None:
+        """Start under the flow's ``concurrency``, counted in the store across processes."""
         if self.ex.state is not State.CREATED:
             return
-        decision = self.engine.slots.admit(self.flow, self.ex.id, self.context.self_ref)
-        if decision is ConcurrencyBehavior.QUEUE:
+        assert self.flow.concurrency is not None
+        if await self.engine.take_flow_slot(self.flow, self.ex.id):
+            self._start(None)
+            return
+        behavior = self.flow.concurrency.behavior
+        if behavior is ConcurrencyBehavior.QUEUE and self.ex.state is State.CREATED:
             self._to(State.QUEUED)
             self._save()
+            self.engine.queue_for_slot(self.flow, self.ex.id, self.context.self_ref)
+            return
+        self._start(behavior)
+
+    def _start(self, decision: ConcurrencyBehavior | None = None) -> None:
+        if self.ex.state is not State.CREATED:
             return
         if decision is ConcurrencyBehavior.CANCEL:
             self._finish(State.CANCELLED)
@@ -245,12 +259,14 @@ class ExecutionActor(Actor):
     # -- rebuild (restart, recovery) -----------------------------------------------
     def _rebuild(self) -> None:
         """Rebuild frames from the task runs and continue where they stand."""
-        if self.mode == "recover":
-            self.engine.slots.restore(self.flow, self.ex.id, self.context.self_ref, self.ex.state)
         if self.ex.state is State.CREATED:
-            self._start()
+            if self.flow.concurrency is None:
+                self._start()
+            else:
+                self.context.self_ref.post(Start())  # its slot is asked of the store
             return
         if self.ex.state is State.QUEUED:
+            self.engine.queue_for_slot(self.flow, self.ex.id, self.context.self_ref)
             return
         top = self._top()
         for tr in self.runs.values():
@@ -598,7 +614,7 @@ class ExecutionActor(Actor):
         if state is State.KILLING:
             return
         if state in (State.CREATED, State.QUEUED):
-            self.engine.slots.forget(self.flow, self.ex.id)
+            self.engine.unqueue(self.ex.id)
             self._finish(State.KILLED)
             return
         self._to(State.KILLING)

@@ -77,9 +77,14 @@ def decode_any(data: bytes) -> Any:
     return _any_dec.decode(data)
 
 
-def execution_rows(item: tuple[Execution, str | None]) -> list[Any]:
-    """The row of an execution snapshot (``item`` = (execution, owner)); see :func:`save`."""
-    ex, owner = item
+ExecutionItem = tuple[Execution, str | None, int, float | None]
+"""What an execution snapshot is written from: (execution, owner, epoch, lease expiry); the
+lease is stored only with the row's first write (see ``storage._sql``)."""
+
+
+def execution_rows(item: ExecutionItem) -> list[Any]:
+    """The row of an execution snapshot (``item``: see :data:`ExecutionItem`)."""
+    ex, owner, epoch, lease_expiry = item
     snap = msgspec.structs.replace(ex, task_runs=()) if ex.task_runs else ex
     history = ex.history
     row = ExecutionRow(
@@ -94,6 +99,8 @@ def execution_rows(item: tuple[Execution, str | None]) -> list[Any]:
         parent_execution_id=ex.parent_execution_id,
         owner=owner,
         data=_enc.encode(snap),
+        epoch=epoch,
+        lease_expiry=lease_expiry,
     )
     return [UpsertExecution(row)]
 
@@ -135,7 +142,7 @@ def task_run_rows(tr: TaskRun) -> list[Any]:
     return ops
 
 
-def execution_rows_timed(item: tuple[Execution, str | None]) -> list[Any]:
+def execution_rows_timed(item: ExecutionItem) -> list[Any]:
     """:func:`execution_rows` and, once ended, the execution's duration metric (tracing on)."""
     ops = execution_rows(item)
     ex = item[0]

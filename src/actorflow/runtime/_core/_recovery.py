@@ -1,5 +1,7 @@
-"""What a runtime does besides running: resume the executions of dead processes, heartbeat
-its ownership, and consume the commands other processes post for its executions.
+"""What a runtime does besides running: claim queued work and the executions of dead or
+stalled workers (leases with a fencing token, see ``storage._store``), heartbeat its
+ownership and renew its leases, and consume the commands other processes post for its
+executions.
 
 Commands (kill, pause, resume from another process) are rows of the store's ``commands``
 table. Each is consumed once: the process that owns the execution applies it if its target
@@ -47,7 +49,7 @@ from actorflow._errors import (
 from actorflow.runtime._core._commands import KINDS, target_of
 from actorflow.runtime._core._messages import Command, CommandTarget, Recover
 from actorflow.runtime._core._notify import channel_of, open_bell, open_doorbell, owner_address
-from actorflow.runtime._core._persist import decode_tree, quarantine_op
+from actorflow.runtime._core._persist import decode_execution, decode_tree, quarantine_op
 from actorflow.runtime._states import TERMINAL, State
 from actorflow.storage import CommandRow, ExecutionRow, Store
 
@@ -64,8 +66,10 @@ DOORBELL_POLL = 1.0
 ANSWER_POLL = 0.02  # how often a sender looks for its answer
 COMMAND_TIMEOUT = 10.0  # how long a sender waits for an answer by default
 _APPLY_TIMEOUT = 30.0
-HEARTBEAT = 2.0
-STALE_AFTER = 15.0
+HEARTBEAT = 2.0  # at most; a worker beats at least three times per lease_ttl
+STALE_AFTER = 15.0  # the default lease_ttl
+CLAIM_POLL = 0.05  # how often a worker with free slots looks for queued work
+_RECOVER_CHUNK = 1000
 RING_WAIT = 0.1  # how long a sender that rang waits to be rung back before it reads again
 APPLIED, REJECTED = "applied", "rejected"
 # Errors a command's answer can name; the sender raises the same class with the same message.
@@ -99,21 +103,74 @@ class Recovery:
         raise NotImplementedError
 
     async def recover(self) -> list[str]:
-        """Resume unfinished executions whose owner is gone; returns their ids."""
+        """Claim every execution no live lease holds (queued, or of a dead or stalled
+        worker) whose flow this runtime can load, and resume them; returns their ids."""
         store = self.store
         self._recovering = True
         try:
             for owner in await _dead_local_owners(store):
+                await store.release_leases(owner)  # a crashed process: no need to wait
                 await store.release_owner(owner)
-            rows = await store.claim_orphans(self.engine.owner, TERMINAL_NAMES, STALE_AFTER)
-            with _collector_paused(len(rows) > 1000):
-                resumed = await self._resume_claimed(rows)
-                # Let the new actors take their first steps (rebuild, re-arm) inside the pause.
+            resumed: list[str] = []
+            rows = await self._claim(_RECOVER_CHUNK)
+            with _collector_paused(len(rows) >= _RECOVER_CHUNK):
+                while rows:
+                    resumed += await self._resume_claimed(rows)
+                    rows = await self._claim(_RECOVER_CHUNK)
+                # Let the new actors take their first steps (rebuild, re-arm) inside the
+                # pause.
                 for _ in range(4):
                     await anyio.lowlevel.checkpoint()
         finally:
             self._recovering = False
         return resumed
+
+    async def claim_work(self) -> list[str]:
+        """Claim as many queued (or expired) executions as this worker has free slots, and
+        start them; returns their ids (the claim loop calls it every ``CLAIM_POLL`` s)."""
+        free = self.engine.free_slots()
+        if free <= 0 or self._recovering:
+            return []
+        return await self._resume_claimed(await self._claim(free))
+
+    async def _claim(self, limit: int) -> list[ExecutionRow]:
+        """Claim up to ``limit`` executions whose flow loads here; mark those whose flow does
+        not as waiting (with why), for a worker that has it."""
+        store = self.store
+        engine = self.engine
+        # A few more candidates than wanted: some may wait for another worker's flow.
+        rows = await store.claimable(limit + 32)
+        wanted: list[str] = []
+        waiting: list[tuple[str, str]] = []
+        for row in rows:
+            if len(wanted) >= limit:
+                break
+            if row.id in engine.live or row.id in engine.admission.parked:
+                continue  # ours already (a lease that lapsed while we ran it is renewed)
+            why = self._cannot_load(row)
+            if why is None:
+                wanted.append(row.id)
+            else:
+                waiting.append((row.id, why))
+                self._unrunnable[row.id] = why
+        if not wanted and not waiting:
+            return []
+        taken = await store.claim_queued(engine.owner, wanted, engine.lease_ttl, waiting)
+        for row in taken:
+            store.fences[row.id] = row.epoch
+            engine.fenced_out.discard(row.id)
+            self._unrunnable.pop(row.id, None)
+        return taken
+
+    def _cannot_load(self, row: ExecutionRow) -> str | None:
+        """Why this worker cannot run an execution (its flow does not load here), or None."""
+        try:
+            self._flow_for(decode_execution(row.data))
+        except IllegalOperation as exc:
+            return f"no worker has loaded its flow yet ({exc})"
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None  # claimed, then quarantined by _resume_claimed with the reason
+        return None
 
     async def _resume_claimed(self, rows: list[ExecutionRow]) -> list[str]:
         store = self.store
@@ -134,6 +191,7 @@ class Recovery:
                     flow = self._flow_for(ex)
                 except IllegalOperation as exc:
                     self._unrunnable[ex.id] = str(exc)
+                    await store.release_leases(self.engine.owner, [ex.id])
                     continue
                 if ex.state in (State.CREATED, State.QUEUED):  # not started: wait for a slot
                     self.engine.start_execution(flow, ex, runs, "recover", Recover())
@@ -174,6 +232,8 @@ class Recovery:
     async def _poll(self, *, has_doorbell: bool) -> None:
         """Heartbeat, and consume commands every ``DOORBELL_POLL`` seconds, or
         ``COMMAND_POLL`` without a doorbell."""
+        engine = self.engine
+        beat = min(HEARTBEAT, engine.lease_ttl / 3)
         next_beat = 0.0
         # A store that notifies (PostgreSQL) wakes the loop when a command is posted; it
         # still looks at each heartbeat. Others (and stores of other authors, without the
@@ -182,19 +242,52 @@ class Recovery:
         wakeup = hook() if hook is not None else None
         while True:
             if wakeup is None:
-                await anyio.sleep(DOORBELL_POLL if has_doorbell else COMMAND_POLL)
+                await anyio.sleep(min(DOORBELL_POLL if has_doorbell else COMMAND_POLL, beat))
             else:
-                await wakeup.wait(max(COMMAND_POLL, next_beat - time.monotonic()))
+                await wakeup.wait(min(beat, max(COMMAND_POLL, next_beat - time.monotonic())))
             now = time.monotonic()
             try:
                 if now >= next_beat:
-                    await self.store.heartbeat(self.engine.owner)
-                    next_beat = now + HEARTBEAT
+                    next_beat = now + beat
+                    if engine.worker:
+                        await self.renew()
+                    else:
+                        await self.store.heartbeat(engine.owner)
                 await self.apply_commands()
             except Exception:
                 # Storage trouble: callers hear of it through their own writes; the loop
                 # keeps heartbeating so the ownership is not lost to a passing failure.
                 _log.debug("housekeeping failed", exc_info=True)
+
+    async def renew(self) -> None:
+        """Extend this worker's leases; stop what runs here under a lease it lost (another
+        worker claimed it while this one was stalled), before it even writes."""
+        engine = self.engine
+        held = set(await self.store.renew_leases(engine.owner, engine.lease_ttl))
+        missing = [i for i in engine.live if i not in held and i not in engine.fenced_out]
+        lost: list[tuple[str, str]] = []
+        for ex_id in missing:
+            row = await self.store.get_execution(ex_id)
+            if row is None:
+                continue  # not stored yet: a submission whose first commit is on its way
+            if row.owner != engine.owner or row.epoch != self.store.fences.get(ex_id, row.epoch):
+                lost.append((ex_id, f"claimed by {row.owner} (epoch {row.epoch})"))
+        if lost:
+            engine.fenced(lost)
+
+    async def _claim_loop(self) -> None:
+        """Take queued work while this worker has free slots; ask for the flow-concurrency
+        slots other processes freed."""
+        ticks = 0
+        while True:
+            await anyio.sleep(CLAIM_POLL)
+            ticks += 1
+            if ticks % 4 == 0:
+                self.engine.wake_queued()
+            try:
+                await self.claim_work()
+            except Exception:
+                _log.debug("claim failed", exc_info=True)
 
     async def apply_commands(self) -> int:
         """Consume the pending commands of the executions this runtime owns (on every ring
