@@ -30,6 +30,7 @@ MODULES = [
     "host_logging",
     "web",
     "workers",
+    "schedule",
 ]
 RESULTS = Path(__file__).parent / "results"
 

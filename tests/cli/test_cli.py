@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from _support.cli import (
@@ -147,9 +146,7 @@ def test_kill_from_a_second_process(tmp_path: Path) -> None:
             "the sleep task to run",
             lambda: query(db, "SELECT execution_id FROM task_runs WHERE state = 'RUNNING'"),
         )
-        began = time.monotonic()
         proc = af("kill", ex_id, "--db", db)
-        elapsed = time.monotonic() - began
         assert "is now KILLED" in proc.stdout
         code, out, _ = finish(runner)
     finally:
@@ -157,8 +154,7 @@ def test_kill_from_a_second_process(tmp_path: Path) -> None:
             runner.kill()
     assert code == 1 and "✘ nap KILLED" in out and "▶ after" not in out
     assert query(db, "SELECT state FROM executions WHERE id = ?", ex_id) == [("KILLED",)]
-    # CLI start-up plus at most one 0.2 s poll of the runner; generous for slow CI machines.
-    assert elapsed < 5.0, f"the kill took {elapsed:.2f}s to land"
+    # How fast it lands is measured by benchmarks/commands.py, not asserted here.
     marker.write_text("")
     # `after` outlives a few command polls of the restarting process.
     out = af("restart", ex_id, "--allow", "shell", "--db", db).stdout

@@ -138,3 +138,13 @@ def test_read_commands_write_nothing(tmp_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM owners").fetchone() == (0,)
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_a_bad_shutdown_timeout_is_a_usage_error(tmp_path: Path, value: str) -> None:
+    """--shutdown-timeout refuses negative, NaN, infinite and non-numbers with exit 2, no
+    traceback."""
+    proc = af("run", EXAMPLES / "hello.yaml", "--db", tmp_path / "x.db",
+              f"--shutdown-timeout={value}", code=2)  # fmt: skip
+    assert "--shutdown-timeout" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.db").exists()

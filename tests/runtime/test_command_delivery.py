@@ -101,7 +101,10 @@ async def test_a_bad_resume_input_from_another_process_is_the_owners_input_error
                 await rt.resume(ex_id, {"reason": "fine"})
                 done = await rt.wait(ex_id)
             assert done.state is State.SUCCESS
-            assert done.task_run("approve").outputs == {"reason": "fine"}
+            assert done.task_run("approve").outputs == {
+                "reason": "fine",
+                "onResume": {"reason": "fine"},
+            }
 
 
 async def test_a_kill_of_a_finished_execution_says_it_already_ended(tmp_path: Path) -> None:

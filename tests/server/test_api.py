@@ -99,7 +99,7 @@ async def test_health_and_openapi_document_every_route(served: Served) -> None:
     assert {"post"} == set(paths["/api/v1/executions/{id}/kill"])
     assert "get" in paths["/api/v1/openapi.json"]
     ops = [op["operationId"] for p in paths.values() for op in p.values()]
-    assert len(ops) == len(set(ops)) == 22
+    assert len(ops) == len(set(ops)) == 24
     list_params = {p["name"] for p in paths["/api/v1/executions"]["get"]["parameters"]}
     assert {"namespace", "flowId", "state", "limit", "offset"} <= list_params
 
@@ -301,3 +301,29 @@ async def test_a_webhook_starts_its_flow_with_the_request_and_a_wrong_key_starts
     assert len(await served.rt.executions(flow="hooked")) == before
     r = await served.client.get(f"/api/v1/executions/{ex.id}")
     assert r.json()["trigger"]["type"] == "Webhook"
+
+
+async def test_triggers_are_listed_and_switched_through_the_api(served: Served) -> None:
+    """GET /triggers lists each trigger with whether it fires; PUT {"enabled": false} stops
+    the webhook (404, nothing started) until it is enabled again; bad bodies are 400, an
+    unknown trigger 404."""
+    r = await served.client.get("/api/v1/triggers", params={"namespace": "team"})
+    assert r.status_code == 200
+    [hook] = r.json()["results"]
+    assert (hook["flowId"], hook["id"], hook["enabled"]) == ("hooked", "hook", True)
+    assert hook["key"] == "(secret)"
+    switch = "/api/v1/triggers/team/hooked/hook"
+    r = await served.client.put(switch, json={"enabled": False})
+    assert r.status_code == 200 and r.json()["enabled"] is False, r.text
+    url = "/api/v1/executions/webhook/team/hooked/hooked-key"
+    assert (await served.client.post(url, json={"hello": "x"})).status_code == 404
+    assert await served.rt.executions(flow="hooked") == []
+    listed = (await served.client.get("/api/v1/triggers")).json()["results"]
+    assert [t["enabled"] for t in listed if t["id"] == "hook"] == [False]
+    assert (await served.client.put(switch, json={"enabled": "no"})).status_code == 400
+    assert (await served.client.put(switch + "x", json={"enabled": True})).status_code == 404
+    r = await served.client.put(switch, json={"enabled": True})
+    assert r.status_code == 200 and r.json()["enabled"] is True
+    r = await served.client.post(url, json={"hello": "again"})
+    assert r.status_code == 200, r.text
+    assert (await served.rt.wait(r.json()["id"])).state is af.State.SUCCESS

@@ -736,10 +736,20 @@ def build_parser() -> argparse.ArgumentParser:
             "on this machine); repeat or separate with commas",
         )
 
+    def _seconds(text: str) -> float:
+        # A clear usage error (exit 2) instead of the runtime's ValueError traceback.
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not value >= 0 or value == float("inf"):  # NaN and inf too
+            raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number >= 0")
+        return value
+
     def shutdown(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--shutdown-timeout",
-            type=float,
+            type=_seconds,
             default=10.0,
             metavar="SECONDS",
             help="on Ctrl-C or SIGTERM, how long running tasks get to finish (default 10; a second "

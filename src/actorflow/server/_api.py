@@ -38,7 +38,16 @@ from actorflow._errors import (
     StoredFileNotFound,
 )
 from actorflow.flows import load_flow_text
-from actorflow.runtime import Execution, Flow, Runtime, State, Webhook, render
+from actorflow.runtime import (
+    Execution,
+    Flow,
+    Runtime,
+    State,
+    Webhook,
+    render,
+    trigger_enabled,
+    trigger_switch_key,
+)
 from actorflow.server._live import (
     CursorError,
     LiveFeeds,
@@ -449,11 +458,12 @@ class Api:
         flow = self._flow(p["namespace"], p["flow_id"])
         flow_vars = {"id": flow.id, "namespace": flow.namespace, "revision": flow.revision}
         hook = next(
-            (t for t in flow.triggers if isinstance(t, Webhook) and not t.disabled
+            (t for t in flow.triggers if isinstance(t, Webhook)
              and str(render(t.key, {"flow": flow_vars})) == p["key"]),
             None,
         )  # fmt: skip
-        if hook is None:
+        # Disabled in the flow file, or by the API / a trigger.Toggle task: starts nothing.
+        if hook is None or not await trigger_enabled(self.rt.store, flow, hook):
             raise ApiError(
                 404, "not_found", f"no webhook of {flow.namespace}.{flow.id} has this key"
             )
@@ -473,6 +483,50 @@ class Api:
         handle = await self.rt.submit(flow, inputs, trigger=variables)
         return JSONResponse(execution_json(await self.rt.get(handle.id)), status_code=200)
 
+    # -- triggers -----------------------------------------------------------------------------
+    async def _trigger_json(self, flow: Flow, trigger: Any) -> dict[str, Any]:
+        data = trigger_json(trigger)
+        data.update(
+            namespace=flow.namespace,
+            flowId=flow.id,
+            enabled=await trigger_enabled(self.rt.store, flow, trigger),
+        )
+        return data
+
+    async def list_triggers(self, request: Request) -> Response:
+        """Every trigger of the deployed and registered flows (of ``namespace``), with
+        whether it is enabled now (the flow file's ``disabled``, unless switched since)."""
+        namespace = request.query_params.get("namespace")
+        results = [
+            await self._trigger_json(flow, t)
+            for flow in self.rt.flows()
+            if namespace is None or flow.namespace == namespace
+            for t in flow.triggers
+        ]
+        return JSONResponse({"results": results, "total": len(results)})
+
+    async def set_trigger(self, request: Request) -> Response:
+        """Enable or disable one trigger (body ``{"enabled": true|false}``): stored in the
+        database, so every server on it fires or stops firing it (as trigger.Toggle does)."""
+        p = request.path_params
+        flow = self._flow(p["namespace"], p["flow_id"])
+        trigger = next((t for t in flow.triggers if t.id == p["trigger_id"]), None)
+        if trigger is None:
+            raise ApiError(
+                404,
+                "not_found",
+                f"flow {flow.namespace}.{flow.id} has no trigger {p['trigger_id']!r}",
+            )
+        body = _mapping(await _json_body(request), "the body")
+        enabled = body.get("enabled")
+        if type(enabled) is not bool:
+            raise ApiError(
+                400, "bad_request", 'the body must be {"enabled": true} or {"enabled": false}'
+            )
+        key = trigger_switch_key(flow.id, trigger.id)
+        await self.rt.store.kv_set(flow.namespace, key, json.dumps(enabled))
+        return JSONResponse(await self._trigger_json(flow, trigger))
+
     async def _state(self, request: Request, status: int) -> Response:
         ex = await self.rt.get(request.path_params["id"])
         return JSONResponse(execution_json(ex, tree=False), status_code=status)
@@ -486,6 +540,12 @@ class Api:
             Route("/api/v1/flows", g(self.deploy_flow), methods=["POST"]),
             Route("/api/v1/flows/validate", g(self.validate_flow), methods=["POST"]),
             Route("/api/v1/flows/{namespace}/{flow_id}", g(self.get_flow), methods=["GET"]),
+            Route("/api/v1/triggers", g(self.list_triggers), methods=["GET"]),
+            Route(
+                "/api/v1/triggers/{namespace}/{flow_id}/{trigger_id}",
+                g(self.set_trigger),
+                methods=["PUT"],
+            ),
             Route("/api/v1/executions", g(self.list_executions), methods=["GET"]),
             Route("/api/v1/executions/events", g(self.execution_events), methods=["GET"]),
             Route(ex, g(self.get_execution), methods=["GET"]),

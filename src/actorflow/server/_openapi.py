@@ -22,6 +22,7 @@ _INT = {"type": "integer"}
 #: Query parameters by handler name.
 QUERY: dict[str, dict[str, dict[str, Any]]] = {
     "list_flows": {"namespace": _STR},
+    "list_triggers": {"namespace": _STR},
     "get_flow": {"revision": _INT},
     "list_executions": {
         "namespace": _STR, "flowId": _STR,
@@ -53,6 +54,15 @@ BODIES: dict[str, dict[str, Any]] = {
         "multipart/form-data": {"schema": {"type": "object", "description": "inputs; files"}},
     },
     "resume": _OBJECT,
+    "set_trigger": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"enabled": {"type": "boolean"}},
+                "required": ["enabled"],
+            }
+        }
+    },
     "replay": {
         "application/json": {
             "schema": {
