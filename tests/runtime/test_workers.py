@@ -29,7 +29,7 @@ from lease_worker import EXTRA, TOUCH  # noqa: E402
 class Worker:
     """A worker process, its stdout lines and stderr text gathered by threads."""
 
-    def __init__(self, db: Path, side: Path, ttl: float, *extra: str) -> None:
+    def __init__(self, db: Path | str, side: Path, ttl: float, *extra: str) -> None:
         cmd = [sys.executable, str(WORKER), str(db), str(side), str(ttl), *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
@@ -136,6 +136,36 @@ async def test_workers_share_the_queue_and_each_task_runs_once(
     assert {line[0] for line in lines} == set(ids)
     by_pid = Counter(line[3] for line in lines)
     assert set(by_pid) == {str(w.pid) for w in procs}
+
+
+async def test_two_workers_on_postgres_run_each_side_effect_once(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200 executions a client submits to one PostgreSQL database are run by 2 worker
+    processes (files in one shared folder): every one succeeds, each task run's side
+    effect happens exactly once, and both workers took part."""
+    monkeypatch.setenv("ACTORFLOW_FILES", str(tmp_path / "files"))  # the workers' too
+    side = tmp_path / "side"
+    async with af.Runtime.open(pg_dsn, worker=False, flows=[TOUCH]) as client:
+        with workers(Worker(pg_dsn, side, 5.0), Worker(pg_dsn, side, 5.0)) as procs:
+            handles = [await client.submit(TOUCH) for _ in range(200)]
+            ended: list[af.State] = []
+
+            async def wait(handle: Any) -> None:
+                ended.append((await handle.wait()).state)
+
+            with anyio.fail_after(90):
+                async with anyio.create_task_group() as tg:
+                    for handle in handles:
+                        tg.start_soon(wait, handle)
+        stored = await client.store.list_executions(limit=1000)
+    assert Counter(ended) == {af.State.SUCCESS: 200}
+    assert Counter(r.state for r in stored) == {"SUCCESS": 200}
+    lines = side_lines(side)
+    per_run = Counter(line[1] for line in lines)
+    assert len(per_run) == 400 and set(per_run.values()) == {1}
+    assert {line[0] for line in lines} == {h.id for h in handles}
+    assert {line[3] for line in lines} == {str(w.pid) for w in procs}
 
 
 async def test_a_killed_workers_executions_finish_on_another_after_its_lease(
