@@ -315,3 +315,50 @@ async def test_a_deadlock_with_another_host_is_run_again_not_a_failure(pg_dsn: s
             await other.close()
         assert store.conflicts == 1 and store.failed is None
         assert [(await store.get_execution(i)).state for i in "ab"] == ["SUCCESS"] * 2  # type: ignore[union-attr]
+
+
+async def test_concurrent_claims_from_two_hosts_split_the_queue(pg_dsn: str) -> None:
+    """Two stores (two hosts) claiming the same 200 queued executions at once, each in its
+    own order: every execution is leased to exactly one of them, with epoch 1."""
+    ids = [f"e{i:03}" for i in range(200)]
+    async with PostgresStore(pg_dsn) as a, PostgresStore(pg_dsn) as b:
+        await a.write([UpsertExecution(ex(i, "CREATED")) for i in ids])
+        taken: dict[str, list[str]] = {"w1": [], "w2": []}
+
+        async def claim(store: PostgresStore, owner: str, order: list[str]) -> None:
+            for start in range(0, len(order), 10):
+                rows = await store.claim_queued(owner, order[start : start + 10], 60.0)
+                assert all((r.owner, r.epoch) == (owner, 1) for r in rows)
+                taken[owner].extend(r.id for r in rows)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(claim, a, "w1", ids)
+            tg.start_soon(claim, b, "w2", ids[::-1])
+        assert sorted(taken["w1"] + taken["w2"]) == ids
+        assert taken["w1"] and taken["w2"]
+        stored = {r.id: r.owner for r in await a.list_executions(limit=1000)}
+        assert all(stored[i] == "w1" for i in taken["w1"])
+        assert all(stored[i] == "w2" for i in taken["w2"])
+        assert await b.claimable(1000) == []
+
+
+async def test_flow_slots_taken_from_two_hosts_at_once_stay_within_the_limit(
+    pg_dsn: str,
+) -> None:
+    """30 executions of one flow asking two stores for its 3 slots at once: exactly 3 get
+    one, and asking again changes nothing."""
+    ids = [f"e{i:02}" for i in range(30)]
+    async with PostgresStore(pg_dsn) as a, PostgresStore(pg_dsn) as b:
+        await a.write([UpsertExecution(ex(i, "RUNNING")) for i in ids])
+        got: dict[str, bool] = {}
+
+        async def take(store: PostgresStore, ex_id: str) -> None:
+            got[ex_id] = await store.take_slot(ex_id, "ns", "f", 3)
+
+        async with anyio.create_task_group() as tg:
+            for n, ex_id in enumerate(ids):
+                tg.start_soon(take, (a, b)[n % 2], ex_id)
+        holders = sorted(i for i, ok in got.items() if ok)
+        assert len(holders) == 3
+        again = [await b.take_slot(i, "ns", "f", 3) for i in ids]
+        assert sorted(i for i, ok in zip(ids, again, strict=True) if ok) == holders
