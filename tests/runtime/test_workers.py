@@ -3,6 +3,8 @@ fencing tokens (real subprocesses; SIGKILL and SIGSTOP)."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import signal
 import sqlite3
 import subprocess
@@ -222,6 +224,69 @@ async def test_a_stalled_worker_is_fenced_when_it_wakes(tmp_path: Path) -> None:
             )
             # Its refused batches are answered before it logs; one more beat for stragglers.
             until("a heartbeat of the woken worker", lambda: _beat_after(db, time.time()))
+            assert snapshot() == before
+            assert stalled.proc.poll() is None  # stopped those executions, not itself
+    assert "claimed by" in stalled.stderr()
+
+
+def pg_rows(dsn: str, sql: str, *params: Any) -> list[Any]:
+    """Rows of a query on PostgreSQL, from a blocking caller (as ``rows``)."""
+    import asyncpg
+
+    async def query() -> list[Any]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql, *params)]
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a loop of its own
+        return pool.submit(asyncio.run, query()).result()
+
+
+async def test_a_stalled_worker_on_postgres_is_fenced_when_it_wakes(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on SQLite: a worker SIGSTOPped until another took its expired leases and finished
+    them writes nothing after SIGCONT (the database is as the new owner left it), stops
+    those executions saying why, and keeps running."""
+    monkeypatch.setenv("ACTORFLOW_FILES", str(tmp_path / "files"))
+    side, ttl = tmp_path / "side", 2.0
+    stalled = Worker(pg_dsn, side, ttl, "--submit-hold", "3", str(ttl * 2))
+    with workers(stalled) as _:
+        ids = [line.strip() for line in stalled.lines if line.strip() != "ready"]
+        until("every first attempt to start", lambda: len(side_lines(side)) >= 3)
+        until(
+            "every first attempt to be stored",
+            lambda: pg_rows(pg_dsn, "SELECT count(*) FROM attempts")[0][0] >= 3,
+        )
+        stalled.proc.send_signal(signal.SIGSTOP)
+        with workers(Worker(pg_dsn, side, ttl)):
+            ended = "SELECT count(*) FROM executions WHERE ended IS NOT NULL"
+            until("the executions to end", lambda: pg_rows(pg_dsn, ended)[0][0] >= 3, 30)
+
+            def snapshot() -> list[Any]:
+                return [
+                    pg_rows(pg_dsn, f"SELECT * FROM {table} ORDER BY {order}")
+                    for table, order in (
+                        ("executions", "id"), ("task_runs", "seq"), ("attempts", "seq"),
+                        ("state_history", "seq"), ("logs", "seq"),
+                    )
+                ]  # fmt: skip
+
+            before = snapshot()
+            stalled.proc.send_signal(signal.SIGCONT)
+            until(
+                "the woken worker to stop every lost execution",
+                lambda: all(f"execution {i}: lease lost" in stalled.stderr() for i in ids),
+            )
+            now = time.time()
+            until(
+                "a heartbeat of the woken worker",
+                lambda: pg_rows(pg_dsn, "SELECT count(*) FROM owners WHERE heartbeat > $1", now)[0][
+                    0
+                ],
+            )
             assert snapshot() == before
             assert stalled.proc.poll() is None  # stopped those executions, not itself
     assert "claimed by" in stalled.stderr()

@@ -362,3 +362,38 @@ async def test_flow_slots_taken_from_two_hosts_at_once_stay_within_the_limit(
         assert len(holders) == 3
         again = [await b.take_slot(i, "ns", "f", 3) for i in ids]
         assert sorted(i for i, ok in zip(ids, again, strict=True) if ok) == holders
+
+
+async def test_a_claim_committing_during_a_fenced_batch_fences_it(pg_dsn: str) -> None:
+    """A batch of the old lease holder that meets a claim still in flight on another host
+    waits for it, then drops its rows of that execution: nothing lands on top of the claim
+    (a fence check that only read the row would have passed and written after it)."""
+    async with PostgresStore(pg_dsn) as store:
+        await store.write([UpsertExecution(ex("e", "RUNNING", owner="w1", epoch=1))])
+        fenced: list[tuple[tuple[str, str], ...]] = []
+        store.on_fenced = fenced.append
+        store.fences["e"] = 1
+        store.fence_owner = "w1"
+        claimer = await asyncpg.connect(pg_dsn)
+        watcher = await asyncpg.connect(pg_dsn)
+        try:
+            claim = claimer.transaction()
+            await claim.start()
+            await claimer.execute(
+                "UPDATE executions SET owner = 'w2', epoch = epoch + 1 WHERE id = 'e'"
+            )
+            late = store.write([UpsertExecution(ex("e", "SUCCESS", ended=5.0, updated=5.0))])
+            with anyio.fail_after(30):
+                while not await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                ):
+                    await anyio.sleep(0.01)  # until the batch waits on the claim's row lock
+            await claim.commit()
+            await late
+        finally:
+            await claimer.close()
+            await watcher.close()
+        row = await store.get_execution("e")
+        assert row is not None and (row.state, row.owner, row.epoch) == ("RUNNING", "w2", 2)
+        assert [[i for i, _ in batch] for batch in fenced] == [["e"]]
