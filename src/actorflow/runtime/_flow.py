@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from actorflow._errors import FlowValidationError, InputError, Problem, UnstorableValue
 from actorflow.runtime._retry import Retry
 from actorflow.runtime._tasks import Call, Dag, Flowable, Task
@@ -243,6 +241,8 @@ def _to_uri(v: Any) -> str:
 
 def _to_yaml(v: Any) -> Any:
     if isinstance(v, str):
+        import yaml  # here: read-only commands load flows' types but must not load PyYAML
+
         try:
             return yaml.safe_load(v)
         except yaml.YAMLError as exc:

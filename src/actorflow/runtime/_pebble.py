@@ -33,7 +33,6 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
-import yaml
 
 # -- translation --------------------------------------------------------------------------
 
@@ -613,11 +612,15 @@ def f_number_format(value: Any, pattern: str = "") -> str:
 
 def f_yaml(value: Any) -> Any:
     """``yaml`` (parse) on text; ``toYaml`` prints."""
+    import yaml  # here: read-only commands import templates but must not load PyYAML
+
     return yaml.safe_load(value) if isinstance(value, str) else value
 
 
 def f_to_yaml(value: Any) -> str:
     """``toYaml``: the value as YAML text."""
+    import yaml
+
     return yaml.safe_dump(_plain(value), sort_keys=False, allow_unicode=True)
 
 
