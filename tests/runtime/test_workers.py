@@ -3,6 +3,8 @@ fencing tokens (real subprocesses; SIGKILL and SIGSTOP)."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import signal
 import sqlite3
 import subprocess
@@ -29,7 +31,7 @@ from lease_worker import EXTRA, TOUCH  # noqa: E402
 class Worker:
     """A worker process, its stdout lines and stderr text gathered by threads."""
 
-    def __init__(self, db: Path, side: Path, ttl: float, *extra: str) -> None:
+    def __init__(self, db: Path | str, side: Path, ttl: float, *extra: str) -> None:
         cmd = [sys.executable, str(WORKER), str(db), str(side), str(ttl), *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
@@ -138,6 +140,36 @@ async def test_workers_share_the_queue_and_each_task_runs_once(
     assert set(by_pid) == {str(w.pid) for w in procs}
 
 
+async def test_two_workers_on_postgres_run_each_side_effect_once(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200 executions a client submits to one PostgreSQL database are run by 2 worker
+    processes (files in one shared folder): every one succeeds, each task run's side
+    effect happens exactly once, and both workers took part."""
+    monkeypatch.setenv("ACTORFLOW_FILES", str(tmp_path / "files"))  # the workers' too
+    side = tmp_path / "side"
+    async with af.Runtime.open(pg_dsn, worker=False, flows=[TOUCH]) as client:
+        with workers(Worker(pg_dsn, side, 5.0), Worker(pg_dsn, side, 5.0)) as procs:
+            handles = [await client.submit(TOUCH) for _ in range(200)]
+            ended: list[af.State] = []
+
+            async def wait(handle: Any) -> None:
+                ended.append((await handle.wait()).state)
+
+            with anyio.fail_after(90):
+                async with anyio.create_task_group() as tg:
+                    for handle in handles:
+                        tg.start_soon(wait, handle)
+        stored = await client.store.list_executions(limit=1000)
+    assert Counter(ended) == {af.State.SUCCESS: 200}
+    assert Counter(r.state for r in stored) == {"SUCCESS": 200}
+    lines = side_lines(side)
+    per_run = Counter(line[1] for line in lines)
+    assert len(per_run) == 400 and set(per_run.values()) == {1}
+    assert {line[0] for line in lines} == {h.id for h in handles}
+    assert {line[3] for line in lines} == {str(w.pid) for w in procs}
+
+
 async def test_a_killed_workers_executions_finish_on_another_after_its_lease(
     tmp_path: Path,
 ) -> None:
@@ -192,6 +224,69 @@ async def test_a_stalled_worker_is_fenced_when_it_wakes(tmp_path: Path) -> None:
             )
             # Its refused batches are answered before it logs; one more beat for stragglers.
             until("a heartbeat of the woken worker", lambda: _beat_after(db, time.time()))
+            assert snapshot() == before
+            assert stalled.proc.poll() is None  # stopped those executions, not itself
+    assert "claimed by" in stalled.stderr()
+
+
+def pg_rows(dsn: str, sql: str, *params: Any) -> list[Any]:
+    """Rows of a query on PostgreSQL, from a blocking caller (as ``rows``)."""
+    import asyncpg
+
+    async def query() -> list[Any]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql, *params)]
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a loop of its own
+        return pool.submit(asyncio.run, query()).result()
+
+
+async def test_a_stalled_worker_on_postgres_is_fenced_when_it_wakes(
+    pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on SQLite: a worker SIGSTOPped until another took its expired leases and finished
+    them writes nothing after SIGCONT (the database is as the new owner left it), stops
+    those executions saying why, and keeps running."""
+    monkeypatch.setenv("ACTORFLOW_FILES", str(tmp_path / "files"))
+    side, ttl = tmp_path / "side", 2.0
+    stalled = Worker(pg_dsn, side, ttl, "--submit-hold", "3", str(ttl * 2))
+    with workers(stalled) as _:
+        ids = [line.strip() for line in stalled.lines if line.strip() != "ready"]
+        until("every first attempt to start", lambda: len(side_lines(side)) >= 3)
+        until(
+            "every first attempt to be stored",
+            lambda: pg_rows(pg_dsn, "SELECT count(*) FROM attempts")[0][0] >= 3,
+        )
+        stalled.proc.send_signal(signal.SIGSTOP)
+        with workers(Worker(pg_dsn, side, ttl)):
+            ended = "SELECT count(*) FROM executions WHERE ended IS NOT NULL"
+            until("the executions to end", lambda: pg_rows(pg_dsn, ended)[0][0] >= 3, 30)
+
+            def snapshot() -> list[Any]:
+                return [
+                    pg_rows(pg_dsn, f"SELECT * FROM {table} ORDER BY {order}")
+                    for table, order in (
+                        ("executions", "id"), ("task_runs", "seq"), ("attempts", "seq"),
+                        ("state_history", "seq"), ("logs", "seq"),
+                    )
+                ]  # fmt: skip
+
+            before = snapshot()
+            stalled.proc.send_signal(signal.SIGCONT)
+            until(
+                "the woken worker to stop every lost execution",
+                lambda: all(f"execution {i}: lease lost" in stalled.stderr() for i in ids),
+            )
+            now = time.time()
+            until(
+                "a heartbeat of the woken worker",
+                lambda: pg_rows(pg_dsn, "SELECT count(*) FROM owners WHERE heartbeat > $1", now)[0][
+                    0
+                ],
+            )
             assert snapshot() == before
             assert stalled.proc.poll() is None  # stopped those executions, not itself
     assert "claimed by" in stalled.stderr()

@@ -315,3 +315,85 @@ async def test_a_deadlock_with_another_host_is_run_again_not_a_failure(pg_dsn: s
             await other.close()
         assert store.conflicts == 1 and store.failed is None
         assert [(await store.get_execution(i)).state for i in "ab"] == ["SUCCESS"] * 2  # type: ignore[union-attr]
+
+
+async def test_concurrent_claims_from_two_hosts_split_the_queue(pg_dsn: str) -> None:
+    """Two stores (two hosts) claiming the same 200 queued executions at once, each in its
+    own order: every execution is leased to exactly one of them, with epoch 1."""
+    ids = [f"e{i:03}" for i in range(200)]
+    async with PostgresStore(pg_dsn) as a, PostgresStore(pg_dsn) as b:
+        await a.write([UpsertExecution(ex(i, "CREATED")) for i in ids])
+        taken: dict[str, list[str]] = {"w1": [], "w2": []}
+
+        async def claim(store: PostgresStore, owner: str, order: list[str]) -> None:
+            for start in range(0, len(order), 10):
+                rows = await store.claim_queued(owner, order[start : start + 10], 60.0)
+                assert all((r.owner, r.epoch) == (owner, 1) for r in rows)
+                taken[owner].extend(r.id for r in rows)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(claim, a, "w1", ids)
+            tg.start_soon(claim, b, "w2", ids[::-1])
+        assert sorted(taken["w1"] + taken["w2"]) == ids
+        assert taken["w1"] and taken["w2"]
+        stored = {r.id: r.owner for r in await a.list_executions(limit=1000)}
+        assert all(stored[i] == "w1" for i in taken["w1"])
+        assert all(stored[i] == "w2" for i in taken["w2"])
+        assert await b.claimable(1000) == []
+
+
+async def test_flow_slots_taken_from_two_hosts_at_once_stay_within_the_limit(
+    pg_dsn: str,
+) -> None:
+    """30 executions of one flow asking two stores for its 3 slots at once: exactly 3 get
+    one, and asking again changes nothing."""
+    ids = [f"e{i:02}" for i in range(30)]
+    async with PostgresStore(pg_dsn) as a, PostgresStore(pg_dsn) as b:
+        await a.write([UpsertExecution(ex(i, "RUNNING")) for i in ids])
+        got: dict[str, bool] = {}
+
+        async def take(store: PostgresStore, ex_id: str) -> None:
+            got[ex_id] = await store.take_slot(ex_id, "ns", "f", 3)
+
+        async with anyio.create_task_group() as tg:
+            for n, ex_id in enumerate(ids):
+                tg.start_soon(take, (a, b)[n % 2], ex_id)
+        holders = sorted(i for i, ok in got.items() if ok)
+        assert len(holders) == 3
+        again = [await b.take_slot(i, "ns", "f", 3) for i in ids]
+        assert sorted(i for i, ok in zip(ids, again, strict=True) if ok) == holders
+
+
+async def test_a_claim_committing_during_a_fenced_batch_fences_it(pg_dsn: str) -> None:
+    """A batch of the old lease holder that meets a claim still in flight on another host
+    waits for it, then drops its rows of that execution: nothing lands on top of the claim
+    (a fence check that only read the row would have passed and written after it)."""
+    async with PostgresStore(pg_dsn) as store:
+        await store.write([UpsertExecution(ex("e", "RUNNING", owner="w1", epoch=1))])
+        fenced: list[tuple[tuple[str, str], ...]] = []
+        store.on_fenced = fenced.append
+        store.fences["e"] = 1
+        store.fence_owner = "w1"
+        claimer = await asyncpg.connect(pg_dsn)
+        watcher = await asyncpg.connect(pg_dsn)
+        try:
+            claim = claimer.transaction()
+            await claim.start()
+            await claimer.execute(
+                "UPDATE executions SET owner = 'w2', epoch = epoch + 1 WHERE id = 'e'"
+            )
+            late = store.write([UpsertExecution(ex("e", "SUCCESS", ended=5.0, updated=5.0))])
+            with anyio.fail_after(30):
+                while not await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                ):
+                    await anyio.sleep(0.01)  # until the batch waits on the claim's row lock
+            await claim.commit()
+            await late
+        finally:
+            await claimer.close()
+            await watcher.close()
+        row = await store.get_execution("e")
+        assert row is not None and (row.state, row.owner, row.epoch) == ("RUNNING", "w2", 2)
+        assert [[i for i, _ in batch] for batch in fenced] == [["e"]]

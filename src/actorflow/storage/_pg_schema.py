@@ -168,8 +168,22 @@ INSERT INTO schema_version (version) VALUES (6)
 
 # MIGRATIONS[v] takes a PostgreSQL database from version v to v + 1 (SQLite's numbering).
 MIGRATIONS: dict[int, str] = {
-    # v7: SQLite's v7 (see _schema.py).
-    6: "UPDATE schema_version SET version = 7",
+    # v7: SQLite's v7, the work queue (see _schema.py): a lease (owner, epoch, expiry) per
+    # execution, why it waits, whether it holds a flow-concurrency slot. Partial indexes as
+    # SQLite's; the fence check locks the rows it reads (see _postgres), so it needs the row
+    # anyway and its index is only there for the schema to mirror SQLite's.
+    6: f"""
+ALTER TABLE executions ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0;
+ALTER TABLE executions ADD COLUMN IF NOT EXISTS lease_expiry double precision;
+ALTER TABLE executions ADD COLUMN IF NOT EXISTS waiting {_T};
+ALTER TABLE executions ADD COLUMN IF NOT EXISTS slot integer NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS ix_executions_queue ON executions(created, id, lease_expiry, waiting)
+    WHERE ended IS NULL;
+CREATE INDEX IF NOT EXISTS ix_executions_fence ON executions(id, owner, epoch);
+CREATE INDEX IF NOT EXISTS ix_executions_slot
+    ON executions(namespace, flow_id, slot, state, created, id) WHERE ended IS NULL;
+UPDATE schema_version SET version = 7
+""",
     # v8: a command's answer says which error class refused it.
     7: f"ALTER TABLE commands ADD COLUMN error {_T}; UPDATE schema_version SET version = 8",
     # v9: a key-value store per namespace (kv.* and state.* tasks).

@@ -28,8 +28,8 @@ def numbered(sql: str) -> str:
 STATEMENTS: tuple[str, ...] = tuple(numbered(s) for s in _sql.STATEMENTS)
 
 _FLOAT = frozenset({"created", "updated", "ended", "start", '"end"', "ts", "value", "heartbeat",
-                    "ttl", "tick", "answered"})  # fmt: skip
-_BIGINT = frozenset({"flow_revision", "number", "count"})
+                    "ttl", "tick", "answered", "lease_expiry"})  # fmt: skip
+_BIGINT = frozenset({"flow_revision", "number", "count", "epoch"})
 _BYTEA = frozenset({"data", "payload", "target"})
 
 

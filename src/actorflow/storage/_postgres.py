@@ -10,7 +10,10 @@ in savepoints; any other failure stops the store (see ``_store``).
 
 Reads and administration (claims, purges, owners, commands, flows, fires) run on a small
 pool of other connections, each administrative call one transaction. Claims take rows
-``FOR UPDATE SKIP LOCKED``; ``post_command`` sends a NOTIFY that :meth:`command_wakeup`
+``FOR UPDATE SKIP LOCKED``. A batch that writes executions this process holds leases of
+(``fences``) first locks their rows and checks the stored lease, so a claim by another
+host either commits before it (and the batch drops those rows, see ``on_fenced``) or
+waits until it committed. ``post_command`` sends a NOTIFY that :meth:`command_wakeup`
 hears on a connection of its own (LISTEN), so the owner need not poll.
 
 asyncpg is imported only here, when a ``postgresql://`` store is made: embedding users
@@ -59,9 +62,11 @@ from actorflow.storage._store import (
     COMMITTED,
     Commit,
     FailedCallback,
+    FencedCallback,
     ProgressCallback,
     RejectedCallback,
 )
+from actorflow.storage._writer_proc import FENCE, drop_fenced
 
 if TYPE_CHECKING:
     import asyncpg
@@ -187,6 +192,11 @@ class PostgresStore:
         self.fail_next: BaseException | None = None  # test hook: the next batch raises this
         self.on_rejected: RejectedCallback | None = None
         self.on_failed: FailedCallback | None = None
+        self.on_fenced: FencedCallback | None = None
+        # Leases held: execution id -> epoch. Every batch that writes one of these checks,
+        # in its transaction, that ``fence_owner`` still holds it with that epoch.
+        self.fences: dict[str, int] = {}
+        self.fence_owner: str | None = None
         self._writer: asyncpg.Connection | None = None
         self._pool: asyncpg.Pool | None = None
         self._listener: CommandListener | None = None
@@ -396,9 +406,10 @@ class PostgresStore:
                 self._in_flight = batch
                 ops, unbuilt = batch.materialize()
                 fail, self.fail_next = self.fail_next, None
-                plan = _sql.plan_batch(ops)
-                rejected = await _run_plan(conn, plan, fail, self._conflicted)
+                plan = _sql.plan_batch(ops, self.fences, self.fence_owner)
+                rejected, fenced = await _run_plan(conn, plan, fail, self._conflicted)
                 self._in_flight = None
+                self._tell_fenced(fenced)
                 self._committed(batch, len(ops), unbuilt + rejected)
         except BaseException as exc:
             self._fail(exc)
@@ -417,6 +428,19 @@ class PostgresStore:
             self._rejected += len(left_out)
             self._report(left_out)
         batch.commit.resolve(None, left_out)
+
+    def _tell_fenced(self, fenced: list[tuple[str, str]]) -> None:
+        """Writes of executions whose lease another worker took were refused: say which."""
+        if not fenced:
+            return
+        if self.on_fenced is None:
+            for ex_id, why in fenced:
+                _log.warning("%s: writes of execution %s refused: %s", self.where, ex_id, why)
+            return
+        try:
+            self.on_fenced(tuple(fenced))
+        except Exception:  # the callback's bug must not stop the writer
+            _log.exception("%s: on_fenced failed", self.where)
 
     def _report(self, rejected: tuple[RejectedOp, ...]) -> None:
         if self.on_rejected is None:
@@ -839,18 +863,18 @@ class PostgresStore:
         concurrent claimers split the orphans. Returns only executions this call took.
         """
         await self.flush()
-        cols = ", ".join(f"e.{c.strip()}" for c in _q.EXEC_COLS.split(","))
+        now = self.clock()
         async with self._admin() as conn:
             rows = await conn.fetch(
                 "WITH orphans AS (SELECT id FROM executions"
-                " WHERE NOT (state = ANY($1::text[]))"
+                " WHERE ended IS NULL AND NOT (state = ANY($1::text[]))"
                 " AND (owner IS NULL OR (owner <> $2 AND owner NOT IN"
                 "  (SELECT owner FROM owners WHERE heartbeat >= $3)))"
                 " AND id NOT IN (SELECT execution_id FROM quarantine)"
                 " FOR UPDATE SKIP LOCKED)"
-                f" UPDATE executions e SET owner = $2 FROM orphans o WHERE e.id = o.id"
-                f" RETURNING {cols}",
-                list(terminal_states), owner, self.clock() - stale_after,
+                " UPDATE executions e SET owner = $2, epoch = e.epoch + 1, lease_expiry = $4"
+                f" FROM orphans o WHERE e.id = o.id RETURNING {_E_COLS}",
+                list(terminal_states), owner, now - stale_after, now + stale_after,
             )  # fmt: skip
         out = [ExecutionRow(*r) for r in rows]
         out.sort(key=lambda r: (r.created, r.id.encode()))
@@ -930,7 +954,134 @@ class PostgresStore:
                 await conn.execute("DELETE FROM executions WHERE id = ANY($1::text[])", keep)
         return keep
 
+    # -- the work queue: leases and fencing tokens ------------------------------------
+    async def claimable(self, limit: int) -> list[ExecutionRow]:
+        """Unfinished executions no live lease holds, oldest first (those waiting for a
+        worker that can load their flow last), at most ``limit``."""
+        sql = (
+            f"SELECT {_q.EXEC_COLS} FROM executions WHERE {_claimable('$1')}"
+            f" ORDER BY waiting IS NOT NULL, created, id LIMIT $2"
+        )
+        return [ExecutionRow(*r) for r in await self._rows(sql, self.clock(), limit)]
 
+    async def claim_queued(
+        self,
+        owner: str,
+        ids: Sequence[str],
+        lease_ttl: float,
+        waiting: Sequence[tuple[str, str]] = (),
+    ) -> list[ExecutionRow]:
+        """Atomically lease each of ``ids`` no live lease holds to ``owner`` for
+        ``lease_ttl`` s with a new epoch (its fencing token), and mark ``waiting`` (id, why);
+        returns the rows taken, in the order of ``ids``.
+
+        Rows another session has locked (a concurrent claimer, or a writer checking its
+        fence) are skipped, not waited for: they are someone else's, for now."""
+        now = self.clock()
+        out: list[ExecutionRow] = []
+        async with self._admin() as conn:
+            if ids:
+                rows = await conn.fetch(
+                    "WITH c AS (SELECT id FROM executions WHERE id = ANY($1::text[])"
+                    f" AND {_claimable('$2')} FOR UPDATE SKIP LOCKED)"
+                    " UPDATE executions e SET owner = $3, epoch = e.epoch + 1,"
+                    f" lease_expiry = $4, waiting = NULL FROM c WHERE e.id = c.id"
+                    f" RETURNING {_E_COLS}",
+                    list(ids), now, owner, now + lease_ttl,
+                )  # fmt: skip
+                out = [ExecutionRow(*r) for r in rows]
+            if waiting:
+                await conn.execute(
+                    "WITH w AS (SELECT e.id, u.why FROM executions e"
+                    " JOIN unnest($1::text[], $2::text[]) AS u(id, why) ON e.id = u.id"
+                    f" WHERE {_claimable('$3', 'e.')}"
+                    " AND e.waiting IS DISTINCT FROM u.why FOR UPDATE OF e SKIP LOCKED)"
+                    " UPDATE executions x SET waiting = w.why FROM w WHERE x.id = w.id",
+                    [w[0] for w in waiting], [w[1] for w in waiting], now,
+                )  # fmt: skip
+        place = {ex_id: n for n, ex_id in reversed(list(enumerate(ids)))}
+        out.sort(key=lambda r: place[r.id])
+        return out
+
+    async def take_slot(self, execution_id: str, namespace: str, flow_id: str, limit: int) -> bool:
+        """Give an execution one of its flow's concurrency slots if one is free and no older
+        one waits QUEUED (see :class:`Store`); the takers of one flow take turns (an
+        advisory lock), so two hosts never both take its last slot."""
+        await self.flush()
+        async with self._admin() as conn:
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                _SLOT_LOCK,
+                f"{namespace}.{flow_id}",
+            )
+            me = await conn.fetchrow(
+                "SELECT slot, created, ended FROM executions WHERE id = $1", execution_id
+            )
+            if me is None or me[2] is not None:
+                return False
+            if me[0]:
+                return True
+            held = await conn.fetchval(
+                "SELECT count(*) FROM executions WHERE namespace = $1 AND flow_id = $2"
+                " AND ended IS NULL AND slot = 1",
+                namespace, flow_id,
+            )  # fmt: skip
+            if held >= limit:
+                return False
+            older = await conn.fetchval(
+                "SELECT 1 FROM executions WHERE namespace = $1 AND flow_id = $2"
+                " AND ended IS NULL AND state = 'QUEUED' AND slot = 0"
+                " AND (created < $3 OR (created = $3 AND id < $4)) LIMIT 1",
+                namespace, flow_id, me[1], execution_id,
+            )  # fmt: skip
+            if older is not None:
+                return False
+            await conn.execute("UPDATE executions SET slot = 1 WHERE id = $1", execution_id)
+        return True
+
+    async def renew_leases(self, owner: str, lease_ttl: float) -> list[str]:
+        """Heartbeat ``owner`` and extend every lease it holds; returns their ids."""
+        now = self.clock()
+        async with self._admin() as conn:
+            await conn.execute("UPDATE owners SET heartbeat = $1 WHERE owner = $2", now, owner)
+            rows = await conn.fetch(
+                f"WITH l AS ({_HELD_BY}) UPDATE executions e SET lease_expiry = $2"
+                " FROM l WHERE e.id = l.id RETURNING e.id",
+                owner, now + lease_ttl,
+            )  # fmt: skip
+        return sorted((r[0] for r in rows), key=str.encode)
+
+    async def release_leases(self, owner: str, ids: Sequence[str] | None = None) -> int:
+        """Put ``owner``'s unfinished executions (or ``ids`` of them) back in the queue."""
+        await self.flush()
+        held, params = _HELD_BY, [owner]
+        if ids is not None:
+            held = held.replace(" ORDER BY", " AND id = ANY($2::text[]) ORDER BY")
+            params.append(list(ids))  # type: ignore[arg-type]
+        async with self._admin() as conn:
+            done: str = await conn.execute(
+                f"WITH l AS ({held}) UPDATE executions e SET owner = NULL, lease_expiry = NULL"
+                " FROM l WHERE e.id = l.id",
+                *params,
+            )
+        return int(done.rsplit(" ", 1)[1])
+
+
+def _claimable(now: str, of: str = "") -> str:
+    """Unfinished, no live lease (``now``: its placeholder), not quarantined."""
+    return (
+        f"{of}ended IS NULL AND ({of}lease_expiry IS NULL OR {of}lease_expiry < {now})"
+        f" AND {of}id NOT IN (SELECT execution_id FROM quarantine)"
+    )
+
+
+# The unfinished executions $1 holds, locked in id order (as a batch's fence check locks
+# them), so a renewal and a batch of the same host never deadlock.
+_HELD_BY = (
+    "SELECT id FROM executions WHERE owner = $1 AND ended IS NULL ORDER BY id FOR NO KEY UPDATE"
+)
+_E_COLS = ", ".join(f"e.{c.strip()}" for c in _q.EXEC_COLS.split(","))
+_SLOT_LOCK = 0x736C6F74  # "slot": the advisory-lock class of take_slot, one key per flow
 _RETRIES = 5
 
 
@@ -939,7 +1090,7 @@ async def _run_plan(
     plan: _sql.Plan,
     fail: BaseException | None,
     on_conflict: Callable[[], None] | None = None,
-) -> list[RejectedOp]:
+) -> tuple[list[RejectedOp], list[tuple[str, str]]]:
     """:func:`_attempt_plan`, again when PostgreSQL chose this transaction as a deadlock's
     victim (another host's transaction locked rows in another order): it was rolled back
     whole, so running it again is safe; a passing conflict must not stop the store."""
@@ -955,10 +1106,42 @@ async def _run_plan(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+# The fence step's check (see ``_writer_proc``): the rows are locked, in id order, until the
+# batch commits, so no claim commits between the check and the writes (a claimer skips
+# them, a renewal waits).
+_FENCED = (
+    "SELECT id, owner, epoch FROM executions WHERE id = ANY($1::text[])"
+    " ORDER BY id FOR NO KEY UPDATE"
+)
+
+
+async def _fence(
+    conn: asyncpg.Connection, plan: _sql.Plan
+) -> tuple[_sql.Plan, list[tuple[str, str]]]:
+    """``plan`` without its fence step and the rows of executions whose lease the writer
+    lost, and those executions (id, why); inside the batch's transaction."""
+    if not plan or plan[0][0] != FENCE:
+        return plan, []
+    owner, held_json, _cols = plan[0][1][0]
+    held: dict[str, int] = json.loads(held_json)
+    lost = {
+        r[0]: (r[1], r[2])
+        for r in await conn.fetch(_FENCED, list(held))
+        if r[2] != held[r[0]] or r[1] != owner
+    }
+    if not lost:
+        return plan[1:], []
+    fenced = [
+        (ex_id, f"claimed by {who} (epoch {epoch})") for ex_id, (who, epoch) in sorted(lost.items())
+    ]
+    return drop_fenced(plan, lost)[1:], fenced
+
+
 async def _attempt_plan(
     conn: asyncpg.Connection, plan: _sql.Plan, fail: BaseException | None
-) -> list[RejectedOp]:
-    """Run ``plan`` as ONE transaction; returns the rows left out for their values.
+) -> tuple[list[RejectedOp], list[tuple[str, str]]]:
+    """Run ``plan`` as ONE transaction; returns the rows left out for their values, and
+    the executions whose rows were dropped by its fence step (id, why).
 
     When some row cannot be stored, the whole batch runs again, each statement in a
     savepoint and a failing statement row by row, so the good rows commit and the bad
@@ -968,8 +1151,11 @@ async def _attempt_plan(
     statements, bulk = _q.STATEMENTS, _q.BULK
     try:
         async with conn.transaction():
-            for stmt, rows in plan:
+            steps, fenced = await _fence(conn, plan)
+            for stmt, rows in steps:
                 many = bulk[stmt]
+                if not rows:
+                    continue
                 if len(rows) == 1:
                     await conn.execute(statements[stmt], *rows[0])
                 elif many is not None:
@@ -978,13 +1164,16 @@ async def _attempt_plan(
                     await conn.executemany(statements[stmt], rows)
             if fail is not None:
                 raise fail
-        return []
+        return [], fenced
     except Exception as exc:
         if not _q.is_value_error(exc):
             raise
     rejected: list[RejectedOp] = []
     async with conn.transaction():
-        for stmt, rows in plan:
+        steps, fenced = await _fence(conn, plan)  # a new transaction: look again
+        for stmt, rows in steps:
+            if not rows:
+                continue
             with contextlib.suppress(Exception):
                 async with conn.transaction():
                     await conn.executemany(statements[stmt], rows)
@@ -1012,4 +1201,4 @@ async def _attempt_plan(
                 rejected.append(RejectedOp(*_q.rejection(stmt, row, error)))
         if fail is not None:
             raise fail
-    return rejected
+    return rejected, fenced
