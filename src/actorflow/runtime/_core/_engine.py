@@ -127,7 +127,7 @@ class Engine:
         self.fenced_out: set[str] = set()
         # Executions QUEUED here behind their flow's concurrency, oldest first.
         self._queued: dict[str, tuple[Flow, ActorRef]] = {}
-        self._releasing: asyncio.Task[None] | None = None
+        self._releasing = False  # a _release_queued pass is under way
         self.flows: dict[tuple[str, str, int], Flow] = {}
         self.live: dict[str, ActorRef] = {}
         self.admission = Admission(max_active, max_queued)
@@ -362,10 +362,26 @@ class Engine:
     def wake_queued(self) -> None:
         """Ask the store for slots for the executions queued here (after a local end, and
         periodically for ends elsewhere); the store keeps them FIFO across processes."""
-        if self._queued and (self._releasing is None or self._releasing.done()):
-            self._releasing = asyncio.get_running_loop().create_task(self._release_queued())
+        if self._queued and not self._releasing:
+            self._releasing = True
+            self._background(self._release_queued)
+
+    def _background(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` soon, kept alive until done (trio: in the actor system's group)."""
+        if self._loop is None:
+            self.system._tg.start_soon(fn, *args)
+            return
+        task = self._loop.create_task(fn(*args))
+        self._loads.add(task)
+        task.add_done_callback(self._loads.discard)
 
     async def _release_queued(self) -> None:
+        try:
+            await self._release_queued_once()
+        finally:
+            self._releasing = False
+
+    async def _release_queued_once(self) -> None:
         full: set[tuple[str, str]] = set()
         for ex_id, (flow, ref) in list(self._queued.items()):
             key = (flow.namespace, flow.id)
@@ -488,14 +504,10 @@ class Engine:
             ref = self.live.pop(ex_id, None)
             if ref is not None:
                 self.guardian.release(ref.name)
-                task = asyncio.get_running_loop().create_task(stop_within(ref, 0.0))
-                self._loads.add(task)
-                task.add_done_callback(self._loads.discard)
+                self._background(stop_within, ref, 0.0)
             waiters = self._waiters.pop(ex_id, [])
             if waiters:
-                task = asyncio.get_running_loop().create_task(self._follow_for(ex_id, waiters))
-                self._loads.add(task)
-                task.add_done_callback(self._loads.discard)
+                self._background(self._follow_for, ex_id, waiters)
         self._admit()
 
     async def _follow_for(self, ex_id: str, waiters: list[asyncio.Future[Execution]]) -> None:
