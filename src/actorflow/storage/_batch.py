@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
+from actorflow._errors import StorageUnavailable
 from actorflow.storage._rows import DeleteExecution, DeleteTaskRuns, Op, RejectedOp
-from actorflow.storage._store import Commit
+from actorflow.storage._store import COMMITTED, Commit
 
 _DELETES = frozenset({DeleteTaskRuns, DeleteExecution})
 
@@ -70,3 +72,55 @@ class Batch:
 def build_failure(key: Hashable, exc: Exception) -> RejectedOp:
     """The rejection of a ``write_latest`` item whose builder raised."""
     return RejectedOp(None, "", repr(key), f"{type(exc).__name__}: {exc}")
+
+
+class BatchQueue:
+    """The front of a group-commit writer (SQLite's and PostgreSQL's): ops join the newest
+    queued batch until it holds ``batch_max``; the store's writer commits batches in order."""
+
+    batch_max: int
+    _queue: deque[Batch]
+    _failed: BaseException | None
+    _refusal: str | None
+
+    def _unavailable(self) -> StorageUnavailable:  # pragma: no cover - each store's own
+        raise NotImplementedError
+
+    def _last_commit(self) -> Commit | None:  # pragma: no cover - each store's own
+        raise NotImplementedError
+
+    def _wake_writer(self) -> None:  # pragma: no cover - each store's own
+        raise NotImplementedError
+
+    def write(self, ops: Iterable[Op]) -> Commit:
+        """Queue ``ops`` (they commit together); await the result for durability."""
+        if self._refusal is not None or self._failed is not None:
+            raise self._unavailable()
+        ops = ops if isinstance(ops, list | tuple) else list(ops)
+        if not ops:
+            return self._last_commit() or COMMITTED
+        batch = self._open_batch(len(ops))
+        batch.add(ops)
+        return batch.commit
+
+    def write_latest(
+        self, key: Hashable, build: Callable[[Any], Sequence[Op]], item: Any
+    ) -> Commit:
+        """Queue ``build(item)`` in place of what ``key`` queued before (see :class:`Store`)."""
+        if self._refusal is not None or self._failed is not None:
+            raise self._unavailable()
+        batch = self._open_batch(1)
+        batch.add_latest(key, build, item)
+        return batch.commit
+
+    def _open_batch(self, size: int) -> Batch:
+        """The batch new ops join: the last queued one, or a new one when it is full."""
+        queue = self._queue
+        if queue:
+            batch = queue[-1]
+            if not batch.ops or len(batch.ops) + size <= self.batch_max:
+                return batch
+        batch = Batch(self._wake_writer)
+        queue.append(batch)
+        self._wake_writer()
+        return batch

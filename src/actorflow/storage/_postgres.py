@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -39,7 +39,7 @@ import anyio
 from actorflow._errors import StorageError, StorageUnavailable
 from actorflow.storage import _pg_sql as _q
 from actorflow.storage import _sql
-from actorflow.storage._batch import Batch
+from actorflow.storage._batch import Batch, BatchQueue
 from actorflow.storage._pg_schema import CURRENT_PG_VERSION, migrate, read_version
 from actorflow.storage._rows import (
     AttemptRow,
@@ -59,7 +59,6 @@ from actorflow.storage._rows import (
 )
 from actorflow.storage._sqlite import WriterStats
 from actorflow.storage._store import (
-    COMMITTED,
     Commit,
     FailedCallback,
     FencedCallback,
@@ -159,7 +158,7 @@ class CommandListener:
                 await conn.close(timeout=2)
 
 
-class PostgresStore:
+class PostgresStore(BatchQueue):
     """A PostgreSQL database (``postgresql://user@host/db``) any number of hosts share."""
 
     def __init__(
@@ -314,38 +313,6 @@ class PostgresStore:
         return self._listener
 
     # -- writing ------------------------------------------------------------------------
-    def write(self, ops: Iterable[Op]) -> Commit:
-        """Queue ``ops`` (they commit together); await the result for durability."""
-        if self._refusal is not None or self._failed is not None:
-            raise self._unavailable()
-        ops = ops if isinstance(ops, list | tuple) else list(ops)
-        if not ops:
-            return self._last_commit() or COMMITTED
-        batch = self._open_batch(len(ops))
-        batch.add(ops)
-        return batch.commit
-
-    def write_latest(
-        self, key: Hashable, build: Callable[[Any], Sequence[Op]], item: Any
-    ) -> Commit:
-        """Queue ``build(item)`` in place of what ``key`` queued before (see :class:`Store`)."""
-        if self._refusal is not None or self._failed is not None:
-            raise self._unavailable()
-        batch = self._open_batch(1)
-        batch.add_latest(key, build, item)
-        return batch.commit
-
-    def _open_batch(self, size: int) -> Batch:
-        queue = self._queue
-        if queue:
-            batch = queue[-1]
-            if not batch.ops or len(batch.ops) + size <= self.batch_max:
-                return batch
-        batch = Batch(self._wake_writer)
-        queue.append(batch)
-        self._wake_writer()
-        return batch
-
     def _unavailable(self) -> StorageUnavailable:
         if self._failed is not None:
             return StorageUnavailable(f"{self.where}: storage failed earlier: {self._failed}")

@@ -31,7 +31,7 @@ import os
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,7 +41,7 @@ import msgspec
 
 from actorflow._errors import DatabaseInvalid, StorageError, StorageUnavailable
 from actorflow.storage import _sql
-from actorflow.storage._batch import Batch
+from actorflow.storage._batch import Batch, BatchQueue
 from actorflow.storage._future import new_future, running_loop, threadsafe_caller
 from actorflow.storage._integrity import inspect_file
 from actorflow.storage._procwriter import ProcessWriter, Rejection, Unsent, WriterError
@@ -54,7 +54,6 @@ from actorflow.storage._rows import (
 from actorflow.storage._schema import CURRENT_VERSION, migrate
 from actorflow.storage._sqlite_reads import SQLiteReads
 from actorflow.storage._store import (
-    COMMITTED,
     Commit,
     FailedCallback,
     FencedCallback,
@@ -113,7 +112,7 @@ class WriterStats(msgspec.Struct, frozen=True):
     lock_waits: int = 0
 
 
-class SQLiteStore(SQLiteReads):
+class SQLiteStore(SQLiteReads, BatchQueue):
     """The default store: a WAL-mode SQLite file shared by any number of processes."""
 
     def __init__(
@@ -352,39 +351,6 @@ class SQLiteStore(SQLiteReads):
         await self.close()
 
     # -- writing ------------------------------------------------------------------------
-    def write(self, ops: Iterable[Op]) -> Commit:
-        """Queue ``ops`` (they commit together); await the result for durability."""
-        if self._refusal is not None or self._failed is not None:
-            raise self._unavailable()
-        ops = ops if isinstance(ops, list | tuple) else list(ops)
-        if not ops:
-            return self._last_commit() or COMMITTED
-        batch = self._open_batch(len(ops))
-        batch.add(ops)
-        return batch.commit
-
-    def write_latest(
-        self, key: Hashable, build: Callable[[Any], Sequence[Op]], item: Any
-    ) -> Commit:
-        """Queue ``build(item)`` in place of what ``key`` queued before (see :class:`Store`)."""
-        if self._refusal is not None or self._failed is not None:
-            raise self._unavailable()
-        batch = self._open_batch(1)
-        batch.add_latest(key, build, item)
-        return batch.commit
-
-    def _open_batch(self, size: int) -> Batch:
-        """The batch new ops join: the last queued one, or a new one when it is full."""
-        queue = self._queue
-        if queue:
-            batch = queue[-1]
-            if not batch.ops or len(batch.ops) + size <= self.batch_max:
-                return batch
-        batch = Batch(self._wake_writer)
-        queue.append(batch)
-        self._wake_writer()
-        return batch
-
     def _unavailable(self) -> StorageUnavailable:
         if self._failed is not None:
             return StorageUnavailable(f"{self.path}: storage failed earlier: {self._failed}")
