@@ -134,7 +134,8 @@ def test_resume_with_inputs_shows_a_bad_inputs_error(page: Any, served: Served) 
     form.get_by_role("button", name="Resume").click()
     expect(page.locator(".head .badge")).to_contain_text("SUCCESS")
     done = api(served, "GET", f"executions/{ex['id']}")
-    assert done["task_run" + "s"][0]["outputs"] == {"ok": True, "limits": {"max": 3}}
+    given = {"ok": True, "limits": {"max": 3}}
+    assert done["task_run" + "s"][0]["outputs"] == {**given, "onResume": given}
 
 
 def test_download_an_output_file(page: Any, served: Served, tmp_path: Path) -> None:
