@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 from actorflow._errors import StorageUnavailable
 from actorflow.storage._rows import DeleteExecution, DeleteTaskRuns, Op, RejectedOp
-from actorflow.storage._store import COMMITTED, Commit
+from actorflow.storage._store import COMMITTED, Commit, FencedCallback, RejectedCallback
+
+_log = logging.getLogger("actorflow.storage")
 
 _DELETES = frozenset({DeleteTaskRuns, DeleteExecution})
 
@@ -82,6 +85,12 @@ class BatchQueue:
     _queue: deque[Batch]
     _failed: BaseException | None
     _refusal: str | None
+    on_rejected: RejectedCallback | None
+    on_fenced: FencedCallback | None
+
+    def _name(self) -> str:  # pragma: no cover - each store's own
+        """What log lines call this store (a path, a redacted URL)."""
+        raise NotImplementedError
 
     def _unavailable(self) -> StorageUnavailable:  # pragma: no cover - each store's own
         raise NotImplementedError
@@ -124,3 +133,31 @@ class BatchQueue:
         queue.append(batch)
         self._wake_writer()
         return batch
+
+    def _tell_fenced(self, fenced: list[tuple[str, str]]) -> None:
+        """Writes of executions whose lease another worker took were refused: say which."""
+        if not fenced:
+            return
+        if self.on_fenced is None:
+            for ex_id, why in fenced:
+                _log.warning("%s: writes of execution %s refused: %s", self._name(), ex_id, why)
+            return
+        try:
+            self.on_fenced(tuple(fenced))
+        except Exception:  # the callback's bug must not stop the writer
+            _log.exception("%s: on_fenced failed", self._name())
+
+    def _report(self, rejected: tuple[RejectedOp, ...]) -> None:
+        """Tell the runtime (or the log) which rows were left out, before the commit wakes
+        anyone: whoever awaits it then sees its execution failed, not succeeded."""
+        if self.on_rejected is None:
+            for r in rejected:
+                _log.warning(
+                    "%s: a row of execution %s was not stored (%s %s): %s",
+                    self._name(), r.execution_id, r.table, r.key, r.error,
+                )  # fmt: skip
+            return
+        try:
+            self.on_rejected(rejected)
+        except Exception:  # the callback's bug must not stop the writer
+            _log.exception("%s: on_rejected failed", self._name())

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from actorflow._errors import DatabaseInvalid, SchemaTooNew
-from actorflow.storage._schema import CURRENT_VERSION
+from actorflow.storage._schema import _V9_TO_V10, CURRENT_VERSION
 
 if TYPE_CHECKING:
     import asyncpg
@@ -199,19 +199,7 @@ CREATE TABLE IF NOT EXISTS kv (
 UPDATE schema_version SET version = 9
 """,
     # v10: each listing filter gets an index that also yields its order (see SQLite's v10).
-    9: """
-DROP INDEX IF EXISTS ix_executions_state;
-DROP INDEX IF EXISTS ix_executions_flow;
-DROP INDEX IF EXISTS ix_executions_flow_id;
-DROP INDEX IF EXISTS ix_executions_created;
-CREATE INDEX IF NOT EXISTS ix_executions_state_created ON executions(state, created, id);
-CREATE INDEX IF NOT EXISTS ix_executions_ns_created ON executions(namespace, created, id);
-CREATE INDEX IF NOT EXISTS ix_executions_ns_flow_created
-    ON executions(namespace, flow_id, created, id);
-CREATE INDEX IF NOT EXISTS ix_executions_flow_created ON executions(flow_id, created, id);
-CREATE INDEX IF NOT EXISTS ix_executions_created_id ON executions(created, id);
-UPDATE schema_version SET version = 10
-""",
+    9: _V9_TO_V10,
 }
 CURRENT_PG_VERSION = PG_VERSION + len(MIGRATIONS)
 # Both stores speak one schema version: a SQLite migration needs its PostgreSQL twin here

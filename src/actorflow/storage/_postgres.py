@@ -396,31 +396,8 @@ class PostgresStore(BatchQueue):
             self._report(left_out)
         batch.commit.resolve(None, left_out)
 
-    def _tell_fenced(self, fenced: list[tuple[str, str]]) -> None:
-        """Writes of executions whose lease another worker took were refused: say which."""
-        if not fenced:
-            return
-        if self.on_fenced is None:
-            for ex_id, why in fenced:
-                _log.warning("%s: writes of execution %s refused: %s", self.where, ex_id, why)
-            return
-        try:
-            self.on_fenced(tuple(fenced))
-        except Exception:  # the callback's bug must not stop the writer
-            _log.exception("%s: on_fenced failed", self.where)
-
-    def _report(self, rejected: tuple[RejectedOp, ...]) -> None:
-        if self.on_rejected is None:
-            for r in rejected:
-                _log.warning(
-                    "%s: a row of execution %s was not stored (%s %s): %s",
-                    self.where, r.execution_id, r.table, r.key, r.error,
-                )  # fmt: skip
-            return
-        try:
-            self.on_rejected(rejected)
-        except Exception:
-            _log.exception("%s: on_rejected failed", self.where)
+    def _name(self) -> str:
+        return self.where
 
     def _fail(self, exc: BaseException) -> None:
         """Fail the batch in flight and everything queued; refuse later writes."""

@@ -461,33 +461,8 @@ class SQLiteStore(SQLiteReads, BatchQueue):
             self._report(left_out)
         batch.commit.resolve(None, left_out)
 
-    def _tell_fenced(self, fenced: list[tuple[str, str]]) -> None:
-        """Writes of executions whose lease another worker took were refused: say which."""
-        if not fenced:
-            return
-        if self.on_fenced is None:
-            for ex_id, why in fenced:
-                _log.warning("%s: writes of execution %s refused: %s", self.path, ex_id, why)
-            return
-        try:
-            self.on_fenced(tuple(fenced))
-        except Exception:  # the callback's bug must not stop the writer
-            _log.exception("%s: on_fenced failed", self.path)
-
-    def _report(self, rejected: tuple[RejectedOp, ...]) -> None:
-        """Tell the runtime (or the log) which rows were left out, before the commit wakes
-        anyone: whoever awaits it then sees its execution failed, not succeeded."""
-        if self.on_rejected is None:
-            for r in rejected:
-                _log.warning(
-                    "%s: a row of execution %s was not stored (%s %s): %s",
-                    self.path, r.execution_id, r.table, r.key, r.error,
-                )  # fmt: skip
-            return
-        try:
-            self.on_rejected(rejected)
-        except Exception:  # the callback's bug must not stop the writer
-            _log.exception("%s: on_rejected failed", self.path)
+    def _name(self) -> str:
+        return str(self.path)
 
     def _acked(
         self,
