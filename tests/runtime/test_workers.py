@@ -223,7 +223,8 @@ async def test_a_stalled_worker_is_fenced_when_it_wakes(tmp_path: Path) -> None:
                 lambda: all(f"execution {i}: lease lost" in stalled.stderr() for i in ids),
             )
             # Its refused batches are answered before it logs; one more beat for stragglers.
-            until("a heartbeat of the woken worker", lambda: _beat_after(db, time.time()))
+            woke = time.time()
+            until("a heartbeat of the woken worker", lambda: _beat_after(db, stalled.pid, woke))
             assert snapshot() == before
             assert stalled.proc.poll() is None  # stopped those executions, not itself
     assert "claimed by" in stalled.stderr()
@@ -280,20 +281,18 @@ async def test_a_stalled_worker_on_postgres_is_fenced_when_it_wakes(
                 "the woken worker to stop every lost execution",
                 lambda: all(f"execution {i}: lease lost" in stalled.stderr() for i in ids),
             )
-            now = time.time()
-            until(
-                "a heartbeat of the woken worker",
-                lambda: pg_rows(pg_dsn, "SELECT count(*) FROM owners WHERE heartbeat > $1", now)[0][
-                    0
-                ],
-            )
+            woke, mine = time.time(), f"%:{stalled.pid}:%"
+            beat = "SELECT count(*) FROM owners WHERE heartbeat > $1 AND owner LIKE $2"
+            until("a heartbeat of the woken worker", lambda: pg_rows(pg_dsn, beat, woke, mine)[0][0])
             assert snapshot() == before
             assert stalled.proc.poll() is None  # stopped those executions, not itself
     assert "claimed by" in stalled.stderr()
 
 
-def _beat_after(db: Path, when: float) -> bool:
-    return bool(rows(db, "SELECT count(*) FROM owners WHERE heartbeat > ?", when)[0][0])
+def _beat_after(db: Path, pid: int, when: float) -> bool:
+    """Whether the worker of process ``pid`` (its owner name holds the pid) beat after ``when``."""
+    sql = "SELECT count(*) FROM owners WHERE heartbeat > ? AND owner LIKE ?"
+    return bool(rows(db, sql, when, f"%:{pid}:%")[0][0])
 
 
 async def test_a_client_submits_and_a_worker_elsewhere_runs_it(tmp_path: Path) -> None:
