@@ -97,3 +97,56 @@ def test_a_second_signal_stops_a_server_with_running_tasks_at_once(tmp_path: Pat
     code, _, err = finish(proc, timeout=60)
     assert code == 0, err
     assert "interrupting running tasks" in err
+
+
+PAIR = """\
+id: pair
+namespace: cli
+tasks:
+  - id: both
+    type: io.kestra.plugin.core.flow.Parallel
+    tasks:
+      - id: nap
+        type: sleep
+        duration: 3600
+      - id: doze
+        type: sleep
+        duration: 3600
+"""
+
+
+async def test_sigterm_records_the_running_attempts_before_letting_go(tmp_path: Path) -> None:
+    """A SIGTERM to ``actorflow run`` with two attempts running closes the runtime (exit 143):
+    right after, the store shows both attempts FAILED "interrupted" and the execution RUNNING
+    with no owner or lease; the next runtime starts attempt 2 of each, recording nothing twice."""
+    flow = tmp_path / "pair.yaml"
+    flow.write_text(PAIR)
+    db = tmp_path / "t.db"
+    proc = start("run", flow, "--db", db, "--shutdown-timeout", "1")
+    both = "SELECT count(*) FROM attempts WHERE state = 'RUNNING'"
+    poll("both attempts to run", lambda: query(db, both) == [(2,)])
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = finish(proc, timeout=60)
+    assert code == 143, err
+    assert query(db, "SELECT state, error, end IS NOT NULL FROM attempts ORDER BY task_run_id") == [
+        ("FAILED", "interrupted", 1),
+        ("FAILED", "interrupted", 1),
+    ]
+    assert query(db, "SELECT state, owner, lease_expiry FROM executions") == [
+        ("RUNNING", None, None)
+    ]
+    (execution_id,) = [r[0] for r in query(db, "SELECT id FROM executions")]
+    async with af.Runtime.open(db, shutdown_timeout=0) as rt:
+        with anyio.fail_after(30):
+            while True:
+                ex = await rt.get(execution_id)
+                runs = [ex.task_run("nap"), ex.task_run("doze")]
+                if all(len(tr.attempts) == 2 for tr in runs):
+                    break
+                await anyio.wait_all_tasks_blocked()
+        for tr in runs:
+            assert [(a.number, a.state, a.error) for a in tr.attempts] == [
+                (1, af.State.FAILED, "interrupted"),
+                (2, af.State.RUNNING, None),
+            ]
+        await rt.kill(execution_id)

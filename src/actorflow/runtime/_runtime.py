@@ -50,6 +50,7 @@ from actorflow.runtime._core._recovery import (
     TERMINAL_NAMES,
     Recovery,
 )
+from actorflow.runtime._core._shutdown import RECORD_MIN, grace_of, record_interrupted
 from actorflow.runtime._flow import Flow, Input, load_source, validate_inputs
 from actorflow.runtime._observer import Observer
 from actorflow.runtime._records import Execution, StateEntry, TaskRun
@@ -254,26 +255,75 @@ class Runtime(Recovery):
                 rt._closing = True
                 tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
-                    # Bounded whatever the number of executions: attempts still running at
-                    # the end are interrupted; the next start (or another worker) recovers
-                    # them as after a crash (FAILED "interrupted", then a new attempt).
-                    await system.shutdown(rt.shutdown_timeout)
-                    consuming = rt._consuming
-                    if consuming is not None:
-                        await consuming.wait()  # its answer is written while we still own
-                    with contextlib.suppress(Exception):
-                        await engine.observer.aclose()
-                    with contextlib.suppress(Exception):
-                        await store.flush()
-                    if not read_only:
-                        if worker:
-                            # Another worker resumes at once what did not finish here.
-                            with contextlib.suppress(Exception):
-                                await store.release_leases(engine.owner)
-                        with contextlib.suppress(Exception):
-                            await store.release_owner(engine.owner)
+                    await rt._shut_down(worker=worker)
         if body_error is not None:
             raise body_error
+
+    async def _shut_down(self, *, worker: bool) -> None:
+        """Close within ``shutdown_timeout`` whatever the number of executions: nothing new
+        starts or is claimed; running attempts get the grace together, then are interrupted;
+        the interrupted attempts are recorded (as recovery would) and committed, and only then
+        are the leases released, so another worker (or the next start) resumes them at once.
+        """
+        engine, store = self.engine, self.store
+        deadline = anyio.current_time() + self.shutdown_timeout
+        await engine.system.shutdown(grace_of(self.shutdown_timeout))
+        consuming = self._consuming
+        if consuming is not None:
+            await consuming.wait()  # its answer is written while we still own
+        unrecorded: set[str] = set()
+        if worker and not self.read_only:
+            unrecorded = await self._record_interrupted(deadline)
+        with contextlib.suppress(Exception):
+            await engine.observer.aclose()
+        with contextlib.suppress(Exception):
+            await store.flush()
+        if self.read_only:
+            return
+        if worker:
+            # Another worker resumes at once what did not finish here; what could not be
+            # recorded keeps its lease until it expires, then is recovered as after a crash.
+            with contextlib.suppress(Exception):
+                if unrecorded:
+                    rest = [i for i in store.fences if i not in unrecorded]
+                    await store.release_leases(engine.owner, rest)
+                else:
+                    await store.release_leases(engine.owner)
+        with contextlib.suppress(Exception):
+            await store.release_owner(engine.owner)
+
+    async def _record_interrupted(self, deadline: float) -> set[str]:
+        """Record the attempts the close interrupted, committed; returns the executions it
+        could not answer for (storage failed or the time ran out)."""
+        engine = self.engine
+        ids = [i for i in engine.live if i not in engine.fenced_out]
+        if not ids:
+            return set()
+        if engine.store.failed is not None:
+            return set(ids)
+        flows = engine.guardian.live_flows()
+        budget = max(deadline - anyio.current_time(), RECORD_MIN)
+        with anyio.move_on_after(budget):
+            try:
+                await engine.store.flush()  # the snapshots of the last moments are stored
+                touched, count = await record_interrupted(engine, flows, ids)
+            except Exception as exc:
+                _log.warning(
+                    "closing: the interrupted attempts of %d executions could not be recorded"
+                    " (%s); the next worker records them when it resumes them", len(ids), exc,
+                )  # fmt: skip
+                return set(ids)
+            if count:
+                _log.info(
+                    "closing: %d interrupted attempts recorded (%d executions)",
+                    count, len(touched),
+                )  # fmt: skip
+            return set()
+        _log.warning(
+            "closing: recording the interrupted attempts of %d executions took longer than"
+            " %.2gs; the next worker records them when it resumes them", len(ids), budget,
+        )  # fmt: skip
+        return set(ids)
 
     def interrupt(self) -> None:
         """Interrupt running attempts now instead of at the end of the closing grace (the CLI's

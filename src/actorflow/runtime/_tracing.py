@@ -879,8 +879,13 @@ class TracingObserver(Observer):
         """End the spans still open (their runtime closes), and flush providers we made."""
         end = self._now()
         for span in self._attempts.values():
+            # A task cancelled by the closing runtime never ended it: it ends as the store
+            # records the attempt, FAILED "interrupted" (the next owner makes no second one).
+            _put(span, "actorflow.state", State.FAILED.value)
             _put(span, "actorflow.interrupted", True)
-            span.end(end_time=end)  # a task cancelled by the closing runtime never ended it
+            _put(span, "error.type", "interrupted")
+            span.set_status(Status(StatusCode.ERROR, "interrupted"))
+            span.end(end_time=end)
         for entry in (*self._runs.values(), *self._exec.values()):
             if entry.recording:
                 _put(entry.span, "actorflow.interrupted", True)

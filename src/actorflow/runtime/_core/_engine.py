@@ -73,6 +73,10 @@ class GuardianLike(Protocol):
     def release(self, name: str) -> None:
         """An execution actor ended its execution: nothing to restart."""
 
+    def live_flows(self) -> dict[str, Flow]:
+        """The flow of each execution whose actor has not ended it (by execution id)."""
+        ...
+
 
 _log = logging.getLogger("actorflow.engine")
 

@@ -56,6 +56,10 @@ class Guardian(Actor):
         else:  # spawned before this actor's task started: linked in on_start
             self._early.append(ref)
 
+    def live_flows(self) -> dict[str, Flow]:
+        """The flow of each execution whose actor has not ended it (by execution id)."""
+        return dict(self.by_actor.values())
+
     def release(self, name: str) -> None:
         """An execution actor ended its execution: nothing to restart if it stops now.
 

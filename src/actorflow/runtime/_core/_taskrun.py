@@ -29,6 +29,7 @@ from actorflow.runtime._core._messages import (
     Start,
     TaskRunChanged,
 )
+from actorflow.runtime._core._shutdown import interrupted_attempt
 from actorflow.runtime._flow import validate_inputs
 from actorflow.runtime._hostlog import task_run_event
 from actorflow.runtime._records import Attempt, StateEntry, TaskRun
@@ -200,14 +201,11 @@ class TaskRunActor(Actor):
                 return
             if isinstance(self.task, Subflow) and await self._found_child():
                 return
-            # The attempt in flight died with the process: record it, then try again.
-            now = self.scope.engine.clock.now()
-            attempts = list(self.record.attempts)
-            if attempts and attempts[-1].end is None:
-                attempts[-1] = msgspec.structs.replace(
-                    attempts[-1], state=State.FAILED, end=now, error="interrupted"
-                )
-                self.record = msgspec.structs.replace(self.record, attempts=tuple(attempts))
+            # The attempt in flight died with the process: record it, then try again. A
+            # runtime that closed recorded it already (the same record): nothing twice.
+            recorded = interrupted_attempt(self.record, self.scope.engine.clock.now())
+            if recorded is not None:
+                self.record = recorded
                 self.scope.engine.save_task_run(self.record)
             await self._run_attempt()
 
