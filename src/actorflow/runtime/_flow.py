@@ -14,7 +14,7 @@ from typing import Any
 
 from actorflow._errors import FlowValidationError, InputError, Problem, UnstorableValue
 from actorflow.runtime._retry import Retry
-from actorflow.runtime._tasks import Call, Dag, Flowable, Task
+from actorflow.runtime._tasks import Call, Dag, Flowable, ForEach, Task
 from actorflow.runtime._triggers import Trigger, trigger_problems
 from actorflow.runtime._values import (
     check_labels,
@@ -452,6 +452,11 @@ class Flow:
     _index: dict[str, tuple[Task, Flowable | None]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    # (reading task id, parameter) -> how many ForEach loops around the upstream step (and
+    # the reader): the reference means the upstream output of the reader's own iteration.
+    _ref_loops: dict[tuple[str, str], int] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if any((isinstance(t, Call) and t.refs) or isinstance(t, Flowable) for t in self.tasks):
@@ -482,11 +487,72 @@ class Flow:
                             f"parameter {name!r} reads the output of task {upstream!r}, which "
                             "is not in this flow", field=f"{task.id}.{name}",
                         ))  # fmt: skip
+                        continue
+                    depth, why = self._loop_reference(upstream, task.id)
+                    if why is not None:
+                        problems.append(Problem(
+                            f"parameter {name!r} reads the output of task {upstream!r}, but {why}",
+                            field=f"{task.id}.{name}",
+                        ))  # fmt: skip
+                    elif depth:
+                        self._ref_loops[(task.id, name)] = depth
         problems.extend(self._storable())
         if self.concurrency is not None and self.concurrency.limit < 1:
             problems.append(Problem("concurrency.limit must be >= 1", field="concurrency.limit"))
         if problems:
             raise FlowValidationError([_with_file(p, self.source_path) for p in problems])
+
+    def _loops(self, task_id: str) -> list[tuple[ForEach, Task]]:
+        """The ForEach loops whose iterations run ``task_id``, outermost first, each with its
+        task on the way down to ``task_id``."""
+        found: list[tuple[ForEach, Task]] = []
+        child, parent = self._index[task_id]
+        for _ in range(MAX_NESTING + 1):
+            if parent is None:
+                break
+            if isinstance(parent, ForEach) and any(t is child for t in parent.tasks):
+                found.append((parent, child))
+            child = parent
+            parent = self._index[parent.id][1] if parent.id in self._index else None
+        found.reverse()
+        return found
+
+    def _loop_reference(self, upstream: str, reader: str) -> tuple[int, str | None]:
+        """How ``reader``'s ``upstream.output()`` resolves across loops: the number of ForEach
+        loops around ``upstream`` (each iteration of them reads its own upstream output), or
+        why it cannot resolve to one output."""
+        outer = self._loops(upstream)
+        if not outer:
+            return 0, None
+        around = self._loops(reader)
+        for depth, (loop, _) in enumerate(outer):
+            if depth >= len(around) or around[depth][0] is not loop:
+                return 0, (
+                    f"{upstream!r} runs once per value of ForEach {loop.id!r} and {reader!r} is"
+                    f" not inside {loop.id!r}: there is no one output to pass (a template,"
+                    f" {{{{ outputs.{upstream} }}}}, reads every iteration's by value)"
+                )
+        loop, up_child = outer[-1]
+        own_child = around[len(outer) - 1][1]
+        if own_child is not up_child:
+            if loop.parallel_tasks:
+                return 0, (
+                    f"ForEach {loop.id!r} runs the tasks of one value at the same time"
+                    f" (parallel_tasks), so {up_child.id!r} may not have ended when"
+                    f" {own_child.id!r} starts: put them in a Sequential inside it"
+                )
+            order = [t.id for t in loop.tasks]
+            if order.index(own_child.id) < order.index(up_child.id):
+                return 0, (
+                    f"{own_child.id!r} comes before {up_child.id!r} in each iteration of"
+                    f" ForEach {loop.id!r}: list {up_child.id!r} first"
+                )
+        return len(outer), None
+
+    def ref_loops(self, task_id: str, param: str) -> int:
+        """How many ForEach loops around the upstream step of ``task_id``'s reference
+        ``param`` (0: it is outside loops); the reader reads its own iteration's output."""
+        return self._ref_loops.get((task_id, param), 0)
 
     def _storable(self) -> list[Problem]:
         """Identity fields every execution row carries: the store must keep them exactly."""

@@ -43,6 +43,7 @@ R = TypeVar("R")
 
 if TYPE_CHECKING:
     from actorflow.runtime._context import TaskContext
+    from actorflow.runtime._flow import Flow
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,14 +178,25 @@ class OutputRef:
     step: Call[Any]
     key: str | None = None
 
-    def resolve(self, outputs: Mapping[str, Any], reader: str) -> Any:
-        """The referenced value among the execution's ``outputs`` so far."""
+    def resolve(
+        self, outputs: Mapping[str, Any], reader: str, iteration: Sequence[str] = ()
+    ) -> Any:
+        """The referenced value among the execution's ``outputs`` so far; ``iteration``: the
+        loop values of the reader's iteration around the upstream step, outermost first (its
+        outputs are kept by them), whose own output is read."""
         task_id = self.step.id
         if task_id not in outputs:
             raise OutputError(
                 f"{reader}: task {task_id!r} has no outputs yet (does it run before?)"
             )
         stored = outputs[task_id]
+        for value in iteration:
+            if not isinstance(stored, Mapping) or value not in stored:
+                raise OutputError(
+                    f"{reader}: task {task_id!r} has no outputs for value {value!r} yet"
+                    " (does it run before, in the same iteration?)"
+                )
+            stored = stored[value]
         if self.key is None:
             return self.step.result(stored)
         if not isinstance(stored, Mapping) or self.key not in stored:
@@ -236,13 +248,40 @@ class Call(Runnable, Generic[R]):
         params = ctx.render(self.params, field="params") if self.params else {}
         if self.refs:
             hints = _hints(self.fn)
+            flow = ctx.engine.find_flow(ctx.namespace, ctx.flow_id, ctx.flow_revision)
             for name in self.refs:
                 where = f"task {self.id!r} parameter {name!r}"
-                value = self.params[name].resolve(ctx.outputs, where)
+                depth = flow.ref_loops(self.id, name) if flow is not None else 0
+                keys = _iteration(flow, ctx, depth) if flow is not None and depth else ()
+                value = self.params[name].resolve(ctx.outputs, where, keys)
                 params[name] = _convert(value, hints.get(name, Any), where)
         if _is_async(self.fn):
             return await self.fn(ctx, **params)
         return await ctx.run_sync(functools.partial(self.fn, ctx, **params))
+
+
+def _iteration(flow: Flow, ctx: TaskContext, depth: int) -> list[str]:
+    """The loop values of ``ctx``'s task run in its ``depth`` outermost ForEach loops, as
+    the outputs of a step inside those loops are kept (``ExecutionScope.record_outputs``:
+    a value inherited from a parent counts once)."""
+    variables = ctx._variables or {}
+    chain = [(ctx.task_id, ctx.value)]
+    for parent in variables.get("parents", ()):
+        chain.append((parent["task"]["id"], parent["taskrun"]["value"]))
+    levels: list[str] = []
+    for task_id, value in chain:  # nearest first
+        try:
+            owner = flow.parent_of(task_id)
+        except KeyError:
+            continue
+        if value is not None and isinstance(owner, ForEach):
+            levels.append(value)
+    levels.reverse()
+    keys: list[str] = []
+    for value in levels[:depth]:
+        if not keys or keys[-1] != value:
+            keys.append(value)
+    return keys
 
 
 @functools.cache
