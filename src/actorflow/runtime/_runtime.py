@@ -159,9 +159,13 @@ class Runtime(Recovery):
         Unfinished executions whose owner process is gone are resumed, provided their flow is
         in ``flows`` (or registered later with :meth:`register`) or was loaded from a file.
         Closing takes at most about ``shutdown_timeout`` seconds, however many executions run
-        (set ``rt.shutdown_timeout`` to change it before the block ends): running attempts get
-        that long together, then are interrupted and resumed by the next runtime to open the
-        database, as after a crash.
+        (set ``rt.shutdown_timeout`` to change it before the block ends): nothing new starts or
+        is claimed; running attempts get that long together (less a fifth, at most 2 s, kept
+        for what follows), then are interrupted; the runtime records each interrupted attempt
+        as recovery would (FAILED ``interrupted``), commits that, and only then releases its
+        leases, so another worker or the next start resumes them at once with a new attempt.
+        Recording gets at least half a second; what storage could not record keeps its lease
+        and is recovered as after a crash.
 
         ``read_only``: read and inspect only (the CLI's read commands): nothing is written, no
         writer starts, no owner is registered, nothing is recovered; it works on a read-only
@@ -328,8 +332,9 @@ class Runtime(Recovery):
     def interrupt(self) -> None:
         """Interrupt running attempts now instead of at the end of the closing grace (the CLI's
         second Ctrl-C): called while the runtime closes, the grace ends at once; called before,
-        closing will not wait. Interrupted attempts are resumed by the next runtime to open
-        the database, as after a crash (the attempt FAILED ``interrupted``, then a new one)."""
+        closing will not wait. The close still records the interrupted attempts (FAILED
+        ``interrupted``) before it releases their leases; the next runtime to take them runs a
+        new attempt."""
         self.shutdown_timeout = 0.0
         if self._closing:
             self.engine.system.cancel_all()
