@@ -31,6 +31,7 @@ MODULES = [
     "web",
     "workers",
     "schedule",
+    "shutdown",
 ]
 RESULTS = Path(__file__).parent / "results"
 
