@@ -186,6 +186,80 @@ async def test_closing_records_interrupted_attempts_and_commits_before_releasing
         ]  # fmt: skip
 
 
+class Gate:
+    """``ends_in_grace`` waits for ``release``, set as the close begins."""
+
+    release = anyio.Event()
+    ran: list[str] = []
+
+
+@af.task
+async def ends_in_grace(ctx: af.TaskContext) -> dict[str, str]:
+    Gate.ran.append(ctx.task_id)
+    await Gate.release.wait()
+    return {"ended": "in the grace"}
+
+
+@af.task
+async def after(ctx: af.TaskContext) -> None:
+    Gate.ran.append(ctx.task_id)
+
+
+async def test_nothing_new_starts_while_closing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task run that ends during the grace is stored SUCCESS, but what would follow it does
+    not start while the runtime closes; the next runtime runs it, once."""
+    Started.reset(1)
+    Gate.release, Gate.ran = anyio.Event(), []
+    shutdown = ActorSystem.shutdown
+
+    async def release_first(self: ActorSystem, grace: float = 5.0) -> None:
+        Gate.release.set()  # the quick task ends now, inside the grace
+        await shutdown(self, grace)
+
+    flow = af.Flow(id="grace", namespace="shutdown", tasks=[
+        af.Parallel(id="p", tasks=[ends_in_grace("quick"), stuck_once("work")]),
+    ], finally_=[after("next")])  # fmt: skip
+    seq = af.Flow(id="seq", namespace="shutdown", tasks=[ends_in_grace("quick"), after("next")])
+    db = tmp_path / "g.db"
+    async with Runtime.open(db, flows=[flow, seq], shutdown_timeout=1.0) as rt:
+        ids = [(await rt.submit(flow)).id, (await rt.submit(seq)).id]
+        await Started.all_in.wait()
+        while Gate.ran.count("quick") < 2:
+            await anyio.wait_all_tasks_blocked()
+        monkeypatch.setattr(ActorSystem, "shutdown", release_first)
+    monkeypatch.undo()
+    stored = await _stored({"path": db}, ids)
+    assert stored["runs"][0] == [("p", "RUNNING"), ("quick", "SUCCESS"), ("work", "RUNNING")]
+    assert stored["runs"][1] == [("quick", "SUCCESS")]
+    assert "next" not in Gate.ran
+    async with Runtime.open(db, flows=[flow, seq]) as again:
+        done = [await again.wait(i) for i in ids]
+    assert [d.state for d in done] == [af.State.SUCCESS, af.State.SUCCESS]
+    assert Gate.ran.count("next") == 2 and Gate.ran.count("quick") == 2
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_closing_on_trio_records_interrupted_attempts(tmp_path: Path) -> None:
+    """On trio too, the close stores the interrupted attempt FAILED "interrupted" and releases
+    the lease; the next runtime finishes the execution with attempt 2."""
+    Started.reset(1)
+    db = tmp_path / "trio.db"
+    async with Runtime.open(db, flows=[FLOW], shutdown_timeout=0.2) as rt:
+        eid = (await rt.submit(FLOW)).id
+        await Started.all_in.wait()
+    stored = await _stored({"path": db}, [eid])
+    assert stored["leases"] == {(None, None)}
+    assert stored["attempts"] == [[(1, "FAILED", "interrupted", True)]]
+    async with Runtime.open(db, flows=[FLOW]) as again:
+        done = await again.wait(eid)
+    assert [(a.state, a.error) for a in done.task_run("work").attempts] == [
+        (af.State.FAILED, "interrupted"),
+        (af.State.SUCCESS, None),
+    ]
+
+
 async def test_storage_failing_at_close_releases_nothing_it_could_not_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
