@@ -289,6 +289,30 @@ async def test_storage_failing_at_close_releases_nothing_it_could_not_record(
     ]
 
 
+async def test_a_record_out_of_time_keeps_the_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no time left to record (a zero timeout and no minimum), the close records nothing
+    and keeps the lease rather than hand over an attempt the store shows running."""
+    monkeypatch.setattr("actorflow.runtime._runtime.RECORD_MIN", 0.0)
+    Started.reset(1)
+    db = tmp_path / "z.db"
+    async with Runtime.open(db, flows=[FLOW], shutdown_timeout=0.0, lease_ttl=0.5) as rt:
+        eid = (await rt.submit(FLOW)).id
+        await Started.all_in.wait()
+        owner = rt.engine.owner
+    stored = await _stored({"path": db}, [eid])
+    assert {o for o, _ in stored["leases"]} == {owner}
+    assert stored["attempts"] == [[(1, "RUNNING", None, False)]]
+    monkeypatch.undo()
+    async with Runtime.open(db, flows=[FLOW]) as again:
+        done = await again.wait(eid)
+    assert [(a.state, a.error) for a in done.task_run("work").attempts] == [
+        (af.State.FAILED, "interrupted"),
+        (af.State.SUCCESS, None),
+    ]
+
+
 @pytest.fixture
 def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     exporter = InMemorySpanExporter()

@@ -60,6 +60,7 @@ from actorflow.runtime._values import check_labels, check_text, to_plain
 from actorflow.storage import (
     SCHEME,
     ClaimExecution,
+    Commit,
     DeleteTaskRuns,
     ExecutionRow,
     FileStorage,
@@ -282,12 +283,15 @@ class Runtime(Recovery):
         if consuming is not None:
             await consuming.wait()  # its answer is written while we still own
         unrecorded: set[str] = set()
+        late: Commit | None = None
         if worker and not self.read_only:
-            unrecorded = await self._record_interrupted(deadline)
+            unrecorded, late = await self._record_interrupted(deadline)
         with contextlib.suppress(Exception):
             await engine.observer.aclose()
         with contextlib.suppress(Exception):
             await store.flush()
+        if late is not None and late.done and late.error is None:
+            unrecorded = set()  # the records landed after all: nothing is left unanswered
         if self.read_only:
             return
         if worker:
@@ -306,38 +310,40 @@ class Runtime(Recovery):
         await anyio.sleep(grace)
         self.engine.system.cancel_all()
 
-    async def _record_interrupted(self, deadline: float) -> set[str]:
-        """Record the attempts the close interrupted, committed; returns the executions it
-        could not answer for (storage failed or the time ran out)."""
+    async def _record_interrupted(self, deadline: float) -> tuple[set[str], Commit | None]:
+        """Record the attempts the close interrupted; returns the executions it could not
+        answer for yet (storage failed, or the time ran out: then also the commit, which may
+        still land)."""
         engine = self.engine
         ids = [i for i in engine.live if i not in engine.fenced_out]
         if not ids:
-            return set()
+            return set(), None
         if engine.store.failed is not None:
-            return set(ids)
+            return set(ids), None
         flows = engine.guardian.live_flows()
         budget = max(deadline - anyio.current_time(), RECORD_MIN)
+        commit: Commit | None = None
         with anyio.move_on_after(budget):
             try:
                 await engine.store.flush()  # the snapshots of the last moments are stored
-                touched, count = await record_interrupted(engine, flows, ids)
+                commit, count = await record_interrupted(engine, flows, ids)
+                if commit is not None:
+                    await commit
             except Exception as exc:
                 _log.warning(
                     "closing: the interrupted attempts of %d executions could not be recorded"
                     " (%s); the next worker records them when it resumes them", len(ids), exc,
                 )  # fmt: skip
-                return set(ids)
+                return set(ids), None
             if count:
-                _log.info(
-                    "closing: %d interrupted attempts recorded (%d executions)",
-                    count, len(touched),
-                )  # fmt: skip
-            return set()
+                _log.info("closing: %d interrupted attempts recorded", count)
+            return set(), None
         _log.warning(
             "closing: recording the interrupted attempts of %d executions took longer than"
-            " %.2gs; the next worker records them when it resumes them", len(ids), budget,
+            " %.2gs; unless it is stored by the end of the close, the next worker records them"
+            " when it resumes them", len(ids), budget,
         )  # fmt: skip
-        return set(ids)
+        return set(ids), commit
 
     def interrupt(self) -> None:
         """Interrupt running attempts now instead of at the end of the closing grace (the CLI's

@@ -22,6 +22,7 @@ import msgspec
 from actorflow.runtime._core._persist import decode_task_run
 from actorflow.runtime._states import State
 from actorflow.runtime._tasks import Runnable
+from actorflow.storage import Commit
 
 if TYPE_CHECKING:
     from actorflow.runtime._core._engine import Engine
@@ -66,17 +67,16 @@ def _recordable(flow: Flow | None, tr: TaskRun) -> bool:
 
 async def record_interrupted(
     engine: Engine, flows: Mapping[str, Flow], execution_ids: Sequence[str]
-) -> tuple[set[str], int]:
-    """Record the interrupted attempts of ``execution_ids`` (their flows in ``flows``) in one
-    transaction and wait until it is committed; returns the executions that had one and how
-    many attempts were recorded.
+) -> tuple[Commit | None, int]:
+    """Queue the records of the interrupted attempts of ``execution_ids`` (their flows in
+    ``flows``) as one transaction; returns its commit (await it for durability; None when
+    there is nothing to record) and how many attempts it records.
 
     Raises whatever the store raises (storage failed): nothing is then known to be recorded.
     """
     store = engine.store
     now = engine.clock.now()
     ops: list[Any] = []
-    touched: set[str] = set()
     count = 0
     for start in range(0, len(execution_ids), _CHUNK):
         chunk = execution_ids[start : start + _CHUNK]
@@ -93,11 +93,8 @@ async def record_interrupted(
                 recorded = interrupted_attempt(tr, now) if _recordable(flow, tr) else None
                 if recorded is not None:
                     ops += engine._task_run_rows(recorded)
-                    touched.add(execution_id)
                     count += 1
-    if ops:
-        await store.write(ops)
-    return touched, count
+    return (store.write(ops) if ops else None), count
 
 
 __all__ = [
