@@ -26,8 +26,8 @@ import actorflow.flows
 
 async def main():
     async with af.Runtime.open(sys.argv[1], lease_ttl=5.0):
-        print("ready", flush=True)
         with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+            print("ready", flush=True)  # once a SIGTERM is ours to handle
             async for _ in signals:
                 break
 
