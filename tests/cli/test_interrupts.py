@@ -124,8 +124,10 @@ async def test_sigterm_records_the_running_attempts_before_letting_go(tmp_path: 
     db = tmp_path / "t.db"
     proc = start("run", flow, "--db", db, "--shutdown-timeout", "1")
     both = "SELECT count(*) FROM attempts WHERE state = 'RUNNING'"
-    poll("both attempts to run", lambda: query(db, both) == [(2,)])
-    proc.send_signal(signal.SIGTERM)
+    try:
+        poll("both attempts to run", lambda: query(db, both) == [(2,)])
+    finally:
+        proc.send_signal(signal.SIGTERM)  # a failed wait leaves no process behind either
     code, _, err = finish(proc, timeout=60)
     assert code == 143, err
     assert query(db, "SELECT state, error, end IS NOT NULL FROM attempts ORDER BY task_run_id") == [
