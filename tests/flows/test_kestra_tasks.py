@@ -179,7 +179,13 @@ async def test_labels_task_sets_execution_labels(rt: Runtime) -> None:
     later values win over the flow's own labels."""
     ex = await rt.run(_flow("labels.yaml"), {"extra": {"owner": "ann", "team": "ops"}}, timeout=10)
     assert ex.state is State.SUCCESS
-    assert ex.labels == {"team": "ops", "stage": "labels-task", "owner": "ann", "count": "3"}
+    assert ex.labels == {
+        "team": "ops",
+        "stage": "labels-task",
+        "owner": "ann",
+        "count": "3",
+        "system.correlationId": ex.id,
+    }
     assert (await rt.get(ex.id)).labels == ex.labels
 
 
@@ -238,7 +244,7 @@ async def test_subflow_templated_id_labels_and_outputs(rt: Runtime) -> None:
     assert call.outputs["outputs"] == {"got": "42!"}
     child = await rt.get(call.outputs["executionId"])
     assert child.flow_id == "child"
-    assert child.labels == {"origin": "parent", "via": "call"}
+    assert child.labels == {"origin": "parent", "via": "call", "system.correlationId": ex.id}
 
 
 async def test_subflow_templated_id_unknown_flow_fails(rt: Runtime) -> None:

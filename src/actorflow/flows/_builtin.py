@@ -364,10 +364,15 @@ class ForEachItemRun(Runnable):
         flow = ctx.engine.find_flow(ns, flow_id)
         if flow is None:
             raise ValueError(f"subflow {ns}.{flow_id} is not registered")
+        parent = await ctx.engine.load_execution(ctx.execution_id)
+        parent_labels = parent.labels if parent is not None else {}
         labels: dict[str, str] = {"system.correlationId": ctx.execution_id}
-        if self.inherit_labels:
-            parent = await ctx.engine.load_execution(ctx.execution_id)
-            labels.update(parent.labels if parent is not None else {})
+        # Kestra's children always carry their parent's system labels, its others on request.
+        labels.update(
+            parent_labels
+            if self.inherit_labels
+            else {k: v for k, v in parent_labels.items() if k.startswith("system.")}
+        )
         if self.labels:
             labels.update(labels_mapping(ctx.render(dict(self.labels)), f"task {self.id!r}"))
         ids = []

@@ -744,6 +744,10 @@ def _child_outputs(ex: Execution) -> dict[str, Any]:
     return out
 
 
+#: Kestra's label naming the first execution of a chain of subflows (and of retries).
+CORRELATION_ID = "system.correlationId"
+
+
 def new_execution_record(
     *,
     engine: Engine,
@@ -756,9 +760,13 @@ def new_execution_record(
     trigger: dict[str, Any] | None = None,
     execution_id: str | None = None,
 ) -> Execution:
-    """A CREATED execution of ``flow``."""
+    """A CREATED execution of ``flow``, labelled ``system.correlationId`` (its own id unless
+    given: a subflow's child carries its root's, as in Kestra)."""
+    execution_id = execution_id or engine.new_id()
+    all_labels = {**flow.labels, **(labels or {})}
+    all_labels.setdefault(CORRELATION_ID, execution_id)
     return Execution(
-        id=execution_id or engine.new_id(),
+        id=execution_id,
         trigger=trigger,
         namespace=flow.namespace,
         flow_id=flow.id,
@@ -768,7 +776,7 @@ def new_execution_record(
         inputs=inputs,
         parent_execution_id=parent_execution_id,
         parent_task_run_id=parent_task_run_id,
-        labels={**flow.labels, **(labels or {})},
+        labels=all_labels,
         traceparent=traceparent,
         flow_source=flow.source,
     )

@@ -476,7 +476,13 @@ class TaskRunActor(Actor):
         task = self.task
         try:
             inputs = ctx.render(dict(task.inputs), field="inputs")
-            labels = dict(self.scope.record.labels) if task.inherit_labels else {}
+            parent_labels = self.scope.record.labels
+            labels = (
+                dict(parent_labels)
+                if task.inherit_labels
+                # Kestra's children always carry their parent's system labels.
+                else {k: v for k, v in parent_labels.items() if k.startswith("system.")}
+            )
             if task.labels:
                 rendered = ctx.render(dict(task.labels), field="labels")
                 labels.update(labels_mapping(rendered, f"task {task.id!r} labels"))
