@@ -77,6 +77,11 @@ class Case:
     derived: bool = False
     #: another flow whose execution this one's trigger starts: (namespace, flow id, state).
     listener: tuple[str, str, str] | None = None
+    #: key-value entries of the flow's namespace set before the run (key -> JSON value).
+    kv: Mapping[str, Any] = field(default_factory=dict)
+    #: a flow file run first until PAUSED; the input value "@paused" is its execution id,
+    #: and it must end once this case's execution has.
+    paused_first: str | None = None
 
 
 C = Case
@@ -199,7 +204,20 @@ EXPECT: dict[str, list[Case]] = {
     "inputs-large.yaml": [C(runs=10, inputs={**INPUTS_TEST, "string": "a" * 11264})],
     "inputs-small-files.yaml": [C(inputs={"f": "@file"}, flow_outputs={"o": "*"})],
     "inputs.yaml": [C(runs=14, inputs=INPUTS_TEST)],
-    "kv.yaml": [C(derived=True)],
+    # KvFunctionTest.get puts my-key = {field: value} first; getKeyNotFound passes
+    # errorOnMissing=true with no key: `get` gives "" and `getWithArgs` fails.
+    "kv.yaml": [
+        C(
+            kv={"my-key": {"field": "value"}},
+            outputs={"get": {"value": "value"}, "getWithArgs": {"value": "value"}},
+        ),
+        C(
+            "FAILED",
+            inputs={"errorOnMissing": "true"},
+            outputs={"get": {"value": ""}},
+            task_states={"get": "SUCCESS", "getWithArgs": "FAILED"},
+        ),
+    ],
     "labels-update-task.yml": [
         C(
             inputs={
@@ -258,7 +276,9 @@ EXPECT: dict[str, list[Case]] = {
     ],
     "restart_pause_last_failed.yaml": [C("FAILED"), C("SUCCESS", 5, mode="restart", restarts=1)],
     "restart_with_inputs.yaml": [C(inputs=INPUTS_TEST, derived=True)],
-    "resume-execution.yaml": [C(derived=True)],
+    # ResumeTest.resume: pause.yaml runs until PAUSED, its id is the input executionId;
+    # resume-execution ends SUCCESS and the paused execution then ends.
+    "resume-execution.yaml": [C(inputs={"executionId": "@paused"}, paused_first="pause.yaml")],
     "retry-expo.yaml": [C("FAILED", 1, attempts={"failed": 3})],
     "retry-fail.yaml": [C("FAILED", 2, attempts={"keepFailingWithRetry": 3})],
     "retry-failed-flow-attempts.yml": [C("FAILED", 1, attempts={"fail": 4})],
@@ -388,6 +408,10 @@ SECRETS = {"MY_SECRET": '{"secretKey": "secretValue"}', "NEW_LINE": "very\nlong\
 # What Kestra's test build puts in the environment for `{{ envs.* }}`.
 ENVS = {"KESTRA_TEST1": "true", "KESTRA_TEST2": "Pass by env"}
 
+# Kestra's test configuration (core/src/test/resources/application-test.yml,
+# kestra.variables.globals): `{{ globals.* }}`, through $ACTORFLOW_GLOBALS.
+GLOBALS = {"string": "string", "int": 1, "bool": True, "nested": {"int": 2}}
+
 
 def is_core(text: str) -> bool:
     """Whether every task/trigger type of a flow file is one of Kestra's core types."""
@@ -490,7 +514,9 @@ def _check(case: Case, ex: Any) -> tuple[str, list[str]]:
     return ("differ", problems) if problems else ("ok", [])
 
 
-async def _run_case(rt: Any, flow: Any, case: Case, work: Path) -> tuple[str, list[str]]:
+async def _run_case(
+    rt: Any, flow: Any, case: Case, work: Path, flows: Mapping[str, Any]
+) -> tuple[str, list[str]]:
     from actorflow._errors import ActorflowError
     from actorflow.runtime import State
 
@@ -500,6 +526,15 @@ async def _run_case(rt: Any, flow: Any, case: Case, work: Path) -> tuple[str, li
             inputs[k] = await rt.engine.files.put(
                 flow.namespace, flow.id, "corpus", "inputs", k, "items.txt", b"a\nb\n"
             )
+    for key, value in case.kv.items():
+        await rt.engine.store.kv_set(flow.namespace, key, json.dumps(value))
+    paused = None
+    if case.paused_first is not None:
+        paused = await rt.submit(flows[case.paused_first], {})
+        snap = await rt.wait_for(paused.id, State.PAUSED, timeout=CASE_TIMEOUT)
+        if snap.state is not State.PAUSED:
+            return "state", [f"{case.paused_first} {snap.state.value}, Kestra PAUSED"]
+        inputs = {k: paused.id if v == "@paused" else v for k, v in inputs.items()}
     try:
         handle = await rt.submit(flow, inputs)
     except ActorflowError as exc:
@@ -541,6 +576,10 @@ async def _run_case(rt: Any, flow: Any, case: Case, work: Path) -> tuple[str, li
             await asyncio.sleep(0.05)
         else:
             return "state", [f"listener {fid} never ran"]
+    if paused is not None:
+        other = await rt.wait(paused.id, timeout=CASE_TIMEOUT)
+        if not other.state.terminal:
+            return "state", [f"{case.paused_first} {other.state.value} after the resume"]
     return _check(case, ex)
 
 
@@ -568,7 +607,7 @@ async def _one(name: str, flows: dict[str, Any], problems: dict[str, str], work:
                 shutdown_timeout=2,
             ) as rt:
                 klass, why = await asyncio.wait_for(
-                    _run_case(rt, flow, case, case_dir), CASE_TIMEOUT + 5
+                    _run_case(rt, flow, case, case_dir, flows), CASE_TIMEOUT + 5
                 )
         except TimeoutError:
             klass, why = "state", ["did not end within the case timeout"]
@@ -659,6 +698,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault(name, value)
     with tempfile.TemporaryDirectory(prefix="kestra-corpus-") as tmp:
         work = Path(tmp)
+        globals_file = work / "globals.json"
+        globals_file.write_text(json.dumps(GLOBALS))
+        os.environ.setdefault("ACTORFLOW_GLOBALS", str(globals_file))
         folder = flow_files(args.path, work)
         results = asyncio.run(measure(folder, args.only, args.jobs, work))
     results.sort(key=lambda r: r.file)

@@ -919,7 +919,7 @@ BUILTINS: tuple[TaskType, ...] = (
     TaskType(
         "return",
         ReturnSpec,
-        lambda s: Return(value=s.value, **common(s)),
+        lambda s: Return(value=s.value, null_text=True, **common(s)),
         (f"{_K}debug.Return", f"{_OLD}debugs.Return"),
     ),
     TaskType(

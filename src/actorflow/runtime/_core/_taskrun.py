@@ -42,6 +42,7 @@ from actorflow.runtime._tasks import (
     labels_mapping,
 )
 from actorflow.runtime._template import render
+from actorflow.runtime._template_io import prefetch_kv
 from actorflow.runtime._values import (
     check_plain,
     metric_value,
@@ -237,8 +238,10 @@ class TaskRunActor(Actor):
             try:
                 if task.timeout is not None:
                     with anyio.fail_after(task.timeout):
+                        await prefetch_kv(task, ctx)
                         result = await task.run(ctx)
                 else:
+                    await prefetch_kv(task, ctx)
                     result = await task.run(ctx)
                 if result is not None:
                     outputs = normalize_outputs(result)
