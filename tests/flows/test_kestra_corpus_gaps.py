@@ -165,3 +165,28 @@ tasks:
     )
     assert ex.task_run("none").outputs == {"value": ""}
     assert ex.task_run("num").outputs == {"value": 42}
+
+
+async def test_output_values_render_templates_as_text(rt: Runtime) -> None:
+    """OutputValues gives the text each template prints (so a WaitFor compares with '4'),
+    while values that are not templates keep their type."""
+    ex = await rt.run(load_flow_text("""
+id: ov
+tasks:
+  - id: v
+    type: io.kestra.plugin.core.output.OutputValues
+    values:
+      sum: "{{ 1 + 3 }}"
+      flag: "{{ 1 == 1 }}"
+      nested: {list: ["{{ null }}", 7]}
+      plain: 5
+  - {id: check, type: io.kestra.plugin.core.debug.Return, format: "{{ outputs.v['values'].sum == '4' }}"}
+"""), timeout=10)
+    assert ex.state is State.SUCCESS, ex.error
+    assert ex.task_run("v").outputs["values"] == {
+        "sum": "4",
+        "flag": "true",
+        "nested": {"list": ["", 7]},
+        "plain": 5,
+    }
+    assert ex.task_run("check").outputs["value"] is True

@@ -50,7 +50,7 @@ async def test_wait_for_loops_until_its_condition(rt: Runtime, clock: FakeClock)
     ex = await _drive(rt, clock, handle.id, 0.5)
     assert ex.state is State.SUCCESS
     assert len(_runs(ex, "count")) == 3 and len(_runs(ex, "say")) == 3
-    assert ex.task_run("after").outputs == {"value": 3}
+    assert ex.task_run("after").outputs == {"value": "3"}  # OutputValues gives text
     assert ex.task_run("loop").outputs == {"iterationCount": 3}
     lines = [r.message for r in await rt.logs(handle.id)]
     assert [m for m in lines if m.startswith("iteration")] == [
@@ -530,7 +530,7 @@ async def test_wait_for_continues_after_a_restart_of_the_process(tmp_path: Path)
         ex = await _drive(rt, clock, handle.id, 0.5)
         assert ex.state is State.SUCCESS
         assert sorted(tr.iteration for tr in _runs(ex, "count")) == [0, 1, 2]
-        assert ex.task_run("after").outputs == {"value": 3}
+        assert ex.task_run("after").outputs == {"value": "3"}
 
 
 async def test_foreach_item_without_wait(rt: Runtime) -> None:

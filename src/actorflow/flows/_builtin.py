@@ -59,6 +59,7 @@ from actorflow.runtime import (
     has_template,
     labels_mapping,
     render,
+    to_text,
     trigger_switch_key,
 )
 
@@ -69,12 +70,26 @@ if TYPE_CHECKING:
 # -- runnables that exist for flow files ----------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class OutputValues(Runnable):
-    """Outputs ``{"values": <rendered values>}`` (Kestra's OutputValues)."""
+    """Outputs ``{"values": <rendered values>}`` (Kestra's OutputValues): each template
+    string gives text, as Kestra renders its values (``{{ 1 + 1 }}`` is ``"2"``); other
+    values keep their type."""
 
     values: Mapping[str, Any] = field(default_factory=dict)
 
     async def run(self, ctx: TaskContext) -> Any:
-        return {"values": ctx.render(dict(self.values), field="values")}
+        values = dict(self.values)
+        return {"values": _rendered_text(values, ctx.render(values, field="values"))}
+
+
+def _rendered_text(raw: Any, rendered: Any) -> Any:
+    """``rendered`` with what each template string of ``raw`` gave printed as Pebble does."""
+    if isinstance(raw, str):
+        return to_text(rendered)
+    if isinstance(raw, Mapping) and isinstance(rendered, Mapping):
+        return {k: _rendered_text(raw.get(k), v) for k, v in rendered.items()}
+    if isinstance(raw, list | tuple) and isinstance(rendered, list) and len(raw) == len(rendered):
+        return [_rendered_text(r, v) for r, v in zip(raw, rendered, strict=True)]
+    return rendered
 
 
 @dataclass(frozen=True, kw_only=True)
