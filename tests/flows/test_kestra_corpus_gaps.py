@@ -170,7 +170,8 @@ tasks:
 async def test_output_values_render_templates_as_text(rt: Runtime) -> None:
     """OutputValues gives the text each template prints (so a WaitFor compares with '4'),
     while values that are not templates keep their type."""
-    ex = await rt.run(load_flow_text("""
+    ex = await rt.run(
+        load_flow_text("""
 id: ov
 tasks:
   - id: v
@@ -181,7 +182,9 @@ tasks:
       nested: {list: ["{{ null }}", 7]}
       plain: 5
   - {id: check, type: io.kestra.plugin.core.debug.Return, format: "{{ outputs.v['values'].sum == '4' }}"}
-"""), timeout=10)
+"""),
+        timeout=10,
+    )
     assert ex.state is State.SUCCESS, ex.error
     assert ex.task_run("v").outputs["values"] == {
         "sum": "4",
