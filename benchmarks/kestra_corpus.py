@@ -83,9 +83,12 @@ class Case:
     #: a flow file run first until PAUSED; the input value "@paused" is its execution id,
     #: and it must end once this case's execution has.
     paused_first: str | None = None
+    #: a retry as new executions: the end state of each execution of the chain, in order.
+    chain: tuple[str, ...] = ()
 
 
 C = Case
+_RETRIED_TWICE = ("RETRIED", "RETRIED", "FAILED")
 INPUTS_TEST: dict[str, Any] = {
     "string": "myString",
     "enum": "ENUM_VALUE",
@@ -291,10 +294,11 @@ EXPECT: dict[str, list[Case]] = {
     "retry-flowable-nested-child.yaml": [C("FAILED", attempts={"child": 3})],
     "retry-flowable-parallel.yaml": [C("FAILED")],
     "retry-flowable.yaml": [C("FAILED", attempts={"child": 3})],
-    "retry-new-execution-flow-attempts.yml": [C("FAILED")],
-    "retry-new-execution-flow-duration.yml": [C("FAILED")],
-    "retry-new-execution-task-attempts.yml": [C("FAILED")],
-    "retry-new-execution-task-duration.yml": [C("FAILED")],
+    # RetryCaseTest.retryNewExecution*: three executions end RETRIED, RETRIED, FAILED.
+    "retry-new-execution-flow-attempts.yml": [C("RETRIED", chain=_RETRIED_TWICE)],
+    "retry-new-execution-flow-duration.yml": [C("RETRIED", chain=_RETRIED_TWICE)],
+    "retry-new-execution-task-attempts.yml": [C("RETRIED", chain=_RETRIED_TWICE)],
+    "retry-new-execution-task-duration.yml": [C("RETRIED", chain=_RETRIED_TWICE)],
     "retry-random.yaml": [C("FAILED", 1, attempts={"failed": 3})],
     "retry-subflow.yaml": [C("FAILED", attempts={"subflow": 3})],
     "retry-success-first-attempt.yaml": [C("SUCCESS", 1, attempts={"not-retry-and-no-warning": 1})],
@@ -579,6 +583,19 @@ async def _run_case(
             await asyncio.sleep(0.05)
         else:
             return "state", [f"listener {fid} never ran"]
+    if case.chain:
+        deadline = time.monotonic() + CASE_TIMEOUT
+        while time.monotonic() < deadline:
+            chain = sorted(
+                (e for e in await rt.executions() if (e.original_execution_id or e.id) == ex.id),
+                key=lambda e: e.attempt_number,
+            )
+            if chain and chain[-1].state.terminal and chain[-1].state is not State.RETRIED:
+                break
+            await asyncio.sleep(0.1)
+        states = tuple(e.state.value for e in chain)
+        if states != case.chain:
+            return "state", [f"executions {', '.join(states)}, Kestra {', '.join(case.chain)}"]
     if paused is not None:
         other = await rt.wait(paused.id, timeout=CASE_TIMEOUT)
         if not other.state.terminal:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -645,6 +646,14 @@ class Engine:
         await self.save_execution(record, record.history)
         self.start_execution(flow, record)
         return True
+
+    def start_retry(self, flow: Flow, record: Execution) -> None:
+        """Start the stored next execution of a retry as a new execution (it waits for its
+        ``not_before`` itself); a runtime closing leaves it CREATED for the next worker."""
+        if not self.worker or not self.accepting:
+            return
+        with contextlib.suppress(RuntimeClosedError):
+            self.start_execution(flow, record)
 
     async def _parent_id(self, execution_id: str) -> str | None:
         row = await self.store.get_execution(execution_id)

@@ -306,7 +306,8 @@ class TaskRunActor(Actor):
         retry = self.scope.flow.retry_for(self.task.id)
         now = self.scope.engine.clock.now()
         due = None
-        if retry is not None:
+        # A retry as a new execution leaves this one to fail (see ExecutionActor._finish).
+        if retry is not None and not retry.new_execution:
             due = retry.next_start(
                 attempts_done=len(self.record.attempts),
                 first_start=self.record.attempts[0].start,
