@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -77,9 +78,17 @@ class Case:
     derived: bool = False
     #: another flow whose execution this one's trigger starts: (namespace, flow id, state).
     listener: tuple[str, str, str] | None = None
+    #: key-value entries of the flow's namespace set before the run (key -> JSON value).
+    kv: Mapping[str, Any] = field(default_factory=dict)
+    #: a flow file run first until PAUSED; the input value "@paused" is its execution id,
+    #: and it must end once this case's execution has.
+    paused_first: str | None = None
+    #: a retry as new executions: the end state of each execution of the chain, in order.
+    chain: tuple[str, ...] = ()
 
 
 C = Case
+_RETRIED_TWICE = ("RETRIED", "RETRIED", "FAILED")
 INPUTS_TEST: dict[str, Any] = {
     "string": "myString",
     "enum": "ENUM_VALUE",
@@ -199,7 +208,20 @@ EXPECT: dict[str, list[Case]] = {
     "inputs-large.yaml": [C(runs=10, inputs={**INPUTS_TEST, "string": "a" * 11264})],
     "inputs-small-files.yaml": [C(inputs={"f": "@file"}, flow_outputs={"o": "*"})],
     "inputs.yaml": [C(runs=14, inputs=INPUTS_TEST)],
-    "kv.yaml": [C(derived=True)],
+    # KvFunctionTest.get puts my-key = {field: value} first; getKeyNotFound passes
+    # errorOnMissing=true with no key: `get` gives "" and `getWithArgs` fails.
+    "kv.yaml": [
+        C(
+            kv={"my-key": {"field": "value"}},
+            outputs={"get": {"value": "value"}, "getWithArgs": {"value": "value"}},
+        ),
+        C(
+            "FAILED",
+            inputs={"errorOnMissing": "true"},
+            outputs={"get": {"value": ""}},
+            task_states={"get": "SUCCESS", "getWithArgs": "FAILED"},
+        ),
+    ],
     "labels-update-task.yml": [
         C(
             inputs={
@@ -258,7 +280,9 @@ EXPECT: dict[str, list[Case]] = {
     ],
     "restart_pause_last_failed.yaml": [C("FAILED"), C("SUCCESS", 5, mode="restart", restarts=1)],
     "restart_with_inputs.yaml": [C(inputs=INPUTS_TEST, derived=True)],
-    "resume-execution.yaml": [C(derived=True)],
+    # ResumeTest.resume: pause.yaml runs until PAUSED, its id is the input executionId;
+    # resume-execution ends SUCCESS and the paused execution then ends.
+    "resume-execution.yaml": [C(inputs={"executionId": "@paused"}, paused_first="pause.yaml")],
     "retry-expo.yaml": [C("FAILED", 1, attempts={"failed": 3})],
     "retry-fail.yaml": [C("FAILED", 2, attempts={"keepFailingWithRetry": 3})],
     "retry-failed-flow-attempts.yml": [C("FAILED", 1, attempts={"fail": 4})],
@@ -270,10 +294,11 @@ EXPECT: dict[str, list[Case]] = {
     "retry-flowable-nested-child.yaml": [C("FAILED", attempts={"child": 3})],
     "retry-flowable-parallel.yaml": [C("FAILED")],
     "retry-flowable.yaml": [C("FAILED", attempts={"child": 3})],
-    "retry-new-execution-flow-attempts.yml": [C("FAILED")],
-    "retry-new-execution-flow-duration.yml": [C("FAILED")],
-    "retry-new-execution-task-attempts.yml": [C("FAILED")],
-    "retry-new-execution-task-duration.yml": [C("FAILED")],
+    # RetryCaseTest.retryNewExecution*: three executions end RETRIED, RETRIED, FAILED.
+    "retry-new-execution-flow-attempts.yml": [C("RETRIED", chain=_RETRIED_TWICE)],
+    "retry-new-execution-flow-duration.yml": [C("RETRIED", chain=_RETRIED_TWICE)],
+    "retry-new-execution-task-attempts.yml": [C("RETRIED", chain=_RETRIED_TWICE)],
+    "retry-new-execution-task-duration.yml": [C("RETRIED", chain=_RETRIED_TWICE)],
     "retry-random.yaml": [C("FAILED", 1, attempts={"failed": 3})],
     "retry-subflow.yaml": [C("FAILED", attempts={"subflow": 3})],
     "retry-success-first-attempt.yaml": [C("SUCCESS", 1, attempts={"not-retry-and-no-warning": 1})],
@@ -310,7 +335,9 @@ EXPECT: dict[str, list[Case]] = {
             outputs={"parent-seq": {"value": "DEFAULT", "defaults": True}},
         ),
     ],
-    "task-allow-failure-executable-flow.yml": [C("WARNING", 4)],
+    # TaskWithAllowFailureTest.executableTask_Flow: WARNING, 2 task runs (4 is the
+    # ForEachItem case's count).
+    "task-allow-failure-executable-flow.yml": [C("WARNING", 2)],
     "task-allow-failure-executable-foreachitem.yml": [C("WARNING", inputs={"file": "@items"})],
     "task-allow-failure-flowable.yml": [C("WARNING", 3)],
     "task-allow-failure-runnable.yml": [C("WARNING", 2, attempts={"fail": 3})],
@@ -387,6 +414,10 @@ SECRETS = {"MY_SECRET": '{"secretKey": "secretValue"}', "NEW_LINE": "very\nlong\
 
 # What Kestra's test build puts in the environment for `{{ envs.* }}`.
 ENVS = {"KESTRA_TEST1": "true", "KESTRA_TEST2": "Pass by env"}
+
+# Kestra's test configuration (core/src/test/resources/application-test.yml,
+# kestra.variables.globals): `{{ globals.* }}`, through $ACTORFLOW_GLOBALS.
+GLOBALS = {"string": "string", "int": 1, "bool": True, "nested": {"int": 2}}
 
 
 def is_core(text: str) -> bool:
@@ -490,7 +521,9 @@ def _check(case: Case, ex: Any) -> tuple[str, list[str]]:
     return ("differ", problems) if problems else ("ok", [])
 
 
-async def _run_case(rt: Any, flow: Any, case: Case, work: Path) -> tuple[str, list[str]]:
+async def _run_case(
+    rt: Any, flow: Any, case: Case, work: Path, flows: Mapping[str, Any]
+) -> tuple[str, list[str]]:
     from actorflow._errors import ActorflowError
     from actorflow.runtime import State
 
@@ -500,6 +533,15 @@ async def _run_case(rt: Any, flow: Any, case: Case, work: Path) -> tuple[str, li
             inputs[k] = await rt.engine.files.put(
                 flow.namespace, flow.id, "corpus", "inputs", k, "items.txt", b"a\nb\n"
             )
+    for key, value in case.kv.items():
+        await rt.engine.store.kv_set(flow.namespace, key, json.dumps(value))
+    paused = None
+    if case.paused_first is not None:
+        paused = await rt.submit(flows[case.paused_first], {})
+        snap = await rt.wait_for(paused.id, State.PAUSED, timeout=CASE_TIMEOUT)
+        if snap.state is not State.PAUSED:
+            return "state", [f"{case.paused_first} {snap.state.value}, Kestra PAUSED"]
+        inputs = {k: paused.id if v == "@paused" else v for k, v in inputs.items()}
     try:
         handle = await rt.submit(flow, inputs)
     except ActorflowError as exc:
@@ -541,11 +583,28 @@ async def _run_case(rt: Any, flow: Any, case: Case, work: Path) -> tuple[str, li
             await asyncio.sleep(0.05)
         else:
             return "state", [f"listener {fid} never ran"]
+    if case.chain:
+        deadline = time.monotonic() + CASE_TIMEOUT
+        while time.monotonic() < deadline:
+            chain = sorted(
+                (e for e in await rt.executions() if (e.original_execution_id or e.id) == ex.id),
+                key=lambda e: e.attempt_number,
+            )
+            if chain and chain[-1].state.terminal and chain[-1].state is not State.RETRIED:
+                break
+            await asyncio.sleep(0.1)
+        states = tuple(e.state.value for e in chain)
+        if states != case.chain:
+            return "state", [f"executions {', '.join(states)}, Kestra {', '.join(case.chain)}"]
+    if paused is not None:
+        other = await rt.wait(paused.id, timeout=CASE_TIMEOUT)
+        if not other.state.terminal:
+            return "state", [f"{case.paused_first} {other.state.value} after the resume"]
     return _check(case, ex)
 
 
 async def _one(name: str, flows: dict[str, Any], problems: dict[str, str], work: Path) -> Result:
-    from actorflow.runtime import Runtime
+    from actorflow.runtime import Runtime, Scheduler
 
     start = time.monotonic()
     cases = EXPECT.get(name, [Case(derived=True)])
@@ -561,14 +620,21 @@ async def _one(name: str, flows: dict[str, Any], problems: dict[str, str], work:
         case_dir = work / f"{name}-{i}"
         case_dir.mkdir(parents=True, exist_ok=True)
         try:
-            async with Runtime.open(
-                ":memory:",
-                flows=list(flows.values()),
-                files=case_dir / "files",
-                shutdown_timeout=2,
-            ) as rt:
+            async with contextlib.AsyncExitStack() as stack:
+                rt = await stack.enter_async_context(
+                    Runtime.open(
+                        ":memory:",
+                        flows=list(flows.values()),
+                        files=case_dir / "files",
+                        shutdown_timeout=2,
+                    )
+                )
+                if case.listener is not None:
+                    # Flow triggers fire from a scheduler, as in Kestra's runner (and
+                    # `actorflow server`).
+                    await stack.enter_async_context(Scheduler(rt))
                 klass, why = await asyncio.wait_for(
-                    _run_case(rt, flow, case, case_dir), CASE_TIMEOUT + 5
+                    _run_case(rt, flow, case, case_dir, flows), CASE_TIMEOUT + 5
                 )
         except TimeoutError:
             klass, why = "state", ["did not end within the case timeout"]
@@ -659,6 +725,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault(name, value)
     with tempfile.TemporaryDirectory(prefix="kestra-corpus-") as tmp:
         work = Path(tmp)
+        globals_file = work / "globals.json"
+        globals_file.write_text(json.dumps(GLOBALS))
+        os.environ.setdefault("ACTORFLOW_GLOBALS", str(globals_file))
         folder = flow_files(args.path, work)
         results = asyncio.run(measure(folder, args.only, args.jobs, work))
     results.sort(key=lambda r: r.file)

@@ -50,7 +50,7 @@ async def test_wait_for_loops_until_its_condition(rt: Runtime, clock: FakeClock)
     ex = await _drive(rt, clock, handle.id, 0.5)
     assert ex.state is State.SUCCESS
     assert len(_runs(ex, "count")) == 3 and len(_runs(ex, "say")) == 3
-    assert ex.task_run("after").outputs == {"value": 3}
+    assert ex.task_run("after").outputs == {"value": "3"}  # OutputValues gives text
     assert ex.task_run("loop").outputs == {"iterationCount": 3}
     lines = [r.message for r in await rt.logs(handle.id)]
     assert [m for m in lines if m.startswith("iteration")] == [
@@ -179,7 +179,13 @@ async def test_labels_task_sets_execution_labels(rt: Runtime) -> None:
     later values win over the flow's own labels."""
     ex = await rt.run(_flow("labels.yaml"), {"extra": {"owner": "ann", "team": "ops"}}, timeout=10)
     assert ex.state is State.SUCCESS
-    assert ex.labels == {"team": "ops", "stage": "labels-task", "owner": "ann", "count": "3"}
+    assert ex.labels == {
+        "team": "ops",
+        "stage": "labels-task",
+        "owner": "ann",
+        "count": "3",
+        "system.correlationId": ex.id,
+    }
     assert (await rt.get(ex.id)).labels == ex.labels
 
 
@@ -238,7 +244,7 @@ async def test_subflow_templated_id_labels_and_outputs(rt: Runtime) -> None:
     assert call.outputs["outputs"] == {"got": "42!"}
     child = await rt.get(call.outputs["executionId"])
     assert child.flow_id == "child"
-    assert child.labels == {"origin": "parent", "via": "call"}
+    assert child.labels == {"origin": "parent", "via": "call", "system.correlationId": ex.id}
 
 
 async def test_subflow_templated_id_unknown_flow_fails(rt: Runtime) -> None:
@@ -524,7 +530,7 @@ async def test_wait_for_continues_after_a_restart_of_the_process(tmp_path: Path)
         ex = await _drive(rt, clock, handle.id, 0.5)
         assert ex.state is State.SUCCESS
         assert sorted(tr.iteration for tr in _runs(ex, "count")) == [0, 1, 2]
-        assert ex.task_run("after").outputs == {"value": 3}
+        assert ex.task_run("after").outputs == {"value": "3"}
 
 
 async def test_foreach_item_without_wait(rt: Runtime) -> None:

@@ -106,7 +106,7 @@ def test_a_large_ordinary_flow_loads_within_memory_and_cpu_bounds(tmp_path: Path
 def test_limits_are_configurable() -> None:
     """LoadLimits given to the loader replace the defaults."""
     text = "id: f\ntasks: [{id: t, type: return, value: [[[1]]]}]\n"
-    assert load_flow_text(text).task("t") == Return(id="t", value=[[[1]]])
+    assert load_flow_text(text).task("t") == Return(id="t", value=[[[1]]], null_text=True)
     with pytest.raises(FlowValidationError, match="more than 4 levels deep"):
         load_flow_text(text, limits=LoadLimits(max_depth=4))
     with pytest.raises(FlowValidationError, match="more than 10 values"):

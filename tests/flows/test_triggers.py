@@ -123,7 +123,7 @@ def test_webhook_with_an_expression_condition() -> None:
             "  - id: x\n    type: Flow\n    conditions:\n"
             "      - type: io.kestra.plugin.core.condition.MultipleCondition\n",
             11,
-            "MultipleCondition is not supported yet",
+            "a MultipleCondition needs named 'conditions'",
         ),
         ("  - id: x\n    type: Flow\n    states: [NOPE]\n", 10, "'NOPE' is not a state"),
         (

@@ -31,6 +31,7 @@ STYLE: dict[State, str] = {
     State.CANCELLED: "magenta",
     State.SKIPPED: "dim",
     State.RESTARTED: "cyan",
+    State.RETRIED: "red",
 }
 ICON: dict[State, str] = {
     State.RUNNING: "▶",
@@ -44,6 +45,7 @@ ICON: dict[State, str] = {
     State.CANCELLED: "✘",
     State.SKIPPED: "-",
     State.RESTARTED: "↺",
+    State.RETRIED: "↻",
 }
 
 

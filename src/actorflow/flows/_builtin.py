@@ -59,6 +59,7 @@ from actorflow.runtime import (
     has_template,
     labels_mapping,
     render,
+    to_text,
     trigger_switch_key,
 )
 
@@ -69,12 +70,26 @@ if TYPE_CHECKING:
 # -- runnables that exist for flow files ----------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class OutputValues(Runnable):
-    """Outputs ``{"values": <rendered values>}`` (Kestra's OutputValues)."""
+    """Outputs ``{"values": <rendered values>}`` (Kestra's OutputValues): each template
+    string gives text, as Kestra renders its values (``{{ 1 + 1 }}`` is ``"2"``); other
+    values keep their type."""
 
     values: Mapping[str, Any] = field(default_factory=dict)
 
     async def run(self, ctx: TaskContext) -> Any:
-        return {"values": ctx.render(dict(self.values), field="values")}
+        values = dict(self.values)
+        return {"values": _rendered_text(values, ctx.render(values, field="values"))}
+
+
+def _rendered_text(raw: Any, rendered: Any) -> Any:
+    """``rendered`` with what each template string of ``raw`` gave printed as Pebble does."""
+    if isinstance(raw, str):
+        return to_text(rendered)
+    if isinstance(raw, Mapping) and isinstance(rendered, Mapping):
+        return {k: _rendered_text(raw.get(k), v) for k, v in rendered.items()}
+    if isinstance(raw, list | tuple) and isinstance(rendered, list) and len(raw) == len(rendered):
+        return [_rendered_text(r, v) for r, v in zip(raw, rendered, strict=True)]
+    return rendered
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -364,10 +379,15 @@ class ForEachItemRun(Runnable):
         flow = ctx.engine.find_flow(ns, flow_id)
         if flow is None:
             raise ValueError(f"subflow {ns}.{flow_id} is not registered")
+        parent = await ctx.engine.load_execution(ctx.execution_id)
+        parent_labels = parent.labels if parent is not None else {}
         labels: dict[str, str] = {"system.correlationId": ctx.execution_id}
-        if self.inherit_labels:
-            parent = await ctx.engine.load_execution(ctx.execution_id)
-            labels.update(parent.labels if parent is not None else {})
+        # Kestra's children always carry their parent's system labels, its others on request.
+        labels.update(
+            parent_labels
+            if self.inherit_labels
+            else {k: v for k, v in parent_labels.items() if k.startswith("system.")}
+        )
         if self.labels:
             labels.update(labels_mapping(ctx.render(dict(self.labels)), f"task {self.id!r}"))
         ids = []
@@ -914,7 +934,7 @@ BUILTINS: tuple[TaskType, ...] = (
     TaskType(
         "return",
         ReturnSpec,
-        lambda s: Return(value=s.value, **common(s)),
+        lambda s: Return(value=s.value, null_text=True, **common(s)),
         (f"{_K}debug.Return", f"{_OLD}debugs.Return"),
     ),
     TaskType(

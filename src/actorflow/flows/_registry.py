@@ -104,7 +104,7 @@ class RetrySpec(Spec, kw_only=True):
     max_attempts: Annotated[int, msgspec.Meta(ge=1)] | None = None
     max_duration: Duration | None = None
     warning_on_retry: bool = False
-    behavior: Literal["RETRY_FAILED_TASK"] = "RETRY_FAILED_TASK"
+    behavior: Literal["RETRY_FAILED_TASK", "CREATE_NEW_EXECUTION"] = "RETRY_FAILED_TASK"
 
     def to_retry(self) -> Retry:
         """The engine's retry policy."""
@@ -120,6 +120,7 @@ class RetrySpec(Spec, kw_only=True):
             "max_duration": self.max_duration,
             "warning_on_retry": self.warning_on_retry,
             "max_interval": self.max_interval,
+            "new_execution": self.behavior == "CREATE_NEW_EXECUTION",
         }
         for name in ("interval", "min_interval", "factor"):
             value = getattr(self, name)

@@ -2,9 +2,10 @@
 
 Kestra's type names (``io.kestra.plugin.core.trigger.Schedule``, the older
 ``io.kestra.core.models.triggers.types.*``) and short ones (``Schedule``) are accepted; Flow
-triggers take Kestra's ``conditions`` (ExecutionStatus, ExecutionFlow, ExecutionNamespace) or
-``preconditions`` with one flow. What is not supported yet (MultipleCondition, several
-precondition flows, ``where`` filters) is refused with the field that asks for it, never
+triggers take Kestra's ``conditions`` (ExecutionStatus, ExecutionFlow, ExecutionNamespace,
+Expression, MultipleCondition) or ``preconditions`` (``flows``, ``where`` filters, a
+``timeWindow`` of type DURATION_WINDOW). What is not supported yet (other time-window types,
+a MultipleCondition inside another) is refused with the field that asks for it, never
 ignored.
 """
 
@@ -16,8 +17,21 @@ from typing import Any, ClassVar, Literal
 
 import msgspec
 
-from actorflow.flows._registry import Id, Spec, SpecError
-from actorflow.runtime import FlowTrigger, RecoverMissed, Schedule, State, Trigger, Webhook
+from actorflow.flows._registry import Duration, Id, Spec, SpecError
+from actorflow.runtime import (
+    FILTER_FIELDS,
+    FILTER_OPS,
+    Filter,
+    FlowTrigger,
+    RecoverMissed,
+    Requirement,
+    Schedule,
+    State,
+    Trigger,
+    Webhook,
+)
+
+_DAY = 86400.0
 
 _KINDS = {
     "schedule": "Schedule",
@@ -50,10 +64,10 @@ class ConditionSpec(Spec, kw_only=True):
     prefix: bool = False
     comparison: Literal["EQUALS", "PREFIX", "SUFFIX"] | None = None
     expression: str | None = None
-    # MultipleCondition's fields: read so that the refusal names the condition, not a key.
-    window: Any = None
-    window_advance: Any = None
-    conditions: Any = None
+    # MultipleCondition: named conditions all met within one window.
+    window: Duration | None = None
+    window_advance: Duration | None = None
+    conditions: dict[str, ConditionSpec] | None = None
 
     def validate(self) -> None:
         kind = _short(self.type, _CONDITIONS)
@@ -61,7 +75,22 @@ class ConditionSpec(Spec, kw_only=True):
             raise SpecError((("type",), f"unknown condition type {self.type!r}; use one of "
                              + ", ".join(_CONDITIONS)))  # fmt: skip
         if kind == "MultipleCondition":
-            raise SpecError((("type",), "MultipleCondition is not supported yet"))
+            if not self.conditions:
+                raise SpecError(((), "a MultipleCondition needs named 'conditions'"))
+            for name, c in self.conditions.items():
+                if _short(c.type, _CONDITIONS) == "MultipleCondition":
+                    raise SpecError(
+                        (
+                            ("conditions", name, "type"),
+                            "a MultipleCondition inside another is not supported",
+                        )
+                    )
+            if self.window is not None and self.window <= 0:
+                raise SpecError((("window",), "the window must be a positive duration"))
+            return
+        if self.conditions is not None or self.window is not None:
+            raise SpecError((("conditions",), f"'conditions' and 'window' belong to a"
+                             f" MultipleCondition, not to {kind}"))  # fmt: skip
         if kind == "ExecutionStatus" and not (self.in_ or self.not_in):
             raise SpecError(((), "an ExecutionStatus condition needs 'in' or 'notIn'"))
         if kind == "ExecutionFlow" and not (self.namespace and self.flow_id):
@@ -78,6 +107,26 @@ class ConditionSpec(Spec, kw_only=True):
                     name = "in" if field == "in_" else "notIn"
                     raise SpecError(((name, i), f"{s!r} is not a state a trigger listens to"))
 
+    def requirement(self, name: str) -> Requirement:
+        """This condition as one requirement of a multi-flow trigger."""
+        kind = _short(self.type, _CONDITIONS)
+        filters: list[Filter] = []
+        if kind == "ExecutionStatus":
+            if self.in_:
+                filters.append(Filter("STATE", "IN", tuple(self.in_)))
+            if self.not_in:
+                filters.append(Filter("STATE", "NOT_IN", tuple(self.not_in)))
+        elif kind == "ExecutionFlow":
+            filters += [Filter("NAMESPACE", "EQUAL_TO", self.namespace),
+                        Filter("FLOW_ID", "EQUAL_TO", self.flow_id)]  # fmt: skip
+        elif kind == "ExecutionNamespace":
+            prefix = self.prefix or self.comparison == "PREFIX"
+            filters.append(Filter("NAMESPACE", "STARTS_WITH" if prefix else "EQUAL_TO",
+                                  self.namespace))  # fmt: skip
+        elif kind == "Expression":
+            filters.append(Filter("EXPRESSION", "IS_TRUE", self.expression))
+        return Requirement(id=name, filters=tuple(filters))
+
 
 class PreconditionFlowSpec(Spec, kw_only=True):
     """One flow of a Flow trigger's ``preconditions``."""
@@ -87,21 +136,90 @@ class PreconditionFlowSpec(Spec, kw_only=True):
     states: list[str] | None = None
 
 
+class FilterSpec(Spec, kw_only=True):
+    """One filter of a ``preconditions.where`` entry."""
+
+    field: Literal["NAMESPACE", "FLOW_ID", "STATE", "EXPRESSION"]
+    type: str
+    value: Any = None
+
+    def validate(self) -> None:
+        if self.type not in FILTER_OPS:
+            raise SpecError((("type",), f"unknown filter type {self.type!r}; use one of "
+                             + ", ".join(FILTER_OPS)))  # fmt: skip
+        if self.field == "EXPRESSION" and self.type not in ("IS_TRUE", "IS_FALSE"):
+            raise SpecError((("type",), "an EXPRESSION filter is IS_TRUE or IS_FALSE"))
+        if self.field != "EXPRESSION" and self.type in ("IS_TRUE", "IS_FALSE"):
+            raise SpecError((("type",), f"{self.type} applies to an EXPRESSION filter"))
+        if self.type in ("IN", "NOT_IN") and not isinstance(self.value, list):
+            raise SpecError((("value",), f"{self.type} needs a list of values"))
+        if self.type not in ("IN", "NOT_IN") and not isinstance(self.value, str):
+            raise SpecError((("value",), "expected a string"))
+        assert self.field in FILTER_FIELDS
+
+
+class WhereSpec(Spec, kw_only=True):
+    """One ``preconditions.where`` entry: filters an ended execution must pass."""
+
+    id: Id
+    operand: Literal["AND", "OR"] = "AND"
+    filters: list[FilterSpec]
+
+
+class TimeWindowSpec(Spec, kw_only=True):
+    """``preconditions.timeWindow``."""
+
+    type: str = "DURATION_WINDOW"
+    window: Duration | None = None
+    window_advance: Duration | None = None
+
+    def validate(self) -> None:
+        if self.type != "DURATION_WINDOW":
+            raise SpecError((("type",), f"time window {self.type!r} is not supported yet;"
+                             " use DURATION_WINDOW"))  # fmt: skip
+        if self.window is not None and self.window <= 0:
+            raise SpecError((("window",), "the window must be a positive duration"))
+
+
 class PreconditionsSpec(Spec, kw_only=True):
     """A Flow trigger's ``preconditions`` (Kestra 0.19+)."""
 
     id: str | None = None
     flows: list[PreconditionFlowSpec] = []
-    where: Any = None
-    time_window: Any = None
-    reset_on_success: bool | None = None
+    where: list[WhereSpec] = []
+    time_window: TimeWindowSpec | None = None
+    reset_on_success: bool = True
 
     def validate(self) -> None:
-        if len(self.flows) != 1:
-            raise SpecError((("flows",), "preconditions on several flows are not supported yet;"
-                             " list one flow"))  # fmt: skip
-        if self.where is not None:
-            raise SpecError((("where",), "preconditions 'where' filters are not supported yet"))
+        if not self.flows and not self.where:
+            raise SpecError((("flows",), "preconditions need 'flows' or 'where'"))
+        ids = [w.id for w in self.where]
+        for i, w in enumerate(self.where):
+            if ids.index(w.id) != i:
+                raise SpecError((("where", i, "id"), f"duplicate where id {w.id!r}"))
+
+    def single(self) -> PreconditionFlowSpec | None:
+        """The one flow, when that is all the preconditions say (a plain Flow trigger)."""
+        return self.flows[0] if len(self.flows) == 1 and not self.where else None
+
+    def requirements(self) -> tuple[Requirement, ...]:
+        """Each flow and each ``where`` entry as a requirement of a multi-flow trigger."""
+        out: list[Requirement] = []
+        for pre in self.flows:
+            filters = [Filter("NAMESPACE", "EQUAL_TO", pre.namespace)]
+            if pre.flow_id is not None:
+                filters.append(Filter("FLOW_ID", "EQUAL_TO", pre.flow_id))
+            if pre.states:
+                filters.append(Filter("STATE", "IN", tuple(pre.states)))
+            out.append(Requirement(id=f"{pre.namespace}.{pre.flow_id or '*'}",
+                                   filters=tuple(filters)))  # fmt: skip
+        for w in self.where:
+            out.append(Requirement(
+                id=f"where:{w.id}", operand=w.operand,
+                filters=tuple(Filter(f.field, f.type, tuple(f.value) if isinstance(
+                    f.value, list) else f.value) for f in w.filters),
+            ))  # fmt: skip
+        return tuple(out)
 
 
 class BackfillSpec(Spec, kw_only=True):
@@ -234,14 +352,36 @@ class TriggerSpec(Spec, kw_only=True):
             elif kind == "ExecutionNamespace":
                 namespace = c.namespace
                 prefix = c.prefix or c.comparison == "PREFIX"
-        if self.preconditions is not None:
-            (pre,) = self.preconditions.flows
-            namespace, flow_id = pre.namespace, pre.flow_id
-            if pre.states:
-                states = [State(s) for s in pre.states]
-        kw: dict[str, Any] = {} if states is None else {"states": tuple(states)}
+        kw: dict[str, Any] = {}
+        for c in self.conditions:
+            if _short(c.type, _CONDITIONS) == "MultipleCondition" and c.conditions:
+                kw["require"] = tuple(c.requirement(n) for n, c in c.conditions.items())
+                kw["window"] = c.window or _DAY
+                kw["window_advance"] = c.window_advance or 0.0
+        pre_all = self.preconditions
+        if pre_all is not None:
+            pre = pre_all.single()
+            if pre is not None:
+                namespace, flow_id = pre.namespace, pre.flow_id
+                if pre.states:
+                    states = [State(s) for s in pre.states]
+            else:
+                window = pre_all.time_window
+                kw["require"] = pre_all.requirements()
+                kw["window"] = (window.window if window else None) or _DAY
+                kw["window_advance"] = (window.window_advance if window else None) or 0.0
+                kw["reset_on_success"] = pre_all.reset_on_success
+        if states is not None:
+            kw["states"] = tuple(states)
         return FlowTrigger(namespace=namespace, namespace_prefix=prefix, flow_id=flow_id,
                            **kw, **common)  # fmt: skip
 
 
-__all__ = ["ConditionSpec", "PreconditionsSpec", "TriggerSpec"]
+__all__ = [
+    "ConditionSpec",
+    "FilterSpec",
+    "PreconditionsSpec",
+    "TimeWindowSpec",
+    "TriggerSpec",
+    "WhereSpec",
+]

@@ -87,8 +87,12 @@ from actorflow.runtime._template import (
 )
 from actorflow.runtime._tracing import ObserverGroup, Tracing, TracingObserver, tracing_observer
 from actorflow.runtime._triggers import (
+    FILTER_FIELDS,
+    FILTER_OPS,
+    Filter,
     FlowTrigger,
     RecoverMissed,
+    Requirement,
     Schedule,
     Trigger,
     Webhook,
@@ -100,6 +104,8 @@ from actorflow.runtime._triggers import (
 __all__ = [
     "DURATION_METRIC",
     "EXECUTION_TRANSITIONS",
+    "FILTER_FIELDS",
+    "FILTER_OPS",
     "MAX_DURATION",
     "MISTRAL_VIEW",
     "TASK_RUN_TRANSITIONS",
@@ -115,6 +121,7 @@ __all__ = [
     "ExecutionHandle",
     "Fail",
     "FakeClock",
+    "Filter",
     "Flow",
     "FlowOutput",
     "FlowTrigger",
@@ -135,6 +142,7 @@ __all__ = [
     "Pause",
     "PauseBehavior",
     "RecoverMissed",
+    "Requirement",
     "Retry",
     "Return",
     "Runnable",

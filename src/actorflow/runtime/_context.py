@@ -15,6 +15,7 @@ from actorflow._errors import UnstorableValue
 from actorflow.runtime._hostlog import LEVEL_NUMBERS, task_line, task_logger
 from actorflow.runtime._records import Execution, Metric
 from actorflow.runtime._template import LazyVariables, render, truthy
+from actorflow.runtime._template_io import KVFunction
 from actorflow.runtime._values import check_text, metric_tags, metric_value
 from actorflow.storage import FileScope
 
@@ -280,6 +281,7 @@ class TaskContext:
     """Passed to every task: everything it may read or record."""
 
     __slots__ = (
+        "_kv",
         "_metric",
         "_variables",
         "attempt",
@@ -350,6 +352,7 @@ class TaskContext:
         #: What started the execution, when a trigger did (``{{ trigger.* }}``).
         self.trigger = trigger or {}
         self._metric: MetricRecorder | None = None
+        self._kv: KVFunction | None = None
         # The first log line or metric refused as unstorable: the attempt fails with it.
         self.rejected: UnstorableValue | None = None
 
@@ -383,6 +386,14 @@ class TaskContext:
         """The namespace key-value store (Kestra's KV store)."""
         return TaskKV(self)
 
+    @property
+    def kv_function(self) -> KVFunction:
+        """``kv()`` of this attempt's templates, with the keys read for them."""
+        fn = self._kv
+        if fn is None:
+            fn = self._kv = KVFunction(self.namespace)
+        return fn
+
     def metrics(self) -> tuple[Metric, ...]:
         """What the attempt recorded through :attr:`metric`."""
         return () if self._metric is None else self._metric.snapshot()
@@ -410,6 +421,7 @@ class TaskContext:
                 "revision": self.flow_revision,
             },
             "trigger": self.trigger,
+            "kv": self.kv_function,
         }
         extra = self._variables
         if extra:

@@ -134,6 +134,10 @@ class Execution(msgspec.Struct, frozen=True, gc=False, tag="execution"):
     manual_pause: bool = False
     #: What started it, when a trigger did (``{{ trigger.* }}``: type, id, date...).
     trigger: dict[str, Any] | None = None
+    #: A retry as a new execution: the first execution's start (what ``max_duration``
+    #: counts from) and when this one may start.
+    original_start: float | None = None
+    not_before: float | None = None
 
     @property
     def start_date(self) -> float:

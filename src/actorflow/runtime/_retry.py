@@ -28,6 +28,11 @@ class Retry:
             as in Kestra).
         retry_on: retry only these exception types (empty = all).
         abort_on: never retry these exception types (checked first).
+        new_execution: Kestra's ``behavior: CREATE_NEW_EXECUTION``: the failed task run is
+            not retried in place; its execution ends RETRIED and a new execution of the flow
+            (``original_execution_id`` the first one's, ``attempt_number`` + 1) starts after
+            the delay. ``max_attempts`` counts executions, ``max_duration`` runs from the
+            first one's start.
     """
 
     kind: Literal["constant", "exponential", "random"] = "constant"
@@ -40,6 +45,7 @@ class Retry:
     warning_on_retry: bool = False
     retry_on: Sequence[type[BaseException]] = field(default=())
     abort_on: Sequence[type[BaseException]] = field(default=())
+    new_execution: bool = False
 
     def __post_init__(self) -> None:
         for name in ("interval", "max_interval", "min_interval", "max_duration"):
@@ -105,6 +111,16 @@ class Retry:
         if self.abort_on and isinstance(error, tuple(self.abort_on)):
             return False
         return not self.retry_on or isinstance(error, tuple(self.retry_on))
+
+    def next_execution(self, *, attempt_number: int, first_start: float, now: float) -> float:
+        """When the next execution of a ``new_execution`` retry starts; -1 when retrying is
+        over (Kestra's ``ExecutionService.nextRetryDate``)."""
+        if self.max_attempts is not None and attempt_number >= self.max_attempts:
+            return -1.0
+        due = now + self.delay(attempt_number)
+        if self.max_duration is not None and due > first_start + self.max_duration:
+            return -1.0
+        return due
 
     def next_start(
         self, *, attempts_done: int, first_start: float, last_end: float, error: BaseException

@@ -13,6 +13,7 @@ tests: :meth:`Scheduler.advanced` waits for the pass that follows a clock move.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from actorflow._errors import ActorflowError
+from actorflow.runtime._core._scope import dotted
 from actorflow.runtime._records import Execution
 from actorflow.runtime._triggers import (
     FlowTrigger,
@@ -28,6 +30,7 @@ from actorflow.runtime._triggers import (
     Schedule,
     trigger_enabled,
     trigger_key,
+    trigger_met_key,
 )
 
 if TYPE_CHECKING:
@@ -236,12 +239,62 @@ class Scheduler:
         for flow, trigger in listening:
             key = trigger_key(flow.namespace, flow.id, trigger.id)
             variables = trigger.variables(tree)
+            if trigger.require:
+                await self._requirements(flow, trigger, key, tree, variables, outputs)
+                continue
             # One fire per execution and state change (a flow may pause and run again).
             fire = ended.id if ended.state.terminal else (
                 f"{ended.id}:{ended.state.value}:{len(ended.history)}"
             )  # fmt: skip
             await self._fire(flow, trigger, key, fire, ended.history[-1].date, variables,
                              outputs=outputs)  # fmt: skip
+
+    async def _requirements(
+        self,
+        flow: Flow,
+        trigger: FlowTrigger,
+        key: str,
+        ended: Execution,
+        variables: dict[str, Any],
+        outputs: dict[str, Any],
+    ) -> None:
+        """A multi-flow trigger: store which of its requirements ``ended`` meets (one entry
+        per requirement and window, so concurrent ends never overwrite each other's), and
+        fire once all are met in the window."""
+        store = self.rt.store
+        now = ended.history[-1].date
+        window = trigger.window_start(now)
+        left = max(window + trigger.window - now, 1.0)
+        context = {
+            "labels": dotted(ended.labels),
+            "outputs": outputs,
+            "trigger": variables,
+            "execution": {"id": ended.id, "state": ended.state.value},
+            "flow": {"id": ended.flow_id, "namespace": ended.namespace},
+        }
+        met: dict[str, str] = {}
+        for req in trigger.require:
+            entry = trigger_met_key(flow.id, trigger.id, window, req.id)
+            try:
+                hit = req.met_by(ended, context, f"triggers.{trigger.id}")
+            except ActorflowError as exc:
+                _log.error("trigger %s of %s.%s: %s", trigger.id, flow.namespace, flow.id, exc)
+                hit = False
+            if hit:
+                await store.kv_set(flow.namespace, entry, json.dumps(ended.id), ttl=left)
+                met[req.id] = ended.id
+            else:
+                row = await store.kv_get(flow.namespace, entry)
+                if row is not None:
+                    met[req.id] = json.loads(row.value)
+        if len(met) < len(trigger.require):
+            return
+        fire = f"{window:.0f}:" + ",".join(f"{k}={v}" for k, v in sorted(met.items()))
+        if trigger.reset_on_success:
+            for req in trigger.require:
+                await store.kv_delete(flow.namespace, trigger_met_key(flow.id, trigger.id,
+                                                                      window, req.id))  # fmt: skip
+        await self._fire(flow, trigger, key, fire, now, variables, outputs=outputs)
 
     async def _fire(
         self,

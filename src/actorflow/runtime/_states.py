@@ -44,6 +44,8 @@ class State(enum.StrEnum):
     CANCELLED = "CANCELLED"
     SKIPPED = "SKIPPED"
     RESTARTED = "RESTARTED"
+    #: An execution that failed and is retried as a new one (Kestra's CREATE_NEW_EXECUTION).
+    RETRIED = "RETRIED"
 
     # Plain attributes set on each member below, not properties: read on every state change.
     terminal: bool
@@ -58,9 +60,17 @@ class State(enum.StrEnum):
 
 
 TERMINAL = frozenset(
-    {State.SUCCESS, State.WARNING, State.FAILED, State.KILLED, State.CANCELLED, State.SKIPPED}
+    {
+        State.SUCCESS,
+        State.WARNING,
+        State.FAILED,
+        State.KILLED,
+        State.CANCELLED,
+        State.SKIPPED,
+        State.RETRIED,
+    }
 )
-_FAILING = frozenset({State.FAILED, State.KILLED, State.CANCELLED})
+_FAILING = frozenset({State.FAILED, State.KILLED, State.CANCELLED, State.RETRIED})
 for _member in State:
     _member.terminal = _member in TERMINAL
     _member.failed = _member in _FAILING
@@ -81,6 +91,7 @@ MISTRAL_VIEW: Mapping[State, MistralState] = {
     State.CANCELLED: MistralState.CANCELLED,
     State.SKIPPED: MistralState.SUCCESS,
     State.RESTARTED: MistralState.RUNNING,
+    State.RETRIED: MistralState.ERROR,
 }
 
 # Severity for "worst child wins"; SKIPPED counts as SUCCESS as in Kestra's guessFinalState.
@@ -98,7 +109,7 @@ EXECUTION_TRANSITIONS: Mapping[State, frozenset[State]] = {
     S.CREATED: frozenset({S.RUNNING, S.QUEUED, S.CANCELLED, S.FAILED, S.KILLING, S.KILLED}),
     S.QUEUED: frozenset({S.RUNNING, S.CANCELLED, S.KILLING, S.KILLED}),
     S.RUNNING: frozenset(
-        {S.PAUSED, S.SUCCESS, S.WARNING, S.FAILED, S.KILLING, S.CANCELLED, S.KILLED}
+        {S.PAUSED, S.SUCCESS, S.WARNING, S.FAILED, S.KILLING, S.CANCELLED, S.KILLED, S.RETRIED}
     ),
     S.PAUSED: frozenset({S.RESTARTED, S.RUNNING, S.KILLING, S.FAILED, S.CANCELLED, S.WARNING}),
     S.RESTARTED: frozenset({S.RUNNING, S.KILLING, S.PAUSED}),
@@ -111,6 +122,7 @@ EXECUTION_TRANSITIONS: Mapping[State, frozenset[State]] = {
     S.CANCELLED: frozenset(),
     S.SKIPPED: frozenset(),
     S.RETRYING: frozenset(),
+    S.RETRIED: frozenset(),
 }
 
 _TASK_RUN_FINISHED = frozenset({S.SUCCESS, S.WARNING, S.FAILED, S.KILLED, S.CANCELLED})
@@ -129,6 +141,7 @@ TASK_RUN_TRANSITIONS: Mapping[State, frozenset[State]] = {
     S.CANCELLED: frozenset({S.RESTARTED}),
     S.SKIPPED: frozenset(),
     S.QUEUED: frozenset(),
+    S.RETRIED: frozenset(),
 }
 
 ATTEMPT_TRANSITIONS: Mapping[State, frozenset[State]] = {

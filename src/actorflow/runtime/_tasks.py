@@ -409,12 +409,15 @@ class Log(Runnable):
 
 @dataclass(frozen=True, kw_only=True)
 class Return(Runnable):
-    """Outputs ``{"value": <rendered value>}``."""
+    """Outputs ``{"value": <rendered value>}``; with ``null_text``, a null value is ``""``
+    (Kestra's Return: its ``format`` is text, and Pebble prints null as nothing)."""
 
     value: Any
+    null_text: bool = False
 
     async def run(self, ctx: TaskContext) -> Any:
-        return {"value": ctx.render(self.value, field="value")}
+        value = ctx.render(self.value, field="value")
+        return {"value": "" if value is None and self.null_text else value}
 
 
 @dataclass(frozen=True, kw_only=True)

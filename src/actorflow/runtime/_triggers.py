@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import enum
 import json
+import re
 import zoneinfo
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -139,6 +140,66 @@ class Schedule(Trigger):
         return text.replace("+00:00", "Z") if self.timezone == "UTC" else text
 
 
+#: Operators of a Requirement's filters (Kestra's ``where`` filter types).
+FILTER_OPS = ("EQUAL_TO", "NOT_EQUAL_TO", "STARTS_WITH", "ENDS_WITH", "IN", "NOT_IN",
+              "IS_TRUE", "IS_FALSE", "REGEX")  # fmt: skip
+#: What a filter reads of an ended execution.
+FILTER_FIELDS = ("NAMESPACE", "FLOW_ID", "STATE", "EXPRESSION")
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One test of an ended execution: ``field`` (NAMESPACE, FLOW_ID, STATE, or EXPRESSION,
+    a template rendered with the execution's ``labels``, ``outputs``, ``trigger``) against
+    ``value`` with ``op`` (one of :data:`FILTER_OPS`)."""
+
+    field: str
+    op: str
+    value: Any = None
+
+    def test(self, ex: Execution, context: Mapping[str, Any], where: str) -> bool:
+        """Whether ``ex`` passes."""
+        if self.field == "EXPRESSION":
+            yes = truthy(render(self.value, context, where=where))
+            return yes if self.op == "IS_TRUE" else not yes
+        text: dict[str, str] = {
+            "NAMESPACE": ex.namespace, "FLOW_ID": ex.flow_id, "STATE": ex.state.value
+        }  # fmt: skip
+        got = text[self.field]
+        op, value = self.op, self.value
+        if op == "EQUAL_TO":
+            return bool(got == value)
+        if op == "NOT_EQUAL_TO":
+            return bool(got != value)
+        if op == "STARTS_WITH":
+            return got.startswith(str(value))
+        if op == "ENDS_WITH":
+            return got.endswith(str(value))
+        if op == "IN":
+            return got in value
+        if op == "NOT_IN":
+            return got not in value
+        if op == "REGEX":
+            return re.fullmatch(str(value), got) is not None
+        return False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Requirement:
+    """One named condition of a multi-flow trigger (Kestra's MultipleCondition entry, a
+    ``preconditions`` flow or ``where`` entry): an ended execution meets it when its
+    ``filters`` all (``operand`` AND) or any (OR) pass."""
+
+    id: str
+    filters: Sequence[Filter] = ()
+    operand: str = "AND"
+
+    def met_by(self, ex: Execution, context: Mapping[str, Any], where: str) -> bool:
+        """Whether ``ex`` meets this condition."""
+        results = (f.test(ex, context, f"{where}.{self.id}") for f in self.filters)
+        return any(results) if self.operand == "OR" else all(results)
+
+
 @dataclass(frozen=True, kw_only=True)
 class FlowTrigger(Trigger):
     """Fires when an execution of another flow reaches one of ``states`` (its end, in any
@@ -151,9 +212,24 @@ class FlowTrigger(Trigger):
     namespace_prefix: bool = False
     flow_id: str | None = None
     states: Sequence[State] = tuple(sorted(TERMINAL, key=lambda s: s.value))
+    #: Several flows (Kestra's MultipleCondition, ``preconditions`` with ``flows``/``where``):
+    #: it fires once every requirement was met by some ended execution within one window
+    #: of ``window`` seconds (windows start at ``window_advance`` past each multiple of
+    #: ``window`` since the epoch, UTC). What was met is stored, so it counts across
+    #: processes and restarts; ``reset_on_success``: a fire starts the count again.
+    require: Sequence[Requirement] = ()
+    window: float = 86400.0
+    window_advance: float = 0.0
+    reset_on_success: bool = True
+
+    def window_start(self, when: float) -> float:
+        """The start of the window holding ``when``."""
+        return (when - self.window_advance) // self.window * self.window + self.window_advance
 
     def problems(self) -> list[Problem]:
         found = super().problems()
+        if self.require and not self.window > 0:
+            found.append(Problem("the window must be a positive duration", field="window"))
         for i, s in enumerate(self.states):
             if not isinstance(s, State) or s is State.CREATED:
                 found.append(Problem(f"{s!r} is not a state a trigger can listen to",
@@ -222,6 +298,12 @@ def trigger_key(namespace: str, flow_id: str, trigger_id: str) -> str:
     return f"{namespace}/{flow_id}/{trigger_id}"
 
 
+def trigger_met_key(flow_id: str, trigger_id: str, window: float, requirement: str) -> str:
+    """The key-value entry (in the flow's namespace) recording which execution met one
+    requirement of a multi-flow trigger in one window; ``~`` as in :func:`trigger_switch_key`."""
+    return f"~triggers/{flow_id}/{trigger_id}/met/{window:.0f}/{requirement}"
+
+
 def trigger_switch_key(flow_id: str, trigger_id: str) -> str:
     """The key-value entry (in the flow's namespace) where trigger.Toggle keeps whether a
     trigger is enabled; ``~`` keeps it out of the keys flows may set."""
@@ -238,13 +320,18 @@ async def trigger_enabled(store: Store, flow: Flow, trigger: Trigger) -> bool:
 
 
 __all__ = [
+    "FILTER_FIELDS",
+    "FILTER_OPS",
+    "Filter",
     "FlowTrigger",
     "RecoverMissed",
+    "Requirement",
     "Schedule",
     "Trigger",
     "Webhook",
     "trigger_enabled",
     "trigger_key",
+    "trigger_met_key",
     "trigger_problems",
     "trigger_switch_key",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -650,6 +651,14 @@ class Engine:
         self.start_execution(flow, record)
         return True
 
+    def start_retry(self, flow: Flow, record: Execution) -> None:
+        """Start the stored next execution of a retry as a new execution (it waits for its
+        ``not_before`` itself); a runtime closing leaves it CREATED for the next worker."""
+        if not self.worker or not self.accepting:
+            return
+        with contextlib.suppress(RuntimeClosedError):
+            self.start_execution(flow, record)
+
     async def _parent_id(self, execution_id: str) -> str | None:
         row = await self.store.get_execution(execution_id)
         return None if row is None else row.parent_execution_id
@@ -748,6 +757,10 @@ def _child_outputs(ex: Execution) -> dict[str, Any]:
     return out
 
 
+#: Kestra's label naming the first execution of a chain of subflows (and of retries).
+CORRELATION_ID = "system.correlationId"
+
+
 def new_execution_record(
     *,
     engine: Engine,
@@ -760,9 +773,13 @@ def new_execution_record(
     trigger: dict[str, Any] | None = None,
     execution_id: str | None = None,
 ) -> Execution:
-    """A CREATED execution of ``flow``."""
+    """A CREATED execution of ``flow``, labelled ``system.correlationId`` (its own id unless
+    given: a subflow's child carries its root's, as in Kestra)."""
+    execution_id = execution_id or engine.new_id()
+    all_labels = {**flow.labels, **(labels or {})}
+    all_labels.setdefault(CORRELATION_ID, execution_id)
     return Execution(
-        id=execution_id or engine.new_id(),
+        id=execution_id,
         trigger=trigger,
         namespace=flow.namespace,
         flow_id=flow.id,
@@ -772,7 +789,7 @@ def new_execution_record(
         inputs=inputs,
         parent_execution_id=parent_execution_id,
         parent_task_run_id=parent_task_run_id,
-        labels={**flow.labels, **(labels or {})},
+        labels=all_labels,
         traceparent=traceparent,
         flow_source=flow.source,
     )

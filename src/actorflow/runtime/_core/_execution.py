@@ -25,7 +25,7 @@ from actorflow.actors import Actor, Kill, Pause, Resume, Terminated
 from actorflow.runtime._clock import TimerHandle
 from actorflow.runtime._core._commands import apply_command
 from actorflow.runtime._core._frames import MAIN, Frame, Spec, WaitForFrame, make_frame
-from actorflow.runtime._core._ids import task_run_id
+from actorflow.runtime._core._ids import child_execution_id, task_run_id
 from actorflow.runtime._core._messages import (
     Command,
     Dequeue,
@@ -185,6 +185,8 @@ class ExecutionActor(Actor):
                 # one per child at most, like the reports themselves).
                 self.context.self_ref.post(ChildCrashed(message.ref, message.error))
         elif isinstance(message, Start):
+            if self._not_yet():
+                return None
             if self.flow.concurrency is None:
                 self._start()
             else:
@@ -235,8 +237,17 @@ class ExecutionActor(Actor):
             return
         self._start(behavior)
 
+    def _not_yet(self) -> bool:
+        """A retry as a new execution waits for its start (a timer posts Start then)."""
+        due = self.ex.not_before
+        if due is None or self.ex.state is not State.CREATED or due <= self.engine.clock.now():
+            return False
+        ref = self.context.self_ref
+        self._sla_timers.append(self.engine.timers.call_at(due, lambda: ref.post(Start())))
+        return True
+
     def _start(self, decision: ConcurrencyBehavior | None = None) -> None:
-        if self.ex.state is not State.CREATED:
+        if self.ex.state is not State.CREATED or self._not_yet():
             return
         if decision is ConcurrencyBehavior.CANCEL:
             self._finish(State.CANCELLED)
@@ -725,13 +736,61 @@ class ExecutionActor(Actor):
             except (TemplateError, InputError, UnstorableValue) as exc:
                 state = State.FAILED
                 changes["error"] = f"flow outputs: {exc}"
+        retry = self._new_execution() if state is State.FAILED else None
+        if retry is not None:
+            state = State.RETRIED
         if self.ex.state is State.CREATED and state is State.KILLED:
             self._to(State.KILLED, **changes)
         else:
             self._to(state, **changes)
         commit = self._save()
         self.engine.execution_ended(self.flow, self.snapshot(), commit)
+        if retry is not None:
+            self.engine.start_retry(self.flow, retry)
         self.context.stop()
+
+    def _new_execution(self) -> Execution | None:
+        """The next execution of a failed one whose failed task's retry is a new execution
+        (Kestra's CREATE_NEW_EXECUTION), queued to be stored; None when there is none or
+        retrying is over."""
+        flow, ex = self.flow, self.ex
+        for tr in self.runs.values():
+            if tr.state is not State.FAILED:
+                continue
+            try:
+                task = flow.task(tr.task_id)
+            except KeyError:
+                continue
+            retry = flow.retry_for(task.id)
+            if retry is None or not retry.new_execution or isinstance(task, Flowable):
+                continue
+            first_start = ex.original_start or ex.start_date
+            now = self.engine.clock.now()
+            due = retry.next_execution(
+                attempt_number=ex.attempt_number, first_start=first_start, now=now
+            )
+            if due < 0:
+                return None
+            from actorflow.runtime._core._engine import new_execution_record  # a cycle
+
+            record = new_execution_record(
+                engine=self.engine, flow=flow, inputs=dict(ex.inputs), labels=dict(ex.labels),
+                trigger=ex.trigger,
+                # One id per failed attempt: a run again after a crash never makes two.
+                execution_id=child_execution_id(f"{ex.id}-retry", ex.attempt_number + 1),
+            )  # fmt: skip
+            record = msgspec.structs.replace(
+                record,
+                original_execution_id=ex.original_execution_id or ex.id,
+                attempt_number=ex.attempt_number + 1,
+                original_start=first_start,
+                not_before=due,
+            )
+            # Stored before this execution's end, in the same write order: the retry is
+            # never lost between the two.
+            self.engine.save_execution(record, record.history)
+            return record
+        return None
 
 
 def _pause_done(tr: TaskRun, task: PauseTask) -> bool:

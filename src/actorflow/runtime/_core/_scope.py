@@ -17,7 +17,9 @@ from actorflow.runtime._flow import Flow
 from actorflow.runtime._pebble import iso
 from actorflow.runtime._records import Execution, TaskRun
 from actorflow.runtime._states import State
+from actorflow.runtime._tasks import WorkingDirectory
 from actorflow.runtime._template import LazyVariables, template_limits
+from actorflow.runtime._template_io import GLOBALS
 from actorflow.storage import FileScope
 
 if TYPE_CHECKING:
@@ -96,6 +98,7 @@ class ExecutionScope:
             "read": self._read,
             "currentEachOutput": functools.partial(_current_each_output, parents, tr),
             "envs": _envs(),
+            "globals": GLOBALS,
             "parents": parents,
         }
         if any("." in k for k in ex.inputs):
@@ -175,8 +178,28 @@ class ExecutionScope:
             log_level=task.log_level,
             log_to_file=task.log_to_file,
             working_dir=working_dir,
-            variables=self.kestra_variables(tr),
+            variables=self._worker_variables(tr) if working_dir else self.kestra_variables(tr),
         )
+
+    def _worker_variables(self, tr: TaskRun) -> dict[str, Any]:
+        """A task inside a WorkingDirectory also sees that task run as ``workerTaskrun``
+        (Kestra runs them in the WorkingDirectory's context)."""
+        variables = self.kestra_variables(tr)
+        parent_id = tr.parent_task_run_id
+        for _ in range(1000):
+            parent = (
+                None
+                if parent_id is None
+                else self.current.get(parent_id) or self.runs.get(parent_id)
+            )
+            if parent is None:
+                break
+            with contextlib.suppress(KeyError):
+                if isinstance(self.flow.task(parent.task_id), WorkingDirectory):
+                    variables["workerTaskrun"] = self.kestra_variables(parent)["taskrun"]
+                    break
+            parent_id = parent.parent_task_run_id
+        return variables
 
     def record_outputs(self, tr: TaskRun) -> None:
         """Expose ``tr``'s outputs as ``outputs.<task_id>``; inside loops keyed by the loop

@@ -43,6 +43,7 @@ from actorflow.runtime._tasks import (
     labels_mapping,
 )
 from actorflow.runtime._template import render
+from actorflow.runtime._template_io import prefetch_kv
 from actorflow.runtime._values import (
     check_plain,
     metric_value,
@@ -235,8 +236,10 @@ class TaskRunActor(Actor):
             try:
                 if task.timeout is not None:
                     with anyio.fail_after(task.timeout):
+                        await prefetch_kv(task, ctx)
                         result = await task.run(ctx)
                 else:
+                    await prefetch_kv(task, ctx)
                     result = await task.run(ctx)
                 if result is not None:
                     outputs = normalize_outputs(result)
@@ -301,7 +304,8 @@ class TaskRunActor(Actor):
         retry = self.scope.flow.retry_for(self.task.id)
         now = self.scope.engine.clock.now()
         due = None
-        if retry is not None:
+        # A retry as a new execution leaves this one to fail (see ExecutionActor._finish).
+        if retry is not None and not retry.new_execution:
             due = retry.next_start(
                 attempts_done=len(self.record.attempts),
                 first_start=self.record.attempts[0].start,
@@ -474,7 +478,13 @@ class TaskRunActor(Actor):
         task = self.task
         try:
             inputs = ctx.render(dict(task.inputs), field="inputs")
-            labels = dict(self.scope.record.labels) if task.inherit_labels else {}
+            parent_labels = self.scope.record.labels
+            labels = (
+                dict(parent_labels)
+                if task.inherit_labels
+                # Kestra's children always carry their parent's system labels.
+                else {k: v for k, v in parent_labels.items() if k.startswith("system.")}
+            )
             if task.labels:
                 rendered = ctx.render(dict(task.labels), field="labels")
                 labels.update(labels_mapping(rendered, f"task {task.id!r} labels"))
