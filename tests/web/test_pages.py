@@ -220,6 +220,10 @@ def test_a_phone_sees_the_list_and_the_gantt(browser: Any, served: Served) -> No
         expect(pg.locator("tbody tr").first).to_be_visible()
         assert pg.evaluate("document.documentElement.scrollWidth") <= 392
         shot(pg, "phone-executions")
+        pg.goto(f"{served.url}/#/flows/ops/shapes")
+        expect(pg.get_by_role("switch", name="hook enabled")).to_be_visible()
+        assert pg.evaluate("document.documentElement.scrollWidth") <= 392
+        shot(pg, "phone-flow")
     finally:
         context.close()
 
@@ -394,7 +398,9 @@ def test_the_gantt_redraws_in_place(page: Any, served: Served) -> None:
     expect(page.locator('[data-task="wait"]')).to_have_attribute("data-state", "RUNNING")
     expect(first).to_have_attribute("data-state", "SUCCESS")
     first.evaluate("e => { e.dataset.mark = 'kept'; }")  # gone if the row is drawn anew
-    first.focus()
+    page.locator('[data-task="wait"]').focus()
+    page.keyboard.press("ArrowUp")  # the chart's rows are one tab stop, walked by arrows
+    assert first.evaluate("e => document.activeElement === e")
     page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
     scrolled = page.evaluate("window.scrollY")
     assert scrolled > 0

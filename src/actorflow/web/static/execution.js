@@ -223,7 +223,12 @@ class GanttView {
     this.ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => h("span.tick", { style: { left: `${f * 100}%` } }));
     this.axis = h("div.grow.gaxis", { role: "row" }, h("div.glabel", { role: "columnheader" }, "Task run"),
       h("div.gtrack", { role: "columnheader" }, this.ticks), h("div.gdur", { role: "columnheader" }, "Duration"));
-    this.table = h("div.gantt", { role: "table", "aria-label": "Gantt chart of task runs" }, this.axis);
+    // One tab stop for the whole chart (roving tabindex): arrows move between rows.
+    this.table = h("div.gantt", {
+      role: "table", "aria-label": "Gantt chart of task runs (arrow keys move between rows)",
+      onkeydown: (e) => this.arrows(e),
+    }, this.axis);
+    this.current = null;
     this.empty = h("p.empty", {}, "No task runs yet.");
     this.el = h("div", {}, this.empty);
   }
@@ -247,7 +252,7 @@ class GanttView {
       const sig = JSON.stringify([tr.state, tr.history.length, tr.attempts, depth.get(tr.id)]);
       let row = this.rows.get(tr.id);
       if (!row) {
-        row = h("div.grow", { "data-task-run": tr.id, role: "row", tabindex: "0" });
+        row = h("div.grow", { "data-task-run": tr.id, role: "row", tabindex: "-1" });
         this.rows.set(tr.id, row);
       }
       if (running || row.dataset.sig !== sig) {
@@ -258,6 +263,21 @@ class GanttView {
       prev = row;
     }
     for (const [trId, row] of this.rows) if (!seen.has(trId)) { row.remove(); this.rows.delete(trId); }
+    if (!this.current || !this.current.isConnected) this.rove(this.axis.nextElementSibling, false);
+  }
+  rove(row, focus) {
+    if (!row) return;
+    if (this.current && this.current !== row) this.current.tabIndex = -1;
+    row.tabIndex = 0;
+    this.current = row;
+    if (focus) row.focus();
+  }
+  arrows(e) {
+    const row = e.target.closest(".grow:not(.gaxis)");
+    if (!row) return;
+    const next = { ArrowDown: row.nextElementSibling, ArrowUp: row.previousElementSibling,
+      Home: this.axis.nextElementSibling, End: this.table.lastElementChild }[e.key];
+    if (next && next !== this.axis) { e.preventDefault(); this.rove(next, true); }
   }
   fill(row, tr, now, depth, start) {
     const last = tr.history[tr.history.length - 1][1];
