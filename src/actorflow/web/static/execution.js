@@ -45,7 +45,7 @@ export async function executionPage(main, id, params, onLeave) {
       b.tabIndex = on ? 0 : -1;
     });
     panel.setAttribute("aria-labelledby", "tab-" + tab);
-    clear(header, headerView(ex, links));
+    swap(header, headerView(ex, links));
     loadLinks();
     // Rebuilt only when what they offer changes: a form being filled keeps its values and focus.
     const key = `${ex.state}:${ex.task_runs.length}:${ex.attempt_number}`;
@@ -62,7 +62,7 @@ export async function executionPage(main, id, params, onLeave) {
     linksKey = key;
     try {
       links = await api(`executions/${encodeURIComponent(id)}/links`);
-      clear(header, headerView(ex, links));
+      swap(header, headerView(ex, links));
     } catch { linksKey = ""; /* the header keeps what the tree itself says */ }
   }
   let es = null;
@@ -85,6 +85,15 @@ export async function executionPage(main, id, params, onLeave) {
   // An ended execution's stream would only send the tree just drawn (and redraw it).
   if (!TERMINAL.has(ex.state)) follow();
   onLeave(() => es && es.close());
+}
+
+/** Replace ``el``'s content only if it differs; a focused link keeps the focus. */
+function swap(el, children) {
+  const next = h("div", {}, children);
+  if (next.innerHTML === el.innerHTML) return;
+  const focused = el.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
+  el.replaceChildren(...next.childNodes);
+  if (focused) el.querySelector(`[href="${CSS.escape(focused)}"]`)?.focus();
 }
 
 // -- header and actions -------------------------------------------------------------------
