@@ -1,5 +1,5 @@
 """The web UI's API calls with 100,000 executions stored (issue 18): p50/p99 of the list's
-first page, a deep page by cursor, filters, and one execution of 1,000 task runs.
+first page, a deep page by cursor, filters, one execution of 1,000 task runs and its links.
 
 Rows are inserted straight through the store (the same rows the engine writes), then each
 call goes through the whole ASGI app (routing, handler, JSON) with an in-process client.
@@ -70,12 +70,12 @@ async def _measure(executions: int, task_runs: int, repeats: int) -> list[dict[s
     async with af.Runtime.open(path) as rt:
         batch: list[Any] = []
         for ex in _executions(executions):
-            batch += execution_rows((ex, None))
+            batch += execution_rows((ex, None, 0, None))
             if len(batch) >= 5_000:
                 rt.store.write(batch)
                 batch = []
         big, trs = _big(task_runs)
-        batch += execution_rows((big, None))
+        batch += execution_rows((big, None, 0, None))
         for tr in trs:
             batch += task_run_rows(tr)
         rt.store.write(batch)
@@ -98,6 +98,8 @@ async def _measure(executions: int, task_runs: int, repeats: int) -> list[dict[s
                 ("filter namespace+state", "/api/v1/executions",
                  {"limit": 25, "namespace": "ns4", "state": "KILLED"}, 200),
                 (f"execution of {task_runs} task runs", "/api/v1/executions/big", {}, 500),
+                (f"links of the execution of {task_runs} task runs",
+                 "/api/v1/executions/big/links", {}, 500),
             ]  # fmt: skip
             for name, url, params, target in calls:
                 r = await c.get(url, params=params)

@@ -1,5 +1,6 @@
 """Flows the web UI's tests run: every shape the topology draws, retries for the Gantt,
-a Pause with resume inputs, files, and one input of every type."""
+a Pause with resume inputs, files (an uploaded FILE input too), and one input of every
+type."""
 
 from __future__ import annotations
 
@@ -57,6 +58,13 @@ async def echo(ctx: af.TaskContext, value: Any) -> dict[str, Any]:
     return {"value": value}
 
 
+@af.task
+async def read_upload(ctx: af.TaskContext, uri: str) -> dict[str, Any]:
+    """The uploaded file's text, and a copy of it as an output file of its own."""
+    text = (await ctx.storage.get(uri)).decode()
+    return {"text": text, "copy": await ctx.storage.put("copy.txt", text.upper())}
+
+
 RETRY = af.Retry(max_attempts=3, interval=0.01)
 
 FLOWS = [
@@ -96,6 +104,11 @@ FLOWS = [
     af.Flow(id="waiting", namespace="team", tasks=[gated("wait")]),
     af.Flow(id="parent", namespace="team",
             tasks=[af.Subflow(id="child", flow_id="hello", namespace="team")]),
+    af.Flow(id="stepped", namespace="team", tasks=[
+        af.Log(id="first", message="1"), gated("wait"), af.Log(id="after", message="2")]),
+    af.Flow(id="upload", namespace="team",
+            inputs=[af.Input(name="doc", type="file"), af.Input(name="note", default="")],
+            tasks=[read_upload("read", uri="{{ inputs.doc }}")]),
     af.Flow(id="failing", namespace="team", tasks=[af.Log(id="first", message="1"), boom("b")],
             retry=None),
 ]  # fmt: skip

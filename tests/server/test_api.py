@@ -99,7 +99,8 @@ async def test_health_and_openapi_document_every_route(served: Served) -> None:
     assert {"post"} == set(paths["/api/v1/executions/{id}/kill"])
     assert "get" in paths["/api/v1/openapi.json"]
     ops = [op["operationId"] for p in paths.values() for op in p.values()]
-    assert len(ops) == len(set(ops)) == 24
+    assert len(ops) == len(set(ops)) == 25
+    assert set(paths["/api/v1/executions/{id}/links"]) == {"get"}
     list_params = {p["name"] for p in paths["/api/v1/executions"]["get"]["parameters"]}
     assert {"namespace", "flowId", "state", "limit", "offset"} <= list_params
 

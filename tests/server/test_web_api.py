@@ -100,8 +100,9 @@ def test_the_events_stream_announces_a_new_execution_and_its_end(client: httpx.C
             if data["id"] != ex["id"]:
                 continue
             states.append(data["state"])
-            if data["state"] == "RUNNING" or len(states) == 1:
-                client.post(f"/api/v1/executions/{ex['id']}/kill").raise_for_status()
+            if len(states) == 1:
+                kill = client.post(f"/api/v1/executions/{ex['id']}/kill")
+                assert kill.status_code == 202, kill.text
             if data["state"] == "KILLED":
                 break
     assert states[-1] == "KILLED"
@@ -180,3 +181,33 @@ async def test_the_ui_mounts_in_a_host_app_under_a_prefix(tmp_path: Path) -> Non
             assert (await c.get("/ui/static/util.js")).status_code == 200
             flows = (await c.get("/ui/api/v1/flows")).json()["results"]
             assert {f["id"] for f in flows} >= {"hello", "shapes"}
+
+
+def test_links_name_parent_children_original_replays_and_restarts(client: httpx.Client) -> None:
+    """An execution's links give its subflow's execution and back, the execution a replay
+    replays and its replays, and its restarts, each linked one with its state."""
+    parent = submit(client, "parent", wait=True)
+    child_id = parent["task_runs"][0]["child_execution_id"]
+    down = client.get(f"/api/v1/executions/{parent['id']}/links").json()
+    assert [(c["id"], c["state"], c["taskId"], c["flowId"]) for c in down["children"]] == [
+        (child_id, "SUCCESS", "child", "hello")
+    ]
+    assert down["parent"] is None and down["original"] is None and down["replays"] == []
+    up = client.get(f"/api/v1/executions/{child_id}/links").json()
+    assert up["parent"]["id"] == parent["id"] and up["parent"]["state"] == "SUCCESS"
+    assert up["parent"]["taskRunId"] == parent["task_runs"][0]["id"]
+
+    failed = submit(client, "failing", wait=True)
+    first = next(tr for tr in failed["task_runs"] if tr["task_id"] == "first")
+    r = client.post(f"/api/v1/executions/{failed['id']}/replay", json={"taskRunId": first["id"]})
+    assert r.status_code == 201, r.text
+    replay_id = r.json()["id"]
+    restart = client.post(f"/api/v1/executions/{failed['id']}/restart")
+    assert restart.status_code == 202, restart.text
+    links = client.get(f"/api/v1/executions/{failed['id']}/links").json()
+    assert [x["id"] for x in links["replays"]] == [replay_id] and links["replaysComplete"]
+    assert len(links["restarts"]) == 1 and links["attempt"] == 2
+    back = client.get(f"/api/v1/executions/{replay_id}/links").json()
+    assert back["original"]["id"] == failed["id"] and back["original"]["flowId"] == "failing"
+    assert back["replays"] == [] and back["restarts"] == [] and back["attempt"] == 2
+    assert client.get("/api/v1/executions/nope/links").status_code == 404

@@ -143,7 +143,7 @@ def test_download_an_output_file(page: Any, served: Served, tmp_path: Path) -> N
     content; metrics show with their tags."""
     ex = api(served, "POST", "executions/team/hello", params={"wait": True}, json={"name": "Ada"})
     page.goto(f"{served.url}/#/executions/{ex['id']}?tab=Outputs")
-    expect(page.locator(".tree")).to_contain_text("hello Ada")
+    expect(page.locator(".panel .tree").first).to_contain_text("hello Ada")
     with page.expect_download() as info:
         page.get_by_role("link", name=re.compile("report.txt")).click()
     path = tmp_path / "got.txt"
@@ -220,6 +220,10 @@ def test_a_phone_sees_the_list_and_the_gantt(browser: Any, served: Served) -> No
         expect(pg.locator("tbody tr").first).to_be_visible()
         assert pg.evaluate("document.documentElement.scrollWidth") <= 392
         shot(pg, "phone-executions")
+        pg.goto(f"{served.url}/#/flows/ops/shapes")
+        expect(pg.get_by_role("switch", name="hook enabled")).to_be_visible()
+        assert pg.evaluate("document.documentElement.scrollWidth") <= 392
+        shot(pg, "phone-flow")
     finally:
         context.close()
 
@@ -281,6 +285,14 @@ def test_pause_restart_and_replay_from_a_chosen_task_run(page: Any, served: Serv
     assert failed["id"] not in page.url
     replayed = api(served, "GET", f"executions/{page.url.rsplit('/', 1)[-1]}")
     assert replayed["original_execution_id"] == failed["id"]
+    meta = page.locator("dl.meta")
+    expect(meta.get_by_role("link", name=failed["id"])).to_be_visible()
+    meta.get_by_role("link", name=failed["id"]).click()  # back to the original: it lists it
+    expect(page.get_by_role("heading", name=re.compile("Execution"))).to_contain_text(failed["id"])
+    expect(meta).to_contain_text("Replays")
+    expect(meta.get_by_role("link", name=replayed["id"])).to_be_visible()
+    expect(meta).to_contain_text("Restarts")
+    shot(page, "execution-links")
 
 
 def test_subflow_links_and_log_filters(page: Any, served: Served) -> None:
@@ -306,3 +318,97 @@ def test_subflow_links_and_log_filters(page: Any, served: Served) -> None:
     page.get_by_label("Level").select_option("ERROR")
     expect(logs).to_contain_text("No log lines.")
     shot(page, "execution-logs")
+
+
+def test_upload_a_file_from_the_run_form(page: Any, served: Served, tmp_path: Path) -> None:
+    """A FILE input's field uploads the chosen file: the execution gets it as a stored file,
+    its task reads the content, and the page downloads it back byte for byte."""
+    doc = tmp_path / "notes.txt"
+    doc.write_text("uploaded from the browser ✓")
+    page.goto(f"{served.url}/#/flows/team/upload")
+    form = page.get_by_role("form", name="Run this flow")
+    form.get_by_label("doc").set_input_files(str(doc))
+    shot(page, "flow-upload")
+    form.get_by_role("button", name="Run").click()
+    expect(page.get_by_role("heading", name=re.compile("Execution"))).to_be_visible()
+    ex_id = page.url.rsplit("/", 1)[-1]
+    done = wait_state(served, ex_id, "SUCCESS", "FAILED")
+    assert done["state"] == "SUCCESS", done.get("error")
+    assert done["inputs"]["doc"].startswith("actorflow://")
+    assert done["task_runs"][0]["outputs"]["text"] == "uploaded from the browser ✓"
+    page.goto(f"{served.url}/#/executions/{ex_id}?tab=Outputs")
+    expect(page.locator(".panel .tree").first).to_contain_text("uploaded from the browser ✓")
+    with page.expect_download() as info:  # the input itself, from the header
+        page.locator("dl.meta").get_by_role("link", name=re.compile("notes.txt")).click()
+    got = tmp_path / "got.txt"
+    info.value.save_as(got)
+    assert got.read_bytes() == doc.read_bytes()
+    with page.expect_download() as info:  # what the task made of it
+        page.locator(".panel").get_by_role("link", name=re.compile("copy.txt")).click()
+    info.value.save_as(got)
+    assert got.read_text() == "UPLOADED FROM THE BROWSER ✓"
+
+
+def test_switch_a_trigger_off_and_on(page: Any, served: Served) -> None:
+    """A flow's page has an on/off switch per trigger, labelled with the trigger's id and its
+    state in words; flipping it changes what the API reports, and the page says so."""
+
+    def enabled(trigger_id: str) -> bool:
+        found = api(served, "GET", "triggers", params={"namespace": "ops"})["results"]
+        return bool(next(t for t in found if t["id"] == trigger_id)["enabled"])
+
+    assert enabled("hook") and not enabled("nightly")
+    page.goto(f"{served.url}/#/flows/ops/shapes")
+    hook = page.get_by_role("switch", name="hook enabled")
+    nightly = page.get_by_role("switch", name="nightly enabled")
+    expect(hook).to_be_checked()
+    expect(nightly).not_to_be_checked()
+    item = page.locator('li[data-trigger="hook"]')
+    expect(item).to_contain_text("On: fires")
+    expect(page.locator('li[data-trigger="nightly"]')).to_contain_text("Off: does not fire")
+    hook.focus()
+    page.keyboard.press("Space")  # a keyboard flips it as a click does
+    expect(item).to_contain_text("Off: does not fire")
+    expect(hook).not_to_be_checked()
+    expect(hook).to_be_enabled()
+    assert not enabled("hook")
+    shot(page, "flow-triggers")
+    r = httpx.post(f"{served.url}/api/v1/executions/webhook/ops/shapes/secret-key", timeout=30)
+    assert r.status_code == 404  # switched off: the webhook starts nothing
+    nightly.click()
+    expect(page.locator('li[data-trigger="nightly"]')).to_contain_text("On: fires")
+    assert enabled("nightly")
+    hook.click()
+    expect(item).to_contain_text("On: fires")
+    assert enabled("hook")
+    page.reload()  # the state shown comes from the API, not from the page's memory
+    expect(page.get_by_role("switch", name="nightly enabled")).to_be_checked()
+    api(served, "PUT", "triggers/ops/shapes/nightly", json={"enabled": False})
+
+
+def test_the_gantt_redraws_in_place(page: Any, served: Served) -> None:
+    """While an execution runs, a change redraws only what changed: the rows already drawn
+    stay the same elements, the focused one keeps the focus and the page its scroll."""
+    GATE.clear()
+    ex = api(served, "POST", "executions/team/stepped", json={})
+    wait_state(served, ex["id"], "RUNNING")
+    page.set_viewport_size({"width": 1280, "height": 360})  # short: the page scrolls
+    page.goto(f"{served.url}/#/executions/{ex['id']}")
+    first = page.locator('[data-task="first"]')
+    expect(page.locator('[data-task="wait"]')).to_have_attribute("data-state", "RUNNING")
+    expect(first).to_have_attribute("data-state", "SUCCESS")
+    first.evaluate("e => { e.dataset.mark = 'kept'; }")  # gone if the row is drawn anew
+    page.locator('[data-task="wait"]').focus()
+    page.keyboard.press("ArrowUp")  # the chart's rows are one tab stop, walked by arrows
+    assert first.evaluate("e => document.activeElement === e")
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+    scrolled = page.evaluate("window.scrollY")
+    assert scrolled > 0
+    GATE.set()
+    expect(page.locator(".head .badge")).to_contain_text("SUCCESS")
+    expect(page.locator('[data-task="after"]')).to_have_attribute("data-state", "SUCCESS")
+    expect(page.locator('[data-task="wait"]')).to_have_attribute("data-state", "SUCCESS")
+    expect(first).to_have_attribute("data-mark", "kept")
+    assert first.evaluate("e => document.activeElement === e")
+    assert page.evaluate("window.scrollY") >= scrolled
+    expect(page.locator(".gantt-bar")).to_have_count(3)

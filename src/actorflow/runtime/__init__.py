@@ -100,6 +100,7 @@ from actorflow.runtime._triggers import (
     trigger_key,
     trigger_switch_key,
 )
+from actorflow.runtime._watch import Change, ChangeWatch
 
 __all__ = [
     "DURATION_METRIC",
@@ -112,6 +113,8 @@ __all__ = [
     "AllowFailure",
     "Attempt",
     "Call",
+    "Change",
+    "ChangeWatch",
     "Clock",
     "Concurrency",
     "ConcurrencyBehavior",

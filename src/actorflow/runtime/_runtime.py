@@ -57,6 +57,7 @@ from actorflow.runtime._records import Execution, StateEntry, TaskRun
 from actorflow.runtime._states import TERMINAL, State, check_transition
 from actorflow.runtime._tasks import Flowable, Task
 from actorflow.runtime._values import check_labels, check_text, to_plain
+from actorflow.runtime._watch import DEFAULT_BACKLOG, ChangeHub, ChangeWatch, Listeners
 from actorflow.storage import (
     SCHEME,
     ClaimExecution,
@@ -657,6 +658,29 @@ class Runtime(Recovery):
     async def read_file(self, uri: str) -> bytes:
         """Content of an ``actorflow://`` file written by a task."""
         return await self.engine.files.get(uri)
+
+    # -- watching --------------------------------------------------------------------
+    @functools.cached_property
+    def _changes(self) -> ChangeHub:
+        engine = self.engine
+        hooks = Listeners(engine.state_listeners, engine.end_listeners, engine.task_run_listeners)
+        return ChangeHub(hooks)
+
+    def watch(
+        self, execution_id: str | None = None, *, maxsize: int = DEFAULT_BACKLOG
+    ) -> ChangeWatch:
+        """Notices of the state changes of the executions (and their task runs) this process
+        runs, or of one execution: ``with rt.watch() as changes: async for c in changes``.
+
+        Never slows the engine: a watcher ``maxsize`` notices behind gets one ``resync``
+        notice in their place. Executions other processes run are not heard of (read the
+        store for those); see :meth:`runs_here`.
+        """
+        return self._changes.watch(execution_id, maxsize)
+
+    def runs_here(self, execution_id: str) -> bool:
+        """Whether this process runs the execution now (so :meth:`watch` hears of it)."""
+        return execution_id in self.engine.live
 
     # -- control ---------------------------------------------------------------------
     async def _control(

@@ -62,6 +62,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 #: Largest request body accepted (flow sources, inputs); files go through multipart.
 MAX_BODY = 16 << 20
+#: Executions an execution's links read at most: linked executions' states, and the
+#: flow's executions started since it (where its replays are).
+LINKS_SCAN = 1000
 
 
 class ApiError(Exception):
@@ -365,6 +368,52 @@ class Api:
         """The full tree of an execution: task runs, attempts, outputs, metrics."""
         return JSONResponse(execution_json(await self.rt.get(request.path_params["id"])))
 
+    async def links(self, request: Request) -> Response:
+        """The executions linked to this one, each with its state: the ``parent`` whose
+        Subflow task started it, the ``children`` its Subflow task runs started, the
+        ``original`` it replays, its ``replays`` (found among the flow's newest
+        :data:`LINKS_SCAN` executions started since; ``replaysComplete`` says whether that
+        was all of them), and its ``restarts`` (it keeps its id; ``attempt`` counts them, a
+        replay's going on from its original's)."""
+        ex = await self.rt.get(request.path_params["id"])
+        looked: dict[str, dict[str, Any] | None] = {}
+
+        async def brief(ex_id: str) -> dict[str, Any]:
+            if ex_id not in looked:
+                row = await self.rt.store.get_execution(ex_id) if len(looked) < LINKS_SCAN else None
+                looked[ex_id] = None if row is None else {
+                    "state": row.state, "namespace": row.namespace, "flowId": row.flow_id,
+                }  # fmt: skip
+            return {"id": ex_id, "state": None, **(looked[ex_id] or {})}
+
+        parent = None
+        if ex.parent_execution_id:
+            parent = {**await brief(ex.parent_execution_id), "taskRunId": ex.parent_task_run_id}
+        original = await brief(ex.original_execution_id) if ex.original_execution_id else None
+        children = [
+            {**await brief(tr.child_execution_id), "taskId": tr.task_id, "taskRunId": tr.id,
+             "value": tr.value}
+            for tr in ex.task_runs if tr.child_execution_id
+        ]  # fmt: skip
+        later = await self.rt.executions(
+            flow=ex.flow_id, namespace=ex.namespace, since=ex.start_date, limit=LINKS_SCAN
+        )
+        replays = [
+            {"id": r.id, "state": r.state.value, "namespace": r.namespace, "flowId": r.flow_id,
+             "start_date": _iso(r.start_date)}
+            for r in reversed(later) if r.original_execution_id == ex.id
+        ]  # fmt: skip
+        # A replay from a task run begins RESTARTED: its start, not a restart.
+        begun = 2 if ex.original_execution_id and len(ex.history) > 1 else 0
+        restarts = [
+            {"date": _iso(e.date)} for e in ex.history[begun:] if e.state is State.RESTARTED
+        ]
+        return JSONResponse({
+            "parent": parent, "original": original, "children": children, "replays": replays,
+            "replaysComplete": len(later) < LINKS_SCAN, "restarts": restarts,
+            "attempt": ex.attempt_number,
+        })  # fmt: skip
+
     async def logs(self, request: Request) -> Response:
         """Log lines of an execution (``taskRunId`` filters); ``follow=true`` streams them as
         Server-Sent Events until the execution ends."""
@@ -550,6 +599,7 @@ class Api:
             Route("/api/v1/executions/events", g(self.execution_events), methods=["GET"]),
             Route(ex, g(self.get_execution), methods=["GET"]),
             Route(ex + "/logs", g(self.logs), methods=["GET"]),
+            Route(ex + "/links", g(self.links), methods=["GET"]),
             Route(ex + "/follow", g(self.follow_execution), methods=["GET"]),
             Route(ex + "/metrics", g(self.metrics), methods=["GET"]),
             Route(ex + "/file", g(self.file), methods=["GET"]),
@@ -600,4 +650,13 @@ def app(runtime: Runtime, *, extra_routes: Mapping[str, Any] | None = None) -> S
     return Starlette(routes=[*routes, openapi_route(routes)])
 
 
-__all__ = ["MAX_BODY", "Api", "ApiError", "api_routes", "app", "execution_json", "flow_json"]
+__all__ = [
+    "LINKS_SCAN",
+    "MAX_BODY",
+    "Api",
+    "ApiError",
+    "api_routes",
+    "app",
+    "execution_json",
+    "flow_json",
+]

@@ -1,9 +1,9 @@
 """What the web UI needs from the API beyond the plain records: keyset paging, Server-Sent
 Event streams of execution changes, and a flow's graph (its topology).
 
-The streams read the store, not the engine's memory, so they show executions run by any
-worker on the database; they look again every :attr:`LiveFeeds.interval` seconds, server
-side (the page only listens).
+The streams push what the runtime's change notices say for the executions this process runs,
+and look at the store (slowly) for the ones other workers on the database run; the page only
+listens.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import anyio
 import msgspec
 
 from actorflow.runtime import (
+    Change,
+    ChangeWatch,
     Dag,
     Execution,
     Flow,
@@ -30,6 +32,7 @@ from actorflow.runtime import (
     Pause,
     Runtime,
     Schedule,
+    State,
     Subflow,
     Switch,
     Task,
@@ -102,22 +105,26 @@ def sse(event: str, data: Any) -> bytes:
 
 
 class LiveFeeds:
-    """The API's SSE streams over one runtime."""
+    """The API's SSE streams over one runtime.
 
-    def __init__(self, rt: Runtime, *, interval: float = 0.25) -> None:
+    Pushed, not polled: each stream watches the runtime's change notices
+    (:meth:`Runtime.watch`) for the executions this process runs. The store has no change
+    notifications to offer for the executions other workers run (its doorbells and
+    PostgreSQL's LISTEN/NOTIFY carry commands to an execution's owner, not its changes), so
+    for those alone a stream falls back to a slow look at the store: every ``interval``
+    seconds for the list, every ``remote_interval`` for one execution run elsewhere.
+    """
+
+    #: Seconds between two looks at the store for the list (other workers' executions).
+    interval = 2.0
+    #: Seconds between two looks at the store for one execution another worker runs.
+    remote_interval = 1.0
+    #: Seconds a stream gathers a burst of notices into one event (a 1,000-task-run
+    #: ForEach changes a thousand times; the page needs the tree once per frame or so).
+    coalesce = 0.05
+
+    def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.interval = interval
-
-    async def _ticks(self) -> AsyncIterator[bool]:
-        """Yields every ``interval``; True when a keep-alive comment is due."""
-        waited = 0.0
-        while True:
-            await anyio.sleep(self.interval)
-            waited += self.interval
-            keepalive = waited >= KEEPALIVE
-            if keepalive:
-                waited = 0.0
-            yield keepalive
 
     async def executions(
         self, to_json: Callable[[Execution], dict[str, Any]], limit: int, **filters: Any
@@ -126,21 +133,52 @@ class LiveFeeds:
         (what a page loaded just before may have missed), then each one that appears or
         changes state."""
         seen: dict[str, tuple[str, int]] = {}
+        floor = -math.inf  # the window's oldest start: an older execution is not shown
         yield b": connected\n\n"
-        ticks = self._ticks()
-        keepalive = False
-        while True:
-            for ex in reversed(await self.rt.executions(limit=limit, **filters)):
-                mark = _mark(ex)
-                if seen.get(ex.id) != mark:
-                    seen[ex.id] = mark
-                    yield sse("execution", to_json(ex))
-            if len(seen) > 4 * limit:  # forget the ones pushed out of the window
-                keep = {ex.id for ex in await self.rt.executions(limit=limit, **filters)}
-                seen = {k: v for k, v in seen.items() if k in keep}
-            if keepalive:
-                yield b": keep-alive\n\n"
-            keepalive = await anext(ticks)
+        # Watch before the first read: no change slips between the read and the watch.
+        with self.rt.watch(maxsize=4 * limit + 64) as changes:
+            scan = True
+            now = anyio.current_time()
+            next_scan = now
+            quiet_since = now
+            while True:
+                if scan:
+                    window = await self.rt.executions(limit=limit, **filters)
+                    floor = window[-1].start_date if len(window) >= limit else -math.inf
+                    if len(seen) > 4 * limit:  # forget the ones pushed out of the window
+                        keep = {ex.id for ex in window}
+                        seen = {k: v for k, v in seen.items() if k in keep}
+                    for ex in reversed(window):
+                        mark = _mark(ex)
+                        if seen.get(ex.id) != mark:
+                            seen[ex.id] = mark
+                            quiet_since = anyio.current_time()
+                            yield sse("execution", to_json(ex))
+                    next_scan = anyio.current_time() + self.interval
+                    scan = False
+                got = await _next_changes(
+                    changes, min(next_scan, quiet_since + KEEPALIVE) - anyio.current_time()
+                )
+                for change in got:
+                    if change.kind == "resync":
+                        scan = True
+                        continue
+                    rec = change.execution
+                    if rec is None or not _matches(rec, filters):
+                        continue
+                    if rec.id not in seen and rec.start_date < floor:
+                        continue
+                    mark = _mark(rec)
+                    if seen.get(rec.id) != mark:
+                        seen[rec.id] = mark
+                        quiet_since = anyio.current_time()
+                        yield sse("execution", to_json(rec))
+                now = anyio.current_time()
+                if now >= next_scan:
+                    scan = True
+                if now - quiet_since >= KEEPALIVE:
+                    quiet_since = now
+                    yield b": keep-alive\n\n"
 
     async def execution(
         self, ex_id: str, to_json: Callable[[Execution], dict[str, Any]]
@@ -148,16 +186,53 @@ class LiveFeeds:
         """The whole tree of one execution as an ``execution`` event at once and on every
         change, then ``end`` once it ended."""
         last = b""
-        while True:
-            ex = await self.rt.get(ex_id)
-            data = msgspec.json.encode(ex)
-            if data != last:
-                last = data
-                yield sse("execution", to_json(ex))
-            if ex.state.terminal:
-                yield sse("end", {"state": ex.state.value})
-                return
-            await anyio.sleep(self.interval)
+        with self.rt.watch(ex_id, maxsize=1024) as changes:
+            quiet_since = anyio.current_time()
+            while True:
+                ex = await self.rt.get(ex_id)
+                data = msgspec.json.encode(ex)
+                if data != last:
+                    last = data
+                    quiet_since = anyio.current_time()
+                    yield sse("execution", to_json(ex))
+                if ex.state.terminal:
+                    yield sse("end", {"state": ex.state.value})
+                    return
+                # Run here: its notices wake us, and the slow look only notices a move to
+                # another worker (a lost lease). Run elsewhere: the store is all there is.
+                wait = self.interval if self.rt.runs_here(ex_id) else self.remote_interval
+                wait = min(wait, quiet_since + KEEPALIVE - anyio.current_time())
+                if await _next_changes(changes, wait):
+                    await anyio.sleep(self.coalesce)
+                    changes.pending()  # the tree read next has them all
+                elif anyio.current_time() - quiet_since >= KEEPALIVE:
+                    quiet_since = anyio.current_time()
+                    yield b": keep-alive\n\n"
+
+
+async def _next_changes(changes: ChangeWatch, timeout: float) -> list[Change]:
+    """The notices that come within ``timeout`` seconds (at least one unless it passed)."""
+    first: Change | None = None
+    with anyio.move_on_after(max(timeout, 0.0)):
+        first = await anext(changes, None)
+    if first is None:
+        return []
+    return [first, *changes.pending()]
+
+
+def _matches(ex: Execution, filters: dict[str, Any]) -> bool:
+    """Whether ``ex`` passes the list's filters (as the store's query applies them)."""
+    if filters.get("flow") is not None and ex.flow_id != filters["flow"]:
+        return False
+    if filters.get("namespace") is not None and ex.namespace != filters["namespace"]:
+        return False
+    states = filters.get("state")
+    if states and ex.state.value not in {State(s).value for s in states}:
+        return False
+    since, until = filters.get("since"), filters.get("until")
+    if since is not None and ex.start_date < since:
+        return False
+    return until is None or ex.start_date < until
 
 
 def _mark(ex: Execution) -> tuple[str, int]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from actorflow._errors import DatabaseInvalid, SchemaTooNew
-from actorflow.storage._schema import _V9_TO_V10, CURRENT_VERSION
+from actorflow.storage._schema import _V9_TO_V10, _V10_TO_V11, CURRENT_VERSION
 
 if TYPE_CHECKING:
     import asyncpg
@@ -200,6 +200,8 @@ UPDATE schema_version SET version = 9
 """,
     # v10: each listing filter gets an index that also yields its order (see SQLite's v10).
     9: _V9_TO_V10,
+    # v11: namespace and state together off one index (see SQLite's v11).
+    10: _V10_TO_V11,
 }
 CURRENT_PG_VERSION = PG_VERSION + len(MIGRATIONS)
 # Both stores speak one schema version: a SQLite migration needs its PostgreSQL twin here

@@ -7,7 +7,7 @@ import sqlite3
 from actorflow._errors import DatabaseInvalid, SchemaTooNew
 from actorflow.storage._writer_proc import with_lock_retry
 
-CURRENT_VERSION = 10
+CURRENT_VERSION = 11
 
 _V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -234,10 +234,21 @@ UPDATE schema_version SET version = 10
 # -- end of v10 ------------------------------------------------------------------------------
 
 
+# -- v11: a namespace and a state together, read off one index --------------------------------
+# The web UI's filters combine them; with one index per column, a namespace+state page with
+# few matches walked every row of the namespace (100,000 stored: 485 ms p99 for an empty one).
+_V10_TO_V11 = """
+CREATE INDEX IF NOT EXISTS ix_executions_ns_state_created
+    ON executions(namespace, state, created, id);
+UPDATE schema_version SET version = 11
+"""
+# -- end of v11 ------------------------------------------------------------------------------
+
+
 # MIGRATIONS[v] takes a database from version v to v + 1.
 MIGRATIONS: dict[int, str] = {
     1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4, 4: _V4_TO_V5, 5: _V5_TO_V6, 6: _V6_TO_V7,
-    7: _V7_TO_V8, 8: _V8_TO_V9, 9: _V9_TO_V10,
+    7: _V7_TO_V8, 8: _V8_TO_V9, 9: _V9_TO_V10, 10: _V10_TO_V11,
 }  # fmt: skip
 
 

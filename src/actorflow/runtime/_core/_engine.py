@@ -153,6 +153,8 @@ class Engine:
         #: Called with an execution at each new state short of its end (Flow triggers on
         #: RUNNING or PAUSED); ends go to ``end_listeners`` once stored.
         self.state_listeners: list[Callable[[Execution], None]] = []
+        #: Called with a task run at each new state (``Runtime.watch``; empty when unwatched).
+        self.task_run_listeners: list[Callable[[TaskRun], None]] = []
         # Set once storage failed: every waiter was told, and every later one is.
         self.storage_error: StorageUnavailable | None = None
         self._watched: Commit | None = None  # the newest batch commit with our callback
@@ -295,6 +297,9 @@ class Engine:
                     self.observer.task_run_changed(tr, None)
                 except Exception:  # tracing must never break an execution
                     _log.exception("observer failed on task run %s", tr.id)
+            if self.task_run_listeners:
+                for listener in self.task_run_listeners:
+                    listener(tr)
             if tr.error is not None and not tr.error.isascii():
                 # Error texts come from exceptions, whatever they hold: kept as valid text.
                 tr = msgspec.structs.replace(tr, error=safe_text(tr.error))

@@ -168,15 +168,57 @@ async function flowPage(main, ns, id) {
     h("div.cols", {},
       h("section", {}, h("h2", {}, "Run"), flow.inputs.length ? null : h("p.muted", {}, "No inputs."), form),
       h("section", {}, h("h2", {}, "Triggers"),
-        flow.triggers.length
-          ? h("ul", {}, flow.triggers.map((t) => h("li", {}, h("strong", {}, t.id), ` ${t.type}`,
-            t.cron ? ` — ${t.cron} (${t.timezone})` : "", t.disabled ? " (disabled)" : "")))
-          : h("p.muted", {}, "None."))),
+        flow.triggers.length ? await triggersView(ns, id, flow.triggers) : h("p.muted", {}, "None."))),
     h("section", {}, h("h2", {}, "Source"),
       flow.source ? sourceEditor(flow, problems) : h("p.muted", {}, "A Python flow: no source.")),
     h("section", {}, h("h2", {}, "Recent executions"),
       data.results.length ? executionsTable(data.results, "Executions of this flow").table : h("p.muted", {}, "None yet."),
       h("a", { href: "#/executions" + qs({ namespace: ns, flowId: id }) }, "All executions of this flow →")));
+}
+
+/** The flow's triggers, each with an on/off switch (stored, so every server obeys it). */
+async function triggersView(ns, id, declared) {
+  let states = [];
+  try {
+    states = (await api("triggers" + qs({ namespace: ns }))).results.filter((t) => t.flowId === id);
+  } catch { /* shown as declared; the switches say they cannot tell */ }
+  const enabled = new Map(states.map((t) => [t.id, t.enabled]));
+  const msg = h("div");
+  const item = (t) => {
+    const sid = `trigger-${t.id}`;
+    const known = enabled.has(t.id);
+    const text = h("span.switch-state", { id: sid + "-state" });
+    const show = (on) => {
+      text.textContent = on ? "On: fires" : "Off: does not fire";
+      text.className = "switch-state " + (on ? "on" : "off");
+    };
+    const box = h("input", {
+      type: "checkbox", role: "switch", id: sid, checked: known ? enabled.get(t.id) : !t.disabled,
+      disabled: !known, "aria-describedby": sid + "-state",
+      onchange: async () => {
+        const want = box.checked;
+        box.disabled = true;
+        clear(msg);
+        try {
+          const res = await api(`triggers/${encodeURIComponent(ns)}/${encodeURIComponent(id)}/${encodeURIComponent(t.id)}`, { method: "PUT", json: { enabled: want } });
+          box.checked = res.enabled;
+          show(res.enabled);
+          toast(`Trigger ${t.id} ${res.enabled ? "enabled" : "disabled"}`);
+        } catch (err) {
+          box.checked = !want;
+          clear(msg, errorBox(err));
+        } finally { box.disabled = false; }
+      },
+    });
+    show(box.checked);
+    return h("li.trigger", { "data-trigger": t.id },
+      h("div", {}, h("strong", {}, t.id), ` ${t.type}`, t.cron ? ` — ${t.cron} (${t.timezone})` : "",
+        t.disabled ? h("span.muted", {}, " (disabled in the flow file)") : null),
+      h("div.switch", {}, box,
+        h("label", { for: sid }, h("span.sr-only", {}, `${t.id} `), "enabled"), " ",
+        known ? text : h("span.muted", {}, "state unknown")));
+  };
+  return h("div", {}, h("ul.triggers", {}, declared.map(item)), msg);
 }
 
 function problemsView(problems) {

@@ -23,6 +23,10 @@ export async function executionPage(main, id, params, onLeave) {
   }, t));
   const tablist = h("div.tabs", { role: "tablist", "aria-label": "Execution views" }, tabButtons);
   const logs = new LogView(id, onLeave);
+  const chart = new GanttView();
+  let links = null;
+  let linksKey = "";
+  let actionsKey = "";
 
   function arrows(e, t) {
     const i = TABS.indexOf(t);
@@ -41,11 +45,25 @@ export async function executionPage(main, id, params, onLeave) {
       b.tabIndex = on ? 0 : -1;
     });
     panel.setAttribute("aria-labelledby", "tab-" + tab);
-    clear(header, headerView(ex));
-    clear(actions, actionsView(ex, flow, () => refresh()));
+    swap(header, headerView(ex, links));
+    loadLinks();
+    // Rebuilt only when what they offer changes: a form being filled keeps its values and focus.
+    const key = `${ex.state}:${ex.task_runs.length}:${ex.attempt_number}`;
+    if (key !== actionsKey) { actionsKey = key; clear(actions, actionsView(ex, flow, () => refresh())); }
     if (tab === "Logs") { if (!panel.contains(logs.el)) clear(panel, logs.el); logs.update(ex); return; }
-    const view = { Gantt: gantt, Topology: topology, Outputs: outputs, Metrics: metrics, History: historyView }[tab];
+    if (tab === "Gantt") { if (!panel.contains(chart.el)) clear(panel, chart.el); chart.update(ex); return; }
+    const view = { Topology: topology, Outputs: outputs, Metrics: metrics, History: historyView }[tab];
     clear(panel, view(ex, flow));
+  }
+  async function loadLinks() {
+    // Read again when a subflow starts, or the state changes (a restart, a replay's end).
+    const key = `${ex.state}:${ex.task_runs.filter((tr) => tr.child_execution_id).length}`;
+    if (key === linksKey) return;
+    linksKey = key;
+    try {
+      links = await api(`executions/${encodeURIComponent(id)}/links`);
+      swap(header, headerView(ex, links));
+    } catch { linksKey = ""; /* the header keeps what the tree itself says */ }
   }
   let es = null;
   function follow() {
@@ -69,8 +87,21 @@ export async function executionPage(main, id, params, onLeave) {
   onLeave(() => es && es.close());
 }
 
+/** Replace ``el``'s content only if it differs; a focused link keeps the focus. */
+function swap(el, children) {
+  const next = h("div", {}, children);
+  if (next.innerHTML === el.innerHTML) return;
+  const focused = el.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
+  el.replaceChildren(...next.childNodes);
+  if (focused) el.querySelector(`[href="${CSS.escape(focused)}"]`)?.focus();
+}
+
 // -- header and actions -------------------------------------------------------------------
-function headerView(ex) {
+function linkedView(l) {
+  return h("span.linked", {}, execLink(l.id), l.state ? [" ", badge(l.state)] : null);
+}
+
+function headerView(ex, links) {
   const rows = [
     ["Flow", h("a", { href: `#/flows/${encodeURIComponent(ex.namespace)}/${encodeURIComponent(ex.flow_id)}` }, `${ex.namespace}.${ex.flow_id}`), ` rev ${ex.flow_revision}`],
     ["Start", fmtDate(ex.history[0][1]) + " UTC"],
@@ -78,12 +109,23 @@ function headerView(ex) {
     ["Trigger", ex.trigger ? `${ex.trigger.type || ""} ${ex.trigger.id || ""}`.trim() : "manual"],
   ];
   if (Object.keys(ex.labels || {}).length) rows.push(["Labels", Object.entries(ex.labels).map(([k, v]) => h("span.label", {}, `${k}: ${v}`))]);
-  if (ex.parent_execution_id) rows.push(["Parent", execLink(ex.parent_execution_id), " (subflow of)"]);
-  if (ex.original_execution_id) rows.push(["Replay of", execLink(ex.original_execution_id)]);
+  // The links endpoint adds the linked executions' states and the replays; until it
+  // answered, the tree's own ids.
+  const parent = links ? links.parent : ex.parent_execution_id && { id: ex.parent_execution_id };
+  const original = links ? links.original : ex.original_execution_id && { id: ex.original_execution_id };
+  const children = links ? links.children : ex.task_runs.filter((tr) => tr.child_execution_id)
+    .map((tr) => ({ id: tr.child_execution_id, taskId: tr.task_id, value: tr.value }));
+  if (parent) rows.push(["Parent", linkedView(parent), " (this is its subflow)"]);
+  if (original) rows.push(["Replay of", linkedView(original)]);
+  if (links && links.replays.length) rows.push(["Replays", h("ul.links", {}, links.replays.map((r) => h("li", {}, linkedView(r), h("span.muted", {}, ` ${fmtDate(Date.parse(r.start_date) / 1000)} UTC`))))]);
   if (ex.attempt_number > 1) rows.push(["Attempt", `${ex.attempt_number} (restarted)`]);
-  const children = ex.task_runs.filter((tr) => tr.child_execution_id);
-  if (children.length) rows.push(["Subflows", children.map((tr) => h("span", {}, execLink(tr.child_execution_id, `${tr.task_id} → ${tr.child_execution_id}`), " "))]);
-  if (Object.keys(ex.inputs || {}).length) rows.push(["Inputs", h("code", {}, JSON.stringify(ex.inputs))]);
+  if (links && links.restarts.length) rows.push(["Restarts", links.restarts.map((r) => fmtDate(Date.parse(r.date) / 1000)).join(", ") + " UTC"]);
+  if (children.length) {
+    rows.push(["Subflows", h("ul.links", {}, children.map((c) => h("li", {},
+      execLink(c.id, `${c.taskId}${c.value !== null && c.value !== undefined ? ` [${c.value}]` : ""} → ${c.id}`),
+      c.state ? [" ", badge(c.state)] : null)))]);
+  }
+  if (Object.keys(ex.inputs || {}).length) rows.push(["Inputs", valueTree(ex.inputs, ex)]);
   if (ex.error) rows.push(["Error", h("span.err", {}, ex.error)]);
   return [
     h("div.head", {}, h("h1", {}, "Execution ", h("code", {}, ex.id)), badge(ex.state)),
@@ -182,19 +224,73 @@ function treeOrder(ex) {
   return out;
 }
 
-function gantt(ex) {
-  if (!ex.task_runs.length) return h("p.empty", {}, "No task runs yet.");
-  const start = ex.history[0][1];
-  const now = Date.now() / 1000;
-  const end = Math.max(ex.end_date ? ex.history[ex.history.length - 1][1] : now,
-    ...ex.task_runs.map((tr) => tr.history[tr.history.length - 1][1]), start + 0.001);
-  const span = end - start;
-  const pct = (t) => `${(((t - start) / span) * 100).toFixed(3)}%`;
-  const width = (a, b) => `${Math.max(((b - a) / span) * 100, 0.4).toFixed(3)}%`;
-  const depth = depthOf(ex);
-  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => h("span.tick", { style: { left: `${f * 100}%` } }, "+" + fmtDuration(f * span)));
-  const rows = treeOrder(ex).map((tr) => {
-    const trEnd = TERMINALISH(tr.state) ? tr.history[tr.history.length - 1][1] : Math.max(now, tr.history[tr.history.length - 1][1]);
+/** The Gantt chart, redrawn in place: a row is rebuilt only when its task run changed (or
+ * runs, its bar growing), rows are moved rather than recreated, so focus and scroll stay. */
+class GanttView {
+  constructor() {
+    this.rows = new Map();
+    this.ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => h("span.tick", { style: { left: `${f * 100}%` } }));
+    this.axis = h("div.grow.gaxis", { role: "row" }, h("div.glabel", { role: "columnheader" }, "Task run"),
+      h("div.gtrack", { role: "columnheader" }, this.ticks), h("div.gdur", { role: "columnheader" }, "Duration"));
+    // One tab stop for the whole chart (roving tabindex): arrows move between rows.
+    this.table = h("div.gantt", {
+      role: "table", "aria-label": "Gantt chart of task runs (arrow keys move between rows)",
+      onkeydown: (e) => this.arrows(e),
+    }, this.axis);
+    this.current = null;
+    this.empty = h("p.empty", {}, "No task runs yet.");
+    this.el = h("div", {}, this.empty);
+  }
+  update(ex) {
+    if (!ex.task_runs.length) { if (!this.el.contains(this.empty)) clear(this.el, this.empty); return; }
+    if (!this.el.contains(this.table)) clear(this.el, this.table);
+    const start = ex.history[0][1];
+    const now = Date.now() / 1000;
+    const end = Math.max(ex.end_date ? ex.history[ex.history.length - 1][1] : now,
+      ...ex.task_runs.map((tr) => tr.history[tr.history.length - 1][1]), start + 0.001);
+    const span = end - start;
+    // Bars sit on the axis through --s/--d over --span: a longer axis moves no row.
+    this.table.style.setProperty("--span", span.toFixed(6));
+    this.ticks.forEach((t, i) => { t.textContent = "+" + fmtDuration((i / 4) * span); });
+    const depth = depthOf(ex);
+    const seen = new Set();
+    let prev = this.axis;
+    for (const tr of treeOrder(ex)) {
+      seen.add(tr.id);
+      const running = !TERMINALISH(tr.state);
+      const sig = JSON.stringify([tr.state, tr.history.length, tr.attempts, depth.get(tr.id)]);
+      let row = this.rows.get(tr.id);
+      if (!row) {
+        row = h("div.grow", { "data-task-run": tr.id, role: "row", tabindex: "-1" });
+        this.rows.set(tr.id, row);
+      }
+      if (running || row.dataset.sig !== sig) {
+        row.dataset.sig = sig;
+        this.fill(row, tr, running ? now : null, depth.get(tr.id), start);
+      }
+      if (prev.nextElementSibling !== row) prev.after(row);
+      prev = row;
+    }
+    for (const [trId, row] of this.rows) if (!seen.has(trId)) { row.remove(); this.rows.delete(trId); }
+    if (!this.current || !this.current.isConnected) this.rove(this.axis.nextElementSibling, false);
+  }
+  rove(row, focus) {
+    if (!row) return;
+    if (this.current && this.current !== row) this.current.tabIndex = -1;
+    row.tabIndex = 0;
+    this.current = row;
+    if (focus) row.focus();
+  }
+  arrows(e) {
+    const row = e.target.closest(".grow:not(.gaxis)");
+    if (!row) return;
+    const next = { ArrowDown: row.nextElementSibling, ArrowUp: row.previousElementSibling,
+      Home: this.axis.nextElementSibling, End: this.table.lastElementChild }[e.key];
+    if (next && next !== this.axis) { e.preventDefault(); this.rove(next, true); }
+  }
+  fill(row, tr, now, depth, start) {
+    const last = tr.history[tr.history.length - 1][1];
+    const trEnd = now === null ? last : Math.max(now, last);
     const trStart = tr.history[0][1];
     const attempts = tr.attempts.map((a) => {
       const aEnd = a.end ?? trEnd;
@@ -206,21 +302,20 @@ function gantt(ex) {
       }, failed ? "✗" : "");
     });
     const label = tr.task_id + (tr.value !== null && tr.value !== undefined ? ` [${tr.value}]` : "");
-    return h("div.grow", { "data-task-run": tr.id, "data-task": tr.task_id, "data-state": tr.state, role: "row" },
-      h("div.glabel", { role: "rowheader", style: { paddingLeft: `${0.4 + depth.get(tr.id) * 1.1}rem` } },
+    const bar = h("div.gantt-bar.s-" + tr.state.toLowerCase(), {
+      title: `${label}: ${tr.state}, ${fmtDuration(trEnd - trStart)}, ${tr.attempts.length} attempt(s)`,
+    }, attempts);
+    bar.style.setProperty("--s", (trStart - start).toFixed(6));
+    bar.style.setProperty("--d", (trEnd - trStart).toFixed(6));
+    row.dataset.task = tr.task_id;
+    row.dataset.state = tr.state;
+    row.setAttribute("aria-label", `${label}: ${tr.state}, ${fmtDuration(trEnd - trStart)}, ${tr.attempts.length} attempt(s)`);
+    row.replaceChildren(
+      h("div.glabel", { role: "rowheader", style: { paddingLeft: `${0.4 + depth * 1.1}rem` } },
         h("span", {}, label), " ", badge(tr.state)),
-      h("div.gtrack", { role: "cell" },
-        h("div.gantt-bar.s-" + tr.state.toLowerCase(), {
-          style: { left: pct(trStart), width: width(trStart, trEnd) },
-          title: `${label}: ${tr.state}, ${fmtDuration(trEnd - trStart)}, ${tr.attempts.length} attempt(s)`,
-          "aria-label": `${label}: ${tr.state}, ${tr.attempts.length} attempt(s)`,
-        }, attempts)),
+      h("div.gtrack", { role: "cell" }, bar),
       h("div.gdur", { role: "cell" }, fmtDuration(trEnd - trStart)));
-  });
-  return h("div.gantt", { role: "table", "aria-label": "Gantt chart of task runs" },
-    h("div.grow.gaxis", { role: "row" }, h("div.glabel", { role: "columnheader" }, "Task run"),
-      h("div.gtrack", { role: "columnheader" }, ticks), h("div.gdur", { role: "columnheader" }, "Duration")),
-    rows);
+  }
 }
 
 function TERMINALISH(state) {
