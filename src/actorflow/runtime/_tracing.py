@@ -39,14 +39,21 @@ own (:class:`_LightSpan`, implementing the ``opentelemetry.trace.Span`` API) is 
 instead, handed to the provider's span processors' ``on_start`` at once, made current while
 the attempt runs (spans the task starts nest under it; ``set_attribute`` and ``add_event`` on
 it work), and when it ends an SDK ``ReadableSpan`` is built from it and handed to the
-processors' ``on_end``, as the SDK does. Only public names are used: the SDK tracer's
-``span_processor``, ``sampler``, ``resource``, ``id_generator`` and ``instrumentation_info``,
-and ``ReadableSpan``'s constructor. What differs from SDK spans: the processors' ``on_start``
-receives the light span (the Span API plus the read-only properties of ``ReadableSpan``), not
-an SDK ``Span``; the SDK's private ``_on_ending`` hook, its tracer configurator and its own
-span metrics are not called; span limits come from the ``OTEL_SPAN_*_LIMIT`` /
-``OTEL_ATTRIBUTE_*_LIMIT`` environment (a provider's ``span_limits=`` is private). Any other
-provider gets its own spans through ``start_span``.
+processors' ``on_end``, as the SDK does. When every processor of the provider is the SDK's
+``BatchSpanProcessor`` or ``SimpleSpanProcessor`` (whose ``on_start`` does nothing), no
+``on_start`` call is made and no context is built for it; a processor added later, or any other
+processor (a subclass overriding ``on_start`` included), gets every ``on_start``. Knowing a
+provider's processors takes the one private name used, ``SynchronousMultiSpanProcessor.
+_span_processors`` (the SDK has no public listing; ``tests/runtime/test_tracing_sdk.py`` fails
+if it changes, and anything unexpected there means ``on_start`` is always called). Otherwise
+only public names: the SDK tracer's ``span_processor``, ``sampler``, ``resource``,
+``id_generator`` and ``instrumentation_info``, and ``ReadableSpan``'s constructor. What differs
+from SDK spans: the processors' ``on_start`` receives the light span (the Span API plus the
+read-only properties of ``ReadableSpan``), not an SDK ``Span``; the SDK's private
+``_on_ending`` hook, its tracer configurator and its own span metrics are not called; span
+limits come from the ``OTEL_SPAN_*_LIMIT`` / ``OTEL_ATTRIBUTE_*_LIMIT`` environment (a
+provider's ``span_limits=`` is private). Any other provider gets its own spans through
+``start_span``.
 
 **Sampling.** The provider's sampler decides once per execution, for its execution span (the
 root of the runtime's spans, whether or not it has a caller's or a stored parent): its task
@@ -85,6 +92,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import random
 import re
 import sys
 import threading
@@ -98,13 +106,23 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, EventBase, ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import (
+    Event,
+    EventBase,
+    ReadableSpan,
+    SpanLimits,
+    SpanProcessor,
+    SynchronousMultiSpanProcessor,
+    TracerProvider,
+)
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
+    SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -155,6 +173,55 @@ _EMPTY_CONTEXT = otel_context.Context()
 _RANDOM_TRACE_ID: int = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
 _FLUSH_TIMEOUT_VAR = "ACTORFLOW_OTEL_FLUSH_TIMEOUT"
 _DEFAULT_FLUSH_TIMEOUT = 1.0
+# The SDK's own processors whose ``on_start`` does nothing: when a provider has only these, no
+# span is handed to ``on_start`` (nor a parent context made for it). Any other processor, a
+# subclass overriding ``on_start`` included, gets every ``on_start``.
+_QUIET_ON_START = frozenset(
+    {SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start}
+)
+_getrandbits = random.getrandbits
+
+
+def _span_key() -> str | None:
+    """The key under which an OTel context holds its current span (None if not a plain one).
+
+    Found through the public API, once: a context with one span current is then made as a
+    one-entry ``Context`` instead of a copy and a merge.
+    """
+    probe = NonRecordingSpan(SpanContext(1, 1, False))
+    made = trace.set_span_in_context(probe, otel_context.Context())
+    keys = list(made)
+    if len(keys) != 1:
+        return None
+    again = otel_context.Context({keys[0]: probe})
+    return keys[0] if trace.get_current_span(again) is probe else None
+
+
+_SPAN_KEY = _span_key()
+
+
+def _span_context(span: Span) -> otel_context.Context:
+    """An OTel context holding only ``span`` as the current span."""
+    if _SPAN_KEY is None:
+        return trace.set_span_in_context(span, _EMPTY_CONTEXT)
+    return otel_context.Context({_SPAN_KEY: span})
+
+
+def inner_processors(processor: Any) -> tuple[Any, ...] | None:
+    """The processors an SDK provider's processor hands each span to, in order; None when that
+    cannot be known (any other kind of processor).
+
+    Reads the private ``SynchronousMultiSpanProcessor._span_processors`` (the SDK has no
+    public way to list a provider's processors); ``tests/runtime/test_tracing_sdk.py`` fails
+    if the SDK changes it, and anything unexpected here means every processor's ``on_start``
+    is called, as without this.
+    """
+    if type(processor) is not SynchronousMultiSpanProcessor:
+        return None
+    inner = getattr(processor, "_span_processors", None)
+    if not isinstance(inner, tuple) or not all(isinstance(p, SpanProcessor) for p in inner):
+        return None
+    return inner
 
 
 def _ns(seconds: float) -> int:
@@ -247,8 +314,9 @@ class Tracing:
 class _Factory:
     """Makes the spans of one observer: light spans for an SDK tracer (see the module doc)."""
 
-    __slots__ = ("idgen", "info", "limits", "max_events", "max_value_len", "processor",
-                 "random_ids", "resource", "sampler", "scope", "tracer")  # fmt: skip
+    __slots__ = ("fast_ids", "idgen", "info", "limits", "max_events", "max_value_len",
+                 "on_end", "processor", "quiet", "random_ids", "resource", "sampler", "scope",
+                 "seen", "tracer")  # fmt: skip
 
     def __init__(self, tracer: SdkTracer) -> None:
         self.tracer = tracer
@@ -256,6 +324,8 @@ class _Factory:
         self.sampler = tracer.sampler
         self.resource = tracer.resource
         self.idgen = tracer.id_generator
+        # The SDK's default generator is getrandbits(64) in a loop: called inline instead.
+        self.fast_ids = type(self.idgen) is RandomIdGenerator
         self.info = tracer.instrumentation_info
         self.scope = InstrumentationScope("actorflow", _version())
         limits = self.limits = SpanLimits()
@@ -263,6 +333,29 @@ class _Factory:
         self.max_value_len = limits.max_span_attribute_length
         is_random = getattr(self.idgen, "is_trace_id_random", None)
         self.random_ids = bool(is_random()) if callable(is_random) else False
+        self.seen: Any = None
+        self.quiet = False
+        self.on_end: Any = self.processor.on_end
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Whether no processor needs ``on_start`` (the provider's processors read anew: the
+        host may add one at any time)."""
+        inner = inner_processors(self.processor)
+        if inner is not self.seen or inner is None:
+            self.seen = inner
+            self.quiet = inner is not None and all(
+                type(p).on_start in _QUIET_ON_START for p in inner
+            )
+            # One processor: its on_end directly, without the multi-processor's loop.
+            self.on_end = inner[0].on_end if inner and len(inner) == 1 else self.processor.on_end
+        return self.quiet
+
+    def span_id(self) -> int:
+        """A new span id from the provider's generator."""
+        if self.fast_ids:
+            return _getrandbits(64) or self.span_id()
+        return self.idgen.generate_span_id()
 
     def root(
         self, name: str, parent: otel_context.Context | None, attrs: dict[str, Any], start: int
@@ -284,33 +377,29 @@ class _Factory:
         flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
         if random_ids:
             flags |= _RANDOM_TRACE_ID
-        sc = SpanContext(trace_id, self.idgen.generate_span_id(), False, TraceFlags(flags),
-                         result.trace_state)  # fmt: skip
+        sc = SpanContext(trace_id, self.span_id(), False, TraceFlags(flags), result.trace_state)
         if decision is Decision.DROP:
             return NonRecordingSpan(sc)
         if result.attributes:
             attrs = {**attrs, **result.attributes}
-        return self._start(name, sc, parent_sc, ctx, attrs, start)
-
-    def child(
-        self, name: str, parent: Span, ctx: otel_context.Context, attrs: dict[str, Any],
-        start: int,
-    ) -> Span:  # fmt: skip
-        """A child of one of our spans: recorded if that one is sampled, else that one."""
-        psc = parent.get_span_context()
-        flags = psc.trace_flags
-        if not flags & 1:  # not sampled
-            return parent
-        sc = SpanContext(psc.trace_id, self.idgen.generate_span_id(), False, flags,
-                         psc.trace_state)  # fmt: skip
-        span = _LightSpan(self, name, sc, psc, attrs, start)
-        self.processor.on_start(span, ctx)  # type: ignore[arg-type]
+        span = _LightSpan(self, name, sc, parent_sc, attrs, start)
+        if not self.refresh():
+            self.processor.on_start(span, ctx)  # type: ignore[arg-type]
         return span
 
-    def _start(self, name: str, sc: SpanContext, parent: SpanContext | None,
-               ctx: otel_context.Context, attrs: dict[str, Any], start: int) -> Span:  # fmt: skip
-        span = _LightSpan(self, name, sc, parent, attrs, start)
-        self.processor.on_start(span, ctx)  # type: ignore[arg-type]
+    def child(self, name: str, parent: _Open, attrs: dict[str, Any], start: int) -> Span:
+        """A child of one of our spans: recorded if that one is sampled, else that one."""
+        psc = parent.sc
+        flags = psc.trace_flags
+        if not flags & 1:  # not sampled
+            return parent.span
+        span_id = (_getrandbits(64) or self.span_id()) if self.fast_ids else self.span_id()
+        sc = SpanContext(psc.trace_id, span_id, False, flags, psc.trace_state)
+        span = _LightSpan(self, name, sc, psc, attrs, start)
+        # ``quiet`` implies ``seen`` is the processors' tuple: the check is one identity test.
+        quiet = self.quiet and self.processor._span_processors is self.seen
+        if not quiet and not self.refresh():
+            self.processor.on_start(span, parent.context)  # type: ignore[arg-type]
         return span
 
     def finish(self, span: _LightSpan) -> None:
@@ -324,7 +413,9 @@ class _Factory:
         events: Any = span._events
         if self.max_events is not None and len(events) > self.max_events:
             events = BoundedList.from_seq(self.max_events, events)
-        self.processor.on_end(
+        if self.seen is not None and self.processor._span_processors is not self.seen:
+            self.refresh()
+        self.on_end(
             ReadableSpan(
                 span._name,
                 span._context,
@@ -513,11 +604,8 @@ class _ApiFactory:
         ctx = parent if parent is not None else _EMPTY_CONTEXT
         return self.tracer.start_span(name, ctx, _INTERNAL, attrs, start_time=start)
 
-    def child(
-        self, name: str, parent: Span, ctx: otel_context.Context, attrs: dict[str, Any],
-        start: int,
-    ) -> Span:  # fmt: skip
-        return self.tracer.start_span(name, ctx, _INTERNAL, attrs, start_time=start)
+    def child(self, name: str, parent: _Open, attrs: dict[str, Any], start: int) -> Span:
+        return self.tracer.start_span(name, parent.context, _INTERNAL, attrs, start_time=start)
 
 
 def _put(span: Span, key: str, value: types.AnyValue) -> None:
@@ -529,22 +617,23 @@ def _put(span: Span, key: str, value: types.AnyValue) -> None:
         span.set_attribute(key, value)
 
 
-class _StateEvent(EventBase):
-    """A state change as a span event: a name and a date, no attributes."""
+class _StateEvent(tuple[str, int], EventBase):
+    """A state change as a span event: a name and a date, no attributes.
 
-    __slots__ = ("_date", "_state")
+    A tuple made by the tuple constructor alone (no ``__init__`` of its own): three of these
+    per task run, each about twice cheaper than an object with attributes.
+    """
 
-    def __init__(self, state: str, date: int) -> None:  # no super(): our own properties
-        self._state = state
-        self._date = date
+    __slots__ = ()
+    __init__ = object.__init__
 
     @property
     def name(self) -> str:
-        return self._state
+        return self[0]
 
     @property
     def timestamp(self) -> int:
-        return self._date
+        return self[1]
 
     @property
     def attributes(self) -> types.Attributes:
@@ -561,7 +650,7 @@ def _state_events(span: Span, history: Sequence[StateEntry]) -> None:
     if type(span) is _LightSpan:
         if span._end is None:
             names = _STATE_NAMES
-            span._events.extend([_StateEvent(names[e.state], int(e.date * 1e9)) for e in history])
+            span._events.extend([_StateEvent((names[e.state], int(e.date * 1e9))) for e in history])
     else:
         for e in history:
             span.add_event(e.state.value, timestamp=_ns(e.date))
@@ -571,7 +660,7 @@ def _state_events(span: Span, history: Sequence[StateEntry]) -> None:
 class _Open:
     """An open execution or task-run span, with the attributes its children start from."""
 
-    __slots__ = ("_context", "child_attrs", "error_type", "label", "recording", "sampled",
+    __slots__ = ("_context", "child_attrs", "error_type", "label", "recording", "sampled", "sc",
                  "span", "traceparent")  # fmt: skip
 
     def __init__(
@@ -582,6 +671,7 @@ class _Open:
         sampled: bool | None = None,
     ) -> None:
         self.span = span
+        self.sc = span.get_span_context()
         self.child_attrs = child_attrs
         self.traceparent: str | None = None
         # A shared span is its parent's (not sampled): only its owner records on it or ends it.
@@ -596,7 +686,7 @@ class _Open:
         """An OTel context with this span current: the parent of its children (made once)."""
         ctx = self._context
         if ctx is None:
-            ctx = self._context = trace.set_span_in_context(self.span, _EMPTY_CONTEXT)
+            ctx = self._context = _span_context(self.span)
         return ctx
 
 
@@ -704,8 +794,7 @@ class TracingObserver(Observer):
             return
         attrs = run.child_attrs.copy()
         attrs["actorflow.attempt.number"] = number
-        span = self._spans.child(attempt_span_name(tr, number), run.span, run.context, attrs,
-                                 start)  # fmt: skip
+        span = self._spans.child(attempt_span_name(tr, number), run, attrs, start)
         _put(span, "actorflow.state", State.FAILED.value)
         _put(span, "actorflow.interrupted", True)
         _put(span, "error.type", "interrupted")
@@ -725,7 +814,7 @@ class TracingObserver(Observer):
         start = _ns(ex.history[0].date)
         caller = self._runs.get(ex.parent_task_run_id or "")
         if caller is not None:  # a subflow's Subflow task run
-            span = self._spans.child(name, caller.span, caller.context, attrs, start)
+            span = self._spans.child(name, caller, attrs, start)
             if span is caller.span:
                 span = NonRecordingSpan(span.get_span_context())
         else:
@@ -755,17 +844,17 @@ class TracingObserver(Observer):
                 found = self._open_run(known[pid], execution, known)
             if found is not None:
                 parent = found
-        child = {**execution.child_attrs, "actorflow.task.id": tr.task_id,
-                 "actorflow.task_run.id": tr.id}  # fmt: skip
         if not parent.sampled:
-            entry = _Open(parent.span, child, True, False)
+            # Nothing is recorded under it: its children's attributes are never read.
+            entry = _Open(parent.span, execution.child_attrs, True, False)
             entry._context = parent.context  # the same span current: the same context
         else:
+            child = {**execution.child_attrs, "actorflow.task.id": tr.task_id,
+                     "actorflow.task_run.id": tr.id}  # fmt: skip
             attrs = {**child, "actorflow.task_run.value": tr.value} if tr.value is not None else {
                 **child}  # fmt: skip
             label = _label(tr)
-            span = self._spans.child(f"task {label}", parent.span, parent.context, attrs,
-                                     int(tr.history[0].date * 1e9))  # fmt: skip
+            span = self._spans.child(f"task {label}", parent, attrs, int(tr.history[0].date * 1e9))
             entry = _Open(span, child, False, True)
             entry.label = label
         self._runs[tr.id] = entry
@@ -788,14 +877,20 @@ class TracingObserver(Observer):
             del self._runs[tr.id]
             span = entry.span
             end = tr.history[-1].date
-            if entry.recording and type(span) is _LightSpan and state not in _ERROR_STATES:
+            if (
+                entry.recording
+                and type(span) is _LightSpan
+                and span._end is None
+                and state not in _ERROR_STATES
+            ):
                 # The common case inlined: a light span that succeeded.
                 names = _STATE_NAMES
                 span._events.extend(
-                    [_StateEvent(names[e.state], int(e.date * 1e9)) for e in tr.history]
+                    [_StateEvent((names[e.state], int(e.date * 1e9))) for e in tr.history]
                 )
                 span._attrs["actorflow.state"] = names[state]
-                span.end(int(end * 1e9))
+                span._end = int(end * 1e9)
+                span._factory.finish(span)
                 return
             if entry.recording:
                 _state_events(span, tr.history)
@@ -811,17 +906,17 @@ class TracingObserver(Observer):
             if execution is None:
                 execution = self._open_execution(scope.record)
             run = self._open_run(tr, execution, {})
-        ctx = run.context
         if run.sampled:
             attrs = {**run.child_attrs, "actorflow.attempt.number": number}
             attempts = tr.attempts
             start = int(attempts[-1].start * 1e9) if attempts else self._now()
-            name = f"{run.label} attempt {number}"
-            span = self._spans.child(name, run.span, ctx, attrs, start)
+            span = self._spans.child(f"{run.label} attempt {number}", run, attrs, start)
             self._attempts[id(span)] = span
-            ctx = trace.set_span_in_context(span, ctx)
+            # The task run's context holds only its span: the attempt's holds only the attempt.
+            ctx = _span_context(span)
         else:
             span = run.span  # not sampled: its context is the one to make current
+            ctx = run.context
         # Current for the task's code: attach and detach both run in the task-run actor's task.
         token = otel_context.attach(ctx)
         return span, token, run
@@ -833,8 +928,10 @@ class TracingObserver(Observer):
             return  # the task run's own (unsampled) span, or already ended by close
         now = self._now()
         if type(span) is _LightSpan and error is None and state is State.SUCCESS:
-            span._attrs["actorflow.state"] = "SUCCESS"
-            span.end(now)
+            if span._end is None:  # span.end() inlined: the common case
+                span._attrs["actorflow.state"] = "SUCCESS"
+                span._end = now
+                span._factory.finish(span)
             return
         _put(span, "actorflow.state", _STATE_NAMES[state])
         if error is not None:
