@@ -283,7 +283,9 @@ async def test_a_stalled_worker_on_postgres_is_fenced_when_it_wakes(
             )
             woke, mine = time.time(), f"%:{stalled.pid}:%"
             beat = "SELECT count(*) FROM owners WHERE heartbeat > $1 AND owner LIKE $2"
-            until("a heartbeat of the woken worker", lambda: pg_rows(pg_dsn, beat, woke, mine)[0][0])
+            until(
+                "a heartbeat of the woken worker", lambda: pg_rows(pg_dsn, beat, woke, mine)[0][0]
+            )
             assert snapshot() == before
             assert stalled.proc.poll() is None  # stopped those executions, not itself
     assert "claimed by" in stalled.stderr()
