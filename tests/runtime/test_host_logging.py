@@ -104,3 +104,41 @@ async def test_execution_events_carry_their_state_at_its_level(
     # the Log task's own line is a task line of its level
     (line,) = [r for r in caplog.records if r.name == "actorflow.task.n.ok.l"]
     assert line.levelno == logging.INFO and line.getMessage().endswith("hi")
+
+
+@af.task
+async def silent(ctx: af.TaskContext) -> None:
+    return None
+
+
+TASK_RUN_PREFIX = "actorflow.runtime.task_run.unheard."
+
+
+async def test_nobody_listening_makes_no_logger_per_task(rt: Runtime) -> None:
+    """With no logging configured, task-run state changes create no logger per task (a flow
+    of many tasks run once would leave one in logging's registry for each)."""
+    flow = af.Flow(id="wide", namespace="unheard", tasks=[silent(f"t{i}") for i in range(3)])
+    done = await rt.run(flow)
+    assert done.state is af.State.SUCCESS
+    made = [n for n in logging.Logger.manager.loggerDict if n.startswith(TASK_RUN_PREFIX)]
+    assert made == []
+
+
+async def test_a_task_run_logger_configured_later_gets_its_events(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host that sets one task's event logger to DEBUG after the flow already ran unheard
+    sees that task's state changes from the next run on (nothing stale is kept)."""
+    flow = af.Flow(id="late", namespace="heard", tasks=[silent("a"), silent("b")])
+    await rt.run(flow)
+    name = "actorflow.runtime.task_run.heard.late.b"
+    logging.getLogger(name).setLevel(logging.DEBUG)
+    try:
+        with caplog.at_level(logging.DEBUG, logger=name):
+            done = await rt.run(flow)
+    finally:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    events = [r for r in caplog.records if r.name.startswith("actorflow.runtime.task_run.")]
+    assert {r.name for r in events} == {name}
+    assert [r.__dict__["actorflow_state"] for r in events] == ["RUNNING", "SUCCESS"]
+    assert {r.__dict__["actorflow_execution_id"] for r in events} == {done.id}

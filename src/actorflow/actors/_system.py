@@ -220,7 +220,9 @@ class ActorSystem:
     @staticmethod
     def _children_of(ref: ActorRef) -> list[ActorRef]:
         actor = ref._actor
-        return list(actor.context.children.values()) if actor is not None else []
+        # The context's own dict, not the read-only view: most actors end with no children.
+        children = actor.context._children if actor is not None else None
+        return list(children.values()) if children else []
 
     async def _run(
         self,

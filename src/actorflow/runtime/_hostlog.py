@@ -75,6 +75,40 @@ def _logger(key: tuple[str, ...]) -> logging.Logger:
     return found
 
 
+_registry = logging.Logger.manager.loggerDict
+# What each task run's state changes ask ``isEnabledFor``: its own logger if logging has it,
+# else its nearest ancestor that exists (a logger nobody made has its ancestors' level), so a
+# flow of a thousand tasks run once makes no thousand loggers nobody listens to (about 15 µs
+# each). Emptied whenever logging's registry grows: the new logger may be one of these.
+_event_cache: dict[tuple[str, ...], logging.Logger] = {}
+_registry_size = [len(_registry)]
+
+
+def _event_logger(key: tuple[str, ...]) -> logging.Logger:
+    if len(_registry) != _registry_size[0]:
+        _event_cache.clear()
+        _registry_size[0] = len(_registry)
+    found = _event_cache.get(key)
+    if found is not None:
+        return found
+    if len(_event_cache) >= _CACHE_MAX:
+        _event_cache.clear()
+    name = ".".join(key)
+    while True:
+        known = _registry.get(name)
+        if isinstance(known, logging.Logger):
+            found = known
+            break
+        name, dot, _ = name.rpartition(".")
+        if not dot:
+            found = logging.getLogger()
+            break
+    if found.disabled:
+        found = _logger(key)  # a disabled ancestor says nothing of a new logger: make it
+    _event_cache[key] = found
+    return found
+
+
 # Identity checks, not a dict keyed by State: an enum member's hash is a Python-level call,
 # and these run on every state change of every task run.
 def _execution_level(state: State) -> int:
@@ -165,9 +199,10 @@ def task_run_event(ex: Execution, tr: TaskRun) -> None:
     """Forward a task run's new state to ``actorflow.runtime.task_run.<ns>.<flow>.<task>``."""
     levelno = _task_run_level(tr.state)
     key = (TASK_RUN_LOGGER, ex.namespace, ex.flow_id, tr.task_id)
-    logger = _cache.get(key) or _logger(key)
+    logger = _event_logger(key)
     if not logger.isEnabledFor(levelno):
         return
+    logger = _logger(key)  # someone listens: the record comes from the task's own logger
     text = f": {tr.error}" if tr.error and tr.state is State.FAILED else ""
     extra = _extra(
         ex.namespace,

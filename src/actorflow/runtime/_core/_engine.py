@@ -310,7 +310,7 @@ class Engine:
         except StorageUnavailable as exc:
             self._refused(exc)
             raise
-        return self._watch(commit)
+        return commit if commit is self._watched else self._watch(commit)
 
     def log(
         self, execution_id: str, task_run_id: str | None, level: str, message: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from actorflow.runtime._context import TaskContext
@@ -60,11 +60,11 @@ class ExecutionScope:
             variables["vars"] = lazy.bound(variables)
         return variables
 
-    def kestra_variables(self, tr: TaskRun | None) -> dict[str, Any]:
+    def kestra_variables(self, tr: TaskRun | None, ex: Execution | None = None) -> dict[str, Any]:
         """What Kestra's expressions read besides inputs and outputs: ``taskrun``,
         ``execution``, ``flow``, ``labels``, ``vars``, ``parent``/``parents``, ``trigger``,
-        ``errorLogs()``."""
-        ex = self.record
+        ``errorLogs()``; of ``ex`` (default: the execution as it is now)."""
+        ex = ex or self.record
         parents = self._parents(tr)
         kind = None
         if tr is not None:
@@ -178,13 +178,17 @@ class ExecutionScope:
             log_level=task.log_level,
             log_to_file=task.log_to_file,
             working_dir=working_dir,
-            variables=self._worker_variables(tr) if working_dir else self.kestra_variables(tr),
+            variables=Deferred(
+                functools.partial(
+                    self._worker_variables if working_dir else self.kestra_variables, tr, ex
+                )
+            ),
         )
 
-    def _worker_variables(self, tr: TaskRun) -> dict[str, Any]:
+    def _worker_variables(self, tr: TaskRun, ex: Execution | None = None) -> dict[str, Any]:
         """A task inside a WorkingDirectory also sees that task run as ``workerTaskrun``
         (Kestra runs them in the WorkingDirectory's context)."""
-        variables = self.kestra_variables(tr)
+        variables = self.kestra_variables(tr, ex)
         parent_id = tr.parent_task_run_id
         for _ in range(1000):
             parent = (
@@ -232,6 +236,33 @@ class ExecutionScope:
             seen += 1
         values.reverse()
         return values
+
+
+class Deferred(Mapping[str, Any]):
+    """A mapping built on first read: most attempts render no template, and building Kestra's
+    variables (dates as text, the environment, parents) cost a third of a no-op task run."""
+
+    __slots__ = ("_build", "_built")
+
+    def __init__(self, build: Callable[[], dict[str, Any]]) -> None:
+        self._build: Callable[[], dict[str, Any]] | None = build
+        self._built: dict[str, Any] = {}
+
+    def _values(self) -> dict[str, Any]:
+        build = self._build
+        if build is not None:
+            self._build = None  # built once: the attempt sees one view of them
+            self._built = build()
+        return self._built
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values())
+
+    def __len__(self) -> int:
+        return len(self._values())
 
 
 def _current_each_output(parents: list[dict[str, Any]], tr: TaskRun | None, value: Any) -> Any:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import traceback
+from collections.abc import Awaitable, Coroutine, Generator
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -222,19 +224,28 @@ class TaskRunActor(Actor):
         else:
             self.record = msgspec.structs.replace(record, attempts=attempts)
         record = self.record
-        self._publish()
         task = self.task
         assert isinstance(task, Runnable)
+        observer = engine.observer if engine.tracing else None
+        # Without tracing or a timeout, the attempt's first step runs before RUNNING is queued
+        # for storage: nothing else runs meanwhile, so nothing can tell, and an attempt that
+        # ends in that step (most do) stores RUNNING with its end, in one snapshot.
+        eager = observer is None and task.timeout is None
+        if eager:
+            task_run_event(self.scope.record, record)
+        else:
+            self._publish()
         ctx = self.scope.task_context(record, number, self.working_dir)
         error: BaseException | None = None
         outputs: dict[str, Any] = {}
         self._killed = False
-        observer = engine.observer if engine.tracing else None
         span = observer.attempt_started(self.scope, record, number) if observer else None
         with self.context.interruptible() as cancel:
             self._cancel = cancel
             try:
-                if task.timeout is not None:
+                if eager:
+                    result = await self._first_step(task.run(ctx))
+                elif task.timeout is not None:
                     with anyio.fail_after(task.timeout):
                         await prefetch_kv(task, ctx)
                         result = await task.run(ctx)
@@ -299,6 +310,25 @@ class TaskRunActor(Actor):
         if span is not None:  # after the log line, so it carries the attempt's span id
             engine.observer.attempt_ended(span, State.FAILED, error)
         self._failed(error)
+
+    def _first_step(self, run: Awaitable[Any]) -> Awaitable[Any]:
+        """``run``, its first step taken now: if it waits, RUNNING is published before it does.
+
+        The rest runs in this same task (``_Continue``), so the attempt's cancel scopes and
+        ``current_task`` stay what they were.
+        """
+        if type(run) is not CoroutineType:
+            self._publish()
+            return run
+        try:
+            waits_on = run.send(None)
+        except StopIteration as stop:
+            return _Done(stop.value)
+        except BaseException:
+            self._publish()  # the attempt failed in its first step; its end follows
+            raise
+        self._publish()
+        return _Continue(run, waits_on)
 
     def _failed(self, error: BaseException) -> None:
         retry = self.scope.flow.retry_for(self.task.id)
@@ -572,6 +602,51 @@ class TaskRunActor(Actor):
                 self._failed(RuntimeError(msg.error or f"child execution {msg.state.value}"))
             return
         self._end_attempt(self._allowed(state), attempt_state=state, outputs=outputs)
+
+
+class _Done:
+    """An awaitable of a value already there (an attempt that ended in its first step)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return self.value
+        yield  # a generator, never reached
+
+
+class _Continue:
+    """The rest of a coroutine that was stepped once by hand and waits on ``waits_on``:
+    awaiting this hands what it yields to the event loop and sends back what comes in,
+    as ``await`` would have (cancellation included)."""
+
+    __slots__ = ("coro", "waits_on")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], waits_on: Any) -> None:
+        self.coro = coro
+        self.waits_on = waits_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, waits_on = self.coro, self.waits_on
+        self.waits_on = None
+        while True:
+            try:
+                sent = yield waits_on
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    waits_on = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    waits_on = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
 
 
 def _merge(old: tuple[Any, ...], new: tuple[Any, ...]) -> tuple[Any, ...]:
