@@ -1375,8 +1375,9 @@ async def _attempt_plan(
     statements, bulk = _q.STATEMENTS, _q.BULK
     try:
         async with conn.transaction():
+            locks = bool(plan) and plan[0][0] == FENCE
             steps, fenced = await _fence(conn, plan)
-            if hook is not None:
+            if hook is not None and locks:
                 await hook()
             for stmt, rows in steps:
                 many = bulk[stmt]
