@@ -20,6 +20,7 @@ import actorflow as af
 from _support import postgres
 from _support.tcp_proxy import proxied
 from actorflow.runtime import Runtime, TaskContext
+from actorflow.storage import AppendLog, LogRow
 
 pytestmark = pytest.mark.anyio
 
@@ -87,6 +88,49 @@ async def test_executions_run_to_success_through_a_lost_connection(
     assert sorted(runs) == [("a", "SUCCESS", 20), ("b", "SUCCESS", 20)]
     attempts = pg_rows(pg_dsn, "SELECT count(*), count(DISTINCT task_run_id) FROM attempts")
     assert attempts == [(40, 40)]
+
+
+async def test_no_attempt_runs_while_the_store_is_cut_off(
+    pg_cluster: postgres.Cluster, pg_dsn: str, tmp_path: Path
+) -> None:
+    """With the link to PostgreSQL cut, the next task attempt of each of 10 executions waits
+    before it runs (its side effect could not be stored); once the link is back they all run
+    on to SUCCESS, each task once, their leases kept."""
+    gate = anyio.Event()
+    ran: Counter[tuple[str, str]] = Counter()
+
+    async def first(ctx: TaskContext) -> dict[str, int]:
+        ran[(ctx.execution_id, "a")] += 1
+        await gate.wait()
+        return {"n": 1}
+
+    async def second(ctx: TaskContext) -> dict[str, int]:
+        ran[(ctx.execution_id, "b")] += 1
+        return {"n": 2}
+
+    flow = af.Flow(id="paused", tasks=[af.task(first)("a"), af.task(second)("b")])
+    with proxied(pg_dsn, pg_cluster.port) as (proxy, url), anyio.fail_after(120):
+        async with Runtime.open(url, flows=[flow], files=tmp_path / "files") as rt:
+            store: Any = rt.store
+            handles = [await rt.submit(flow) for _ in range(10)]
+            while len(ran) < 10:
+                await anyio.sleep(0.01)
+            await store.flush()
+            proxy.cut()
+            probe = AppendLog(LogRow(handles[0].id, None, 0.0, "INFO", "probe"))
+            store.write([probe])  # the writer meets the cut
+            while not store.lost:
+                await anyio.sleep(0.01)
+            gate.set()
+            while store.paused < 10:  # every second attempt waits for the connection
+                await anyio.sleep(0.01)
+            assert not [k for k in ran if k[1] == "b"]
+            proxy.restore()
+            ended = [await h.wait() for h in handles]
+            assert store.paused == 0 and store.failed is None
+    assert Counter(e.state for e in ended) == {af.State.SUCCESS: 10}
+    assert set(ran.values()) == {1} and len(ran) == 20
+    assert Counter(pg_rows(pg_dsn, "SELECT state, epoch FROM executions")) == {("SUCCESS", 1): 10}
 
 
 def _snapshot(dsn: str) -> list[Any]:

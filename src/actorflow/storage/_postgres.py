@@ -8,6 +8,17 @@ runs one thing at a time; while it commits, the next batch grows). Rows PostgreS
 for their values are left out and named (``Commit.rejected``) after the batch is run again
 in savepoints; any other failure stops the store (see ``_store``).
 
+A lost connection is not a failure until it lasts: the writer, each read and each
+administrative call make a new connection with jittered backoff (``_pg_link``) for up to
+``lock_timeout`` seconds, while later writes queue up behind the batch in order and their
+waiters wait; only past that bound do they get :class:`StorageUnavailable` (and the store
+stops, as SQLite's does past its lock wait). A transaction whose COMMIT the loss cut off is
+looked up by its id (``txid_status``) before anything runs again, so nothing is applied twice
+or lost; the fence check of the batch run again drops what another worker took meanwhile.
+Every connection carries ``idle_in_transaction_session_timeout`` (``idle_timeout``), a
+``statement_timeout`` and TCP keepalives, so a stopped or vanished process holds no row lock
+for long and a cut link is noticed within seconds.
+
 Reads and administration (claims, purges, owners, commands, flows, fires) run on a small
 pool of other connections, each administrative call one transaction. Claims take rows
 ``FOR UPDATE SKIP LOCKED``. A batch that writes executions this process holds leases of
@@ -169,7 +180,14 @@ class CommandListener:
 
 
 class PostgresStore(BatchQueue):
-    """A PostgreSQL database (``postgresql://user@host/db``) any number of hosts share."""
+    """A PostgreSQL database (``postgresql://user@host/db``) any number of hosts share.
+
+    ``lock_timeout``: seconds a write waits for a row lock another session holds, and how
+    long any call waits for a lost connection to come back before StorageUnavailable.
+    ``statement_timeout``: seconds one statement may run on the server (migrations have no
+    bound). ``idle_timeout``: the server ends a session idle that long inside a
+    transaction (a stopped process), rolling it back and freeing its locks.
+    """
 
     def __init__(
         self,
@@ -210,8 +228,11 @@ class PostgresStore(BatchQueue):
         #: Test hook: awaited inside each batch's transaction, after its fence check locked
         #: the rows of the leases it writes (a test holds a transaction open with it).
         self.in_transaction: Callable[[], Awaitable[None]] | None = None
-        #: Connections made again after a loss (writer, pool, listener), since open.
+        #: Writer connections made again after a loss, since open.
         self.reconnects = 0
+        #: Attempts waiting in :meth:`outage` for the writer's connection to come back.
+        self.paused = 0
+        self._outage: asyncio.Event | None = None  # set while the writer's connection is lost
         self.pool_size = pool_size
         self.clock = clock
         self.fail_next: BaseException | None = None  # test hook: the next batch raises this
@@ -412,7 +433,42 @@ class PostgresStore(BatchQueue):
             if not isinstance(exc, Exception):
                 raise
 
+    @property
+    def lost(self) -> bool:
+        """Whether the writer's connection is lost now (it is being made again)."""
+        return self._outage is not None
+
+    def outage(self) -> Awaitable[None] | None:
+        """While the writer's connection is lost, what to await until it is back (raises
+        StorageUnavailable if the store stopped instead); None otherwise. The runtime awaits
+        it before each task attempt runs, so a worker cut off does nothing it could not
+        store (and might be fenced for)."""
+        event = self._outage
+        return None if event is None else self._paused_until(event)
+
+    async def _paused_until(self, event: asyncio.Event) -> None:
+        self.paused += 1
+        try:
+            await event.wait()
+        finally:
+            self.paused -= 1
+        if self._failed is not None:  # given up (past lock_timeout): the attempt must not run
+            raise self._unavailable()
+
+    def _reachable(self) -> None:
+        event, self._outage = self._outage, None
+        if event is not None:
+            event.set()
+
     async def _commit(
+        self, plan: _sql.Plan, fail: BaseException | None
+    ) -> tuple[list[RejectedOp], list[tuple[str, str]]]:
+        try:
+            return await self._commit_once(plan, fail)
+        finally:
+            self._reachable()
+
+    async def _commit_once(
         self, plan: _sql.Plan, fail: BaseException | None
     ) -> tuple[list[RejectedOp], list[tuple[str, str]]]:
         """Commit ``plan`` exactly once, whatever happens to the connection meanwhile.
@@ -458,6 +514,7 @@ class PostgresStore(BatchQueue):
                 now = time.monotonic()
                 if lost_at is None:
                     lost_at = now
+                    self._outage = asyncio.Event()
                     _log.warning(
                         "%s: the writer's connection is lost (%s); writes wait for it to come"
                         " back (at most lock_timeout=%gs)", self.where, exc, self.lock_timeout,

@@ -235,6 +235,9 @@ class TaskRunActor(Actor):
         with self.context.interruptible() as cancel:
             self._cancel = cancel
             try:
+                outage = engine.store_outage() if engine.store_outage is not None else None
+                if outage is not None:
+                    await outage  # the store's connection is lost: run once it is back
                 if task.timeout is not None:
                     with anyio.fail_after(task.timeout):
                         result = await task.run(ctx)
