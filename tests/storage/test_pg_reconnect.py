@@ -112,6 +112,31 @@ async def test_the_server_settings_are_in_force_on_every_connection(pg_dsn: str)
         )
 
 
+async def test_tcp_connections_probe_a_silent_peer_within_seconds(
+    pg_cluster: postgres.Cluster, pg_dsn: str
+) -> None:
+    """Over TCP the writer's and the pool's sockets send keepalives after 5 s of silence,
+    3 probes 1 s apart, and drop data unacknowledged for 8 s (not the kernel's 2 hours)."""
+    import socket
+
+    with proxied(pg_dsn, pg_cluster.port) as (_proxy, url):
+        async with PostgresStore(url) as store:
+            pool = store._pool
+            assert pool is not None
+            async with pool.acquire() as pooled:
+                for conn in (store._writer, pooled):
+                    sock = conn._transport.get_extra_info("socket")  # type: ignore[union-attr]
+                    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                    tcp = socket.IPPROTO_TCP
+                    assert sock.getsockopt(tcp, socket.TCP_KEEPIDLE) == 5
+                    assert sock.getsockopt(tcp, socket.TCP_KEEPINTVL) == 1
+                    assert sock.getsockopt(tcp, socket.TCP_KEEPCNT) == 3
+                    assert sock.getsockopt(tcp, socket.TCP_USER_TIMEOUT) == 8000
+            # The server probes us as well (it ends the session of a vanished client).
+            assert await store._rows("SHOW tcp_keepalives_idle") == [("5",)]
+            assert await store._rows("SHOW tcp_user_timeout") == [("8000",)]
+
+
 async def test_writes_queued_while_its_backends_are_killed_commit_once_after_reconnect(
     pg_dsn: str,
 ) -> None:
