@@ -189,6 +189,44 @@ async def test_a_batch_whose_commit_was_cut_off_is_applied_exactly_once(
         assert store.failed is None and store.reconnects == 1
 
 
+async def test_a_batch_still_in_progress_on_its_old_session_is_waited_for(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server reports the cut-off batch's transaction "in progress" (its old session
+    lives on behind a cut link) twice: the writer neither runs it again nor gives up, but
+    asks again until the outcome is known; the rows are stored once."""
+    store = PostgresStore(pg_dsn)
+    original = _postgres._Tx.before_commit
+    committed = _postgres._committed
+    cut: list[int] = []
+    seen: list[str] = []
+
+    async def before_commit(self: Any, conn: Any, result: Any) -> None:
+        await original(self, conn, result)
+        if not cut and conn is store._writer and self.xid is not None:
+            cut.append(self.xid)
+            conn.terminate()
+
+    async def watched(conn: Any, xid: int) -> bool:
+        if len(seen) < 2:
+            seen.append("in progress")
+            raise _postgres._StillRunning(f"transaction {xid} is still in progress (test)")
+        done = await committed(conn, xid)
+        seen.append("committed" if done else "aborted")
+        return done
+
+    async with store:
+        await store.write([UpsertExecution(ex("e"))])
+        monkeypatch.setattr(_postgres._Tx, "before_commit", before_commit)
+        monkeypatch.setattr(_postgres, "_committed", watched)
+        with anyio.fail_after(30):
+            await store.write([_history("ONCE")])
+        monkeypatch.undo()
+        assert seen == ["in progress", "in progress", "aborted"]
+        assert [h.state for h in await store.history("e")] == ["ONCE"]
+        assert store.failed is None and store.reconnects == 1
+
+
 async def test_a_cut_shorter_than_the_bound_is_waited_out(
     pg_cluster: postgres.Cluster, pg_dsn: str
 ) -> None:
