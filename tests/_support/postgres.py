@@ -47,6 +47,18 @@ class Cluster:
         """The URL of ``database`` on this server."""
         return urlunsplit(urlsplit(self.base_dsn)._replace(path=f"/{database}"))
 
+    def restart(self) -> None:
+        """Restart the throwaway server (``pg_ctl restart -m fast``: every session is ended,
+        as an administrator's restart does); raises Unavailable for a given DSN's server."""
+        if self.data is None or self._root is None:
+            raise Unavailable(f"cannot restart a server this test did not start ({ENV_DSN})")
+        # -l again: without it the new server would keep our captured stdout open.
+        subprocess.run(
+            _as_postgres([str(BIN / "pg_ctl"), "-D", str(self.data), "-l",
+                          str(self._root / "log"), "-m", "fast", "-w", "-t", "60", "restart"]),
+            capture_output=True, check=True, timeout=90,
+        )  # fmt: skip
+
     def stop(self) -> None:
         """Stop the throwaway cluster and remove its directory (nothing for a given DSN)."""
         stop, self._stop = self._stop, None

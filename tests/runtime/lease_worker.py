@@ -8,10 +8,15 @@ else. ``--extra`` also registers the flow ``extra`` (other workers cannot load i
 ``--submit-hold N SECONDS`` submits N executions of ``hold`` itself first (their first
 attempt lasts SECONDS) and prints their ids.
 Prints "ready" once it runs.
+PostgreSQL only: ``--idle-timeout SECONDS`` opens the store with that idle-in-transaction
+timeout; ``--hold-tx`` (after the submissions) makes the writer's next batch that locks
+leased rows wait 8 s inside its transaction, printing "in-transaction" (the test then
+SIGSTOPs it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -20,6 +25,7 @@ import anyio
 
 import actorflow as af
 from actorflow.runtime import ConcurrencyBehavior
+from actorflow.storage import PostgresStore
 
 SIDE = sys.argv[2] if __name__ == "__main__" else ""  # imported by the tests for its flows
 
@@ -77,21 +83,46 @@ HOLD = af.Flow(id="hold", namespace="lease", tasks=[hold("h", seconds="{{ inputs
 EXTRA = af.Flow(id="extra", namespace="lease", tasks=[touch("x")])
 
 
+def _hold_once(store: PostgresStore) -> None:
+    async def hold() -> None:
+        store.in_transaction = None  # once: the batch's retry goes through
+        await _hold_transaction()
+
+    store.in_transaction = hold
+
+
+async def _hold_transaction() -> None:
+    print("in-transaction", flush=True)
+    # The test stops this process meanwhile; once it resumes, the batch goes on (on a
+    # connection the server has ended by then).
+    await anyio.sleep(8.0)
+
+
 async def main() -> None:
     db, ttl = sys.argv[1], float(sys.argv[3])
     flows = [TOUCH, HOLD, *LIMITED, *([EXTRA] if "--extra" in sys.argv else [])]
     active = (
         int(sys.argv[sys.argv.index("--max-active") + 1]) if "--max-active" in sys.argv else 128
     )
-    async with af.Runtime.open(
-        db, flows=flows, lease_ttl=ttl, shutdown_timeout=2.0, max_active=active
-    ) as rt:
+    async with contextlib.AsyncExitStack() as stack:
+        store = None
+        if "--idle-timeout" in sys.argv:
+            idle = float(sys.argv[sys.argv.index("--idle-timeout") + 1])
+            store = await stack.enter_async_context(PostgresStore(db, idle_timeout=idle))
+        rt = await stack.enter_async_context(
+            af.Runtime.open(
+                db, flows=flows, lease_ttl=ttl, shutdown_timeout=2.0, max_active=active,
+                store=store,
+            )
+        )  # fmt: skip
         if "--submit-hold" in sys.argv:
             at = sys.argv.index("--submit-hold")
             n, seconds = int(sys.argv[at + 1]), float(sys.argv[at + 2])
             for _ in range(n):
                 handle = await rt.submit(HOLD, {"seconds": seconds})
                 print(handle.id, flush=True)
+        if "--hold-tx" in sys.argv and isinstance(rt.store, PostgresStore):
+            _hold_once(rt.store)
         with anyio.open_signal_receiver(signal.SIGTERM) as signals:
             print("ready", flush=True)
             async for _ in signals:

@@ -111,31 +111,28 @@ async def test_killing_the_writer_process_answers_every_waiter(tmp_path: Path) -
                 await rt.submit(gated.flow)
 
 
-async def test_a_lost_postgres_writer_connection_answers_every_waiter(
-    pg_dsn: str, tmp_path: Path
+async def test_a_postgres_database_unreachable_past_lock_timeout_answers_every_waiter(
+    pg_cluster: Any, pg_dsn: str, tmp_path: Path
 ) -> None:
-    """The PostgreSQL writer's connection terminated by the server while 5 callers wait:
-    all 5 get StorageUnavailable (none hangs), and the runtime accepts no more work."""
-    import asyncpg
+    """The link to PostgreSQL cut for good while 5 callers wait: the store keeps knocking
+    for lock_timeout, then all 5 get StorageUnavailable naming that bound (none hangs), and
+    the runtime accepts no more work."""
+    from _support.tcp_proxy import proxied
 
     gated = _Gated()
-    with anyio.fail_after(HANG):
-        async with Runtime.open(pg_dsn, files=tmp_path / "files") as rt:
+    with proxied(pg_dsn, pg_cluster.port) as (proxy, url), anyio.fail_after(HANG):
+        async with Runtime.open(url, files=tmp_path / "files", lock_timeout=1.0) as rt:
             trigger = await rt.submit(gated.trigger)
             handles = [await rt.submit(gated.flow) for _ in range(5)]
 
-            async def cut_writer() -> None:
-                pid = rt.store._writer.get_server_pid()  # type: ignore[attr-defined]
-                conn = await asyncpg.connect(pg_dsn)
-                try:
-                    assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
-                finally:
-                    await conn.close()
+            async def cut() -> None:
+                proxy.cut()
 
             calls = [rt.wait(h.id) for h in handles]
-            answers = await _callers_answered(rt, gated, trigger, calls, cut_writer)
+            answers = await _callers_answered(rt, gated, trigger, calls, cut)
             assert all(isinstance(a, StorageUnavailable) for a in answers), answers
             assert {str(a).split(":")[0] for a in answers} == {f"execution {h.id}" for h in handles}
+            assert all("lock_timeout=1s" in str(a) for a in answers), answers
             with pytest.raises(RuntimeClosedError):
                 await rt.submit(gated.flow)
 

@@ -190,27 +190,6 @@ async def _terminate(dsn: str, where: str) -> int:
         await conn.close()
 
 
-async def test_a_lost_writer_connection_fails_the_waiters_and_stops_writes(pg_dsn: str) -> None:
-    """The writer's connection killed by the server: the next batch's waiters get
-    StorageUnavailable, on_failed hears it once, later writes are refused; what was
-    committed before stays."""
-    store = PostgresStore(pg_dsn)
-    failures: list[BaseException] = []
-    store.on_failed = failures.append
-    async with store:
-        await store.write([UpsertExecution(ex("kept"))])
-        writer_pid = store._writer.get_server_pid()  # type: ignore[union-attr]
-        assert await _terminate(pg_dsn, f"pid = {writer_pid}") == 1
-        waits = [store.write([UpsertExecution(ex(f"lost{i}"))]) for i in range(5)]
-        for commit in waits:
-            with pytest.raises(StorageUnavailable):
-                await commit
-        assert len(failures) == 1 and store.failed is not None
-        with pytest.raises(StorageUnavailable):
-            store.write([UpsertExecution(ex("later"))])
-        assert await store.get_execution("kept") == ex("kept")
-
-
 async def test_a_posted_command_wakes_the_owners_listener(pg_dsn: str) -> None:
     """post_command on one store wakes another store's command_wakeup at once (NOTIFY),
     long before its fallback timeout."""

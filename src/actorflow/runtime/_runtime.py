@@ -171,7 +171,9 @@ class Runtime(Recovery):
 
         ``read_only``: read and inspect only (the CLI's read commands): nothing is written, no
         writer starts, no owner is registered, nothing is recovered; it works on a read-only
-        file. ``lock_timeout``: seconds a write waits for a lock another process holds.
+        file. ``lock_timeout``: seconds a write waits for a lock another process holds; on
+        PostgreSQL also how long a lost connection is waited for (callers then get
+        :class:`~actorflow.StorageUnavailable`).
 
         ``allow_types`` names the gated task types this runtime runs (``{"shell"}``: tasks
         that run commands); a flow with any other gated task is refused at submit with

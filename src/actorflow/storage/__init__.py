@@ -61,7 +61,8 @@ def open_store(
     ``"memory://"``.
 
     The store is not opened yet: use it as ``async with`` (or call ``open``).
-    ``lock_timeout``: seconds a write waits for a lock another process holds.
+    ``lock_timeout``: seconds a write waits for a lock another process holds (and, on
+    PostgreSQL, how long a call waits for a lost connection to come back).
     """
     text = os.fspath(url_or_path)
     if text in (":memory:", "memory://"):

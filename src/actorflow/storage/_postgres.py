@@ -8,6 +8,17 @@ runs one thing at a time; while it commits, the next batch grows). Rows PostgreS
 for their values are left out and named (``Commit.rejected``) after the batch is run again
 in savepoints; any other failure stops the store (see ``_store``).
 
+A lost connection is not a failure until it lasts: the writer, each read and each
+administrative call make a new connection with jittered backoff (``_pg_link``) for up to
+``lock_timeout`` seconds, while later writes queue up behind the batch in order and their
+waiters wait; only past that bound do they get :class:`StorageUnavailable` (and the store
+stops, as SQLite's does past its lock wait). A transaction whose COMMIT the loss cut off is
+looked up by its id (``txid_status``) before anything runs again, so nothing is applied twice
+or lost; the fence check of the batch run again drops what another worker took meanwhile.
+Every connection carries ``idle_in_transaction_session_timeout`` (``idle_timeout``), a
+``statement_timeout`` and TCP keepalives, so a stopped or vanished process holds no row lock
+for long and a cut link is noticed within seconds.
+
 Reads and administration (claims, purges, owners, commands, flows, fires) run on a small
 pool of other connections, each administrative call one transaction. Claims take rows
 ``FOR UPDATE SKIP LOCKED``. A batch that writes executions this process holds leases of
@@ -29,9 +40,9 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from types import EllipsisType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -40,6 +51,14 @@ from actorflow._errors import StorageError, StorageUnavailable
 from actorflow.storage import _pg_sql as _q
 from actorflow.storage import _sql
 from actorflow.storage._batch import Batch, BatchQueue
+from actorflow.storage._pg_link import (
+    BACKOFF_MAX,
+    CONNECT_TIMEOUT,
+    Backoff,
+    is_lost,
+    server_settings,
+    set_keepalive,
+)
 from actorflow.storage._pg_schema import CURRENT_PG_VERSION, migrate, read_version
 from actorflow.storage._rows import (
     AttemptRow,
@@ -72,6 +91,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("actorflow.storage")
 POLL = 0.2  # how often a command waiter looks when it cannot listen (lost connection)
+T = TypeVar("T")
 
 
 def is_postgres_url(text: str) -> bool:
@@ -108,7 +128,7 @@ class CommandListener:
         self._event = asyncio.Event()
         self._conn: asyncpg.Connection | None = None
         self._retry_at = 0.0
-        self._backoff = POLL
+        self._backoff = Backoff(POLL, BACKOFF_MAX)
         self.closed = False
 
     @property
@@ -131,14 +151,15 @@ class CommandListener:
             conn = await self._store._connect()
             await conn.add_listener(_q.COMMANDS_CHANNEL, self._notified)
         except Exception as exc:
-            self._retry_at = now + self._backoff
-            self._backoff = min(self._backoff * 2, 10.0)
+            self._retry_at = now + self._backoff.next()
             _log.debug("cannot LISTEN for commands (%s); polling", exc)
             return
         conn.add_termination_listener(self._lost)
         self._conn = conn
-        self._backoff = POLL
-        self._event.set()  # commands posted before we listened
+        self._backoff.reset()
+        # Commands posted before we listened (or while the connection was down) were not
+        # heard: the waiter looks once now.
+        self._event.set()
 
     async def wait(self, timeout: float) -> None:
         """Until a command may have been posted, or ``timeout`` seconds."""
@@ -159,7 +180,14 @@ class CommandListener:
 
 
 class PostgresStore(BatchQueue):
-    """A PostgreSQL database (``postgresql://user@host/db``) any number of hosts share."""
+    """A PostgreSQL database (``postgresql://user@host/db``) any number of hosts share.
+
+    ``lock_timeout``: seconds a write waits for a row lock another session holds, and how
+    long any call waits for a lost connection to come back before StorageUnavailable.
+    ``statement_timeout``: seconds one statement may run on the server (migrations have no
+    bound). ``idle_timeout``: the server ends a session idle that long inside a
+    transaction (a stopped process), rolling it back and freeing its locks.
+    """
 
     def __init__(
         self,
@@ -171,13 +199,18 @@ class PostgresStore(BatchQueue):
         clock: Callable[[], float] = time.time,
         lock_timeout: float = 30.0,
         pool_size: int = 4,
+        statement_timeout: float = 300.0,
+        idle_timeout: float = 10.0,
     ) -> None:
         if batch_max < 1:
             raise ValueError(f"batch_max must be at least 1, not {batch_max}")
-        if not lock_timeout > 0:  # NaN too
-            raise ValueError(
-                f"lock_timeout must be a positive number of seconds, not {lock_timeout}"
-            )
+        for name, value in (
+            ("lock_timeout", lock_timeout),
+            ("statement_timeout", statement_timeout),
+            ("idle_timeout", idle_timeout),
+        ):
+            if not value > 0:  # NaN too
+                raise ValueError(f"{name} must be a positive number of seconds, not {value}")
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, not {pool_size}")
         self.dsn = dsn
@@ -185,7 +218,21 @@ class PostgresStore(BatchQueue):
         self.batch_max = batch_max
         self.linger = linger  # as SQLiteStore: how long a batch without a waiter may grow
         self.read_only = read_only
-        self.lock_timeout = lock_timeout  # PostgreSQL's lock_timeout for every write
+        # How long a write waits for a lock another session holds (PostgreSQL's
+        # lock_timeout) and, as SQLite's writer waits for a busy file, how long any call
+        # waits for a lost connection to come back before it raises StorageUnavailable.
+        self.lock_timeout = lock_timeout
+        self.statement_timeout = statement_timeout  # one statement at most, on the server
+        # The server ends a session idle this long inside a transaction (a stopped process).
+        self.idle_timeout = idle_timeout
+        #: Test hook: awaited inside each batch's transaction, after its fence check locked
+        #: the rows of the leases it writes (a test holds a transaction open with it).
+        self.in_transaction: Callable[[], Awaitable[None]] | None = None
+        #: Writer connections made again after a loss, since open.
+        self.reconnects = 0
+        #: Attempts waiting in :meth:`outage` for the writer's connection to come back.
+        self.paused = 0
+        self._outage: asyncio.Event | None = None  # set while the writer's connection is lost
         self.pool_size = pool_size
         self.clock = clock
         self.fail_next: BaseException | None = None  # test hook: the next batch raises this
@@ -221,17 +268,19 @@ class PostgresStore(BatchQueue):
 
     # -- lifecycle ---------------------------------------------------------------------
     def _settings(self) -> dict[str, str]:
-        settings = {
-            "lock_timeout": str(max(1, int(min(self.lock_timeout, 86400.0) * 1000))),
-            "application_name": "actorflow",
-        }
-        if self.read_only:
-            settings["default_transaction_read_only"] = "on"
-        return settings
+        return server_settings(
+            lock_timeout=self.lock_timeout,
+            statement_timeout=self.statement_timeout,
+            idle_timeout=self.idle_timeout,
+            read_only=self.read_only,
+        )
 
     async def _connect(self) -> asyncpg.Connection:
         asyncpg = _import_asyncpg()
-        conn = await asyncpg.connect(self.dsn, server_settings=self._settings())
+        conn = await asyncpg.connect(
+            self.dsn, server_settings=self._settings(), timeout=CONNECT_TIMEOUT
+        )
+        set_keepalive(conn)
         return conn
 
     async def open(self) -> None:
@@ -242,10 +291,13 @@ class PostgresStore(BatchQueue):
         try:
             if not self.read_only:
                 self._writer = await self._connect()
+                # A migration rewrites whole tables: no per-statement bound for it.
+                await self._writer.execute("SET statement_timeout = 0")
                 await migrate(self._writer, self.where)
+                await self._writer.execute("RESET statement_timeout")
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.pool_size,
-                server_settings=self._settings(),
+                self.dsn, min_size=1, max_size=self.pool_size, init=_pool_init,
+                server_settings=self._settings(), timeout=CONNECT_TIMEOUT,
             )  # fmt: skip
             if self.read_only:
                 async with self._pool.acquire() as conn:
@@ -349,8 +401,6 @@ class PostgresStore(BatchQueue):
             raise self._unavailable()
 
     async def _run_writer(self) -> None:
-        assert self._writer is not None
-        conn = self._writer
         queue = self._queue
         try:
             while self._failed is None:
@@ -374,7 +424,7 @@ class PostgresStore(BatchQueue):
                 ops, unbuilt = batch.materialize()
                 fail, self.fail_next = self.fail_next, None
                 plan = _sql.plan_batch(ops, self.fences, self.fence_owner)
-                rejected, fenced = await _run_plan(conn, plan, fail, self._conflicted)
+                rejected, fenced = await self._commit(plan, fail)
                 self._in_flight = None
                 self._tell_fenced(fenced)
                 self._committed(batch, len(ops), unbuilt + rejected)
@@ -382,6 +432,123 @@ class PostgresStore(BatchQueue):
             self._fail(exc)
             if not isinstance(exc, Exception):
                 raise
+
+    @property
+    def lost(self) -> bool:
+        """Whether the writer's connection is lost now (it is being made again)."""
+        return self._outage is not None
+
+    def outage(self) -> Awaitable[None] | None:
+        """While the writer's connection is lost, what to await until it is back (raises
+        StorageUnavailable if the store stopped instead); None otherwise. The runtime awaits
+        it before each task attempt runs, so a worker cut off does nothing it could not
+        store (and might be fenced for)."""
+        event = self._outage
+        return None if event is None else self._paused_until(event)
+
+    async def _paused_until(self, event: asyncio.Event) -> None:
+        self.paused += 1
+        try:
+            await event.wait()
+        finally:
+            self.paused -= 1
+        if self._failed is not None:  # given up (past lock_timeout): the attempt must not run
+            raise self._unavailable()
+
+    def _reachable(self) -> None:
+        event, self._outage = self._outage, None
+        if event is not None:
+            event.set()
+
+    async def _commit(
+        self, plan: _sql.Plan, fail: BaseException | None
+    ) -> tuple[list[RejectedOp], list[tuple[str, str]]]:
+        try:
+            return await self._commit_once(plan, fail)
+        finally:
+            self._reachable()
+
+    async def _commit_once(
+        self, plan: _sql.Plan, fail: BaseException | None
+    ) -> tuple[list[RejectedOp], list[tuple[str, str]]]:
+        """Commit ``plan`` exactly once, whatever happens to the connection meanwhile.
+
+        A lost connection is made again (with backoff) and the batch run again, for at most
+        ``lock_timeout`` seconds; meanwhile later batches queue up behind it in order and
+        their waiters keep waiting. Past that the store stops as SQLite's does past its
+        lock wait (:class:`StorageUnavailable` to every waiter, nothing half-applied).
+
+        A loss during COMMIT leaves the outcome unknown. We ask the server: the batch's
+        transaction id, read just before COMMIT, and ``txid_status`` on the next connection
+        say whether it committed (done: its waiters are answered), aborted (run it again)
+        or is still in progress (the old session lives on, e.g. behind a cut link: wait
+        until it ends, at the latest when ``idle_timeout`` ends it). The rows are not made
+        idempotent instead: history, logs and metrics are appends (a second run would store
+        each twice), and the fence check cannot tell either, since a committed batch
+        leaves the epoch we hold unchanged.
+        """
+        tx = _Tx()
+        lost_at: float | None = None
+        backoff = Backoff()
+        while True:
+            try:
+                conn = await self._writer_connection()
+                if tx.xid is not None:
+                    if await _committed(conn, tx.xid):
+                        done: tuple[list[RejectedOp], list[tuple[str, str]]] = tx.result
+                        return done
+                    tx = _Tx()  # rolled back whole: run it again
+                result = await _run_plan(
+                    conn, plan, fail, self._conflicted, tx, self.in_transaction
+                )
+            except Exception as exc:
+                if exc is fail or not is_lost(exc):  # the test hook's failure is final
+                    raise
+                if not isinstance(exc, _StillRunning):
+                    self._drop_writer()
+                if not tx.committing:
+                    tx = _Tx()  # COMMIT was never sent: the server rolled it back
+                elif tx.xid is None:
+                    wrote_nothing: tuple[list[RejectedOp], list[tuple[str, str]]] = tx.result
+                    return wrote_nothing  # nothing to apply or repeat
+                now = time.monotonic()
+                if lost_at is None:
+                    lost_at = now
+                    self._outage = asyncio.Event()
+                    _log.warning(
+                        "%s: the writer's connection is lost (%s); writes wait for it to come"
+                        " back (at most lock_timeout=%gs)", self.where, exc, self.lock_timeout,
+                    )  # fmt: skip
+                left = lost_at + self.lock_timeout - now
+                if left <= 0:
+                    raise StorageUnavailable(
+                        f"{self.where}: the database could not be reached for lock_timeout="
+                        f"{self.lock_timeout:g}s ({exc})"
+                    ) from exc
+                await asyncio.sleep(min(backoff.next(), left))
+                continue
+            if lost_at is not None:
+                _log.warning(
+                    "%s: the writer reconnected after %.1fs; queued writes are committed",
+                    self.where, time.monotonic() - lost_at,
+                )  # fmt: skip
+            return result
+
+    async def _writer_connection(self) -> asyncpg.Connection:
+        """The writer's connection, made again if it was lost."""
+        conn = self._writer
+        if conn is not None and not conn.is_closed():
+            return conn
+        self._writer = None
+        conn = await self._connect()
+        self._writer = conn
+        self.reconnects += 1
+        return conn
+
+    def _drop_writer(self) -> None:
+        conn, self._writer = self._writer, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()  # its socket may hang (a cut link): do not wait for a goodbye
 
     def _conflicted(self) -> None:
         self.conflicts += 1
@@ -423,11 +590,27 @@ class PostgresStore(BatchQueue):
         pool = self._pool
         if pool is None:
             raise StorageError(f"{self.where}: store is not open")
+        acquire = pool.acquire
         asyncpg = _import_asyncpg()
-        try:
-            return list(await pool.fetch(sql, *params))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StorageUnavailable(f"{self.where}: cannot read ({exc})") from exc
+        lost: _Lost | None = None
+        while True:
+            try:
+                async with acquire() as conn:
+                    try:
+                        return list(await conn.fetch(sql, *params))
+                    except Exception as exc:
+                        if is_lost(exc):
+                            conn.terminate()  # the pool makes a new one at the next acquire
+                        raise
+            except Exception as exc:
+                # A read is safe to repeat: on a lost connection, wait for another one.
+                if is_lost(exc) and pool is self._pool:
+                    lost = lost or _Lost(self, "read")
+                    await lost.wait(exc)
+                    continue
+                if isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
+                    raise StorageUnavailable(f"{self.where}: cannot read ({exc})") from exc
+                raise
 
     async def get_execution(self, execution_id: str) -> ExecutionRow | None:
         """One execution row."""
@@ -644,17 +827,48 @@ class PostgresStore(BatchQueue):
         return [(r[0], r[1], float(r[2]), r[3]) for r in rows]
 
     # -- administration: one transaction each, on a pool connection ---------------------
-    @contextlib.asynccontextmanager
-    async def _admin(self) -> Any:
-        """A pool connection in a transaction; refused like a write when writes are."""
+    async def _admin(self, body: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """``body`` in one transaction on a pool connection, once; refused like a write
+        when writes are.
+
+        On a lost connection it runs again on another one, for at most ``lock_timeout``
+        seconds, unless its COMMIT was cut off: then the server says whether it committed
+        (see :meth:`_commit`), so a claim or a posted command is never applied twice.
+        """
         if self._refusal is not None or self._failed is not None or self._pool is None:
             raise self._unavailable()
+        pool = self._pool
         asyncpg = _import_asyncpg()
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                yield conn
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StorageUnavailable(f"{self.where}: {exc}") from exc
+        tx = _Tx()
+        lost: _Lost | None = None
+        while True:
+            try:
+                async with pool.acquire() as conn:
+                    if tx.xid is not None:
+                        if await _committed(conn, tx.xid):
+                            return tx.result  # type: ignore[no-any-return]
+                        tx = _Tx()
+                    try:
+                        async with conn.transaction():
+                            result = await body(conn)
+                            await tx.before_commit(conn, result)
+                    except Exception as exc:
+                        if is_lost(exc):
+                            conn.terminate()  # the pool makes a new one at the next acquire
+                        raise
+                    return result
+            except Exception as exc:
+                if is_lost(exc) and pool is self._pool:
+                    if not tx.committing:
+                        tx = _Tx()
+                    elif tx.xid is None:
+                        return tx.result  # type: ignore[no-any-return]
+                    lost = lost or _Lost(self, "write")
+                    await lost.wait(exc)
+                    continue
+                if isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
+                    raise StorageUnavailable(f"{self.where}: {exc}") from exc
+                raise
 
     async def kv_get(self, namespace: str, key: str) -> KVRow | None:
         """The entry ``key`` of ``namespace``, None if absent or expired."""
@@ -679,7 +893,8 @@ class PostgresStore(BatchQueue):
         seconds until it expires)."""
         now = self.clock()
         expires = None if ttl is None else now + ttl
-        async with self._admin() as conn:
+
+        async def body(conn: asyncpg.Connection) -> Any:
             await conn.execute(
                 "INSERT INTO kv (namespace, key, value, updated, expires) VALUES ($1,$2,$3,$4,$5)"
                 " ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,"
@@ -687,13 +902,19 @@ class PostgresStore(BatchQueue):
                 namespace, key, value, now, expires,
             )  # fmt: skip
 
+        await self._admin(body)
+
     async def kv_delete(self, namespace: str, key: str) -> bool:
         """Remove ``key``; False when there was none (or it had expired)."""
-        async with self._admin() as conn:
+
+        async def body(conn: asyncpg.Connection) -> Any:
             expires = await conn.fetch(
                 "DELETE FROM kv WHERE namespace = $1 AND key = $2 RETURNING expires",
                 namespace, key,
             )  # fmt: skip
+            return expires
+
+        expires = await self._admin(body)
         now = self.clock()
         return any(r[0] is None or r[0] > now for r in expires)
 
@@ -701,7 +922,8 @@ class PostgresStore(BatchQueue):
         self, execution_id: str, kind: str, payload: bytes = b"", target: bytes = b""
     ) -> int:
         """Store a pending command for the owning process and NOTIFY it; durable on return."""
-        async with self._admin() as conn:
+
+        async def body(conn: asyncpg.Connection) -> Any:
             command_id: int = await conn.fetchval(
                 "INSERT INTO commands (execution_id, kind, payload, created, status, target)"
                 " VALUES ($1,$2,$3,$4,'pending',$5) RETURNING id",
@@ -709,18 +931,25 @@ class PostgresStore(BatchQueue):
             )  # fmt: skip
             # Delivered at commit, to every listening host (the owner among them).
             await conn.execute("SELECT pg_notify($1, $2)", _q.COMMANDS_CHANNEL, str(command_id))
+            return command_id
+
+        command_id: int = await self._admin(body)
         return command_id
 
     async def answer_command(
         self, command_id: int, status: str, answer: str, error: str | None = None
     ) -> bool:
         """Consume a pending command once (see :class:`Store`)."""
-        async with self._admin() as conn:
+
+        async def body(conn: asyncpg.Connection) -> Any:
             done: str = await conn.execute(
                 "UPDATE commands SET status = $1, answer = $2, answered = $3, error = $4"
                 " WHERE id = $5 AND status = 'pending'",
                 status, answer, self.clock(), error, command_id,
             )  # fmt: skip
+            return done
+
+        done: str = await self._admin(body)
         return done == "UPDATE 1"
 
     async def compare_and_write(
@@ -729,7 +958,8 @@ class PostgresStore(BatchQueue):
         """Write ``ops`` if the execution's row is unchanged (see :class:`Store`)."""
         await self.flush()
         plan = _sql.plan_batch(ops)
-        async with self._admin() as conn:
+
+        async def body(conn: asyncpg.Connection) -> Any:
             # FOR UPDATE: a concurrent compare-and-write waits here, then sees our change.
             row = await conn.fetchrow(
                 "SELECT state, updated FROM executions WHERE id = $1 FOR UPDATE", execution_id
@@ -738,34 +968,46 @@ class PostgresStore(BatchQueue):
                 return False
             for stmt, rows in plan:
                 await conn.executemany(_q.STATEMENTS[stmt], rows)
-        return True
+            return True
+
+        return bool(await self._admin(body))
 
     async def register_owner(self, owner: str, ttl: float) -> None:
         """Announce a live runtime process."""
-        async with self._admin() as conn:
+
+        async def body(conn: asyncpg.Connection) -> Any:
             await conn.execute(
                 "INSERT INTO owners (owner, heartbeat, ttl) VALUES ($1,$2,$3) ON CONFLICT(owner)"
                 " DO UPDATE SET heartbeat = excluded.heartbeat, ttl = excluded.ttl",
                 owner, self.clock(), ttl,
             )  # fmt: skip
 
+        await self._admin(body)
+
     async def heartbeat(self, owner: str) -> None:
         """Keep an owner alive."""
-        async with self._admin() as conn:
+
+        async def body(conn: asyncpg.Connection) -> Any:
             await conn.execute(
                 "UPDATE owners SET heartbeat = $1 WHERE owner = $2", self.clock(), owner
             )
 
+        await self._admin(body)
+
     async def release_owner(self, owner: str) -> None:
         """Forget an owner: its unfinished executions become claimable."""
-        async with self._admin() as conn:
+
+        async def body(conn: asyncpg.Connection) -> Any:
             await conn.execute("DELETE FROM owners WHERE owner = $1", owner)
+
+        await self._admin(body)
 
     async def deploy_flow(
         self, namespace: str, flow_id: str, source: str, revision: int | None = None
     ) -> tuple[int, bool]:
         """Store a flow's source as its next revision unless the latest has the same source."""
-        async with self._admin() as conn:
+
+        async def body(conn: asyncpg.Connection) -> Any:
             # One deployer of a flow at a time: the next revision is read, then written.
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"{namespace}/{flow_id}"
@@ -784,18 +1026,25 @@ class PostgresStore(BatchQueue):
                 " VALUES ($1,$2,$3,$4,$5)",
                 namespace, flow_id, chosen, source, self.clock(),
             )  # fmt: skip
-        return chosen, True
+            return chosen, True
+
+        done: tuple[int, bool] = await self._admin(body)
+        return done
 
     async def claim_fire(
         self, trigger: str, fire: str, tick: float, execution_id: str | None, owner: str
     ) -> bool:
         """Record one fire of a trigger unless it is recorded already; True if this call did."""
-        async with self._admin() as conn:
+
+        async def body(conn: asyncpg.Connection) -> Any:
             done: str = await conn.execute(
                 "INSERT INTO trigger_fires (trigger, fire, tick, execution_id, owner, created)"
                 " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (trigger, fire) DO NOTHING",
                 trigger, fire, tick, execution_id, owner, self.clock(),
             )  # fmt: skip
+            return done
+
+        done: str = await self._admin(body)
         return done == "INSERT 0 1"
 
     async def claim_orphans(
@@ -807,8 +1056,9 @@ class PostgresStore(BatchQueue):
         concurrent claimers split the orphans. Returns only executions this call took.
         """
         await self.flush()
-        now = self.clock()
-        async with self._admin() as conn:
+
+        async def body(conn: asyncpg.Connection) -> Any:
+            now = self.clock()  # at each run: a retry after a lost connection is later
             rows = await conn.fetch(
                 "WITH orphans AS (SELECT id FROM executions"
                 " WHERE ended IS NULL AND NOT (state = ANY($1::text[]))"
@@ -820,6 +1070,9 @@ class PostgresStore(BatchQueue):
                 f" FROM orphans o WHERE e.id = o.id RETURNING {_E_COLS}",
                 list(terminal_states), owner, now - stale_after, now + stale_after,
             )  # fmt: skip
+            return rows
+
+        rows = await self._admin(body)
         out = [ExecutionRow(*r) for r in rows]
         out.sort(key=lambda r: (r.created, r.id.encode()))
         return out
@@ -875,7 +1128,8 @@ class PostgresStore(BatchQueue):
     ) -> list[str]:
         """Delete the executions of ``chunk`` that still qualify, whole, in one transaction
         (tested again under the row locks: one restarted meanwhile is kept)."""
-        async with self._admin() as conn:
+
+        async def body(conn: asyncpg.Connection) -> Any:
             rows = await conn.fetch(
                 "SELECT id, state, ended FROM executions WHERE id = ANY($1::text[]) FOR UPDATE",
                 chunk,
@@ -896,7 +1150,10 @@ class PostgresStore(BatchQueue):
                         f"DELETE FROM {table} WHERE execution_id = ANY($1::text[])", keep
                     )
                 await conn.execute("DELETE FROM executions WHERE id = ANY($1::text[])", keep)
-        return keep
+            return keep
+
+        gone: list[str] = await self._admin(body)
+        return gone
 
     # -- the work queue: leases and fencing tokens ------------------------------------
     async def claimable(self, limit: int) -> list[ExecutionRow]:
@@ -921,9 +1178,10 @@ class PostgresStore(BatchQueue):
 
         Rows another session has locked (a concurrent claimer, or a writer checking its
         fence) are skipped, not waited for: they are someone else's, for now."""
-        now = self.clock()
-        out: list[ExecutionRow] = []
-        async with self._admin() as conn:
+
+        async def body(conn: asyncpg.Connection) -> list[ExecutionRow]:
+            now = self.clock()  # at each run: a retry after a lost connection is later
+            out: list[ExecutionRow] = []
             if ids:
                 rows = await conn.fetch(
                     "WITH c AS (SELECT id FROM executions WHERE id = ANY($1::text[])"
@@ -943,6 +1201,9 @@ class PostgresStore(BatchQueue):
                     " UPDATE executions x SET waiting = w.why FROM w WHERE x.id = w.id",
                     [w[0] for w in waiting], [w[1] for w in waiting], now,
                 )  # fmt: skip
+            return out
+
+        out = await self._admin(body)
         place = {ex_id: n for n, ex_id in reversed(list(enumerate(ids)))}
         out.sort(key=lambda r: place[r.id])
         return out
@@ -952,7 +1213,8 @@ class PostgresStore(BatchQueue):
         one waits QUEUED (see :class:`Store`); the takers of one flow take turns (an
         advisory lock), so two hosts never both take its last slot."""
         await self.flush()
-        async with self._admin() as conn:
+
+        async def body(conn: asyncpg.Connection) -> Any:
             await conn.execute(
                 "SELECT pg_advisory_xact_lock($1, hashtext($2))",
                 _SLOT_LOCK,
@@ -981,18 +1243,24 @@ class PostgresStore(BatchQueue):
             if older is not None:
                 return False
             await conn.execute("UPDATE executions SET slot = 1 WHERE id = $1", execution_id)
-        return True
+            return True
+
+        return bool(await self._admin(body))
 
     async def renew_leases(self, owner: str, lease_ttl: float) -> list[str]:
         """Heartbeat ``owner`` and extend every lease it holds; returns their ids."""
-        now = self.clock()
-        async with self._admin() as conn:
+
+        async def body(conn: asyncpg.Connection) -> Any:
+            now = self.clock()  # at each run: a lease renewed after a reconnect runs from now
             await conn.execute("UPDATE owners SET heartbeat = $1 WHERE owner = $2", now, owner)
             rows = await conn.fetch(
                 f"WITH l AS ({_HELD_BY}) UPDATE executions e SET lease_expiry = $2"
                 " FROM l WHERE e.id = l.id RETURNING e.id",
                 owner, now + lease_ttl,
             )  # fmt: skip
+            return rows
+
+        rows = await self._admin(body)
         return sorted((r[0] for r in rows), key=str.encode)
 
     async def release_leases(self, owner: str, ids: Sequence[str] | None = None) -> int:
@@ -1002,13 +1270,22 @@ class PostgresStore(BatchQueue):
         if ids is not None:
             held = held.replace(" ORDER BY", " AND id = ANY($2::text[]) ORDER BY")
             params.append(list(ids))  # type: ignore[arg-type]
-        async with self._admin() as conn:
+
+        async def body(conn: asyncpg.Connection) -> Any:
             done: str = await conn.execute(
                 f"WITH l AS ({held}) UPDATE executions e SET owner = NULL, lease_expiry = NULL"
                 " FROM l WHERE e.id = l.id",
                 *params,
             )
+            return done
+
+        done = await self._admin(body)
         return int(done.rsplit(" ", 1)[1])
+
+
+async def _pool_init(conn: asyncpg.Connection) -> None:
+    """Each new pool connection, first (a reconnect too): as the writer's."""
+    set_keepalive(conn)
 
 
 def _claimable(now: str, of: str = "") -> str:
@@ -1029,18 +1306,74 @@ _SLOT_LOCK = 0x736C6F74  # "slot": the advisory-lock class of take_slot, one key
 _RETRIES = 5
 
 
+class _Lost:
+    """One call's wait for a lost connection to come back: backoff between attempts, and
+    :class:`StorageUnavailable` once ``lock_timeout`` seconds passed since it was lost."""
+
+    def __init__(self, store: PostgresStore, what: str) -> None:
+        self.store = store
+        self.what = what
+        self.since = time.monotonic()
+        self.backoff = Backoff()
+
+    async def wait(self, exc: BaseException) -> None:
+        store = self.store
+        left = self.since + store.lock_timeout - time.monotonic()
+        if left <= 0:
+            raise StorageUnavailable(
+                f"{store.where}: cannot {self.what}: the database could not be reached for"
+                f" lock_timeout={store.lock_timeout:g}s ({exc})"
+            ) from exc
+        await asyncio.sleep(min(self.backoff.next(), left))
+
+
+class _StillRunning(ConnectionError):
+    """The transaction a lost connection cut off still runs on its old session."""
+
+
+class _Tx:
+    """One transaction's way to COMMIT: its id (read just before COMMIT, None if it wrote
+    nothing), whether COMMIT was sent, and the result it returns once committed."""
+
+    __slots__ = ("committing", "result", "xid")
+
+    def __init__(self) -> None:
+        self.xid: int | None = None
+        self.committing = False
+        self.result: Any = None
+
+    async def before_commit(self, conn: asyncpg.Connection, result: Any) -> None:
+        self.xid = await conn.fetchval("SELECT txid_current_if_assigned()")
+        self.result = result
+        self.committing = True
+
+
+async def _committed(conn: asyncpg.Connection, xid: int) -> bool:
+    """Whether transaction ``xid``, whose COMMIT a lost connection cut off, committed;
+    raises a lost-connection error while it is still running on its old session."""
+    status = await conn.fetchval("SELECT txid_status($1)", xid)
+    if status == "in progress":
+        raise _StillRunning(f"transaction {xid} of a lost connection is still in progress")
+    if status is None:  # pragma: no cover - a transaction id older than the wraparound
+        raise StorageError(f"the outcome of transaction {xid} is no longer known")
+    return bool(status == "committed")
+
+
 async def _run_plan(
     conn: asyncpg.Connection,
     plan: _sql.Plan,
     fail: BaseException | None,
     on_conflict: Callable[[], None] | None = None,
+    tx: _Tx | None = None,
+    hook: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[list[RejectedOp], list[tuple[str, str]]]:
     """:func:`_attempt_plan`, again when PostgreSQL chose this transaction as a deadlock's
     victim (another host's transaction locked rows in another order): it was rolled back
     whole, so running it again is safe; a passing conflict must not stop the store."""
+    tx = tx or _Tx()
     for attempt in range(_RETRIES):
         try:
-            return await _attempt_plan(conn, plan, fail)
+            return await _attempt_plan(conn, plan, fail, tx, hook)
         except Exception as exc:
             if not _q.is_conflict(exc) or attempt == _RETRIES - 1:
                 raise
@@ -1082,7 +1415,11 @@ async def _fence(
 
 
 async def _attempt_plan(
-    conn: asyncpg.Connection, plan: _sql.Plan, fail: BaseException | None
+    conn: asyncpg.Connection,
+    plan: _sql.Plan,
+    fail: BaseException | None,
+    tx: _Tx,
+    hook: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[list[RejectedOp], list[tuple[str, str]]]:
     """Run ``plan`` as ONE transaction; returns the rows left out for their values, and
     the executions whose rows were dropped by its fence step (id, why).
@@ -1095,7 +1432,10 @@ async def _attempt_plan(
     statements, bulk = _q.STATEMENTS, _q.BULK
     try:
         async with conn.transaction():
+            locks = bool(plan) and plan[0][0] == FENCE
             steps, fenced = await _fence(conn, plan)
+            if hook is not None and locks:
+                await hook()
             for stmt, rows in steps:
                 many = bulk[stmt]
                 if not rows:
@@ -1108,6 +1448,7 @@ async def _attempt_plan(
                     await conn.executemany(statements[stmt], rows)
             if fail is not None:
                 raise fail
+            await tx.before_commit(conn, ([], fenced))
         return [], fenced
     except Exception as exc:
         if not _q.is_value_error(exc):
@@ -1145,4 +1486,5 @@ async def _attempt_plan(
                 rejected.append(RejectedOp(*_q.rejection(stmt, row, error)))
         if fail is not None:
             raise fail
+        await tx.before_commit(conn, (rejected, fenced))
     return rejected, fenced

@@ -3,9 +3,11 @@
 Two kinds of write failure, told apart:
 
 * A *storage* failure (disk full, I/O error, the writer process killed, a write lock held
-  past ``lock_timeout``): the transaction is rolled back, its :class:`Commit` and every
-  later one fail with StorageUnavailable, the store refuses further writes (``failed`` is
-  set, ``on_failed`` is called once). Nothing after a lost write may commit.
+  past ``lock_timeout``, a PostgreSQL connection lost for longer than ``lock_timeout``; a
+  shorter loss is waited out, see ``_postgres``): the transaction is rolled back, its
+  :class:`Commit` and every later one fail with StorageUnavailable, the store refuses
+  further writes (``failed`` is set, ``on_failed`` is called once). Nothing after a lost
+  write may commit.
 * A *value* failure (an int beyond 64 bits, a lone surrogate, a NaN or NULL in a NOT NULL
   column, a broken constraint, a ``write_latest`` builder that raised): only the rows
   holding such values are left out; the rest of the transaction commits and the store goes

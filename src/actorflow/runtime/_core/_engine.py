@@ -9,7 +9,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anyio
@@ -129,6 +129,11 @@ class Engine:
         # token); the store refuses it once another worker claimed the execution.
         store.fence_owner = self.owner
         store.on_fenced = self.fenced
+        # A store that can lose its connection (PostgreSQL) says so: attempts wait for it
+        # before they run, so no side effect happens while nothing can be stored.
+        self.store_outage: Callable[[], Awaitable[object] | None] | None = getattr(
+            store, "outage", None
+        )
         self.fenced_out: set[str] = set()
         # Executions QUEUED here behind their flow's concurrency, oldest first.
         self._queued: dict[str, tuple[Flow, ActorRef]] = {}

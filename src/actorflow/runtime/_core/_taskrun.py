@@ -45,7 +45,7 @@ from actorflow.runtime._tasks import (
     labels_mapping,
 )
 from actorflow.runtime._template import render
-from actorflow.runtime._template_io import prefetch_kv
+from actorflow.runtime._template_io import kv_templates, prefetch_kv
 from actorflow.runtime._values import (
     check_plain,
     metric_value,
@@ -230,7 +230,12 @@ class TaskRunActor(Actor):
         # Without tracing or a timeout, the attempt's first step runs before RUNNING is queued
         # for storage: nothing else runs meanwhile, so nothing can tell, and an attempt that
         # ends in that step (most do) stores RUNNING with its end, in one snapshot.
-        eager = observer is None and task.timeout is None
+        # Nor while the store is cut off (the attempt waits for it first), nor when the
+        # task's templates call kv() (read from the store before the attempt).
+        outage = engine.store_outage() if engine.store_outage is not None else None
+        eager = (
+            observer is None and task.timeout is None and outage is None and not kv_templates(task)
+        )
         if eager:
             task_run_event(self.scope.record, record)
         else:
@@ -243,6 +248,8 @@ class TaskRunActor(Actor):
         with self.context.interruptible() as cancel:
             self._cancel = cancel
             try:
+                if outage is not None:
+                    await outage  # the store's connection is lost: run once it is back
                 if eager:
                     result = await self._first_step(task.run(ctx))
                 elif task.timeout is not None:
