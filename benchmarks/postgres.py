@@ -5,7 +5,7 @@ Workloads (as in ``benchmarks/durable.py``):
 2. one execution of N sequential no-op tasks;
 3. C concurrent executions of 5 no-op tasks, each awaited by its own caller.
 
-The PostgreSQL server is a throwaway cluster (``tests/_support/postgres.py``, or
+The PostgreSQL server is a throwaway cluster (``benchmarks/_pgcluster.py``, or
 ``ACTORFLOW_TEST_POSTGRES_DSN``) with ``fsync=on`` and ``synchronous_commit=off``: the same
 promise as SQLite's WAL with ``synchronous=NORMAL`` (a crash of the process or the server
 loses nothing committed; a power loss may lose the last commits, never consistency). Each
@@ -32,10 +32,10 @@ from typing import Any
 import anyio
 
 import actorflow as af
+from benchmarks import _pgcluster
 from benchmarks._common import median_of, noop, row, tmpdb
 
 ROOT = Path(__file__).parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def _stat_cpu(pid: int, with_reaped: bool = False) -> float:
@@ -118,9 +118,7 @@ _WORKLOADS: dict[str, Any] = {"seq": seq, "concurrent": concurrent}
 
 
 def _new_database(base: Any) -> str:
-    from _support import postgres
-
-    return base.dsn(anyio.run(postgres.create_database, base))
+    return base.dsn(anyio.run(_pgcluster.create_database, base))
 
 
 def _one(kind: str, size: int, db: str, postmaster: int | None) -> dict[str, float]:
@@ -149,11 +147,9 @@ def _postmaster(cluster: Any) -> int | None:
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
-    from _support import postgres
-
     try:
-        cluster = postgres.start(fsync=True)
-    except postgres.Unavailable as exc:
+        cluster = _pgcluster.start(fsync=True)
+    except _pgcluster.Unavailable as exc:
         print(f"skipping postgres: {exc}", file=sys.stderr)
         return []
     try:
