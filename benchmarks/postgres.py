@@ -49,16 +49,17 @@ def _stat_cpu(pid: int, with_reaped: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def server_cpu(postmaster: int | None) -> float:
-    """CPU seconds of the PostgreSQL server so far: the postmaster, its live children (one
-    backend per connection, the WAL writer, the checkpointer...) and those that exited."""
-    if postmaster is None:
+def tree_cpu(pid: int | None) -> float:
+    """CPU seconds so far of a process, its live children and those that exited (and were
+    waited for): for the PostgreSQL server, the postmaster with one backend per connection,
+    the WAL writer, the checkpointer...; for a worker, itself and its SQLite writer."""
+    if pid is None:
         return 0.0
     try:
-        children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         children = []
-    return _stat_cpu(postmaster, True) + sum(_stat_cpu(int(c)) for c in children)
+    return _stat_cpu(pid, True) + sum(_stat_cpu(int(c)) for c in children)
 
 
 class Window:
@@ -70,7 +71,7 @@ class Window:
 
     def __enter__(self) -> Window:
         gc.collect()
-        self._server0 = server_cpu(self.postmaster)
+        self._server0 = tree_cpu(self.postmaster)
         self._child0 = _stat_cpu(self.child_pid) if self.child_pid else 0.0
         self._cpu0 = time.process_time()
         self._t0 = time.perf_counter()
@@ -82,7 +83,7 @@ class Window:
             "cpu_runtime": time.process_time()
             - self._cpu0
             + ((_stat_cpu(self.child_pid) - self._child0) if self.child_pid else 0.0),
-            "cpu_server": server_cpu(self.postmaster) - self._server0,
+            "cpu_server": tree_cpu(self.postmaster) - self._server0,
         }
 
 
@@ -139,7 +140,7 @@ def measure(kind: str, size: int, db: str, postmaster: int | None) -> dict[str, 
     return result
 
 
-def _postmaster(cluster: Any) -> int | None:
+def postmaster_pid(cluster: Any) -> int | None:
     data = getattr(cluster, "data", None)
     if data is None:
         return None  # a server given by DSN: maybe not on this machine
@@ -159,7 +160,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 def _run(cluster: Any, quick: bool) -> list[dict[str, Any]]:
-    postmaster = _postmaster(cluster)
+    postmaster = postmaster_pid(cluster)
     reps = 1 if quick else 3
     rows: list[dict[str, Any]] = []
     for label, kind, size, task_runs in (
