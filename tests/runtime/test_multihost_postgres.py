@@ -22,14 +22,11 @@ from _support.workers import LEASE_WORKER, Worker, pg_rows, side_lines, until, w
 
 pytestmark = pytest.mark.anyio
 sys.path.insert(0, str(LEASE_WORKER.parent))
-from lease_worker import HOLD  # noqa: E402
+from lease_worker import GATED  # noqa: E402
 
 HOSTS = 3
 PER_HOST = 3  # each worker's max_active: the 9 executions spread 3 per host
 TTL = 2.0
-# A first attempt outlasts the cut, the lease expiry and the adoption, so the cut-off host is
-# still running its attempts (and will try to write their ends) when the others take over.
-HOLD_S = 6.0
 
 
 def _unavailable(reason: str) -> None:
@@ -156,8 +153,9 @@ def _heartbeat(dsn: str, pid: int) -> float:
 async def test_a_host_cut_off_loses_its_executions_and_its_late_writes_are_refused(
     hosts: Hosts, net_cluster: postgres.Cluster, net_db: str, tmp_path: Path
 ) -> None:
-    """Nine slow executions run on three hosts, three each. Cut one host's link: its leases
-    expire and the other two adopt and finish its executions. Restore the link: its late
+    """Nine executions run on three hosts, three each, until the test opens their gate. Cut
+    one host's link, open the gate: its leases expire and the other two adopt and finish
+    its executions. Restore the link: its late
     writes are refused by fencing (the database stays as the adopters left it) and it logs
     that it lost those executions. Afterwards every execution is terminal, no attempt ran
     twice (each stored attempt ran once, nothing more ran), and every stored history
@@ -179,8 +177,12 @@ async def test_a_host_cut_off_loses_its_executions_and_its_late_writes_are_refus
     ]  # fmt: skip
     attempts = "SELECT count(*) FROM attempts"
     with workers(*procs):
-        async with af.Runtime.open(local, worker=False, flows=[HOLD], files=files) as client:
-            ids = [(await client.submit(HOLD, {"seconds": HOLD_S})).id for _ in range(9)]
+        # Every attempt runs until the gate file exists: the test opens it once the link is
+        # cut, so the cut-off host's attempts end (and try to write) only after, however
+        # slow this machine is; an adopter's attempt finds the gate open and ends at once.
+        gate = tmp_path / "gate"
+        async with af.Runtime.open(local, worker=False, flows=[GATED], files=files) as client:
+            ids = [(await client.submit(GATED, {"gate": str(gate)})).id for _ in range(9)]
         until("every first attempt to be stored", lambda: pg_rows(local, attempts)[0][0] >= 9)
         owner_of = dict(pg_rows(local, "SELECT id, owner FROM executions"))
         per_host = [
@@ -194,6 +196,7 @@ async def test_a_host_cut_off_loses_its_executions_and_its_late_writes_are_refus
         beat = _heartbeat(local, victim.pid)
         until("a heartbeat of the victim", lambda: _heartbeat(local, victim.pid) > beat)
         hosts.cut(0)
+        gate.touch()
         ended = "SELECT count(*) FROM executions WHERE ended IS NOT NULL"
         until("every execution to end", lambda: pg_rows(local, ended)[0][0] >= 9, 60)
         before = _snapshot(local)
