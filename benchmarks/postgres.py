@@ -36,6 +36,7 @@ from benchmarks import _pgcluster
 from benchmarks._common import median_of, noop, row, tmpdb
 
 ROOT = Path(__file__).parent.parent
+RESULTS = Path(__file__).parent / "results"
 
 
 def _stat_cpu(pid: int, with_reaped: bool = False) -> float:
@@ -195,4 +196,7 @@ if __name__ == "__main__":
     else:
         from benchmarks.__main__ import print_table
 
-        print_table(run(quick="--quick" in sys.argv))
+        result = run(quick="--quick" in sys.argv)
+        print_table(result)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "postgres.json").write_text(json.dumps(result, indent=2))

@@ -155,11 +155,10 @@ async def test_a_host_cut_off_loses_its_executions_and_its_late_writes_are_refus
 ) -> None:
     """Nine executions run on three hosts, three each, until the test opens their gate. Cut
     one host's link, open the gate: its leases expire and the other two adopt and finish
-    its executions. Restore the link: its late
-    writes are refused by fencing (the database stays as the adopters left it) and it logs
-    that it lost those executions. Afterwards every execution is terminal, no attempt ran
-    twice (each stored attempt ran once, nothing more ran), and every stored history
-    follows the transition tables."""
+    its executions. Restore the link: its late writes are refused by fencing (the database
+    stays as the adopters left it) and it logs that it lost those executions. Afterwards
+    every execution is terminal, no completed task run ran twice (each stored attempt ran
+    once, nothing else ran), and every stored history follows the transition tables."""
     local = net_cluster.dsn(net_db)  # this host's socket: the client and the checks
     assert net_cluster.port is not None
     remote = [
