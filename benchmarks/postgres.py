@@ -5,7 +5,7 @@ Workloads (as in ``benchmarks/durable.py``):
 2. one execution of N sequential no-op tasks;
 3. C concurrent executions of 5 no-op tasks, each awaited by its own caller.
 
-The PostgreSQL server is a throwaway cluster (``tests/_support/postgres.py``, or
+The PostgreSQL server is a throwaway cluster (``benchmarks/_pgcluster.py``, or
 ``ACTORFLOW_TEST_POSTGRES_DSN``) with ``fsync=on`` and ``synchronous_commit=off``: the same
 promise as SQLite's WAL with ``synchronous=NORMAL`` (a crash of the process or the server
 loses nothing committed; a power loss may lose the last commits, never consistency). Each
@@ -32,10 +32,11 @@ from typing import Any
 import anyio
 
 import actorflow as af
+from benchmarks import _pgcluster
 from benchmarks._common import median_of, noop, row, tmpdb
 
 ROOT = Path(__file__).parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+RESULTS = Path(__file__).parent / "results"
 
 
 def _stat_cpu(pid: int, with_reaped: bool = False) -> float:
@@ -49,16 +50,17 @@ def _stat_cpu(pid: int, with_reaped: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def server_cpu(postmaster: int | None) -> float:
-    """CPU seconds of the PostgreSQL server so far: the postmaster, its live children (one
-    backend per connection, the WAL writer, the checkpointer...) and those that exited."""
-    if postmaster is None:
+def tree_cpu(pid: int | None) -> float:
+    """CPU seconds so far of a process, its live children and those that exited (and were
+    waited for): for the PostgreSQL server, the postmaster with one backend per connection,
+    the WAL writer, the checkpointer...; for a worker, itself and its SQLite writer."""
+    if pid is None:
         return 0.0
     try:
-        children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         children = []
-    return _stat_cpu(postmaster, True) + sum(_stat_cpu(int(c)) for c in children)
+    return _stat_cpu(pid, True) + sum(_stat_cpu(int(c)) for c in children)
 
 
 class Window:
@@ -70,7 +72,7 @@ class Window:
 
     def __enter__(self) -> Window:
         gc.collect()
-        self._server0 = server_cpu(self.postmaster)
+        self._server0 = tree_cpu(self.postmaster)
         self._child0 = _stat_cpu(self.child_pid) if self.child_pid else 0.0
         self._cpu0 = time.process_time()
         self._t0 = time.perf_counter()
@@ -82,7 +84,7 @@ class Window:
             "cpu_runtime": time.process_time()
             - self._cpu0
             + ((_stat_cpu(self.child_pid) - self._child0) if self.child_pid else 0.0),
-            "cpu_server": server_cpu(self.postmaster) - self._server0,
+            "cpu_server": tree_cpu(self.postmaster) - self._server0,
         }
 
 
@@ -118,9 +120,7 @@ _WORKLOADS: dict[str, Any] = {"seq": seq, "concurrent": concurrent}
 
 
 def _new_database(base: Any) -> str:
-    from _support import postgres
-
-    return base.dsn(anyio.run(postgres.create_database, base))
+    return base.dsn(anyio.run(_pgcluster.create_database, base))
 
 
 def _one(kind: str, size: int, db: str, postmaster: int | None) -> dict[str, float]:
@@ -141,7 +141,7 @@ def measure(kind: str, size: int, db: str, postmaster: int | None) -> dict[str, 
     return result
 
 
-def _postmaster(cluster: Any) -> int | None:
+def postmaster_pid(cluster: Any) -> int | None:
     data = getattr(cluster, "data", None)
     if data is None:
         return None  # a server given by DSN: maybe not on this machine
@@ -149,11 +149,9 @@ def _postmaster(cluster: Any) -> int | None:
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
-    from _support import postgres
-
     try:
-        cluster = postgres.start(fsync=True)
-    except postgres.Unavailable as exc:
+        cluster = _pgcluster.start(fsync=True)
+    except _pgcluster.Unavailable as exc:
         print(f"skipping postgres: {exc}", file=sys.stderr)
         return []
     try:
@@ -163,7 +161,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 def _run(cluster: Any, quick: bool) -> list[dict[str, Any]]:
-    postmaster = _postmaster(cluster)
+    postmaster = postmaster_pid(cluster)
     reps = 1 if quick else 3
     rows: list[dict[str, Any]] = []
     for label, kind, size, task_runs in (
@@ -198,4 +196,7 @@ if __name__ == "__main__":
     else:
         from benchmarks.__main__ import print_table
 
-        print_table(run(quick="--quick" in sys.argv))
+        result = run(quick="--quick" in sys.argv)
+        print_table(result)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "postgres.json").write_text(json.dumps(result, indent=2))

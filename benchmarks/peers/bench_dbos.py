@@ -1,4 +1,5 @@
-"""DBOS Transact on actorflow's benchmark workloads (issue 7 numbering), SQLite system database.
+"""DBOS Transact on actorflow's benchmark workloads (issue 7 numbering), SQLite system database
+(or PostgreSQL with ``--system-db``).
 
 Run it with the interpreter of ``benchmarks/peers/.venv-dbos`` (``run.py`` does). It imports only
 DBOS, the standard library and ``_peer.py`` beside it (the helpers both peers share). Workloads:
@@ -12,7 +13,9 @@ DBOS, the standard library and ``_peer.py`` beside it (the helpers both peers sh
    step succeeds at once.
 
 Each workload gets a fresh DBOS instance on a fresh SQLite file; ``DBOS.launch()`` (migrations)
-and one warm-up workflow are timed apart. Each workload is repeated ``--reps`` times; the
+and one warm-up workflow are timed apart. ``--system-db postgresql://user@host:port`` puts each
+instance's system database on that server instead, a fresh database each (DBOS creates it at
+launch); ``--workloads 2,3`` runs only those. Each workload is repeated ``--reps`` times; the
 reported value is the median.
 """
 
@@ -26,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -43,6 +47,7 @@ row = partial(_peer.row, PEER)
 log = partial(_peer.log, PEER)
 PACKAGES = ("dbos", "sqlalchemy")  # the packages whose versions matter for these numbers
 DEFAULT_POLL_S = 1.0  # DBOSConfig notification_listener_polling_interval_sec default
+SYSTEM_DB: str | None = None  # a PostgreSQL server URL (no database), from --system-db
 
 
 # --------------------------------------------------------------------------- workflows and steps
@@ -137,11 +142,15 @@ class Launches:
 
 @contextmanager
 def dbos_instance(launches: Launches, poll_s: float | None = None) -> Iterator[None]:
-    """A fresh DBOS on a fresh SQLite file, launched; destroyed (and the file removed) after."""
+    """A fresh DBOS on a fresh SQLite file (or PostgreSQL database), launched; destroyed (and
+    the file removed) after."""
     folder = tempfile.mkdtemp(prefix="actorflow-peer-dbos-")
+    url = f"sqlite:///{folder}/dbos.sqlite"
+    if SYSTEM_DB is not None:
+        url = f"{SYSTEM_DB.rstrip('/')}/actorflow_peer_{uuid.uuid4().hex[:12]}"
     config: DBOSConfig = {
         "name": "actorflow-peer-bench",
-        "system_database_url": f"sqlite:///{folder}/dbos.sqlite",
+        "system_database_url": url,
         "log_level": "WARNING",
     }
     if poll_s is not None:
@@ -260,7 +269,7 @@ async def sequential(launches: Launches, n: int, reps: int) -> list[dict[str, An
                 f"2 sequential rep {rep + 1}: {n / wall:,.1f} steps/s, "
                 f"{in_wf / n * 1000:.2f} ms/step in-workflow"
             )
-    w = f"2 sequential ({n} steps, 1 workflow)"
+    w = f"2 sequential ({n} steps, 1 workflow){_on()}"
     note = f"median of {reps}; async workflow, async no-op steps; all {n} step rows checked"
     return [
         row(
@@ -309,7 +318,7 @@ async def concurrent(launches: Launches, workflows: int, reps: int) -> list[dict
                 f"{tally.rates[-1]:,.1f} task runs/s, errors {len(errs)}"
                 + (f" (first: {type(errs[0]).__name__}: {errs[0]})" if errs else "")
             )
-    w = f"3 concurrent ({workflows} workflows x 5 steps, all at once)"
+    w = f"3 concurrent ({workflows} workflows x 5 steps, all at once){_on()}"
     note = (
         f"median of {reps}; {workflows} per rep (actorflow: 10,000); "
         f"start_workflow_async for each; failed workflows {tally.errors}"
@@ -368,21 +377,35 @@ async def retry(launches: Launches, executions: int, reps: int) -> list[dict[str
 # --------------------------------------------------------------------------- main
 
 
+def _fresh() -> str:
+    return "SQLite file" if SYSTEM_DB is None else "PostgreSQL database"
+
+
+def _on() -> str:
+    """What a workload's label says of the system database (nothing for SQLite, as before)."""
+    return "" if SYSTEM_DB is None else ", PostgreSQL"
+
+
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every workload in order, each on its own fresh DBOS instance and SQLite file."""
     launches = Launches()
     rows: list[dict[str, Any]] = []
-    rows += await send_throughput(launches, args.messages, args.reps)
-    rows += await round_trip(launches, args.round_trips_default, 1, None)
-    rows += await round_trip(launches, args.round_trips, args.reps, 0.01)
-    rows += await sequential(launches, args.steps, args.reps)
-    rows += await concurrent(launches, args.workflows, args.reps)
-    rows += await retry(launches, args.executions, args.reps)
+    todo = set(args.workloads.split(","))
+    if "1" in todo:
+        rows += await send_throughput(launches, args.messages, args.reps)
+        rows += await round_trip(launches, args.round_trips_default, 1, None)
+        rows += await round_trip(launches, args.round_trips, args.reps, 0.01)
+    if "2" in todo:
+        rows += await sequential(launches, args.steps, args.reps)
+    if "3" in todo:
+        rows += await concurrent(launches, args.workflows, args.reps)
+    if "5" in todo:
+        rows += await retry(launches, args.executions, args.reps)
     startup = [
         row("startup", "import dbos", IMPORT_S, "s", 1),
         row(
             "startup",
-            "DBOS() + launch() on a fresh SQLite file (migrations)",
+            f"DBOS() + launch() on a fresh {_fresh()} (migrations)",
             launches.launch_s[0],
             "s",
             1,
@@ -415,7 +438,13 @@ def main() -> int:
     parser.add_argument("--workflows", type=int, default=500, help="workload 3 workflow count")
     parser.add_argument("--executions", type=int, default=50, help="workload 5 per rep")
     parser.add_argument("--out", type=Path, default=_peer.RESULTS / "peers-dbos.json")
+    parser.add_argument("--workloads", default="1,2,3,5", help="which to run, e.g. 2,3")
+    parser.add_argument(
+        "--system-db", help="a postgresql:// server URL: system databases there, not SQLite"
+    )
     args = parser.parse_args()
+    global SYSTEM_DB
+    SYSTEM_DB = args.system_db
     if args.quick:
         args.reps, args.messages, args.round_trips, args.round_trips_default = 1, 50, 20, 2
         args.steps, args.workflows, args.executions = 50, 20, 5
@@ -433,7 +462,10 @@ def main() -> int:
         "workflows": args.workflows,
         "executions": args.executions,
         "logging": "WARNING",
-        "system_database": "SQLite, a fresh file per workload",
+        "system_database": "SQLite, a fresh file per workload"
+        if SYSTEM_DB is None
+        else "PostgreSQL, a fresh database per workload",
+        "workloads": args.workloads,
     }
     _peer.report(PEER, args.out, PACKAGES, settings, total + IMPORT_S, rows)
     return 0

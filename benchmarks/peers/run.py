@@ -62,9 +62,12 @@ def ensure_venv(peer: str) -> None:
     print(f"[{peer}] installed in {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def run_peer(peer: str, extra: list[str], out: Path, timeout: float) -> dict[str, Any] | None:
-    """Run one peer's script; its JSON document, or None if it failed."""
-    log_path = RESULTS / f"peers-{peer}.log"
+def run_peer(
+    peer: str, extra: list[str], out: Path, timeout: float, name: str | None = None
+) -> dict[str, Any] | None:
+    """Run one peer's script; its JSON document, or None if it failed. ``name`` (the peer's
+    by default) names its log and its entry in the results."""
+    log_path = RESULTS / f"peers-{name or peer}.log"
     cmd = [str(venv_python(peer)), str(HERE / f"bench_{peer}.py"), *extra, "--out", str(out)]
     print(f"[{peer}] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
     print(f"[{peer}] peer log output -> {log_path}", flush=True)
@@ -89,6 +92,28 @@ def run_peer(peer: str, extra: list[str], out: Path, timeout: float) -> dict[str
     doc["process_s"] = elapsed
     print(f"[{peer}] done in {elapsed:.1f} s", flush=True)
     return doc
+
+
+def run_dbos_on_postgres(
+    extra: list[str], out: Path, args: argparse.Namespace
+) -> dict[str, Any] | None:
+    """DBOS's workloads 2 and 3 with its system database on a throwaway PostgreSQL started
+    as actorflow's PostgreSQL benchmark starts its own (``benchmarks/_pgcluster.py``: fsync
+    on, synchronous_commit off), so the figures sit beside ``python -m benchmarks postgres``."""
+    sys.path.insert(0, str(HERE.parent.parent))  # the repository root: benchmarks._pgcluster
+    from benchmarks import _pgcluster  # standard library only, like this script
+
+    try:
+        cluster = _pgcluster.start(fsync=True, throwaway=True)
+    except _pgcluster.Unavailable as exc:
+        print(f"[dbos-postgres] skipped: {exc}", file=sys.stderr)
+        return None
+    try:
+        url = f"postgresql://postgres@127.0.0.1:{cluster.port}"
+        extra = [*extra, "--system-db", url, "--workloads", "2,3"]
+        return run_peer("dbos", extra, out, args.timeout, name="dbos-postgres")
+    finally:
+        cluster.stop()
 
 
 def fmt(value: Any) -> str:
@@ -126,6 +151,11 @@ def main() -> int:
     parser.add_argument("--dbos-args", default="", help="extra options for bench_dbos.py")
     parser.add_argument("--prefect-args", default="", help="extra options for bench_prefect.py")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per peer")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also run DBOS's workloads 2 and 3 on a throwaway PostgreSQL (as actorflow's)",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -145,6 +175,13 @@ def main() -> int:
             failed.append(peer)
         else:
             docs[peer] = doc
+    if args.postgres and "dbos" in docs:
+        extra = shlex.split(args.dbos_args) + (["--quick"] if args.quick else [])
+        doc = run_dbos_on_postgres(extra, RESULTS / f"peers-dbos-postgres{suffix}.json", args)
+        if doc is None:
+            failed.append("dbos-postgres")
+        else:
+            docs["dbos-postgres"] = doc
     rows = [r for doc in docs.values() for r in doc["rows"]]
     total = time.perf_counter() - started
     merged = {

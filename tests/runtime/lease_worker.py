@@ -81,6 +81,8 @@ TOUCH = af.Flow(id="touch", namespace="lease", tasks=[touch("a"), touch("b")])
 HOLD = af.Flow(id="hold", namespace="lease", tasks=[hold("h", seconds="{{ inputs.seconds }}")],
                inputs=[af.Input(name="seconds", type="float", default=3600.0)])  # fmt: skip
 EXTRA = af.Flow(id="extra", namespace="lease", tasks=[touch("x")])
+GATED = af.Flow(id="gated", namespace="lease", inputs=[af.Input(name="gate", type="string")],
+                tasks=[gate("g", path="{{ inputs.gate }}")])  # fmt: skip
 
 
 def _hold_once(store: PostgresStore) -> None:
@@ -100,7 +102,7 @@ async def _hold_transaction() -> None:
 
 async def main() -> None:
     db, ttl = sys.argv[1], float(sys.argv[3])
-    flows = [TOUCH, HOLD, *LIMITED, *([EXTRA] if "--extra" in sys.argv else [])]
+    flows = [TOUCH, HOLD, GATED, *LIMITED, *([EXTRA] if "--extra" in sys.argv else [])]
     active = (
         int(sys.argv[sys.argv.index("--max-active") + 1]) if "--max-active" in sys.argv else 128
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import random
 import signal
@@ -19,7 +18,7 @@ import pytest
 
 from _support import postgres
 from _support.cli import poll, query
-from actorflow.runtime._states import EXECUTION_TRANSITIONS, TASK_RUN_TRANSITIONS, State
+from _support.histories import check_stored_histories
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 sys.path.insert(0, str(WORKER.parent))
@@ -76,15 +75,9 @@ def _completed(db: str) -> set[str]:
 
 
 def _check_histories(db: str) -> None:
-    rows = _rows(db, "SELECT execution_id, task_run_id, state FROM state_history ORDER BY seq")
-    seqs: dict[tuple[str, str | None], list[str]] = {}
-    for ex_id, tr_id, state in rows:
-        seqs.setdefault((ex_id, tr_id), []).append(state)
-    for (ex_id, tr_id), seq in seqs.items():
-        table = EXECUTION_TRANSITIONS if tr_id is None else TASK_RUN_TRANSITIONS
-        assert seq[0] == "CREATED", (ex_id, tr_id, seq)
-        for a, b in itertools.pairwise(seq):
-            assert State(b) in table[State(a)], f"{ex_id}/{tr_id}: {a} -> {b} in {seq}"
+    check_stored_histories(
+        _rows(db, "SELECT execution_id, task_run_id, state FROM state_history ORDER BY seq")
+    )
 
 
 def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, crash_db: str) -> None:

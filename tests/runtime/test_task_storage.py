@@ -1,15 +1,32 @@
-"""Files through ctx.storage: a task reads its own namespace's files only, and streams big ones."""
+"""Files through ctx.storage: a task reads its own namespace's files only, and streams big ones;
+on every object store (a local folder, memory), which the runtime reaches only through the
+ObjectStore protocol."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 import actorflow as af
-from actorflow.runtime import Runtime
+from actorflow.runtime import FakeClock, Runtime
+from actorflow.storage import MemoryObjects, ObjectStore
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["local", "memory"])
+def objects(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore | Path:
+    """Where the runtime keeps task files: a folder, or an object store in memory."""
+    return tmp_path / "files" if request.param == "local" else MemoryObjects()
+
+
+@pytest.fixture
+async def rt(objects: ObjectStore | Path, clock: FakeClock) -> AsyncIterator[Runtime]:
+    """A runtime in memory with a fake clock, its files in ``objects``."""
+    async with Runtime.open(":memory:", clock=clock, files=objects) as runtime:
+        yield runtime
 
 
 @af.task
@@ -53,3 +70,17 @@ async def test_a_large_file_streams_in_and_out(rt: Runtime) -> None:
     """put_stream stores chunks and open() reads them back chunk by chunk."""
     done = await rt.run(af.Flow(id="big", tasks=[big("b")]))
     assert done.task_run("b").outputs == {"bytes": 8 << 20}
+
+
+@af.task
+async def echo(ctx: af.TaskContext, text: str) -> dict[str, str]:
+    return {"text": text}
+
+
+async def test_a_template_reads_a_stored_file(rt: Runtime) -> None:
+    """``read()`` in a template renders a file an earlier task stored, whatever keeps it."""
+    flow = af.Flow(id="t", namespace="team_a",
+                   tasks=[write("w"), echo("e", text="{{ read(outputs.w.uri) }}")])  # fmt: skip
+    done = await rt.run(flow)
+    assert done.state is af.State.SUCCESS, done
+    assert done.task_run("e").outputs == {"text": "team a only"}

@@ -3,99 +3,29 @@ fencing tokens (real subprocesses; SIGKILL and SIGSTOP)."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import signal
 import sqlite3
-import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 import pytest
 
 import actorflow as af
+from _support.workers import LEASE_WORKER, Worker, pg_rows, side_lines, until, workers
 
 pytestmark = pytest.mark.anyio
-WORKER = Path(__file__).with_name("lease_worker.py")
-sys.path.insert(0, str(WORKER.parent))
+sys.path.insert(0, str(LEASE_WORKER.parent))
 from lease_worker import EXTRA, TOUCH  # noqa: E402
-
-
-class Worker:
-    """A worker process, its stdout lines and stderr text gathered by threads."""
-
-    def __init__(self, db: Path | str, side: Path, ttl: float, *extra: str) -> None:
-        cmd = [sys.executable, str(WORKER), str(db), str(side), str(ttl), *extra]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self.err: list[str] = []
-        for stream, sink in ((self.proc.stdout, self.lines), (self.proc.stderr, self.err)):
-            threading.Thread(target=_drain, args=(stream, sink), daemon=True).start()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stderr(self) -> str:
-        return "".join(self.err)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def _drain(stream: IO[str] | None, sink: list[str]) -> None:
-    assert stream is not None
-    for line in stream:
-        sink.append(line)
-
-
-def until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll ``check`` until it returns something truthy, failing after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def rows(db: Path, sql: str, *params: Any) -> list[Any]:
     with closing(sqlite3.connect(db, timeout=30)) as conn:
         return conn.execute(sql, params).fetchall()
-
-
-@contextmanager
-def workers(*procs: Worker) -> Iterator[tuple[Worker, ...]]:
-    try:
-        for w in procs:
-            until("a worker to start", lambda w=w: "ready\n" in w.lines or w.proc.poll())
-            assert w.proc.poll() is None, w.stderr()
-        yield procs
-    finally:
-        for w in procs:
-            w.stop()
-
-
-def side_lines(side: Path) -> list[list[str]]:
-    if not side.exists():
-        return []
-    return [line.split() for line in side.read_text().splitlines()]
 
 
 async def _submit_many(db: Path, flow: af.Flow, n: int, **kw: Any) -> list[str]:
@@ -228,21 +158,6 @@ async def test_a_stalled_worker_is_fenced_when_it_wakes(tmp_path: Path) -> None:
             assert snapshot() == before
             assert stalled.proc.poll() is None  # stopped those executions, not itself
     assert "claimed by" in stalled.stderr()
-
-
-def pg_rows(dsn: str, sql: str, *params: Any) -> list[Any]:
-    """Rows of a query on PostgreSQL, from a blocking caller (as ``rows``)."""
-    import asyncpg
-
-    async def query() -> list[Any]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return [tuple(r) for r in await conn.fetch(sql, *params)]
-        finally:
-            await conn.close()
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a loop of its own
-        return pool.submit(asyncio.run, query()).result()
 
 
 async def test_a_stalled_worker_on_postgres_is_fenced_when_it_wakes(

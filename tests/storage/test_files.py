@@ -1,4 +1,7 @@
-"""Internal file storage: URIs, atomic writes, traversal, scopes, symlinks, streaming."""
+"""Internal file storage: URIs, atomic writes, traversal, scopes, symlinks, streaming.
+
+The contract runs on every object store through the ``fs`` fixture (a local folder, memory);
+symlinks, FIFOs, temp files and bounded memory are the local folder's own tests."""
 
 from __future__ import annotations
 
@@ -17,16 +20,23 @@ import pytest
 
 from actorflow import StorageError, StoredFileNotFound
 from actorflow._errors import FileAccessDenied
-from actorflow.storage import FileScope, FileStorage
+from actorflow.storage import FileScope, FileStorage, MemoryObjects
 
 pytestmark = pytest.mark.anyio
 
 Parts = tuple[str, str, str, str, str, str]  # namespace, flow, execution, task, task run, name
 
 
-async def test_put_get_list_delete(tmp_path: Path) -> None:
+@pytest.fixture(params=["local", "memory"])
+def fs(request: pytest.FixtureRequest, tmp_path: Path) -> FileStorage:
+    """Internal storage on each object store: a local folder, this process's memory."""
+    if request.param == "local":
+        return FileStorage(tmp_path / "root")
+    return FileStorage(MemoryObjects())
+
+
+async def test_put_get_list_delete(fs: FileStorage) -> None:
     """A stored file reads back by URI, is listed under its prefixes and goes with its execution."""
-    fs = FileStorage(tmp_path)
     uri = await fs.put("ns", "flow", "ex1", "task", "tr1", "out.txt", b"hello")
     assert uri == "actorflow://ns/flow/ex1/task/tr1/out.txt"
     other = await fs.put("ns", "flow", "ex2", "task", "tr9", "data.bin", b"\x00\x01")
@@ -70,9 +80,8 @@ async def test_a_failed_write_keeps_the_old_content(
      "actorflow://ns/./x", "actorflow://ns//x", "actorflow://ns/..", "actorflow://ns\\..\\x",
      "/etc/passwd", "actorflow://"],
 )  # fmt: skip
-async def test_traversal_is_refused(tmp_path: Path, uri: str) -> None:
+async def test_traversal_is_refused(fs: FileStorage, uri: str) -> None:
     """URIs that could leave the storage root are refused with a StorageError naming them."""
-    fs = FileStorage(tmp_path / "root")
     with pytest.raises(StorageError, match="URI"):
         await fs.get(uri)
     with pytest.raises(StorageError):
@@ -80,24 +89,22 @@ async def test_traversal_is_refused(tmp_path: Path, uri: str) -> None:
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "..", ".", "", "a\\b", ".tmp-x", "nul\x00"])
-async def test_bad_names_are_refused(tmp_path: Path, bad: str) -> None:
+async def test_bad_names_are_refused(fs: FileStorage, bad: str) -> None:
     """A name part with a separator, '..' or a temp prefix is refused before anything is written."""
-    fs = FileStorage(tmp_path)
     with pytest.raises(StorageError, match="file name"):
         await fs.put("ns", "f", "e", "t", "r", bad, b"")
     with pytest.raises(StorageError, match="namespace"):
         await fs.put(bad, "f", "e", "t", "r", "ok", b"")
     with pytest.raises(StorageError, match="execution id"):
         await fs.delete_execution("ns", "f", bad)
-    assert not any(tmp_path.iterdir())
+    assert await fs.list("actorflow://") == []
 
 
 # -- namespace isolation ----------------------------------------------------------------
 
 
-async def test_a_reader_scoped_to_a_namespace_reads_only_that_namespace(tmp_path: Path) -> None:
+async def test_a_reader_scoped_to_a_namespace_reads_only_that_namespace(fs: FileStorage) -> None:
     """A team_b scope is refused team_a's file by get, open_read and exists; its own files read."""
-    fs = FileStorage(tmp_path)
     theirs = await fs.put("team_a", "f", "e1", "t", "r", "secret", b"team a only")
     ours = await fs.put("team_b", "f", "e2", "t", "r", "x", b"b")
     earlier = await fs.put("team_b", "g", "e0", "t", "r", "x", b"earlier run")
@@ -116,9 +123,8 @@ async def test_a_reader_scoped_to_a_namespace_reads_only_that_namespace(tmp_path
 
 
 @pytest.mark.parametrize("reader", ["team_a.sub", "team", "team_a2", "TEAM_A"])
-async def test_namespaces_are_matched_exactly(tmp_path: Path, reader: str) -> None:
+async def test_namespaces_are_matched_exactly(fs: FileStorage, reader: str) -> None:
     """Neither a child, a parent by name, a prefix nor another case of a namespace is admitted."""
-    fs = FileStorage(tmp_path)
     uri = await fs.put("team_a", "f", "e", "t", "r", "x", b"a")
     child = await fs.put("team_a.sub", "f", "e", "t", "r", "x", b"a")
     with pytest.raises(FileAccessDenied):
@@ -127,9 +133,8 @@ async def test_namespaces_are_matched_exactly(tmp_path: Path, reader: str) -> No
         await fs.get(child, scope=FileScope("team_a"))
 
 
-async def test_an_execution_scope_admits_its_own_and_its_parent_execution(tmp_path: Path) -> None:
+async def test_an_execution_scope_admits_its_own_and_its_parent_execution(fs: FileStorage) -> None:
     """With an execution id only that execution's files and the parent execution's read."""
-    fs = FileStorage(tmp_path)
     own = await fs.put("ns", "child", "e2", "t", "r", "x", b"own")
     parent = await fs.put("other", "main", "e1", "t", "r", "x", b"parent")
     sibling = await fs.put("ns", "child", "e3", "t", "r", "x", b"sibling")
@@ -291,9 +296,8 @@ async def test_64_mib_stream_in_bounded_memory_with_a_responsive_loop(tmp_path: 
         assert all(b > a for a, b in itertools.pairwise(seen)), "the loop stalled between chunks"
 
 
-async def test_small_chunks_and_file_objects_stream_in(tmp_path: Path) -> None:
+async def test_small_chunks_and_file_objects_stream_in(fs: FileStorage) -> None:
     """Small async chunks are gathered and a file object is copied; both read back exactly."""
-    fs = FileStorage(tmp_path)
 
     async def small() -> AsyncIterator[bytes]:
         for i in range(1000):
@@ -309,9 +313,8 @@ async def test_small_chunks_and_file_objects_stream_in(tmp_path: Path) -> None:
     assert await fs.get(uri, scope=FileScope("ns", execution_id="e")) == data
 
 
-async def test_a_failed_or_cancelled_stream_stores_nothing(tmp_path: Path) -> None:
+async def test_a_failed_or_cancelled_stream_stores_nothing(fs: FileStorage) -> None:
     """A source that raises, or a cancelled put_stream, keeps the old file and leaves no temp file."""
-    fs = FileStorage(tmp_path)
     parts: Parts = ("ns", "f", "e", "t", "r", "x")
     uri = await fs.put(*parts, b"old")
 
@@ -340,4 +343,15 @@ async def test_a_failed_or_cancelled_stream_stores_nothing(tmp_path: Path) -> No
 
         await fs.put_stream(*parts, text())
     assert await fs.get(uri) == b"old"
-    assert [p.name for p in fs.path(uri).parent.iterdir()] == ["x"]
+    assert await fs.list("actorflow://ns") == [uri]
+    if fs.root is not None:  # nor a temp file left beside it
+        assert [p.name for p in fs.path(uri).parent.iterdir()] == ["x"]
+
+
+async def test_an_object_store_without_local_files_has_no_paths() -> None:
+    """Asking a memory object store for a local path is refused with a StorageError."""
+    fs = FileStorage(MemoryObjects())
+    uri = await fs.put("ns", "f", "e", "t", "r", "x", b"a")
+    with pytest.raises(StorageError, match="keeps no local files"):
+        fs.path(uri)
+    assert fs.read_small(uri, 10) == b"a"

@@ -67,6 +67,7 @@ from actorflow.storage import (
     FileStorage,
     LogRow,
     MetricRow,
+    ObjectStore,
     Store,
     is_postgres_url,
     open_store,
@@ -139,7 +140,7 @@ class Runtime(Recovery):
         *,
         flows: Iterable[Flow] = (),
         store: Store | None = None,
-        files: FileStorage | str | os.PathLike[str] | None = None,
+        files: FileStorage | ObjectStore | str | os.PathLike[str] | None = None,
         clock: Clock | None = None,
         observer: Observer | None = None,
         tracing: Any = None,
@@ -156,7 +157,10 @@ class Runtime(Recovery):
     ) -> AsyncIterator[Runtime]:
         """Open a runtime on the database at ``path`` (``":memory:"`` keeps nothing; a
         ``postgresql://`` URL opens PostgreSQL, whose files go to ``files`` or
-        ``$ACTORFLOW_FILES``, a folder every host of the cluster mounts).
+        ``$ACTORFLOW_FILES``, a folder every host of the cluster mounts). ``files``: a
+        folder, an :class:`~actorflow.storage.ObjectStore` (where task files' bytes live; a
+        folder is a :class:`~actorflow.storage.LocalDirectory`) or a ``FileStorage``; by
+        default a folder beside the database file.
 
         Unfinished executions whose owner process is gone are resumed, provided their flow is
         in ``flows`` (or registered later with :meth:`register`) or was loaded from a file.
@@ -211,7 +215,7 @@ class Runtime(Recovery):
                 temp_root = Path(tempfile.mkdtemp(prefix="actorflow-files-"))
             files = FileStorage(temp_root or Path(f"{path}.files"))
         elif not isinstance(files, FileStorage):
-            files = FileStorage(Path(files))
+            files = FileStorage(Path(files) if isinstance(files, str | os.PathLike) else files)
         body_error: Exception | None = None
         async with contextlib.AsyncExitStack() as stack:
             if temp_root is not None:

@@ -11,6 +11,9 @@ from actorflow.storage._files import (
     FileReader,
     FileScope,
     FileStorage,
+    LocalDirectory,
+    MemoryObjects,
+    ObjectStore,
     Readable,
 )
 from actorflow.storage._future import AnyioFuture, call_soon, new_future, running_loop
@@ -95,9 +98,12 @@ __all__ = [
     "FlowRow",
     "HistoryRow",
     "KVRow",
+    "LocalDirectory",
     "LogRow",
+    "MemoryObjects",
     "MemoryStore",
     "MetricRow",
+    "ObjectStore",
     "Op",
     "OutputRow",
     "PostgresStore",

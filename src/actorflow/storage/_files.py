@@ -1,10 +1,17 @@
 """Internal storage for task files, addressed by ``actorflow://`` URIs.
 
-Layout: ``<root>/<namespace>/<flow>/<execution>/<task>/<task run>/<name>``. Writes go to a
-temporary file in the same directory, are fsynced, then renamed: a reader never sees half a
-file, and a crash leaves either the old content or the new.
+Two layers. :class:`FileStorage`, what the runtime and tasks use, names files (the layout
+``<namespace>/<flow>/<execution>/<task>/<task run>/<name>``), checks every URI and a
+reader's :class:`FileScope`, and keeps the bytes in an :class:`ObjectStore`: a small async
+protocol (put, get, open, exists, delete, list by URI) that nothing else reaches past.
+:class:`LocalDirectory`, the one used by default, keeps them in a folder (for a cluster of
+hosts, a shared mount every worker reaches); :class:`MemoryObjects` keeps them in memory.
+An S3-compatible object store is the next implementation; nothing above the protocol changes
+for it.
 
-Nothing under the root is trusted to be what the layout says: every path is opened one
+:class:`LocalDirectory` writes to a temporary file in the same directory, fsynced, then
+renamed: a reader never sees half a file, and a crash leaves either the old content or the
+new. Nothing under its root is trusted to be what the layout says: every path is opened one
 component at a time relative to a directory fd, with ``O_NOFOLLOW``, so a symlink planted
 anywhere below the root is refused (:class:`FileAccessDenied`) and never read or written
 through. Only regular files are read. The root itself is the operator's choice and may be a
@@ -21,11 +28,13 @@ import secrets
 import shutil
 import stat
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from actorflow._errors import FileAccessDenied, StorageError, StoredFileNotFound
@@ -113,28 +122,79 @@ def _parts(uri: str) -> list[str]:
     return parts
 
 
-class FileReader:
-    """An open stored file; iterate it for chunks, each read on a worker thread."""
+class FileReader(Protocol):
+    """An open stored file: iterate it for chunks (``async for chunk in reader``)."""
 
-    def __init__(self, fd: int, size: int, chunk_size: int) -> None:
-        self._fd = fd
-        self.size = size  # at open; a rename by a later writer does not change what this reads
-        self.chunk_size = chunk_size
+    size: int  # at open; a later write of the same URI does not change what this reads
+    chunk_size: int
 
     async def read(self, size: int | None = None) -> bytes:
         """Up to ``size`` bytes (``chunk_size`` by default); ``b""`` at the end."""
-        return await anyio.to_thread.run_sync(os.read, self._fd, size or self.chunk_size)
+        ...
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while chunk := await self.read():
-            yield chunk
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+class ObjectStore(Protocol):
+    """Where the internal storage keeps file contents, by ``actorflow://`` URI.
+
+    :class:`FileStorage` validates every URI (well formed, inside the reader's scope) before
+    it reaches an object store, which only keeps bytes. A write is atomic: a reader sees the
+    old content or the new, whole; a failed or cancelled write stores nothing. A URI that
+    names no stored file (a missing one, or a prefix) raises :class:`StoredFileNotFound`.
+    """
+
+    async def put(self, uri: str, data: bytes) -> None:
+        """Store ``data`` at ``uri``, replacing what was there."""
+        ...
+
+    async def put_stream(
+        self, uri: str, chunks: AsyncIterable[bytes] | Readable, chunk_size: int
+    ) -> None:
+        """Store the bytes of ``chunks`` (async iterable or binary file-like) at ``uri``."""
+        ...
+
+    async def get(self, uri: str) -> bytes:
+        """The whole content at ``uri``."""
+        ...
+
+    def open(self, uri: str, chunk_size: int) -> AbstractAsyncContextManager[FileReader]:
+        """The content at ``uri`` for streaming; refusals raise on entry."""
+        ...
+
+    async def exists(self, uri: str) -> bool:
+        """Whether a file is stored at ``uri``."""
+        ...
+
+    async def delete(self, prefix_uri: str) -> None:
+        """Delete the file at ``prefix_uri``, or every file under it; nothing there is fine."""
+        ...
+
+    async def list(self, prefix_uri: str) -> list[str]:
+        """URIs of every file under a prefix, sorted (``actorflow://`` lists everything)."""
+        ...
+
+    def read_blocking(self, uri: str, limit: int) -> bytes:
+        """At most ``limit`` bytes of ``uri``, blocking: for callers that cannot await (a
+        template's ``read()``), on small files."""
+        ...
 
 
 class FileStorage:
-    """Files of task runs in a local directory."""
+    """Files of task runs: names, scopes and streaming over an :class:`ObjectStore`.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+    ``objects`` is an object store, or a folder for a :class:`LocalDirectory`.
+    """
+
+    def __init__(self, objects: ObjectStore | str | os.PathLike[str]) -> None:
+        if isinstance(objects, str | os.PathLike):
+            objects = LocalDirectory(objects)
+        self.objects: ObjectStore = objects
+
+    @property
+    def root(self) -> Path | None:
+        """The folder of a :class:`LocalDirectory` (None for another object store)."""
+        return self.objects.root if isinstance(self.objects, LocalDirectory) else None
 
     def uri(self, namespace: str, flow_id: str, execution_id: str, task_id: str,
             task_run_id: str, name: str) -> str:  # fmt: skip
@@ -147,11 +207,14 @@ class FileStorage:
         return SCHEME + "/".join(parts)
 
     def path(self, uri: str) -> Path:
-        """The local path of a URI; refuses anything that could leave the root.
+        """The local path of a URI in a :class:`LocalDirectory`; refuses anything that could
+        leave the root, and object stores that keep no local files.
 
         For display and tests: opening it directly would follow symlinks.
         """
-        return self.root.joinpath(*_parts(uri))
+        if not isinstance(self.objects, LocalDirectory):
+            raise StorageError(f"{uri}: {type(self.objects).__name__} keeps no local files")
+        return self.objects.path(uri)
 
     # -- writes ----------------------------------------------------------------------
     async def put(
@@ -166,8 +229,7 @@ class FileStorage:
     ) -> str:
         """Store ``data`` atomically; returns its URI."""
         uri = self.uri(namespace, flow_id, execution_id, task_id, task_run_id, name)
-        writer = _Writer(self.root, _parts(uri), uri)
-        await anyio.to_thread.run_sync(writer.write_all, data)
+        await self.objects.put(uri, data)
         return uri
 
     async def put_stream(
@@ -189,6 +251,103 @@ class FileStorage:
         under the same URI stays whole.
         """
         uri = self.uri(namespace, flow_id, execution_id, task_id, task_run_id, name)
+        await self.objects.put_stream(uri, chunks, chunk_size)
+        return uri
+
+    # -- reads -----------------------------------------------------------------------
+    async def get(self, uri: str, *, scope: FileScope | None = None) -> bytes:
+        """Content of a stored file, whole: for small files (use :meth:`open_read` otherwise).
+
+        Without ``scope`` any file may be read: for the runtime and its operator only; a task
+        reads with the scope of its task run.
+        """
+        _checked(uri, scope)
+        return await self.objects.get(uri)
+
+    def open_read(
+        self, uri: str, *, scope: FileScope | None = None, chunk_size: int = CHUNK_SIZE
+    ) -> AbstractAsyncContextManager[FileReader]:
+        """Open a stored file for streaming: ``async with fs.open_read(uri) as f: async for ...``.
+
+        Missing files, scope and symlink refusals raise on entry, before any chunk.
+        """
+        return self._open_checked(uri, scope, chunk_size)
+
+    @contextlib.asynccontextmanager
+    async def _open_checked(
+        self, uri: str, scope: FileScope | None, chunk_size: int
+    ) -> AsyncIterator[FileReader]:
+        _checked(uri, scope)
+        async with self.objects.open(uri, chunk_size) as reader:
+            yield reader
+
+    def read_small(self, uri: str, limit: int, *, scope: FileScope | None = None) -> bytes:
+        """At most ``limit`` bytes of a stored file, blocking (a template's ``read()``)."""
+        _checked(uri, scope)
+        return self.objects.read_blocking(uri, limit)
+
+    async def exists(self, uri: str, *, scope: FileScope | None = None) -> bool:
+        """Whether a regular file is stored at ``uri``; a symlink there is refused."""
+        _checked(uri, scope)
+        return await self.objects.exists(uri)
+
+    async def list(self, prefix_uri: str) -> list[str]:
+        """URIs of every file under a prefix (``actorflow://ns/flow/execution`` for example).
+
+        Symlinks are neither listed nor descended into.
+        """
+        if prefix_uri != SCHEME:
+            _parts(prefix_uri)
+        return await self.objects.list(prefix_uri)
+
+    async def delete_execution(self, namespace: str, flow_id: str, execution_id: str) -> None:
+        """Delete every file of an execution (a symlink in its place is removed, not followed)."""
+        parts = [
+            _safe(namespace, "namespace"), _safe(flow_id, "flow id"),
+            _safe(execution_id, "execution id"),
+        ]  # fmt: skip
+        await self.objects.delete(SCHEME + "/".join(parts))
+
+
+def _checked(uri: str, scope: FileScope | None) -> None:
+    parts = _parts(uri)
+    if scope is not None:
+        scope._check(parts, uri)
+
+
+class _FdReader:
+    """An open local file; each chunk is read on a worker thread."""
+
+    def __init__(self, fd: int, size: int, chunk_size: int) -> None:
+        self._fd = fd
+        self.size = size
+        self.chunk_size = chunk_size
+
+    async def read(self, size: int | None = None) -> bytes:
+        return await anyio.to_thread.run_sync(os.read, self._fd, size or self.chunk_size)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while chunk := await self.read():
+            yield chunk
+
+
+class LocalDirectory:
+    """An :class:`ObjectStore` in a local folder (a shared mount for several hosts)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def path(self, uri: str) -> Path:
+        """The local path of a URI; refuses anything that could leave the root."""
+        return self.root.joinpath(*_parts(uri))
+
+    async def put(self, uri: str, data: bytes) -> None:
+        writer = _Writer(self.root, _parts(uri), uri)
+        await anyio.to_thread.run_sync(writer.write_all, data)
+
+    async def put_stream(
+        self, uri: str, chunks: AsyncIterable[bytes] | Readable, chunk_size: int
+    ) -> None:
         writer = _Writer(self.root, _parts(uri), uri)
         try:
             await anyio.to_thread.run_sync(writer.open)
@@ -203,43 +362,27 @@ class FileStorage:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(writer.abort)
             raise
-        return uri
 
-    # -- reads -----------------------------------------------------------------------
-    async def get(self, uri: str, *, scope: FileScope | None = None) -> bytes:
-        """Content of a stored file, whole: for small files (use :meth:`open_read` otherwise).
+    async def get(self, uri: str) -> bytes:
+        return await anyio.to_thread.run_sync(self.read_blocking, uri, -1)
 
-        Without ``scope`` any file may be read: for the runtime and its operator only; a task
-        reads with the scope of its task run.
-        """
-
-        def read() -> bytes:
-            fd, _ = self._open_file(uri, scope)
-            with os.fdopen(fd, "rb") as f:
-                return f.read()
-
-        return await anyio.to_thread.run_sync(read)
+    def read_blocking(self, uri: str, limit: int) -> bytes:
+        fd, _ = self._open_file(uri)
+        with os.fdopen(fd, "rb") as f:
+            return f.read(limit)
 
     @contextlib.asynccontextmanager
-    async def open_read(
-        self, uri: str, *, scope: FileScope | None = None, chunk_size: int = CHUNK_SIZE
-    ) -> AsyncIterator[FileReader]:
-        """Open a stored file for streaming: ``async with fs.open_read(uri) as f: async for ...``.
-
-        Missing files, scope and symlink refusals raise on entry, before any chunk.
-        """
-        fd, size = await anyio.to_thread.run_sync(self._open_file, uri, scope)
+    async def open(self, uri: str, chunk_size: int) -> AsyncIterator[FileReader]:
+        fd, size = await anyio.to_thread.run_sync(self._open_file, uri)
         try:
-            yield FileReader(fd, size, chunk_size)
+            yield _FdReader(fd, size, chunk_size)
         finally:
             os.close(fd)
 
-    async def exists(self, uri: str, *, scope: FileScope | None = None) -> bool:
-        """Whether a regular file is stored at ``uri``; a symlink there is refused."""
-
+    async def exists(self, uri: str) -> bool:
         def check() -> bool:
             try:
-                fd, _ = self._open_file(uri, scope)
+                fd, _ = self._open_file(uri)
             except StoredFileNotFound:
                 return False
             os.close(fd)
@@ -248,10 +391,6 @@ class FileStorage:
         return await anyio.to_thread.run_sync(check)
 
     async def list(self, prefix_uri: str) -> list[str]:
-        """URIs of every file under a prefix (``actorflow://ns/flow/execution`` for example).
-
-        Symlinks are neither listed nor descended into.
-        """
         prefix = [] if prefix_uri == SCHEME else _parts(prefix_uri)
 
         def walk() -> list[str]:
@@ -272,32 +411,31 @@ class FileStorage:
 
         return await anyio.to_thread.run_sync(walk)
 
-    async def delete_execution(self, namespace: str, flow_id: str, execution_id: str) -> None:
-        """Delete every file of an execution (a symlink in its place is removed, not followed)."""
-        flow_dir = [_safe(namespace, "namespace"), _safe(flow_id, "flow id")]
-        name = _safe(execution_id, "execution id")
-        where = SCHEME + "/".join([*flow_dir, name])
+    async def delete(self, prefix_uri: str) -> None:
+        parts = _parts(prefix_uri)
 
         def delete() -> None:
             try:
-                fd = _open_dirs(self.root, flow_dir, where, create=False)
+                fd = _open_dirs(self.root, parts[:-1], prefix_uri, create=False)
             except (OSError, FileAccessDenied):
                 return  # nothing of ours to delete, and nothing reachable outside the root
+            name = parts[-1]
             try:
-                if _is_link(fd, name):
-                    os.unlink(name, dir_fd=fd)
-                else:
+                mode = _lstat_mode(fd, name)
+                if mode is None:
+                    return
+                if stat.S_ISDIR(mode):
                     shutil.rmtree(name, ignore_errors=True, dir_fd=fd)
+                else:  # a file, or a link in its place: removed, never followed
+                    os.unlink(name, dir_fd=fd)
             finally:
                 os.close(fd)
 
         await anyio.to_thread.run_sync(delete)
 
-    def _open_file(self, uri: str, scope: FileScope | None) -> tuple[int, int]:
+    def _open_file(self, uri: str) -> tuple[int, int]:
         """A read-only fd of the regular file at ``uri`` and its size, links refused."""
         parts = _parts(uri)
-        if scope is not None:
-            scope._check(parts, uri)
         try:
             dir_fd = _open_dirs(self.root, parts[:-1], uri, create=False)
         except (FileNotFoundError, NotADirectoryError):
@@ -314,6 +452,86 @@ class FileStorage:
             raise StoredFileNotFound(f"no stored file at {uri}")
         os.set_blocking(fd, True)
         return fd, st.st_size
+
+
+class _BytesReader:
+    def __init__(self, data: bytes, chunk_size: int) -> None:
+        self._view = memoryview(data)
+        self.size = len(data)
+        self.chunk_size = chunk_size
+
+    async def read(self, size: int | None = None) -> bytes:
+        await anyio.lowlevel.checkpoint()
+        n = size or self.chunk_size
+        chunk, self._view = self._view[:n], self._view[n:]
+        return bytes(chunk)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while chunk := await self.read():
+            yield chunk
+
+
+class MemoryObjects:
+    """An :class:`ObjectStore` in this process's memory: nothing outlives it (tests, and a
+    reference for the protocol's semantics)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, bytes] = {}
+
+    async def put(self, uri: str, data: bytes) -> None:
+        _parts(uri)
+        await anyio.lowlevel.checkpoint()
+        self._files[uri] = bytes(data)
+
+    async def put_stream(
+        self, uri: str, chunks: AsyncIterable[bytes] | Readable, chunk_size: int
+    ) -> None:
+        _parts(uri)
+        buffer = bytearray()
+        if isinstance(chunks, AsyncIterable):
+            async for chunk in chunks:
+                if not isinstance(chunk, bytes | bytearray | memoryview):
+                    raise TypeError(f"chunks must be bytes, got {type(chunk).__name__}")
+                buffer += chunk
+        else:
+            while data := await anyio.to_thread.run_sync(chunks.read, chunk_size):
+                buffer += data
+        self._files[uri] = bytes(buffer)  # only once whole: a failed stream stores nothing
+
+    async def get(self, uri: str) -> bytes:
+        await anyio.lowlevel.checkpoint()
+        return self.read_blocking(uri, -1)
+
+    def read_blocking(self, uri: str, limit: int) -> bytes:
+        _parts(uri)
+        try:
+            data = self._files[uri]
+        except KeyError:
+            raise StoredFileNotFound(f"no stored file at {uri}") from None
+        return data if limit < 0 else data[:limit]
+
+    @contextlib.asynccontextmanager
+    async def open(self, uri: str, chunk_size: int) -> AsyncIterator[FileReader]:
+        yield _BytesReader(await self.get(uri), chunk_size)
+
+    async def exists(self, uri: str) -> bool:
+        _parts(uri)
+        await anyio.lowlevel.checkpoint()
+        return uri in self._files
+
+    async def delete(self, prefix_uri: str) -> None:
+        _parts(prefix_uri)
+        await anyio.lowlevel.checkpoint()
+        under = prefix_uri.rstrip("/") + "/"
+        for uri in [u for u in self._files if u == prefix_uri or u.startswith(under)]:
+            del self._files[uri]
+
+    async def list(self, prefix_uri: str) -> list[str]:
+        await anyio.lowlevel.checkpoint()
+        if prefix_uri == SCHEME:
+            return sorted(self._files)
+        under = SCHEME + "/".join(_parts(prefix_uri)) + "/"
+        return sorted(u for u in self._files if u.startswith(under))
 
 
 class _Writer:

@@ -135,10 +135,9 @@ class ExecutionScope:
             raise ValueError(f"read: expected a file URI, got {type(uri).__name__}")
         if not FileScope(self.record.namespace).allows(uri):
             raise ValueError(f"read: {uri} is outside this namespace's files")
-        path = self.engine.files.path(uri)
         limit = template_limits().max_output
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
+        # Blocking, as rendering is: small files only, and the limit bounds the read.
+        data = self.engine.files.read_small(uri, limit + 1)
         if len(data) > limit:
             raise ValueError(f"read: {uri} is larger than {limit:,} bytes (template limit)")
         return data.decode("utf-8", errors="replace")
