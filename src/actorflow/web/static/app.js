@@ -6,7 +6,7 @@ import { executionPage } from "./execution.js";
 import { formData, inputField } from "./forms.js";
 
 const STATES = ["CREATED", "QUEUED", "RUNNING", "PAUSED", "RETRYING", "SUCCESS", "WARNING",
-  "FAILED", "KILLING", "KILLED", "CANCELLED", "SKIPPED", "RESTARTED"];
+  "FAILED", "KILLING", "KILLED", "CANCELLED", "SKIPPED", "RESTARTED", "RETRIED"];
 const PAGE = 25;
 
 // Whatever a page opened (streams, timers) is closed when the route changes.

@@ -319,7 +319,7 @@ class GanttView {
 }
 
 function TERMINALISH(state) {
-  return ["SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED", "SKIPPED", "PAUSED"].includes(state);
+  return ["SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED", "SKIPPED", "RETRIED", "PAUSED"].includes(state);
 }
 
 // -- Topology ------------------------------------------------------------------------------
