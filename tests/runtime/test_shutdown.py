@@ -352,3 +352,36 @@ async def test_a_bad_shutdown_timeout_is_refused() -> None:
         with pytest.raises(ValueError, match="shutdown_timeout"):
             async with Runtime.open(":memory:", shutdown_timeout=bad):
                 pass
+
+
+async def test_a_started_runtime_closes_with_aclose_within_its_timeout(tmp_path: Path) -> None:
+    """Runtime.start opens without a with-block; aclose(timeout=) closes it the same way (the
+    running attempt recorded FAILED "interrupted", the lease released) and a second aclose
+    does nothing; the next runtime finishes the execution."""
+    Started.reset(1)
+    db = tmp_path / "s.db"
+    rt = await Runtime.start(db, flows=[FLOW])
+    eid = (await rt.submit(FLOW)).id
+    await Started.all_in.wait()
+    await rt.aclose(timeout=0.2)
+    assert rt.shutdown_timeout == 0.2
+    await rt.aclose()
+    stored = await _stored({"path": db}, [eid])
+    assert stored["leases"] == {(None, None)}
+    assert stored["attempts"] == [[(1, "FAILED", "interrupted", True)]]
+    with pytest.raises(af.RuntimeClosedError):
+        await rt.submit(FLOW)
+    async with Runtime.open(db, flows=[FLOW]) as again:
+        assert (await again.wait(eid)).state is af.State.SUCCESS
+
+
+async def test_aclose_of_a_with_block_runtime_says_how_it_closes() -> None:
+    """aclose() on a runtime of an `async with Runtime.open()` block is refused, saying the
+    block closes it; a bad timeout is refused by name."""
+    async with Runtime.open(":memory:") as rt:
+        with pytest.raises(af.IllegalOperation, match="block ends"):
+            await rt.aclose()
+    started = await Runtime.start(":memory:")
+    with pytest.raises(ValueError, match="aclose timeout"):
+        await started.aclose(timeout=-1)
+    await started.aclose()

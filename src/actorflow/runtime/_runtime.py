@@ -131,6 +131,34 @@ class Runtime(Recovery):
         self.shutdown_timeout = 10.0
         self._closing = False
         self._unrunnable: dict[str, str] = {}
+        self._opened: contextlib.AbstractAsyncContextManager[Runtime] | None = None
+
+    @classmethod
+    async def start(cls, path: str | os.PathLike[str] = "actorflow.db", **options: Any) -> Runtime:
+        """Open a runtime without an ``async with`` block, for a host's startup and shutdown
+        hooks (a FastAPI lifespan, an aiohttp ``on_startup``): the arguments of :meth:`open`;
+        close it with :meth:`aclose`, from the same task."""
+        opened = cls.open(path, **options)
+        rt = await opened.__aenter__()
+        rt._opened = opened
+        return rt
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Close a runtime made by :meth:`start` within ``timeout`` seconds (default its
+        ``shutdown_timeout``), as the end of an :meth:`open` block does; again: nothing."""
+        if timeout is not None:
+            if not timeout >= 0:  # NaN too
+                raise ValueError(f"aclose timeout must be >= 0 seconds, got {timeout!r}")
+            self.shutdown_timeout = timeout
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            await opened.__aexit__(None, None, None)
+        elif not self._closing:
+            raise IllegalOperation(
+                "this runtime closes when its `async with Runtime.open(...)` block ends"
+                " (set rt.shutdown_timeout to bound it); aclose() closes one made by"
+                " Runtime.start()"
+            )
 
     @classmethod
     @contextlib.asynccontextmanager

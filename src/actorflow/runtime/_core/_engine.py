@@ -190,6 +190,8 @@ class Engine:
         if failed is not None:
             self.storage_failed(failed)
             raise RuntimeClosedError(f"storage failed, no more work is accepted: {failed}")
+        if not self.accepting:
+            raise RuntimeClosedError("the runtime is closing or closed: no more work is accepted")
 
     def _watch(self, commit: Commit) -> Commit:
         """Hear of a failed batch: one callback per batch, on the newest commit we wrote to
