@@ -13,4 +13,31 @@ from benchmarks._pgcluster import (
     start,
 )
 
-__all__ = ["BIN", "ENV_DSN", "Cluster", "Unavailable", "create_database", "drop_database", "start"]
+__all__ = [
+    "BIN",
+    "ENV_DSN",
+    "Cluster",
+    "Unavailable",
+    "create_database",
+    "drop_database",
+    "kill_backends",
+    "start",
+]
+
+
+async def kill_backends(dsn: str) -> int:
+    """Terminate every session the stores opened on this database (application_name
+    actorflow); returns how many."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND application_name = 'actorflow'"
+            )
+        )
+    finally:
+        await conn.close()

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import asyncpg
 import pytest
 from test_workers import Worker, pg_rows, side_lines, until, workers
 
@@ -25,19 +24,26 @@ from actorflow.storage import AppendLog, LogRow
 pytestmark = pytest.mark.anyio
 
 
-async def _kill_backends(dsn: str) -> int:
-    """Terminate every session a store opened on this database; returns how many."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                " AND application_name = 'actorflow'"
-            )
-        )
-    finally:
-        await conn.close()
+class TwoSteps:
+    """A flow of two tasks: ``a`` counts its runs and waits for ``gate``; ``b`` counts its
+    runs. ``all_in`` is set once ``want`` executions are inside ``a``."""
+
+    def __init__(self, flow_id: str, want: int) -> None:
+        self.gate, self.all_in = anyio.Event(), anyio.Event()
+        self.ran: Counter[tuple[str, str]] = Counter()
+
+        async def first(ctx: TaskContext) -> dict[str, int]:
+            self.ran[(ctx.execution_id, "a")] += 1
+            if len(self.ran) == want:
+                self.all_in.set()
+            await self.gate.wait()
+            return {"n": 1}
+
+        async def second(ctx: TaskContext) -> dict[str, int]:
+            self.ran[(ctx.execution_id, "b")] += 1
+            return {"n": 2}
+
+        self.flow = af.Flow(id=flow_id, tasks=[af.task(first)("a"), af.task(second)("b")])
 
 
 @pytest.mark.parametrize("loss", ["pg_terminate_backend", "server restart"])
@@ -49,31 +55,19 @@ async def test_executions_run_to_success_through_a_lost_connection(
     every lease was kept (epoch 1: nobody re-claimed them), nothing stored is missing."""
     if loss == "server restart" and pg_cluster.data is None:
         pytest.skip("the server of ACTORFLOW_TEST_POSTGRES_DSN is not ours to restart")
-    gate = anyio.Event()
-    ran: Counter[tuple[str, str]] = Counter()
-
-    async def first(ctx: TaskContext) -> dict[str, int]:
-        ran[(ctx.execution_id, "a")] += 1
-        await gate.wait()
-        return {"n": 1}
-
-    async def second(ctx: TaskContext) -> dict[str, int]:
-        ran[(ctx.execution_id, "b")] += 1
-        return {"n": 2}
-
-    flow = af.Flow(id="through", tasks=[af.task(first)("a"), af.task(second)("b")])
+    steps = TwoSteps("through", 20)
+    flow, gate, ran = steps.flow, steps.gate, steps.ran
 
     async def lose() -> None:
         if loss == "server restart":
             await anyio.to_thread.run_sync(pg_cluster.restart)
         else:
-            assert await _kill_backends(pg_dsn) >= 2
+            assert await postgres.kill_backends(pg_dsn) >= 2
 
     with anyio.fail_after(120):
         async with Runtime.open(pg_dsn, flows=[flow], files=tmp_path / "files") as rt:
             handles = [await rt.submit(flow) for _ in range(20)]
-            while len(ran) < 20:  # every first task runs: their writes are stored or queued
-                await anyio.sleep(0.01)
+            await steps.all_in.wait()  # every first task runs: their writes are stored or queued
             await lose()
             gate.set()  # 20 executions write their next steps while the store reconnects
             await lose()
@@ -96,25 +90,13 @@ async def test_no_attempt_runs_while_the_store_is_cut_off(
     """With the link to PostgreSQL cut, the next task attempt of each of 10 executions waits
     before it runs (its side effect could not be stored); once the link is back they all run
     on to SUCCESS, each task once, their leases kept."""
-    gate = anyio.Event()
-    ran: Counter[tuple[str, str]] = Counter()
-
-    async def first(ctx: TaskContext) -> dict[str, int]:
-        ran[(ctx.execution_id, "a")] += 1
-        await gate.wait()
-        return {"n": 1}
-
-    async def second(ctx: TaskContext) -> dict[str, int]:
-        ran[(ctx.execution_id, "b")] += 1
-        return {"n": 2}
-
-    flow = af.Flow(id="paused", tasks=[af.task(first)("a"), af.task(second)("b")])
+    steps = TwoSteps("paused", 10)
+    flow, gate, ran = steps.flow, steps.gate, steps.ran
     with proxied(pg_dsn, pg_cluster.port) as (proxy, url), anyio.fail_after(120):
         async with Runtime.open(url, flows=[flow], files=tmp_path / "files") as rt:
             store: Any = rt.store
             handles = [await rt.submit(flow) for _ in range(10)]
-            while len(ran) < 10:
-                await anyio.sleep(0.01)
+            await steps.all_in.wait()
             await store.flush()
             proxy.cut()
             probe = AppendLog(LogRow(handles[0].id, None, 0.0, "INFO", "probe"))

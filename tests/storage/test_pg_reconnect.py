@@ -29,22 +29,6 @@ from actorflow.storage._pg_link import Backoff, server_settings
 pytestmark = pytest.mark.anyio
 
 
-async def kill_backends(dsn: str) -> int:
-    """Terminate every session the stores opened on this database (application_name
-    actorflow); returns how many."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                " AND application_name = 'actorflow'"
-            )
-        )
-    finally:
-        await conn.close()
-
-
 def _history(state: str, ts: float = 1.0) -> AppendHistory:
     return AppendHistory(HistoryRow("e", None, state, ts))
 
@@ -146,7 +130,7 @@ async def test_writes_queued_while_its_backends_are_killed_commit_once_after_rec
     async with PostgresStore(pg_dsn) as store:
         await store.write([UpsertExecution(ex("e"))])
         for round_ in range(3):
-            assert await kill_backends(pg_dsn) >= 2  # the writer and a pool connection
+            assert await postgres.kill_backends(pg_dsn) >= 2  # the writer and a pool connection
             commits = [store.write([_history(f"S{round_}-{i}", i)]) for i in range(50)]
             assert await store.get_execution("e") == ex("e")  # a read on a new connection
             for commit in commits:
