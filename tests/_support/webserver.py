@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 
 from actorflow.runtime import Flow, Runtime
@@ -87,3 +89,22 @@ def shot(page: Any, name: str) -> None:
     """Save a screenshot of the whole page as tests/web/screenshots/NAME.png."""
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def sse_events(
+    response: httpx.Response, *, refuse_keepalive: bool = False
+) -> Iterator[tuple[str, Any]]:
+    """(event, data) of a Server-Sent Events response, as they arrive. ``refuse_keepalive``:
+    a keep-alive comment fails the test (with the server's polls off, only a push can come
+    before one)."""
+    event, data = "message", ""
+    for line in response.iter_lines():
+        if refuse_keepalive:
+            assert not line.startswith(": keep-alive"), "nothing was pushed before the keep-alive"
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data = line[6:]
+        elif line == "" and data:
+            yield event, json.loads(data)
+            event, data = "message", ""

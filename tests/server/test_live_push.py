@@ -3,7 +3,6 @@ never again after a stream opens, changes still arrive (and before the first kee
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 from _support.webflows import FLOWS, GATE
-from _support.webserver import Served, serve_web
+from _support.webserver import Served, serve_web, sse_events
 from actorflow.server import _live
 
 NEVER = 1e9  # seconds: no poll of the store happens during a test
@@ -27,21 +26,6 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
         yield s
 
 
-def pushed(response: httpx.Response) -> Iterator[tuple[str, Any]]:
-    """(event, data) as they arrive; a keep-alive comment fails the test: with polls off,
-    only a push can have come before it (KEEPALIVE seconds of silence)."""
-    event, data = "message", ""
-    for line in response.iter_lines():
-        assert not line.startswith(": keep-alive"), "nothing was pushed before the keep-alive"
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            data = line[6:]
-        elif line == "" and data:
-            yield event, json.loads(data)
-            event, data = "message", ""
-
-
 def test_the_list_stream_pushes_a_new_execution_and_its_end(served: Served) -> None:
     """An execution started after the list stream opened arrives with each of its states up
     to SUCCESS, with no look at the store after the stream's first."""
@@ -51,7 +35,7 @@ def test_the_list_stream_pushes_a_new_execution_and_its_end(served: Served) -> N
         r.raise_for_status()
         ex = client.post("/api/v1/executions/team/hello", json={"name": "push"}).json()
         states = []
-        for event, data in pushed(r):
+        for event, data in sse_events(r, refuse_keepalive=True):
             assert event == "execution" and data["flow_id"] == "hello"
             if data["id"] == ex["id"]:
                 states.append(data["state"])
@@ -70,7 +54,7 @@ def test_the_follow_stream_pushes_the_changes_of_a_running_execution(served: Ser
         trees: list[dict[str, Any]] = []
         with client.stream("GET", f"/api/v1/executions/{ex['id']}/follow") as r:
             r.raise_for_status()
-            for event, data in pushed(r):
+            for event, data in sse_events(r, refuse_keepalive=True):
                 if event == "end":
                     assert data["state"] == "SUCCESS"
                     break

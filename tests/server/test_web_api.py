@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from _support.webflows import FLOWS
-from _support.webserver import Served, serve_web
+from _support.webserver import Served, serve_web, sse_events
 from actorflow.runtime import Runtime
 from actorflow.web import STATIC
 from actorflow.web import app as web_app
@@ -39,19 +39,6 @@ def submit(client: httpx.Client, flow: str, ns: str = "team", wait: bool = False
     assert r.status_code in (200, 201), r.text
     data: dict[str, Any] = r.json()
     return data
-
-
-def events(response: httpx.Response) -> Iterator[tuple[str, Any]]:
-    """(event, data) of a Server-Sent Events response, as they arrive."""
-    event, data = "message", ""
-    for line in response.iter_lines():
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            data = line[6:]
-        elif line == "" and data:
-            yield event, json.loads(data)
-            event, data = "message", ""
 
 
 def test_cursor_pages_walk_every_execution_once_newest_first(client: httpx.Client) -> None:
@@ -94,7 +81,7 @@ def test_the_events_stream_announces_a_new_execution_and_its_end(client: httpx.C
         submit(client, "hello", wait=True)  # filtered out
         ex = submit(client, "blocking")
         states: list[str] = []
-        for event, data in events(r):
+        for event, data in sse_events(r):
             assert event == "execution" and data["flow_id"] == "blocking"
             assert "task_runs" not in data
             if data["id"] != ex["id"]:
@@ -113,7 +100,7 @@ def test_follow_streams_the_tree_until_the_end(client: httpx.Client) -> None:
     ex = submit(client, "retried")
     last: dict[str, Any] = {}
     with client.stream("GET", f"/api/v1/executions/{ex['id']}/follow") as r:
-        for event, data in events(r):
+        for event, data in sse_events(r):
             if event == "end":
                 assert data["state"] == last["state"] == "SUCCESS"
                 break
