@@ -62,7 +62,8 @@ async def test_executions_run_to_success_through_a_lost_connection(
         if loss == "server restart":
             await anyio.to_thread.run_sync(pg_cluster.restart)
         else:
-            assert await postgres.kill_backends(pg_dsn) >= 2
+            # At least the writer's session: the pool's may be between reconnects then.
+            assert await postgres.kill_backends(pg_dsn) >= 1
 
     with anyio.fail_after(120):
         async with Runtime.open(pg_dsn, flows=[flow], files=tmp_path / "files") as rt:
