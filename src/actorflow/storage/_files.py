@@ -493,6 +493,8 @@ class MemoryObjects:
                 if not isinstance(chunk, bytes | bytearray | memoryview):
                     raise TypeError(f"chunks must be bytes, got {type(chunk).__name__}")
                 buffer += chunk
+                # A source that never waits must still be cancellable (a killed task run).
+                await anyio.lowlevel.checkpoint()
         else:
             while data := await anyio.to_thread.run_sync(chunks.read, chunk_size):
                 buffer += data
