@@ -3,6 +3,10 @@ the benchmarks use too), under the names the tests have always imported."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import anyio
 from benchmarks._pgcluster import (
     BIN,
     ENV_DSN,
@@ -22,6 +26,7 @@ __all__ = [
     "drop_database",
     "kill_backends",
     "start",
+    "store_until",
 ]
 
 
@@ -41,3 +46,16 @@ async def kill_backends(dsn: str) -> int:
         )
     finally:
         await conn.close()
+
+
+async def store_until(store: Any, check: Callable[[], bool]) -> None:
+    """Wait until ``check()`` holds, woken by the PostgreSQL store's ``on_change`` hook (each
+    change of its ``lost`` or ``paused``) instead of polling."""
+    while not check():
+        changed = anyio.Event()
+        store.on_change = changed.set
+        try:
+            if not check():
+                await changed.wait()
+        finally:
+            store.on_change = None

@@ -22,6 +22,7 @@ class Proxy:
         self.port = 0
         self.accepted = 0  # connections forwarded
         self.refused = 0  # connections reset because the link was cut
+        self._refusals = threading.Condition()
         self._cut = False
         self._open: set[asyncio.Transport] = set()
         self._loop = asyncio.new_event_loop()
@@ -43,7 +44,9 @@ class Proxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         client = writer.transport
         if self._cut:
-            self.refused += 1
+            with self._refusals:
+                self.refused += 1
+                self._refusals.notify_all()
             client.abort()
             return
         try:
@@ -60,6 +63,13 @@ class Proxy:
             for t in pair:
                 t.abort()
                 self._open.discard(t)  # type: ignore[arg-type]
+
+    def wait_refused(self, count: int, timeout: float = 30.0) -> None:
+        """Block until ``count`` connections were refused in all (TimeoutError after
+        ``timeout`` s); call it from a worker thread in async code."""
+        with self._refusals:
+            if not self._refusals.wait_for(lambda: self.refused >= count, timeout):
+                raise TimeoutError(f"{self.refused} connections refused, not {count}")
 
     def cut(self) -> None:
         """Reset every connection through the proxy and refuse new ones."""

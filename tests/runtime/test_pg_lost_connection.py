@@ -102,11 +102,10 @@ async def test_no_attempt_runs_while_the_store_is_cut_off(
             proxy.cut()
             probe = AppendLog(LogRow(handles[0].id, None, 0.0, "INFO", "probe"))
             store.write([probe])  # the writer meets the cut
-            while not store.lost:
-                await anyio.sleep(0.01)
+            await postgres.store_until(store, lambda: store.lost)
             gate.set()
-            while store.paused < 10:  # every second attempt waits for the connection
-                await anyio.sleep(0.01)
+            # Every second attempt waits for the connection.
+            await postgres.store_until(store, lambda: store.paused >= 10)
             assert not [k for k in ran if k[1] == "b"]
             proxy.restore()
             ended = [await h.wait() for h in handles]

@@ -33,13 +33,6 @@ def _history(state: str, ts: float = 1.0) -> AppendHistory:
     return AppendHistory(HistoryRow("e", None, state, ts))
 
 
-async def _until(what: str, check: Any, timeout: float = 30.0) -> None:
-    """Poll ``check()`` until truthy, failing after ``timeout`` s."""
-    with anyio.fail_after(timeout):
-        while not check():
-            await anyio.sleep(0.01)
-
-
 def test_every_connection_bounds_idle_transactions_and_probes_its_peer() -> None:
     """The session settings of every store connection end a session idle in a transaction
     after idle_timeout, bound statements, and probe a silent peer within seconds."""
@@ -233,7 +226,8 @@ async def test_a_cut_shorter_than_the_bound_is_waited_out(
                     got.append(await store.history("e"))
 
                 tg.start_soon(read)
-                await _until("the store to knock twice more", lambda: proxy.refused >= 4)
+                # The store knocks twice more.
+                await anyio.to_thread.run_sync(proxy.wait_refused, 4)
                 assert not commit.done and not got
                 proxy.restore()
                 with anyio.fail_after(30):

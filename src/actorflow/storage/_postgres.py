@@ -232,6 +232,9 @@ class PostgresStore(BatchQueue):
         self.reconnects = 0
         #: Attempts waiting in :meth:`outage` for the writer's connection to come back.
         self.paused = 0
+        #: Test hook: called on the loop whenever :attr:`lost` or :attr:`paused` changes, so
+        #: a test waits for the state it needs instead of polling.
+        self.on_change: Callable[[], None] | None = None
         self._outage: asyncio.Event | None = None  # set while the writer's connection is lost
         self.pool_size = pool_size
         self.clock = clock
@@ -448,10 +451,12 @@ class PostgresStore(BatchQueue):
 
     async def _paused_until(self, event: asyncio.Event) -> None:
         self.paused += 1
+        self._changed()
         try:
             await event.wait()
         finally:
             self.paused -= 1
+            self._changed()
         if self._failed is not None:  # given up (past lock_timeout): the attempt must not run
             raise self._unavailable()
 
@@ -459,6 +464,11 @@ class PostgresStore(BatchQueue):
         event, self._outage = self._outage, None
         if event is not None:
             event.set()
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     async def _commit(
         self, plan: _sql.Plan, fail: BaseException | None
@@ -515,6 +525,7 @@ class PostgresStore(BatchQueue):
                 if lost_at is None:
                     lost_at = now
                     self._outage = asyncio.Event()
+                    self._changed()
                     _log.warning(
                         "%s: the writer's connection is lost (%s); writes wait for it to come"
                         " back (at most lock_timeout=%gs)", self.where, exc, self.lock_timeout,
