@@ -122,7 +122,9 @@ def _one(name: str, quick: bool) -> dict[str, float]:
     """One workload in this process (the subprocess side)."""
     conc = 1_000 if quick else 10_000
     many = 10_000 if quick else 100_000
-    idle = 2_000 if quick else 10_000
+    # A per-execution figure, the same at 3,000 as at 10,000 (7.8 KB); 10,000 under
+    # tracemalloc took 35 s of `make bench`.
+    idle = 1_000 if quick else 3_000
     if name == "concurrent":
         anyio.run(concurrent, str(tmpdb()), conc // 10)  # warm-up: a fresh interpreter
         return anyio.run(concurrent, str(tmpdb()), conc)

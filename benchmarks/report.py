@@ -166,7 +166,11 @@ def _spread(values: Any) -> str:
 
 
 def _cpu(r: dict[str, Any]) -> str:
+    if r.get("unit") == "ms":
+        return ""  # a latency or lag row: the CPU of its run is on the row of its cost
     parts = [(r.get(k), k) for k in ("main_process_us", "writer_process_us", "server_process_us")]
+    if parts[0][0] is None:  # benchmarks/tracing.py's name for the main process's CPU
+        parts[0] = (r.get("cpu_us_per_task_run"), "main_process_us")
     # A writer or server that spent nothing is one that does not exist (PostgreSQL has no
     # writer process, SQLite no server): at these sizes a real one always spends something.
     present = [(v, k) for v, k in parts if isinstance(v, int | float)
@@ -182,14 +186,16 @@ def _cpu(r: dict[str, Any]) -> str:
 
 def _line(r: dict[str, Any], pick: Pick) -> str:
     unit = r.get("unit", "")
-    ours = f"{num(r['ours'])} {unit}{_spread(r.get('spread'))}"
+    runs = r.get("runs")
+    # benchmarks/tracing.py keeps every run's rate under "runs" rather than "spread".
+    spread = r.get("spread") if r.get("spread") is not None else runs
+    ours = f"{num(r['ours'])} {unit}{_spread(spread)}"
     base = ""
     if r.get("baseline") is not None:
         others = r.get("naive_spread") or r.get("sqlite_spread") or r.get("one_worker_spread")
         label = f"{pick.baseline}: " if pick.baseline else ""
         base = f"{label}{num(r['baseline'])}{_spread(others)}"
     ratio = f"{r['ratio']:.2f}x" if isinstance(r.get("ratio"), int | float) else ""
-    runs = r.get("runs")
     runs_s = str(len(runs)) if isinstance(runs, list) else "" if runs is None else str(runs)
     note = f" ({r['note']})" if r.get("note") and math.isnan(r["ours"]) else ""
     cells = [r["metric"] + note, ours, base, ratio, _cpu(r), runs_s]
@@ -247,7 +253,8 @@ def markdown(data: dict[str, Any]) -> str:
         _machine(data),
         "Medians of several runs (the spread of the runs in brackets, their count in the last "
         "column); ratio = actorflow / baseline for rates, baseline / actorflow for times and "
-        "CPU; CPU seconds per task run are steadier than wall time on a shared machine.",
+        "CPU; CPU seconds per task run are steadier than wall time on a shared machine (a "
+        "single CPU figure is the main process's alone: in memory, or not measured).",
         "",
         *out,
         "",

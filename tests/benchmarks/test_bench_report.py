@@ -140,3 +140,15 @@ def test_the_command_line_writes_the_table_and_fails_on_a_missing_row(tmp_path: 
     assert out.read_text() == report.markdown(_data(METRICS))
     assert report.main([str(bad), "-o", str(tmp_path / "none.md")]) == 1
     assert not (tmp_path / "none.md").exists()
+
+
+def test_tracing_rows_show_their_runs_as_the_spread_and_their_cpu() -> None:
+    """benchmarks/tracing.py's rows (every run's rate under ``runs``, CPU under
+    ``cpu_us_per_task_run``) get a spread, a run count and a CPU figure like the others."""
+    data = _data(METRICS)
+    traced = next(r for r in data["rows"] if r["metric"] == "seq 1000 tasks on SQLite, tracing on")
+    for key in ("spread", "main_process_us", "writer_process_us"):
+        del traced[key]
+    traced.update(ours=7125.0, runs=[6117, 7125, 10476], cpu_us_per_task_run=138.0)
+    line = "| seq 1000 tasks on SQLite, tracing on | 7,125 task runs/s [6,117-10,476] | "
+    assert line + "tracing off: 200 | 0.50x | 138 | 3 |" in report.markdown(data)
