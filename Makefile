@@ -27,8 +27,11 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# Every benchmark, medians of several runs; prints the table and the time it took, writes
+# benchmarks/results/all.json and the README's Performance table (benchmarks/results/README.md).
+# ARGS="--quick" for a smoke run, ARGS="durable growth" for some modules only.
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(ARGS)
 
 bench-peers:
 	$(PY) benchmarks/peers/run.py $(ARGS)

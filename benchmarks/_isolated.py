@@ -18,7 +18,7 @@ import tracemalloc
 import anyio
 
 import actorflow as af
-from benchmarks._common import noop, peak_rss_mb, tmpdb
+from benchmarks._common import Window, cpu_us, noop, peak_rss_mb, tmpdb, writer_pid
 
 
 # -- 3: concurrent executions -------------------------------------------------------------------
@@ -35,13 +35,11 @@ async def concurrent(path: str, executions: int, tasks: int = 5) -> dict[str, fl
         assert ex.state is af.State.SUCCESS
 
     async with af.Runtime.open(path) as rt:
-        gc.collect()  # the previous run's garbage is not this run's cost
-        start = time.perf_counter()
-        await asyncio.gather(*(one(rt) for _ in range(executions)))
-        elapsed = time.perf_counter() - start
+        with Window(writer_pid(rt)) as w:  # collects the previous run's garbage first
+            await asyncio.gather(*(one(rt) for _ in range(executions)))
     q = statistics.quantiles(latencies, n=100)
-    return {"rate": executions * tasks / elapsed, "p50": q[49], "p99": q[98],
-            "rss": peak_rss_mb()}  # fmt: skip
+    return {"rate": executions * tasks / w.result["seconds"], "p50": q[49], "p99": q[98],
+            "rss": peak_rss_mb(), **cpu_us(w.result, executions * tasks)}  # fmt: skip
 
 
 async def bare_concurrent(executions: int, steps: int = 5) -> dict[str, float]:
@@ -124,7 +122,9 @@ def _one(name: str, quick: bool) -> dict[str, float]:
     """One workload in this process (the subprocess side)."""
     conc = 1_000 if quick else 10_000
     many = 10_000 if quick else 100_000
-    idle = 2_000 if quick else 10_000
+    # A per-execution figure, the same at 3,000 as at 10,000 (7.8 KB); 10,000 under
+    # tracemalloc took 35 s of `make bench`.
+    idle = 1_000 if quick else 3_000
     if name == "concurrent":
         anyio.run(concurrent, str(tmpdb()), conc // 10)  # warm-up: a fresh interpreter
         return anyio.run(concurrent, str(tmpdb()), conc)

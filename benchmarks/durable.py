@@ -7,24 +7,26 @@ no snapshots, no retries, no tracing: the floor of "durable" on SQLite in Python
 
 Workloads (as in ``benchmarks/engine.py``):
 
-2. one execution of N sequential no-op tasks;
+2. one execution of N sequential no-op tasks; ``SEQ_TIMES`` such executions one after another
+   per process in ``make bench``, timed together (one alone lasts 0.1 s: a scheduler hiccup
+   or a clock tick of CPU accounting is a large share of it, and its spread was 1.5x);
 3. C concurrent executions of 5 no-op tasks, each awaited by its own caller;
 
 and the loop lag a host sees meanwhile: the overshoot of ``asyncio.sleep(0.01)`` in a probe
 task while 3,000 such executions are in flight.
 
-Each measurement runs in a fresh interpreter (``python -m benchmarks.durable NAME``), ours and
-the naive loop alternating, so neither inherits the other's heap; each reports wall time and
-CPU seconds of its own process and of its children (actorflow's writer process), per task run:
-CPU time is steadier than wall time on a noisy machine.
+Each measurement runs in a fresh interpreter (``python -m benchmarks.durable NAME N [TIMES]``,
+one JSON line), ours and the naive loop alternating, so neither inherits the other's heap;
+each reports wall time and CPU seconds of its own process and of its children (actorflow's
+writer process), per task run: CPU time is steadier than wall time on a noisy machine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -36,7 +38,7 @@ import aiosqlite
 import anyio
 
 import actorflow as af
-from benchmarks._common import median_of, noop, row, tmpdb
+from benchmarks._common import Window, cpu_us, median_of, noop, row, spread, tmpdb, writer_pid
 
 ROOT = Path(__file__).parent.parent
 
@@ -107,46 +109,12 @@ async def _naive_execution(store: NaiveStore, ex_id: str, tasks: int) -> None:
     await store.committed()
 
 
-class Window:
-    """Wall time and CPU seconds of this process (its threads included: aiosqlite's) and of
-    one child process (actorflow's SQLite writer), over the timed part only."""
-
-    def __init__(self, child_pid: int | None = None) -> None:
-        self.child_pid = child_pid
-
-    def __enter__(self) -> Window:
-        gc.collect()  # the warm-up's garbage is not this run's cost
-        self._child0 = _proc_cpu(self.child_pid)
-        self._cpu0 = time.process_time()
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.result = {
-            "seconds": time.perf_counter() - self._t0,
-            "cpu_self": time.process_time() - self._cpu0,
-            "cpu_children": _proc_cpu(self.child_pid) - self._child0,
-        }
-
-
-def _proc_cpu(pid: int | None) -> float:
-    """User + system CPU seconds of process ``pid`` so far (0 without one)."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _writer_pid(rt: af.Runtime) -> int | None:
-    # Private, and fine for a benchmark: the store's writer process, if it has one.
-    proc = getattr(getattr(rt.engine.store, "_proc", None), "_proc", None)
-    return None if proc is None else int(proc.pid)
-
-
-async def naive_seq(path: str, n: int) -> dict[str, float]:
+async def naive_seq(path: str, n: int, executions: int = 1) -> dict[str, float]:
+    """``executions`` executions of ``n`` sequential tasks, one after another."""
     db, store = await _naive_open(path)
     with Window() as w:
-        await _naive_execution(store, "e1", n)
+        for i in range(executions):
+            await _naive_execution(store, f"e{i}", n)
     store.task.cancel()
     await db.close()
     return w.result
@@ -161,12 +129,14 @@ async def naive_concurrent(path: str, executions: int, tasks: int = 5) -> dict[s
     return w.result
 
 
-async def ours_seq(path: str, n: int) -> dict[str, float]:
+async def ours_seq(path: str, n: int, executions: int = 1) -> dict[str, float]:
+    """``executions`` executions of ``n`` sequential tasks, one after another."""
     flow = af.Flow(id=f"seq{n}", namespace="bench", tasks=[noop(f"t{i}") for i in range(n)])
     async with af.Runtime.open(path) as rt:
-        with Window(_writer_pid(rt)) as w:
-            ex = await rt.run(flow)
-    assert ex.state is af.State.SUCCESS
+        with Window(writer_pid(rt)) as w:
+            for _ in range(executions):
+                ex = await rt.run(flow)
+                assert ex.state is af.State.SUCCESS
     return w.result
 
 
@@ -177,7 +147,7 @@ async def ours_concurrent(path: str, executions: int, tasks: int = 5) -> dict[st
         assert (await rt.run(flow)).state is af.State.SUCCESS
 
     async with af.Runtime.open(path) as rt:
-        with Window(_writer_pid(rt)) as w:
+        with Window(writer_pid(rt)) as w:
             await asyncio.gather(*(one(rt) for _ in range(executions)))
     return w.result
 
@@ -236,16 +206,18 @@ _WORKLOADS: dict[str, Any] = {
 }
 
 
-def _one(name: str, size: int) -> dict[str, float]:
-    """One measurement in this (fresh) process, after a warm-up at a tenth of the size."""
+def _one(name: str, size: int, times: int = 1) -> dict[str, float]:
+    """One measurement in this (fresh) process, after a warm-up at a tenth of the size;
+    ``times`` executions one after another for the sequential workloads."""
     fn = _WORKLOADS[name]
     anyio.run(fn, str(tmpdb()), max(size // 10, 10))
-    result: dict[str, float] = anyio.run(fn, str(tmpdb()), size)
+    kw = {"executions": times} if name.endswith("_seq") else {}
+    result: dict[str, float] = anyio.run(functools.partial(fn, str(tmpdb()), size, **kw))
     return result
 
 
-def measure(name: str, size: int) -> dict[str, float]:
-    args = [sys.executable, "-m", "benchmarks.durable", name, str(size)]
+def measure(name: str, size: int, times: int = 1) -> dict[str, float]:
+    args = [sys.executable, "-m", "benchmarks.durable", name, str(size), str(times)]
     out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -255,53 +227,65 @@ def _median_runs(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: median_of([r[k] for r in runs]) for k in runs[0]}
 
 
+SEQ_TIMES = 10  # workload 2's executions per process: one alone lasts 0.1 s, too short to time
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
     reps = 1 if quick else 5
+    times = 2 if quick else SEQ_TIMES
     rows: list[dict[str, Any]] = []
-    for label, kind, size, task_runs in (
-        ("(2) {n:,} sequential tasks, SQLite", "seq", 300 if quick else 1_000, 1),
+    for label, kind, size, task_runs, each in (
+        ("(2) one execution of {n:,} sequential tasks, SQLite ({t} per process, one after "
+         "another)", "seq", 300 if quick else 1_000, 1, times),
         ("(3) {n:,} concurrent executions x 5 tasks, SQLite", "concurrent",
-         1_000 if quick else 10_000, 5),
+         1_000 if quick else 10_000, 5, 1),
     ):  # fmt: skip
         ours_runs: list[dict[str, float]] = []
         naive_runs: list[dict[str, float]] = []
         for _ in range(reps if kind == "seq" else max(1, reps - 2)):
-            ours_runs.append(measure(f"ours_{kind}", size))
-            naive_runs.append(measure(f"naive_{kind}", size))
+            ours_runs.append(measure(f"ours_{kind}", size, each))
+            naive_runs.append(measure(f"naive_{kind}", size, each))
         ours, naive = _median_runs(ours_runs), _median_runs(naive_runs)
-        n_runs = size * task_runs
+        n_runs = size * task_runs * each
+        name = label.format(n=size, t=each)
         rate, naive_rate = n_runs / ours["seconds"], n_runs / naive["seconds"]
-        rows.append(row("durable", label.format(n=size) + " vs the naive durable loop",
+        rows.append(row("durable", name + " vs the naive durable loop",
                         rate, naive_rate, "task runs/s",
-                        spread=[round(n_runs / r["seconds"]) for r in ours_runs],
-                        naive_spread=[round(n_runs / r["seconds"]) for r in naive_runs],
+                        spread=spread([n_runs / r["seconds"] for r in ours_runs]),
+                        naive_spread=spread([n_runs / r["seconds"] for r in naive_runs]),
+                        **cpu_us(ours, n_runs), runs=len(ours_runs),
                         ))  # fmt: skip
         naive_cpu = (naive["cpu_self"] + naive["cpu_children"]) / n_runs * 1e6
-        for who, m in (("actorflow", ours), ("naive loop", naive)):
+        for who, m, runs in (("actorflow", ours, ours_runs), ("naive loop", naive, naive_runs)):
             # actorflow's row has the naive loop's CPU as its baseline: the ratio is naive/ours
             # (the rate ratio's meaning: 0.5 = half the naive loop's speed, CPU-bound).
-            rows.append(row("durable", f"{label.format(n=size)}: CPU per task run, {who}",
+            rows.append(row("durable", f"{name}: CPU per task run, {who}",
                             (m["cpu_self"] + m["cpu_children"]) / n_runs * 1e6,
                             naive_cpu if m is ours else None, "µs",
-                            higher_is_better=False,
-                            main_process_us=m["cpu_self"] / n_runs * 1e6,
-                            writer_process_us=m["cpu_children"] / n_runs * 1e6,
-                            spread=[round((r["cpu_self"] + r["cpu_children"]) / n_runs * 1e6)
-                                    for r in (ours_runs if m is ours else naive_runs)],
-                            ))  # fmt: skip
+                            higher_is_better=False, **cpu_us(m, n_runs),
+                            spread=spread([(r["cpu_self"] + r["cpu_children"]) / n_runs * 1e6
+                                           for r in runs]),
+                            main_spread=spread([r["cpu_self"] / n_runs * 1e6 for r in runs]),
+                            writer_spread=spread([r["cpu_children"] / n_runs * 1e6
+                                                  for r in runs]),
+                            runs=len(runs)))  # fmt: skip
     lag_n = 300 if quick else 3_000
-    ours_l = _median_runs([measure("ours_lag", lag_n) for _ in range(max(1, reps - 2))])
-    naive_l = _median_runs([measure("naive_lag", lag_n) for _ in range(max(1, reps - 2))])
+    lag_reps = max(1, reps - 2)
+    ours_lags = [measure("ours_lag", lag_n) for _ in range(lag_reps)]
+    naive_lags = [measure("naive_lag", lag_n) for _ in range(lag_reps)]
+    ours_l, naive_l = _median_runs(ours_lags), _median_runs(naive_lags)
     rows.append(row("durable", f"loop lag p99, {lag_n:,} executions x 5 tasks in flight",
                     ours_l["lag_p99"], naive_l["lag_p99"], "ms", higher_is_better=False,
                     p50_ms=ours_l["lag_p50"], max_ms=ours_l["lag_max"],
+                    spread=spread([r["lag_p99"] for r in ours_lags]),
+                    naive_spread=spread([r["lag_p99"] for r in naive_lags]), runs=lag_reps,
                     note="sleep(0.01) overshoot of a probe; baseline: naive loop"))  # fmt: skip
     return rows
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3:
-        print(json.dumps(_one(sys.argv[1], int(sys.argv[2]))))
+    if len(sys.argv) in (3, 4) and sys.argv[1] in _WORKLOADS:
+        print(json.dumps(_one(sys.argv[1], *map(int, sys.argv[2:]))))
     else:
         from benchmarks.__main__ import print_table
 

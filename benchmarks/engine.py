@@ -31,7 +31,17 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 import actorflow as af
-from benchmarks._common import median_of, noop, row, seq_flow, tmpdb
+from benchmarks._common import (
+    Window,
+    cpu_us,
+    median_of,
+    noop,
+    row,
+    seq_flow,
+    spread,
+    tmpdb,
+    writer_pid,
+)
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parent.parent
@@ -50,15 +60,14 @@ def _provider() -> TracerProvider:
 
 
 # -- 2: sequential ------------------------------------------------------------------------------
-async def seq_rate(path: str, n: int, tracing: Any = None) -> float:
+async def seq_run(path: str, n: int, tracing: Any = None) -> dict[str, float]:
+    """One execution of ``n`` sequential tasks: a :class:`Window` result."""
     flow = seq_flow(n)
     async with af.Runtime.open(path, tracing=tracing) as rt:
-        gc.collect()  # the previous run's garbage is not this run's cost
-        start = time.perf_counter()
-        ex = await rt.run(flow)
-        elapsed = time.perf_counter() - start
+        with Window(writer_pid(rt)) as w:  # collects the previous run's garbage first
+            ex = await rt.run(flow)
     assert ex.state is af.State.SUCCESS
-    return n / elapsed
+    return w.result
 
 
 async def bare_seq(n: int) -> float:
@@ -132,35 +141,47 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     def med(fn: Any, *args: Any) -> float:
         return median_of([anyio.run(fn, *args) for _ in range(reps)])
 
+    def seq(path: Any, tracing: Any = None) -> tuple[float, dict[str, Any]]:
+        """Median rate of ``reps`` fresh runs, and the columns of its row (CPU, spread)."""
+        runs = [anyio.run(seq_run, path() if callable(path) else path, seq_n, tracing)
+                for _ in range(reps)]  # fmt: skip
+        rate = median_of([seq_n / r["seconds"] for r in runs])
+        med_run = {k: median_of([r[k] for r in runs]) for k in runs[0]}
+        return rate, {**cpu_us(med_run, seq_n), "per_task_run_us": 1e6 / rate,
+                      "spread": spread([seq_n / r["seconds"] for r in runs]),
+                      "runs": reps}  # fmt: skip
+
     # Warm-up of every path measured below: imports, first-time caches, and CPython's
     # specializing interpreter, which takes a few thousand calls to settle on the storage path.
     for _ in range(3):
-        anyio.run(seq_rate, ":memory:", seq_n)
-        anyio.run(seq_rate, str(tmpdb()), seq_n)
-    anyio.run(seq_rate, str(tmpdb()), seq_n, _provider())
+        anyio.run(seq_run, ":memory:", seq_n)
+        anyio.run(seq_run, str(tmpdb()), seq_n)
+    anyio.run(seq_run, str(tmpdb()), seq_n, _provider())
     bare = med(bare_seq, seq_n)
-    mem = med(seq_rate, ":memory:", seq_n)
+    mem, cols = seq(":memory:")
     rows.append(row("engine", f"(2) {seq_n} sequential tasks, memory store", mem, bare,
-                    "task runs/s", per_task_run_us=1e6 / mem,
-                    engine_overhead_us=1e6 / mem - 1e6 / bare))  # fmt: skip
+                    "task runs/s", engine_overhead_us=1e6 / mem - 1e6 / bare,
+                    **cols))  # fmt: skip
     rows.append(row("engine", "(2) engine overhead per task run, memory store",
                     1e6 / mem - 1e6 / bare, None, "µs", higher_is_better=False,
                     note="our time per task run minus the bare-asyncio limit's"))  # fmt: skip
-    disk = median_of([anyio.run(seq_rate, str(tmpdb()), seq_n) for _ in range(reps)])
+    disk, cols = seq(lambda: str(tmpdb()))
     rows.append(row("engine", f"(2) {seq_n} sequential tasks, SQLite, tracing off", disk, bare,
-                    "task runs/s", per_task_run_us=1e6 / disk))  # fmt: skip
-    traced = median_of([anyio.run(seq_rate, str(tmpdb()), seq_n, _provider()) for _ in range(reps)])
+                    "task runs/s", **cols))  # fmt: skip
+    traced, cols = seq(lambda: str(tmpdb()), _provider())
     rows.append(row("engine", f"(2) {seq_n} sequential tasks, SQLite, tracing on", traced, bare,
-                    "task runs/s", per_task_run_us=1e6 / traced,
-                    vs_tracing_off=traced / disk))  # fmt: skip
+                    "task runs/s", vs_tracing_off=traced / disk, **cols))  # fmt: skip
 
     conc = 1_000 if quick else 10_000
-    runs = sorted((isolated("concurrent", quick) for _ in range(1 if quick else 3)),
-                  key=lambda r: r["rate"])  # fmt: skip
-    ours, limit = runs[len(runs) // 2], isolated("bare_concurrent", quick)  # the median run
+    # One run, for its latency quantiles and peak RSS: the rate of this workload, median of
+    # three beside the naive durable loop's, is benchmarks/durable.py's row (3).
+    runs = [isolated("concurrent", quick)]
+    ours, limit = runs[0], isolated("bare_concurrent", quick)
     rows.append(row("engine", f"(3) {conc:,} concurrent executions x 5 tasks, SQLite",
                     ours["rate"], limit["rate"], "task runs/s", peak_rss_mb=ours["rss"],
-                    baseline_peak_rss_mb=limit["rss"]))  # fmt: skip
+                    baseline_peak_rss_mb=limit["rss"], main_process_us=ours["main_process_us"],
+                    writer_process_us=ours["writer_process_us"],
+                    spread=spread([r["rate"] for r in runs]), runs=len(runs)))  # fmt: skip
     for q in ("p50", "p99"):
         rows.append(row("engine", f"(3) submit-to-terminal {q}", ours[q] * 1e3, limit[q] * 1e3,
                         "ms", higher_is_better=False))  # fmt: skip

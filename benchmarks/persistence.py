@@ -20,7 +20,7 @@ import anyio
 import actorflow as af
 from actorflow.runtime._core._persist import decode_execution, decode_task_run
 from actorflow.storage import SQLiteStore
-from benchmarks._common import median_of, noop, row, seq_flow, tmpdb
+from benchmarks._common import median_of, noop, row, seq_flow, spread, tmpdb
 from benchmarks._isolated import concurrent
 
 RESULTS = Path(__file__).parent / "results"
@@ -72,26 +72,27 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     seq_n = 300 if quick else 1000
     conc = (200, 10) if quick else (1000, 10)
     rec_n = 1000 if quick else 10_000
-    reps = 1 if quick else 5
+    reps = 1 if quick else 3
     rows: list[dict[str, Any]] = []
     for _ in range(3):  # warm-up: imports, caches, CPython's specializing interpreter
         anyio.run(_seq, ":memory:", seq_n)
         anyio.run(_seq, str(tmpdb()), seq_n)
 
-    def pair(fn: Any, *args: Any) -> tuple[float, float]:
+    def pair(fn: Any, *args: Any) -> tuple[float, float, dict[str, Any]]:
         """Medians of memory and SQLite runs, interleaved so drift hits both alike."""
         mem, disk = [], []
         for _ in range(reps):
             mem.append(anyio.run(fn, ":memory:", *args))
             disk.append(anyio.run(fn, str(tmpdb()), *args))
-        return median_of(mem), median_of(disk)
+        return median_of(mem), median_of(disk), {"spread": spread(disk), "runs": reps,
+                                                 "memory_spread": spread(mem)}  # fmt: skip
 
-    mem, disk = pair(_seq, seq_n)
+    mem, disk, extra = pair(_seq, seq_n)
     rows.append(row("persistence", f"(a) {seq_n} sequential tasks, sqlite vs memory",
-                    disk, mem, "task runs/s"))  # fmt: skip
-    mem, disk = pair(_concurrent, *conc)
+                    disk, mem, "task runs/s", **extra))  # fmt: skip
+    mem, disk, extra = pair(_concurrent, *conc)
     rows.append(row("persistence", f"(b) {conc[0]} executions x {conc[1]} tasks, sqlite vs memory",
-                    disk, mem, "task runs/s"))  # fmt: skip
+                    disk, mem, "task runs/s", **extra))  # fmt: skip
     seconds, rate, floor = anyio.run(_recovery, rec_n)
     rows.append(row("persistence", f"(c) / (6) recover {rec_n:,} unfinished executions", seconds,
                     floor, "s", higher_is_better=False, executions_per_s=rate,

@@ -10,8 +10,8 @@ The PostgreSQL server is a throwaway cluster (``benchmarks/_pgcluster.py``, or
 promise as SQLite's WAL with ``synchronous=NORMAL`` (a crash of the process or the server
 loses nothing committed; a power loss may lose the last commits, never consistency). Each
 measurement runs in a fresh interpreter; it reports wall time and CPU seconds of the
-runtime process (with its SQLite writer process) and of the PostgreSQL server (the
-postmaster and its children, from ``/proc``), per 1,000 task runs.
+runtime process, of its SQLite writer process (none on PostgreSQL) and of the PostgreSQL
+server (the postmaster and its children, from ``/proc``), in µs per task run.
 
 Skipped, with the reason, when no PostgreSQL can start here.
 """
@@ -19,13 +19,10 @@ Skipped, with the reason, when no PostgreSQL can start here.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +30,20 @@ import anyio
 
 import actorflow as af
 from benchmarks import _pgcluster
-from benchmarks._common import median_of, noop, row, tmpdb
+from benchmarks._common import (
+    Window,
+    cpu_us,
+    median_of,
+    noop,
+    proc_cpu,
+    row,
+    spread,
+    tmpdb,
+    writer_pid,
+)
 
 ROOT = Path(__file__).parent.parent
 RESULTS = Path(__file__).parent / "results"
-
-
-def _stat_cpu(pid: int, with_reaped: bool = False) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])
-    if with_reaped:  # children that exited (and were waited for) count too
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu(pid: int | None) -> float:
@@ -60,44 +56,31 @@ def tree_cpu(pid: int | None) -> float:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         children = []
-    return _stat_cpu(pid, True) + sum(_stat_cpu(int(c)) for c in children)
+    return proc_cpu(pid, with_reaped=True) + sum(proc_cpu(int(c)) for c in children)
 
 
-class Window:
-    """Wall time and CPU of this process, its writer process and the server, while open."""
+class ServerWindow(Window):
+    """:class:`Window` with the CPU seconds of the PostgreSQL server too (``cpu_server``)."""
 
     def __init__(self, child_pid: int | None, postmaster: int | None) -> None:
-        self.child_pid = child_pid
+        super().__init__(child_pid)
         self.postmaster = postmaster
 
-    def __enter__(self) -> Window:
-        gc.collect()
+    def __enter__(self) -> ServerWindow:
         self._server0 = tree_cpu(self.postmaster)
-        self._child0 = _stat_cpu(self.child_pid) if self.child_pid else 0.0
-        self._cpu0 = time.process_time()
-        self._t0 = time.perf_counter()
+        super().__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.result = {
-            "seconds": time.perf_counter() - self._t0,
-            "cpu_runtime": time.process_time()
-            - self._cpu0
-            + ((_stat_cpu(self.child_pid) - self._child0) if self.child_pid else 0.0),
-            "cpu_server": tree_cpu(self.postmaster) - self._server0,
-        }
-
-
-def _writer_pid(rt: af.Runtime) -> int | None:
-    proc = getattr(getattr(rt.engine.store, "_proc", None), "_proc", None)
-    return None if proc is None else int(proc.pid)
+        super().__exit__(*exc)
+        self.result["cpu_server"] = tree_cpu(self.postmaster) - self._server0
 
 
 async def seq(db: str, n: int, postmaster: int | None) -> dict[str, float]:
     flow = af.Flow(id=f"seq{n}", namespace="bench", tasks=[noop(f"t{i}") for i in range(n)])
     files = tempfile.mkdtemp(prefix="actorflow-bench-files-")
     async with af.Runtime.open(db, files=files) as rt:
-        with Window(_writer_pid(rt), postmaster) as w:
+        with ServerWindow(writer_pid(rt), postmaster) as w:
             ex = await rt.run(flow)
     assert ex.state is af.State.SUCCESS
     return w.result
@@ -111,7 +94,7 @@ async def concurrent(db: str, executions: int, postmaster: int | None) -> dict[s
         assert (await rt.run(flow)).state is af.State.SUCCESS
 
     async with af.Runtime.open(db, files=files) as rt:
-        with Window(_writer_pid(rt), postmaster) as w:
+        with ServerWindow(writer_pid(rt), postmaster) as w:
             await asyncio.gather(*(one(rt) for _ in range(executions)))
     return w.result
 
@@ -153,7 +136,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         cluster = _pgcluster.start(fsync=True)
     except _pgcluster.Unavailable as exc:
         print(f"skipping postgres: {exc}", file=sys.stderr)
-        return []
+        return [{"benchmark": "postgres", "metric": "skipped", "note": f"no PostgreSQL: {exc}"}]
     try:
         return _run(cluster, quick)
     finally:
@@ -177,15 +160,18 @@ def _run(cluster: Any, quick: bool) -> list[dict[str, Any]]:
         pg, lite = med["postgres"], med["sqlite"]
         rows.append(row("postgres", label.format(n=size) + ": PostgreSQL vs SQLite",
                         n_runs / pg["seconds"], n_runs / lite["seconds"], "task runs/s",
-                        spread=[round(n_runs / r["seconds"]) for r in by["postgres"]],
-                        sqlite_spread=[round(n_runs / r["seconds"])
-                                       for r in by["sqlite"]]))  # fmt: skip
-        for who, m in (("PostgreSQL", pg), ("SQLite", lite)):
-            rows.append(row("postgres", f"{label.format(n=size)}: CPU s per 1,000 task runs, {who}",
-                            (m["cpu_runtime"] + m["cpu_server"]) / n_runs * 1000, None, "s",
-                            higher_is_better=False,
-                            runtime_process_s=m["cpu_runtime"] / n_runs * 1000,
-                            server_s=m["cpu_server"] / n_runs * 1000))  # fmt: skip
+                        spread=spread([n_runs / r["seconds"] for r in by["postgres"]]),
+                        sqlite_spread=spread([n_runs / r["seconds"] for r in by["sqlite"]]),
+                        **cpu_us(pg, n_runs), server_process_us=pg["cpu_server"] / n_runs * 1e6,
+                        runs=reps))  # fmt: skip
+        for who, m, runs in (("PostgreSQL", pg, by["postgres"]), ("SQLite", lite, by["sqlite"])):
+            total = [(r["cpu_self"] + r["cpu_children"] + r["cpu_server"]) / n_runs * 1e6
+                     for r in runs]  # fmt: skip
+            rows.append(row("postgres", f"{label.format(n=size)}: CPU per task run, {who}",
+                            (m["cpu_self"] + m["cpu_children"] + m["cpu_server"]) / n_runs * 1e6,
+                            None, "µs", higher_is_better=False, **cpu_us(m, n_runs),
+                            server_process_us=m["cpu_server"] / n_runs * 1e6,
+                            spread=spread(total), runs=reps))  # fmt: skip
     return rows
 
 

@@ -1,6 +1,6 @@
 """The storage writer alone: rows/s through ``Store.write`` from many concurrent writers.
 
-100,000 task-run upserts, each with a history row (200,000 rows), from 1,000 concurrent
+30,000 task-run upserts, each with a history row (60,000 rows), from 1,000 concurrent
 writers, SQLiteStore (group commit, WAL) beside MemoryStore (no persistence). Two kinds of
 caller: durable (each awaits its commit before the next write) and fire-and-forget (writes,
 then one flush at the end). Also the durable case with a few ``batch_max`` values.
@@ -28,7 +28,7 @@ from actorflow.storage import (
     UpsertExecution,
     UpsertTaskRun,
 )
-from benchmarks._common import median_of, row, tmpdb
+from benchmarks._common import median_of, row, spread, tmpdb
 
 RESULTS = Path(__file__).parent / "results"
 _SNAPSHOT = b"\x8a" + b"x" * 200  # about the size of a small task-run snapshot
@@ -86,12 +86,15 @@ def _measure(kind: str, writers: int, per_writer: int, durable: bool, batch_max:
     runs = [anyio.run(_run_one, kind, writers, per_writer, durable, batch_max) for _ in range(reps)]
     best = dict(runs[0])
     best["rows_per_s"] = median_of([r["rows_per_s"] for r in runs])
+    best["spread"] = spread([r["rows_per_s"] for r in runs])
+    best["runs"] = reps
     return best
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     writers = 1000
-    per_writer = 10 if quick else 100
+    # 30 each: the rate is steady well before that (100 each took 100 s of `make bench`).
+    per_writer = 10 if quick else 30
     reps = 1 if quick else 3
     task_runs = writers * per_writer
     results: list[dict[str, Any]] = []

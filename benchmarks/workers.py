@@ -42,7 +42,7 @@ import anyio
 import actorflow as af
 from actorflow.storage import is_postgres_url
 from benchmarks import _pgcluster
-from benchmarks._common import noop, row, tmpdb
+from benchmarks._common import noop, proc_cpu, row, spread, tmpdb
 from benchmarks.postgres import postmaster_pid, tree_cpu
 
 RESULTS = Path(__file__).parent / "results"
@@ -118,6 +118,7 @@ async def _throughput(
     try:
         async with af.Runtime.open(db, worker=False, flows=[FLOW], files=files) as client:
             worker0 = sum(tree_cpu(p.pid) for p in procs)
+            own0 = sum(proc_cpu(p.pid) for p in procs)
             server0 = tree_cpu(postmaster)
             client0 = time.process_time()
             start = time.perf_counter()
@@ -129,6 +130,7 @@ async def _throughput(
                 await anyio.sleep(0.02)
             elapsed = time.perf_counter() - start
             worker_s = sum(tree_cpu(p.pid) for p in procs) - worker0
+            own_s = sum(proc_cpu(p.pid) for p in procs) - own0
             server_s = tree_cpu(postmaster) - server0
             client_s = time.process_time() - client0
     finally:
@@ -138,7 +140,11 @@ async def _throughput(
     return {"rate": runs / elapsed, "seconds": elapsed,
             "worker_cpu_per_1000": worker_s / runs * 1000,
             "server_cpu_per_1000": server_s / runs * 1000,
-            "client_cpu_per_1000": client_s / runs * 1000}  # fmt: skip
+            "client_cpu_per_1000": client_s / runs * 1000,
+            # The same in µs per task run, the worker processes split from their writers.
+            "main_process_us": own_s / runs * 1e6,
+            "writer_process_us": (worker_s - own_s) / runs * 1e6,
+            "server_process_us": server_s / runs * 1e6}  # fmt: skip
 
 
 async def _latency(db: str, samples: int) -> tuple[float, float]:
@@ -161,9 +167,16 @@ async def _latency(db: str, samples: int) -> tuple[float, float]:
     return statistics.median(delays), delays[min(len(delays) - 1, int(len(delays) * 0.99))]
 
 
-def _median(runs: list[dict[str, float]]) -> dict[str, float]:
-    """Each figure's median over repeated runs (the machine is shared: one run is noisy)."""
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+def _median(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """Each figure's median over repeated runs (the machine is shared: one run is noisy), and
+    the rate of every run (``rate_spread``)."""
+    return {**{k: statistics.median(r[k] for r in runs) for k in runs[0]},
+            "rate_spread": spread([r["rate"] for r in runs])}  # fmt: skip
+
+
+def _cpu(m: dict[str, Any]) -> dict[str, Any]:
+    """The table's CPU columns of a median run (µs per task run)."""
+    return {k: m[k] for k in ("main_process_us", "writer_process_us", "server_process_us")}
 
 
 def _pg_database(cluster: _pgcluster.Cluster) -> str:
@@ -180,9 +193,11 @@ def _sqlite_rows(executions: int, samples: int, reps: int) -> list[dict[str, Any
     return [
         row("workers", f"{label}, 2 workers vs 1", two["rate"], one["rate"], "task runs/s",
             one_worker=one["rate"], worker_cpu_s_per_1000=[one["worker_cpu_per_1000"],
-                                                           two["worker_cpu_per_1000"]]),
+                                                           two["worker_cpu_per_1000"]],
+            spread=two["rate_spread"], one_worker_spread=one["rate_spread"], runs=reps,
+            **_cpu(two)),
         row("workers", f"{label}, 1 worker: CPU s per 1,000 task runs (workers)",
-            one["worker_cpu_per_1000"], None, "s", higher_is_better=False),
+            one["worker_cpu_per_1000"], None, "s", higher_is_better=False, **_cpu(one)),
         row("workers", f"(b) SQLite, submit -> start through the queue p50 ({samples})",
             p50 * 1000, None, "ms", higher_is_better=False),
         row("workers", f"(b) SQLite, submit -> start through the queue p99 ({samples})",
@@ -195,7 +210,7 @@ def _postgres_rows(executions: int, samples: int, reps: int) -> list[dict[str, A
         cluster = _pgcluster.start(fsync=True)
     except _pgcluster.Unavailable as exc:
         print(f"skipping the PostgreSQL workers: {exc}", file=sys.stderr)
-        return []
+        return [{"benchmark": "workers", "metric": "skipped", "note": f"no PostgreSQL: {exc}"}]
     try:
         pm = postmaster_pid(cluster)
         by = {
@@ -215,13 +230,14 @@ def _postgres_rows(executions: int, samples: int, reps: int) -> list[dict[str, A
         rows.append(row("workers", f"{label}, {w} worker{'s' if w > 1 else ''}"
                         + (" vs 1" if w > 1 else ""), m["rate"], one["rate"] if w > 1 else None,
                         "task runs/s", worker_cpu_s_per_1000=round(m["worker_cpu_per_1000"], 3),
-                        server_cpu_s_per_1000=round(m["server_cpu_per_1000"], 3)))  # fmt: skip
+                        server_cpu_s_per_1000=round(m["server_cpu_per_1000"], 3),
+                        spread=m["rate_spread"], runs=reps, **_cpu(m)))  # fmt: skip
         rows.append(row("workers", f"{label}, {w} worker{'s' if w > 1 else ''}: CPU s per "
                         "1,000 task runs, workers + server",
                         m["worker_cpu_per_1000"] + m["server_cpu_per_1000"], None, "s",
                         higher_is_better=False, workers_s=m["worker_cpu_per_1000"],
                         server_s=m["server_cpu_per_1000"],
-                        client_s=m["client_cpu_per_1000"]))  # fmt: skip
+                        client_s=m["client_cpu_per_1000"], **_cpu(m)))  # fmt: skip
     for w in (2, 4):
         projected = w * one["worker_cpu_per_1000"] / by[w]["worker_cpu_per_1000"]
         rate = w * 1000 / by[w]["worker_cpu_per_1000"]  # each worker busy on its own core

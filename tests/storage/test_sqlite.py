@@ -101,6 +101,21 @@ async def test_a_commit_is_durable_for_a_new_connection(tmp_path: Path) -> None:
         assert [c.id for c in await s.commands_after(0)] == [cid]
 
 
+async def test_the_writer_process_stores_none_as_null_and_bytes_as_blobs(tmp_path: Path) -> None:
+    """Its plain binding of None and bytes stores SQL NULL and the exact bytes, as BLOB."""
+    path = tmp_path / "n.db"
+    snapshot = bytes(range(256))
+    async with SQLiteStore(path) as s:
+        assert s.writer == "process"
+        await s.write([UpsertExecution(ex("e1", ended=None, data=snapshot))])
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        row = conn.execute(
+            "SELECT typeof(ended), typeof(parent_execution_id), typeof(data), data"
+            " FROM executions WHERE id = 'e1'"
+        ).fetchone()
+    assert row == ("null", "null", "blob", snapshot)
+
+
 # -- bad files -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("content", "message"),

@@ -202,6 +202,9 @@ UPDATE schema_version SET version = 9
     9: _V9_TO_V10,
     # v11: namespace and state together off one index (see SQLite's v11).
     10: _V10_TO_V11,
+    # v12: SQLite's drops an index no query reads and AUTOINCREMENT (see _schema.py); here a
+    # seq is an identity column already, so only the index goes.
+    11: "DROP INDEX IF EXISTS ix_task_runs_state; UPDATE schema_version SET version = 12",
 }
 CURRENT_PG_VERSION = PG_VERSION + len(MIGRATIONS)
 # Both stores speak one schema version: a SQLite migration needs its PostgreSQL twin here

@@ -7,7 +7,7 @@ import sqlite3
 from actorflow._errors import DatabaseInvalid, SchemaTooNew
 from actorflow.storage._writer_proc import with_lock_retry
 
-CURRENT_VERSION = 11
+CURRENT_VERSION = 12
 
 _V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -245,10 +245,51 @@ UPDATE schema_version SET version = 11
 # -- end of v11 ------------------------------------------------------------------------------
 
 
+# -- v12: fewer B-tree writes per task run --------------------------------------------------
+# No query reads task runs by state alone: ix_task_runs_state was only written (each task
+# run's insert and every state change). AUTOINCREMENT made each appended history or log row
+# read and rewrite its sqlite_sequence row as well; a plain INTEGER PRIMARY KEY still counts
+# up from the largest seq present, which is all ``ORDER BY seq`` needs (seq is never shown,
+# and a reused number can only follow every row still stored). The rows are copied with
+# their seq, so the order of what is stored is kept.
+_V11_TO_V12 = """
+DROP INDEX IF EXISTS ix_task_runs_state;
+CREATE TABLE state_history_v12 (
+    seq INTEGER PRIMARY KEY,
+    execution_id TEXT NOT NULL,
+    task_run_id TEXT,
+    state TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+INSERT INTO state_history_v12 (seq, execution_id, task_run_id, state, ts)
+    SELECT seq, execution_id, task_run_id, state, ts FROM state_history;
+DROP TABLE state_history;
+ALTER TABLE state_history_v12 RENAME TO state_history;
+CREATE INDEX ix_history_execution ON state_history(execution_id, seq);
+CREATE TABLE logs_v12 (
+    seq INTEGER PRIMARY KEY,
+    execution_id TEXT NOT NULL,
+    task_run_id TEXT,
+    ts REAL NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL,
+    trace_id TEXT,
+    span_id TEXT
+);
+INSERT INTO logs_v12 (seq, execution_id, task_run_id, ts, level, message, trace_id, span_id)
+    SELECT seq, execution_id, task_run_id, ts, level, message, trace_id, span_id FROM logs;
+DROP TABLE logs;
+ALTER TABLE logs_v12 RENAME TO logs;
+CREATE INDEX ix_logs_execution ON logs(execution_id, seq);
+UPDATE schema_version SET version = 12
+"""
+# -- end of v12 ------------------------------------------------------------------------------
+
+
 # MIGRATIONS[v] takes a database from version v to v + 1.
 MIGRATIONS: dict[int, str] = {
     1: _V1_TO_V2, 2: _V2_TO_V3, 3: _V3_TO_V4, 4: _V4_TO_V5, 5: _V5_TO_V6, 6: _V6_TO_V7,
-    7: _V7_TO_V8, 8: _V8_TO_V9, 9: _V9_TO_V10, 10: _V10_TO_V11,
+    7: _V7_TO_V8, 8: _V8_TO_V9, 9: _V9_TO_V10, 10: _V10_TO_V11, 11: _V11_TO_V12,
 }  # fmt: skip
 
 

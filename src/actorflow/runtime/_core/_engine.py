@@ -80,6 +80,8 @@ class GuardianLike(Protocol):
 
 
 _log = logging.getLogger("actorflow.engine")
+# Module globals: ``State.X`` is a class-attribute read through the enum's metaclass.
+_PAUSED, _QUEUED = State.PAUSED, State.QUEUED
 
 
 class Engine:
@@ -265,11 +267,12 @@ class Engine:
                         event.set()
             if ex.id in self.live:
                 idle = self.admission.idle
-                if ex.state is State.PAUSED or ex.state is State.QUEUED:
+                state = ex.state
+                if state is _PAUSED or state is _QUEUED:
                     if ex.id not in idle:
                         idle.add(ex.id)
                         self._admit()  # an idle execution holds no slot
-                else:
+                elif idle:
                     idle.discard(ex.id)
             if self.state_listeners and not ex.state.terminal:
                 for listener in self.state_listeners:

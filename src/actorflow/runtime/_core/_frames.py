@@ -84,6 +84,10 @@ class Frame:
     __slots__ = ("allow_failure", "allow_warning", "err", "error", "errors", "fin", "finally_",
                  "main", "owner_id", "runs", "tasks", "value")  # fmt: skip
 
+    #: Whether :meth:`prepare` can decide anything (WaitFor): the others skip the call, and
+    #: the clock read for it, on every look at the frame.
+    waits = False
+
     def __init__(
         self,
         runs: Mapping[str, TaskRun],
@@ -124,15 +128,16 @@ class Frame:
 
     def add(self, tr: TaskRun) -> None:
         """Register a child (new, or restored from a snapshot)."""
-        self.lane(tr).add(tr)
+        (self.main if tr.branch == MAIN else self.lane(tr)).add(tr)
 
     def changed(self, old: State, tr: TaskRun) -> None:
         """A child moved from ``old`` to ``tr.state``."""
-        if old.terminal or not tr.state.terminal:
+        state = tr.state
+        if old.terminal or not state.terminal:
             return
-        lane = self.lane(tr)
+        lane = self.main if tr.branch == MAIN else self.lane(tr)
         lane.active -= 1
-        if tr.state.failed:
+        if state.failed:
             lane.failed = True
 
     def outputs(self) -> dict[str, Any]:
@@ -156,13 +161,17 @@ class Frame:
     def main_nexts(self, limit: int) -> list[Spec]:
         """Next main children (at most ``limit``, ``limit`` >= 1); default: one after
         another, stopping at a failure."""
-        return _seq(self.tasks, self.main, MAIN, self.value)
+        main = self.main  # _seq inlined: asked twice per child of a sequence
+        if main.active or main.failed:
+            return []
+        i, tasks = len(main.ids), self.tasks
+        return [Spec(tasks[i], MAIN, self.value)] if i < len(tasks) else []
 
     def nexts(self, limit: int = ALL) -> list[Spec]:
         """Children to create now, the first ``limit`` of them (pure: creating them changes
         the answer). Costs what it returns, not what the frame holds."""
         specs = self.main_nexts(limit)
-        if specs or self.main_active():
+        if specs or self.main.active > 0:
             return specs
         if self.main_failed() and self.errors:
             specs = _seq(self.errors, self.err, ERRORS, self.value)
@@ -178,7 +187,7 @@ class Frame:
 
     def result(self, killing: bool = False) -> State | None:
         """This frame's terminal state, or None while something can still run."""
-        if self.main_active() or self.err.active or self.fin.active:
+        if self.main.active > 0 or self.err.active or self.fin.active:
             return None
         if killing:
             return State.KILLED
@@ -431,6 +440,8 @@ class WaitForFrame(Frame):
 
     __slots__ = ("_count", "_decide", "_fail_on_max", "_interval", "done", "iteration",
                  "waiting")  # fmt: skip
+
+    waits = True
 
     def __init__(
         self,
