@@ -166,7 +166,12 @@ def inspect_file(path: Path, *, in_use: bool = False) -> Inspection:
                 " left untouched"
             )
         wal = read_wal_header(str(path))
-        wal_frames = wal is not None and wal_path.stat().st_size > 32
+        try:
+            wal_frames = wal is not None and wal_path.stat().st_size > 32
+        except FileNotFoundError:
+            # The last connection of a process that is going away (a killed runtime's writer
+            # process) removed its WAL between the two reads: nothing is left to check.
+            wal, wal_frames = None, False
         if not wal_frames and not Path(f"{path}-journal").exists():
             _check_size(path, head, size, page)
         if wal is not None and wal_frames and not peers_live(path):
