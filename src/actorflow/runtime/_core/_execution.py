@@ -189,9 +189,8 @@ class ExecutionActor(Actor):
             return exc
 
     async def _handle(self, message: Any) -> Any:
-        if type(message) is TaskRunChanged:
-            self._child_changed(message.task_run)
-        elif isinstance(message, Terminated):
+        # TaskRunChanged never comes here: receive handles it without a coroutine.
+        if isinstance(message, Terminated):
             if message.error is not None:
                 # Terminated comes on the system lane, ahead of the snapshots the child sent
                 # before crashing: handle it after them, on the ordinary lane (never refused:
