@@ -123,6 +123,46 @@ async def test_sequential_tree_attributes_and_events(otel: Otel) -> None:
     assert all(s.status.status_code is not StatusCode.ERROR for s in spans)
 
 
+
+async def test_an_attempt_ending_in_its_first_step_is_stored_once_and_traced_whole(
+    otel: Otel,
+) -> None:
+    """With tracing on, a task that ends without waiting stores one snapshot (RUNNING with its
+    end), and its spans still carry every state; one that waits stores RUNNING first."""
+    gate = anyio.Event()
+
+    @af.task
+    async def instant(ctx: af.TaskContext) -> None:
+        return None
+
+    @af.task
+    async def waits(ctx: af.TaskContext) -> None:
+        await gate.wait()
+
+    flow = af.Flow(id="eager", namespace="team", tasks=[instant("now"), waits("later")])
+    saved: dict[str, list[State]] = {}
+    async with Runtime.open(":memory:", tracing=otel.tracing) as rt:
+        save = rt.engine.save_task_run
+
+        def counting(tr: Any, new: Any = ()) -> Any:
+            saved.setdefault(tr.task_id, []).append(tr.state)
+            return save(tr, new)
+
+        rt.engine.save_task_run = counting  # type: ignore[method-assign]
+        handle = await rt.submit(flow)
+        await rt.wait_for(handle.id, State.RUNNING)
+        await anyio.wait_all_tasks_blocked()  # "later" waits on the gate
+        assert saved["later"] == [State.RUNNING]  # stored before it waited
+        gate.set()
+        ex = await handle.wait()
+    assert ex.state is State.SUCCESS
+    assert saved["now"] == [State.SUCCESS]
+    assert saved["later"] == [State.RUNNING, State.SUCCESS]
+    for task_id in ("now", "later"):
+        span = otel.one(f"task {task_id}")
+        assert [e.name for e in span.events] == ["CREATED", "RUNNING", "SUCCESS"]
+        assert parent_of(otel.one(f"{task_id} attempt 1"), otel.spans()) == f"task {task_id}"
+
 async def test_caller_span_is_the_parent(otel: Otel) -> None:
     """An execution submitted inside the caller's span is its child, in the caller's trace."""
     async with Runtime.open(":memory:", tracing=otel.tracing) as rt:

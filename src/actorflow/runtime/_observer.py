@@ -46,6 +46,11 @@ class AttemptScope(Protocol):
 class Observer:
     """Hooks for tracing and metrics; this base does nothing (tracing off)."""
 
+    #: Whether it must see a task run's RUNNING as its own change. An observer that reads the
+    #: history of ended records instead says False: an attempt that ends in its first step
+    #: is then stored with RUNNING and its end in one snapshot, one write less.
+    sees_running: bool = True
+
     def execution_changed(self, ex: Execution) -> None:
         """An execution got a new state."""
 

@@ -694,6 +694,7 @@ class TracingObserver(Observer):
     """Builds the span tree from the engine's state changes."""
 
     stores_durations = True
+    sees_running = False  # spans and their state events are made from the ended record
 
     def __init__(
         self,
@@ -1043,6 +1044,7 @@ class ObserverGroup(Observer):
     """
 
     def __init__(self, *observers: Observer) -> None:
+        self.sees_running = any(o.sees_running for o in observers)
         self.observers = observers
         self.stores_durations = any(o.stores_durations for o in observers)
 

@@ -227,14 +227,18 @@ class TaskRunActor(Actor):
         task = self.task
         assert isinstance(task, Runnable)
         observer = engine.observer if engine.tracing else None
-        # Without tracing or a timeout, the attempt's first step runs before RUNNING is queued
-        # for storage: nothing else runs meanwhile, so nothing can tell, and an attempt that
-        # ends in that step (most do) stores RUNNING with its end, in one snapshot.
-        # Nor while the store is cut off (the attempt waits for it first), nor when the
-        # task's templates call kv() (read from the store before the attempt).
+        # Without a timeout, the attempt's first step runs before RUNNING is queued for
+        # storage: nothing else runs meanwhile, so nothing can tell, and an attempt that ends
+        # in that step (most do) stores RUNNING with its end, in one snapshot. Not for an
+        # observer that must see RUNNING as its own change (the CLI's progress), nor while
+        # the store is cut off (the attempt waits for it first), nor when the task's
+        # templates call kv() (read from the store before the attempt).
         outage = engine.store_outage() if engine.store_outage is not None else None
         eager = (
-            observer is None and task.timeout is None and outage is None and not kv_templates(task)
+            task.timeout is None
+            and outage is None
+            and (observer is None or not observer.sees_running)
+            and not kv_templates(task)
         )
         if eager:
             task_run_event(self.scope.record, record)
