@@ -123,7 +123,6 @@ async def test_sequential_tree_attributes_and_events(otel: Otel) -> None:
     assert all(s.status.status_code is not StatusCode.ERROR for s in spans)
 
 
-
 async def test_an_attempt_ending_in_its_first_step_is_stored_once_and_traced_whole(
     otel: Otel,
 ) -> None:
@@ -162,6 +161,7 @@ async def test_an_attempt_ending_in_its_first_step_is_stored_once_and_traced_who
         span = otel.one(f"task {task_id}")
         assert [e.name for e in span.events] == ["CREATED", "RUNNING", "SUCCESS"]
         assert parent_of(otel.one(f"{task_id} attempt 1"), otel.spans()) == f"task {task_id}"
+
 
 async def test_caller_span_is_the_parent(otel: Otel) -> None:
     """An execution submitted inside the caller's span is its child, in the caller's trace."""
