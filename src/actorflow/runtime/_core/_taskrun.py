@@ -222,7 +222,12 @@ class TaskRunActor(Actor):
             await self._run_attempt()
 
     # -- runnable attempts -----------------------------------------------------------
-    async def _run_attempt(self, to_running: bool = False) -> None:
+    def _run_attempt(self, to_running: bool = False) -> Coroutine[Any, Any, None]:
+        """Start the next attempt; the coroutine returned runs it (awaited at once).
+
+        Only the running part is a coroutine: its frame is held while the attempt runs, by
+        every running task run, so it keeps few locals.
+        """
         engine = self.scope.engine
         record = self.record
         number = len(record.attempts) + 1
@@ -250,10 +255,20 @@ class TaskRunActor(Actor):
         else:
             self._publish()
         ctx = self.scope.task_context(record, number, self.working_dir)
-        error: BaseException | None = None
-        outputs: dict[str, Any] = {}
         self._killed = False
         span = observer.attempt_started(self.scope, record, number) if observer else None
+        return self._attempt(task, ctx, eager, outage, span)
+
+    async def _attempt(
+        self,
+        task: Runnable,
+        ctx: TaskContext,
+        eager: bool,
+        outage: Awaitable[object] | None,
+        span: Any,
+    ) -> None:
+        error: BaseException | None = None
+        result: Any = None
         with self.context.interruptible() as cancel:
             self._cancel = cancel
             try:
@@ -269,7 +284,7 @@ class TaskRunActor(Actor):
                     await prefetch_kv(task, ctx)
                     result = await task.run(ctx)
                 if result is not None:
-                    outputs = normalize_outputs(result)
+                    result = normalize_outputs(result)
             except TimeoutError as exc:
                 if task.timeout is not None and not str(exc):
                     exc = TimeoutError(f"Timeout after {task.timeout}s")
@@ -279,16 +294,36 @@ class TaskRunActor(Actor):
                 error = exc
         self._cancel = None
         if ctx.log_lines:
-            try:
-                uri = await ctx.storage.put(
-                    f"log-{number}.txt", "".join(line + "\n" for line in ctx.log_lines)
-                )
-            except Exception as exc:  # the attempt did not keep its log lines
-                error = error or exc
-            else:
-                attempts = self.record.attempts
-                last = msgspec.structs.replace(attempts[-1], log_file=uri)
-                self.record = msgspec.structs.replace(self.record, attempts=(*attempts[:-1], last))
+            error = await self._store_log(ctx, error)
+        self._attempt_ended(task, ctx, span, result, error, cancel.cancelled_caught)
+
+    async def _store_log(
+        self, ctx: TaskContext, error: BaseException | None
+    ) -> BaseException | None:
+        """Keep a ``log_to_file`` attempt's lines as its log file; the attempt's error after."""
+        assert ctx.log_lines is not None
+        try:
+            uri = await ctx.storage.put(
+                f"log-{ctx.attempt}.txt", "".join(line + "\n" for line in ctx.log_lines)
+            )
+        except Exception as exc:  # the attempt did not keep its log lines
+            return error or exc
+        attempts = self.record.attempts
+        last = msgspec.structs.replace(attempts[-1], log_file=uri)
+        self.record = msgspec.structs.replace(self.record, attempts=(*attempts[:-1], last))
+        return error
+
+    def _attempt_ended(
+        self,
+        task: Runnable,
+        ctx: TaskContext,
+        span: Any,
+        outputs: dict[str, Any] | None,
+        error: BaseException | None,
+        cancelled: bool,
+    ) -> None:
+        engine = self.scope.engine
+        number = ctx.attempt
         if error is None and ctx.rejected is not None:
             # A log line or metric the store could not keep was refused; even if the task
             # caught that error, the attempt did not record what it meant to.
@@ -304,7 +339,7 @@ class TaskRunActor(Actor):
                 if error is None:
                     error = exc
             self.record = msgspec.structs.replace(self.record, metrics=merged)
-        if cancel.cancelled_caught or self._killed:
+        if cancelled or self._killed:
             if span is not None:
                 engine.observer.attempt_ended(span, State.KILLED, None)
             self._end_attempt(State.KILLED, error="killed")
@@ -319,7 +354,9 @@ class TaskRunActor(Actor):
                     state = State.WARNING
                     if task.allow_warning:
                         state = State.SUCCESS
-            self._end_attempt(state, attempt_state=State.SUCCESS, outputs=outputs)
+            self._end_attempt(
+                state, attempt_state=State.SUCCESS, outputs={} if outputs is None else outputs
+            )
             return
         if not isinstance(error, TimeoutError):
             ctx.log.error(safe_text("".join(traceback.format_exception_only(error)).strip()))
