@@ -98,3 +98,37 @@ async def test_watching_a_child_that_already_ended_reads_its_outputs(rt: af.Runt
     assert got == [Complete(af.State.SUCCESS, {"t": {"data": "x" * 100}}, None)]
     await anyio.wait_all_tasks_blocked()  # the reading task finishes and drops itself
     assert not rt.engine._loads
+
+
+async def test_a_task_stepped_once_by_hand_continues_as_await_would() -> None:
+    """``_Continue`` (an iterator, not a generator, to hold less per running task run) passes
+    on what the coroutine yields, what is sent back, a cancellation it catches, and a close."""
+    import asyncio
+
+    from actorflow.runtime._core._taskrun import _Continue
+
+    seen: list[str] = []
+
+    async def body() -> str:
+        await asyncio.sleep(0)  # yields None: handed on as it is
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+        return "done"
+
+    coro = body()
+    first = coro.send(None)
+    task = asyncio.ensure_future(_Continue(coro, first))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    task.cancel()
+    assert await task == "done" and seen == ["cancelled"]
+
+    closed = body()
+    stepped = _Continue(closed, closed.send(None))
+    outer = stepped.__await__()
+    assert outer.send(None) is None
+    outer.close()
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        closed.send(None)  # the coroutine was closed with it

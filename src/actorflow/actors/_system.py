@@ -164,15 +164,16 @@ class ActorSystem:
                             ref._stopping = True
                             break
                     else:
-                        envelope = ref._next
-                        if envelope is not None:
+                        # Unpacked at once, never kept in a local: a local would hold the
+                        # envelope through the whole receive (a task run's whole attempt).
+                        if ref._next is not None:
+                            message, reply = ref._next
                             ref._next = None
                         else:
                             ordinary = ref._ordinary
                             if not ordinary:
                                 break
-                            envelope = ordinary.popleft()
-                        message, reply = envelope
+                            message, reply = ordinary.popleft()
                         if ref._room:
                             # Free the slot at once: a blocked sender may be what receive awaits.
                             ref._free_slot()

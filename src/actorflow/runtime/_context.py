@@ -283,6 +283,7 @@ class TaskContext:
     __slots__ = (
         "_kv",
         "_metric",
+        "_trigger",
         "_variables",
         "attempt",
         "engine",
@@ -299,7 +300,6 @@ class TaskContext:
         "rejected",
         "task_id",
         "task_run_id",
-        "trigger",
         "value",
         "working_dir",
     )
@@ -349,12 +349,19 @@ class TaskContext:
         self.attempt = attempt
         self.value = value
         self.iteration = iteration
-        #: What started the execution, when a trigger did (``{{ trigger.* }}``).
-        self.trigger = trigger or {}
+        self._trigger = trigger or None
         self._metric: MetricRecorder | None = None
         self._kv: KVFunction | None = None
         # The first log line or metric refused as unstorable: the attempt fails with it.
         self.rejected: UnstorableValue | None = None
+
+    @property
+    def trigger(self) -> Mapping[str, Any]:
+        """What started the execution, when a trigger did (``{{ trigger.* }}``)."""
+        trigger = self._trigger
+        if trigger is None:  # made on first read: most executions have no trigger
+            trigger = self._trigger = {}
+        return trigger
 
     def reject(self, error: UnstorableValue) -> None:
         """Remember a refused log line or metric: the attempt fails with the first one."""

@@ -14,8 +14,9 @@ import json
 import os
 import tempfile
 import typing
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -34,6 +35,7 @@ import msgspec
 from actorflow._errors import FlowError, OutputError
 from actorflow.runtime._clock import check_duration
 from actorflow.runtime._retry import Retry
+from actorflow.runtime._template_io import KV_TEMPLATES_ATTR
 
 #: The longest task id (Kestra's limit for flow ids).
 MAX_ID_LENGTH = 100
@@ -89,6 +91,10 @@ class Task:
             )
         if self.timeout is not None:
             check_duration(self.timeout, f"task {self.id!r}: timeout")
+        # The slot of kv_templates' cache, made with the fields: added later, the attribute
+        # would turn the task's inline attribute values into a dict of its own (768 bytes a
+        # task, and a fan-out has one task per branch).
+        object.__setattr__(self, KV_TEMPLATES_ATTR, None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,7 +250,10 @@ class Call(Runnable, Generic[R]):
         value = outputs.get("value") if isinstance(outputs, Mapping) else outputs
         return cast("R", _convert(value, annotation, f"outputs of task {self.id!r}"))
 
-    async def run(self, ctx: TaskContext) -> Any:
+    def run(self, ctx: TaskContext) -> Coroutine[Any, Any, Any]:
+        # Not a coroutine itself: the function's own coroutine (or the thread's) is what the
+        # attempt awaits, one frame less held by each running task run. What goes wrong
+        # before it (a template, a reference) raises from this call.
         params = ctx.render(self.params, field="params") if self.params else {}
         if self.refs:
             hints = _hints(self.fn)
@@ -256,8 +265,8 @@ class Call(Runnable, Generic[R]):
                 value = self.params[name].resolve(ctx.outputs, where, keys)
                 params[name] = _convert(value, hints.get(name, Any), where)
         if _is_async(self.fn):
-            return await self.fn(ctx, **params)
-        return await ctx.run_sync(functools.partial(self.fn, ctx, **params))
+            return _awaited(self.fn(ctx, **params))
+        return ctx.run_sync(functools.partial(self.fn, ctx, **params))
 
 
 def _iteration(flow: Flow, ctx: TaskContext, depth: int) -> list[str]:
@@ -282,6 +291,18 @@ def _iteration(flow: Flow, ctx: TaskContext, depth: int) -> list[str]:
         if not keys or keys[-1] != value:
             keys.append(value)
     return keys
+
+
+def _awaited(result: Any) -> Coroutine[Any, Any, Any]:
+    """``result`` if it is a coroutine (the rule), else a coroutine awaiting it (a callable
+    that returns some other awaitable)."""
+    if type(result) is CoroutineType:
+        return cast("Coroutine[Any, Any, Any]", result)
+    return _await(result)
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 @functools.cache

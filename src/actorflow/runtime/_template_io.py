@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 #: The file of configuration variables templates read as ``{{ globals.x }}``.
 GLOBALS_ENV = "ACTORFLOW_GLOBALS"
 _ROUNDS = 8  # keys named by other keys' values, nested this deep at most
-_CACHE_ATTR = "_actorflow_kv_templates"
+#: Where kv_templates keeps its finding on a task (Task.__post_init__ makes the slot).
+KV_TEMPLATES_ATTR = "_actorflow_kv_templates"
 
 
 class KVNotRead(Exception):
@@ -74,7 +75,7 @@ class KVFunction:
 
 def kv_templates(task: Any) -> tuple[Any, ...]:
     """The template strings among ``task``'s fields that call ``kv(``, found once per task."""
-    cached = getattr(task, _CACHE_ATTR, None)
+    cached = getattr(task, KV_TEMPLATES_ATTR, None)
     if cached is None:
         found: list[Any] = []
         if dataclasses.is_dataclass(task):
@@ -83,7 +84,7 @@ def kv_templates(task: Any) -> tuple[Any, ...]:
         cached = tuple(found)
         # Tasks are frozen dataclasses shared by every execution of the flow: the scan of
         # its (immutable) fields is kept on the task itself.
-        object.__setattr__(task, _CACHE_ATTR, cached)
+        object.__setattr__(task, KV_TEMPLATES_ATTR, cached)
     return cached
 
 

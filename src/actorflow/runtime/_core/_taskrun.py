@@ -54,6 +54,7 @@ from actorflow.runtime._values import (
 )
 
 if TYPE_CHECKING:
+    from actorflow.runtime._context import TaskContext
     from actorflow.runtime._core._scope import ExecutionScope
 
 
@@ -105,14 +106,15 @@ class TaskRunActor(Actor):
         self._killed = False
         self._timer: TimerHandle | None = None
         # A fresh task run was created for this actor and not saved yet: its first save
-        # carries the creation too (one write instead of two, moments apart).
-        self._pending: list[StateEntry] = list(record.history) if fresh else []
+        # carries the creation too (one write instead of two, moments apart). A tuple: the
+        # empty one is shared, and a live fan-out holds one per task run.
+        self._pending: tuple[StateEntry, ...] = record.history if fresh else ()
 
     # -- state -----------------------------------------------------------------------
     def _to(self, state: State, **changes: Any) -> None:
         check_transition("task run", self.record.id, self.record.state, state)
         entry = StateEntry(state, self.scope.engine.clock.now())
-        self._pending.append(entry)
+        self._pending = (*self._pending, entry)
         self.record = msgspec.structs.replace(
             self.record, state=state, history=(*self.record.history, entry), **changes
         )
@@ -129,7 +131,7 @@ class TaskRunActor(Actor):
         scope.engine.save_task_run(record, self._pending)
         if self._pending:
             task_run_event(scope.record, record)
-        self._pending = []
+        self._pending = ()
         scope.current[record.id] = record
         state = record.state
         if state in TERMINAL:
@@ -144,14 +146,22 @@ class TaskRunActor(Actor):
             self._killed = True
             self._cancel.cancel()
 
-    async def receive(self, message: Any) -> Any:
+    def receive(self, message: Any) -> Coroutine[Any, Any, None]:
+        # Not a coroutine itself: the attempt's coroutine is what the actor awaits, one frame
+        # less held by each running task run (a fan-out may hold a hundred thousand).
+        if (
+            (type(message) is Start or isinstance(message, Restart))
+            and self._runnable
+            and self.record.state in (State.CREATED, State.RESTARTED)
+        ):
+            return self._run_attempt(to_running=True)
+        return self._receive(message)
+
+    async def _receive(self, message: Any) -> None:
         state = self.record.state
         if type(message) is Start or isinstance(message, Restart):
             if state in (State.CREATED, State.RESTARTED):
-                if self._runnable:  # the common case, one coroutine less
-                    await self._run_attempt(to_running=True)
-                else:
-                    await self._begin()
+                await self._begin()
         elif isinstance(message, Recover):
             await self._recover()
         elif isinstance(message, Retry):
@@ -171,7 +181,6 @@ class TaskRunActor(Actor):
             self._subflow_ended(message)
         elif isinstance(message, Fail) and not state.terminal:
             self._end_attempt(State.FAILED, error=message.error)
-        return None
 
     async def _begin(self) -> None:
         if isinstance(self.task, Pause):
@@ -213,7 +222,12 @@ class TaskRunActor(Actor):
             await self._run_attempt()
 
     # -- runnable attempts -----------------------------------------------------------
-    async def _run_attempt(self, to_running: bool = False) -> None:
+    def _run_attempt(self, to_running: bool = False) -> Coroutine[Any, Any, None]:
+        """Start the next attempt; the coroutine returned runs it (awaited at once).
+
+        Only the running part is a coroutine: its frame is held while the attempt runs, by
+        every running task run, so it keeps few locals.
+        """
         engine = self.scope.engine
         record = self.record
         number = len(record.attempts) + 1
@@ -245,17 +259,27 @@ class TaskRunActor(Actor):
         else:
             self._publish()
         ctx = self.scope.task_context(record, number, self.working_dir)
-        error: BaseException | None = None
-        outputs: dict[str, Any] = {}
         self._killed = False
         span = observer.attempt_started(self.scope, record, number) if observer else None
+        return self._attempt(task, ctx, eager, outage, span)
+
+    async def _attempt(
+        self,
+        task: Runnable,
+        ctx: TaskContext,
+        eager: bool,
+        outage: Awaitable[object] | None,
+        span: Any,
+    ) -> None:
+        error: BaseException | None = None
+        result: Any = None
         with self.context.interruptible() as cancel:
             self._cancel = cancel
             try:
                 if outage is not None:
                     await outage  # the store's connection is lost: run once it is back
                 if eager:
-                    result = await self._first_step(task.run(ctx))
+                    result = await self._first_step(task, ctx)
                 elif task.timeout is not None:
                     with anyio.fail_after(task.timeout):
                         await prefetch_kv(task, ctx)
@@ -264,7 +288,7 @@ class TaskRunActor(Actor):
                     await prefetch_kv(task, ctx)
                     result = await task.run(ctx)
                 if result is not None:
-                    outputs = normalize_outputs(result)
+                    result = normalize_outputs(result)
             except TimeoutError as exc:
                 if task.timeout is not None and not str(exc):
                     exc = TimeoutError(f"Timeout after {task.timeout}s")
@@ -274,16 +298,36 @@ class TaskRunActor(Actor):
                 error = exc
         self._cancel = None
         if ctx.log_lines:
-            try:
-                uri = await ctx.storage.put(
-                    f"log-{number}.txt", "".join(line + "\n" for line in ctx.log_lines)
-                )
-            except Exception as exc:  # the attempt did not keep its log lines
-                error = error or exc
-            else:
-                attempts = self.record.attempts
-                last = msgspec.structs.replace(attempts[-1], log_file=uri)
-                self.record = msgspec.structs.replace(self.record, attempts=(*attempts[:-1], last))
+            error = await self._store_log(ctx, error)
+        self._attempt_ended(task, ctx, span, result, error, cancel.cancelled_caught)
+
+    async def _store_log(
+        self, ctx: TaskContext, error: BaseException | None
+    ) -> BaseException | None:
+        """Keep a ``log_to_file`` attempt's lines as its log file; the attempt's error after."""
+        assert ctx.log_lines is not None
+        try:
+            uri = await ctx.storage.put(
+                f"log-{ctx.attempt}.txt", "".join(line + "\n" for line in ctx.log_lines)
+            )
+        except Exception as exc:  # the attempt did not keep its log lines
+            return error or exc
+        attempts = self.record.attempts
+        last = msgspec.structs.replace(attempts[-1], log_file=uri)
+        self.record = msgspec.structs.replace(self.record, attempts=(*attempts[:-1], last))
+        return error
+
+    def _attempt_ended(
+        self,
+        task: Runnable,
+        ctx: TaskContext,
+        span: Any,
+        outputs: dict[str, Any] | None,
+        error: BaseException | None,
+        cancelled: bool,
+    ) -> None:
+        engine = self.scope.engine
+        number = ctx.attempt
         if error is None and ctx.rejected is not None:
             # A log line or metric the store could not keep was refused; even if the task
             # caught that error, the attempt did not record what it meant to.
@@ -299,7 +343,7 @@ class TaskRunActor(Actor):
                 if error is None:
                     error = exc
             self.record = msgspec.structs.replace(self.record, metrics=merged)
-        if cancel.cancelled_caught or self._killed:
+        if cancelled or self._killed:
             if span is not None:
                 engine.observer.attempt_ended(span, State.KILLED, None)
             self._end_attempt(State.KILLED, error="killed")
@@ -314,7 +358,9 @@ class TaskRunActor(Actor):
                     state = State.WARNING
                     if task.allow_warning:
                         state = State.SUCCESS
-            self._end_attempt(state, attempt_state=State.SUCCESS, outputs=outputs)
+            self._end_attempt(
+                state, attempt_state=State.SUCCESS, outputs={} if outputs is None else outputs
+            )
             return
         if not isinstance(error, TimeoutError):
             ctx.log.error(safe_text("".join(traceback.format_exception_only(error)).strip()))
@@ -322,12 +368,18 @@ class TaskRunActor(Actor):
             engine.observer.attempt_ended(span, State.FAILED, error)
         self._failed(error)
 
-    def _first_step(self, run: Awaitable[Any]) -> Awaitable[Any]:
-        """``run``, its first step taken now: if it waits, RUNNING is published before it does.
+    def _first_step(self, task: Runnable, ctx: TaskContext) -> Awaitable[Any]:
+        """``task.run(ctx)``, its first step taken now: if it waits, RUNNING is published
+        before it does.
 
         The rest runs in this same task (``_Continue``), so the attempt's cancel scopes and
         ``current_task`` stay what they were.
         """
+        try:
+            run = task.run(ctx)  # a run that is not a coroutine may fail in the call
+        except BaseException:
+            self._publish()  # the attempt failed in its first step; its end follows
+            raise
         if type(run) is not CoroutineType:
             self._publish()
             return run
@@ -473,7 +525,7 @@ class TaskRunActor(Actor):
         if state is State.SUCCESS and self.task.tasks:
             self.scope.engine.save_task_run(self.record, self._pending)
             task_run_event(self.scope.record, self.record)
-            self._pending = []
+            self._pending = ()
             self.scope.exec_ref.post(TaskRunChanged(self.record))
             self.context.stop()
             return
@@ -628,10 +680,17 @@ class _Done:
         yield  # a generator, never reached
 
 
-class _Continue:
+_HANDED: Any = object()
+
+
+class _Continue(Generator[Any, Any, Any]):
     """The rest of a coroutine that was stepped once by hand and waits on ``waits_on``:
     awaiting this hands what it yields to the event loop and sends back what comes in,
-    as ``await`` would have (cancellation included)."""
+    as ``await`` would have (cancellation included).
+
+    Its own iterator, not a generator: a generator's frame would be held for the whole
+    attempt, by every running task run.
+    """
 
     __slots__ = ("coro", "waits_on")
 
@@ -640,24 +699,30 @@ class _Continue:
         self.waits_on = waits_on
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        coro, waits_on = self.coro, self.waits_on
-        self.waits_on = None
-        while True:
-            try:
-                sent = yield waits_on
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    waits_on = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    waits_on = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def send(self, value: Any) -> Any:
+        """What the coroutine yields next (StopIteration with its result once it returns)."""
+        waits_on = self.waits_on
+        if waits_on is not _HANDED:  # the step taken by hand: hand on what it yielded
+            self.waits_on = _HANDED
+            return waits_on
+        return self.coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        """Raise into the coroutine (a cancellation, say), as ``await`` would."""
+        self.waits_on = _HANDED
+        if val is None and tb is None:
+            return self.coro.throw(typ)
+        return self.coro.throw(typ, val, tb)  # the old three-argument form, passed on
+
+    def close(self) -> None:
+        """Close the coroutine (the awaiting one is being closed)."""
+        self.waits_on = _HANDED
+        self.coro.close()
 
 
 def _merge(old: tuple[Any, ...], new: tuple[Any, ...]) -> tuple[Any, ...]:
