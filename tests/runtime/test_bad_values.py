@@ -266,6 +266,10 @@ async def test_an_unstorable_label_or_default_is_refused(rt: Runtime) -> None:
         await rt.submit(flow, labels={"team": "\udc80"})
     with pytest.raises(InputError, match=r"labels.team: a str is required, not a int"):
         await rt.submit(flow, labels={"team": 3})  # type: ignore[dict-item]
+    # A flow with no inputs and no labels given takes a shorter path: the traceparent too is
+    # still checked on it.
+    with pytest.raises(InputError, match=r"flow default.f: traceparent: .*lone surrogate"):
+        await rt.submit(flow, traceparent="\udc80")
     bad_default = af.Flow(
         id="d",
         inputs=[af.Input(name="n", type="int", default=2**64)],

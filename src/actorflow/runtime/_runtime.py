@@ -491,28 +491,22 @@ class Runtime(Recovery):
         engine = self.engine
         engine._check()
         check_allowed(flow, engine.allow_types, engine.find_flow)
-        where = f"flow {flow.namespace}.{flow.id}"
-        declared = {i.name for i in flow.inputs}
-        undeclared = sorted(k for k in (inputs or {}) if k not in declared)
-        if undeclared:
-            # Kestra reads the inputs a flow declares and ignores the rest: so do we, aloud.
-            _log.warning("%s: input(s) %s not declared by the flow; ignored", where, undeclared)
-        valid = validate_inputs(flow.inputs, inputs, where=where, ignore_unknown=True)
-        if execution_id is None and any(i.type == "file" for i in flow.inputs):
-            execution_id = self.new_execution_id()
-        for inp in flow.inputs:
-            if inp.type == "file" and valid.get(inp.name) is not None:
-                assert execution_id is not None
-                valid[inp.name] = await self._store_input_file(
-                    flow, execution_id, inp.name, valid[inp.name], where
-                )
-        try:
-            extra = check_labels(labels or {}, "labels")
-            if traceparent is not None:
-                check_text(traceparent, "traceparent")
-        except UnstorableValue as exc:
-            raise InputError(f"{where}: {exc}") from None
-        await engine.admission.wait_for_room()
+        valid: dict[str, Any]
+        if flow.inputs or inputs:
+            valid, execution_id = await self._inputs(flow, inputs, execution_id)
+        else:  # the common case: nothing to validate, no message to build
+            valid = {}
+        extra: dict[str, str] = {}
+        if labels or traceparent is not None:
+            try:
+                extra = check_labels(labels or {}, "labels")
+                if traceparent is not None:
+                    check_text(traceparent, "traceparent")
+            except UnstorableValue as exc:
+                raise InputError(f"flow {flow.namespace}.{flow.id}: {exc}") from None
+        admission = engine.admission
+        if admission.must_wait():  # a coroutine only when there is a queue to wait in
+            await admission.wait_for_room()
         if traceparent is None:
             traceparent = engine.observer.current_traceparent()
         record = new_execution_record(
@@ -531,6 +525,28 @@ class Runtime(Recovery):
             # Queued for a worker elsewhere: a wait follows the store, where it must be.
             await commit
         return ExecutionHandle(self, record)
+
+    async def _inputs(
+        self, flow: Flow, inputs: Mapping[str, Any] | None, execution_id: str | None
+    ) -> tuple[dict[str, Any], str | None]:
+        """``inputs`` validated against the flow's (FILE inputs stored), and the execution
+        id (made here when a FILE input needs it before the record)."""
+        where = f"flow {flow.namespace}.{flow.id}"
+        declared = {i.name for i in flow.inputs}
+        undeclared = sorted(k for k in (inputs or {}) if k not in declared)
+        if undeclared:
+            # Kestra reads the inputs a flow declares and ignores the rest: so do we, aloud.
+            _log.warning("%s: input(s) %s not declared by the flow; ignored", where, undeclared)
+        valid = validate_inputs(flow.inputs, inputs, where=where, ignore_unknown=True)
+        if execution_id is None and any(i.type == "file" for i in flow.inputs):
+            execution_id = self.new_execution_id()
+        for inp in flow.inputs:
+            if inp.type == "file" and valid.get(inp.name) is not None:
+                assert execution_id is not None
+                valid[inp.name] = await self._store_input_file(
+                    flow, execution_id, inp.name, valid[inp.name], where
+                )
+        return valid, execution_id
 
     async def _store_input_file(
         self, flow: Flow, execution_id: str, name: str, value: Any, where: str

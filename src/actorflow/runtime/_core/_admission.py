@@ -80,10 +80,14 @@ class Admission:
             if not waiter.done():
                 waiter.set_exception(error())
 
+    def must_wait(self) -> bool:
+        """Whether :meth:`wait_for_room` would wait (submit skips its coroutine otherwise)."""
+        return bool(self._room) or self._full()
+
     async def wait_for_room(self) -> None:
         """Until the FIFO has a place (``max_queued``), in submission order: submit's
         backpressure. Returns with the place held until the caller parks, synchronously."""
-        if not self._room and not self._full():
+        if not self.must_wait():
             return
         waiter: asyncio.Future[None] = new_future()
         self._room.append(waiter)

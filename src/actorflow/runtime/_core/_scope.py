@@ -207,6 +207,9 @@ class ExecutionScope:
     def record_outputs(self, tr: TaskRun) -> None:
         """Expose ``tr``'s outputs as ``outputs.<task_id>``; inside loops keyed by the loop
         values, outermost first, as Kestra nests them (``outputs.t.<outer>.<inner>``)."""
+        if tr.value is None and tr.parent_task_run_id is None:  # top level: no loop around
+            self.outputs[tr.task_id] = tr.outputs
+            return
         path = self._loop_values(tr)
         if not path:
             self.outputs[tr.task_id] = tr.outputs
