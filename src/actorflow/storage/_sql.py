@@ -63,14 +63,25 @@ def _upsert(table: str, cols: str, key: str, keep: tuple[str, ...] = ()) -> str:
 
 # The lease (owner, epoch, expiry) is written when the row is inserted (a worker that runs
 # its own submission holds it from the first commit); later snapshots leave it to claims.
-_SQL_EXEC = _upsert("executions", _EXEC_WRITE_COLS, "id", ("owner", "epoch", "lease_expiry"))
+# An update sets only the columns a later write can change: SQLite rewrites every index that
+# holds a column named in the SET, changed or not, so naming the fixed ones (which execution
+# a row belongs to, an execution's flow and creation) rewrote five indexes of executions and
+# the execution index of attempts, metrics and outputs on each upsert for nothing.
+_EXEC_FIXED = ("namespace", "flow_id", "flow_revision", "created", "parent_execution_id")
+_SQL_EXEC = _upsert(
+    "executions", _EXEC_WRITE_COLS, "id", ("owner", "epoch", "lease_expiry", *_EXEC_FIXED)
+)
 _SQL_CLAIM = (
     "UPDATE executions SET owner = ?, epoch = ?, lease_expiry = ?, waiting = NULL WHERE id = ?"
 )
-_SQL_TR = _upsert("task_runs", TR_COLS, "id")
-_SQL_ATTEMPT = _upsert("attempts", ATTEMPT_COLS, "task_run_id, number")
-_SQL_METRIC = _upsert("metrics", METRIC_COLS, "task_run_id, name, kind, tags")
-_SQL_OUTPUT = _upsert("outputs", "task_run_id, execution_id, data", "task_run_id")
+# A task run's ``created`` stays in its SET: a restart may create a task run again under its
+# (deterministic) id, with a new first date.
+_SQL_TR = _upsert("task_runs", TR_COLS, "id", ("execution_id",))
+_SQL_ATTEMPT = _upsert("attempts", ATTEMPT_COLS, "task_run_id, number", ("execution_id",))
+_SQL_METRIC = _upsert("metrics", METRIC_COLS, "task_run_id, name, kind, tags", ("execution_id",))
+_SQL_OUTPUT = _upsert(
+    "outputs", "task_run_id, execution_id, data", "task_run_id", ("execution_id",)
+)
 _SQL_HISTORY = "INSERT INTO state_history (execution_id, task_run_id, state, ts) VALUES (?,?,?,?)"
 _SQL_LOG = f"INSERT INTO logs ({LOG_COLS}) VALUES (?,?,?,?,?,?,?)"
 _SQL_QUARANTINE = _upsert("quarantine", "execution_id, reason, ts", "execution_id")
