@@ -67,6 +67,24 @@ async def test_batch_max_bounds_a_transaction(tmp_path: Path) -> None:
         assert len(await s.list_executions(limit=-1)) == 1025
 
 
+async def test_an_earlier_batchs_acknowledgement_does_not_end_the_linger(tmp_path: Path) -> None:
+    """A write queued while another batch commits keeps lingering when that batch is
+    acknowledged, so a write after the acknowledgement joins its transaction."""
+    async with SQLiteStore(tmp_path / "l.db", linger=60.0) as s:
+        first = s.write([UpsertExecution(ex("e0"))])
+        first.want()
+        await anyio.wait_all_tasks_blocked()  # the writer took it and sent it
+        second = s.write([UpsertExecution(ex("e1"))])
+        assert second is not first
+        await first  # its acknowledgement woke the lingering writer
+        await anyio.wait_all_tasks_blocked()
+        third = s.write([UpsertExecution(ex("e2"))])
+        assert third is second  # still queued: the linger went on
+        await third
+        assert sorted(e.id for e in await s.list_executions(limit=-1)) == ["e0", "e1", "e2"]
+        assert s.stats.batches == 2
+
+
 async def test_a_cancelled_waiter_does_not_cancel_the_write(tmp_path: Path) -> None:
     """A caller cancelled while awaiting its commit leaves the write to commit anyway."""
     async with SQLiteStore(tmp_path / "c.db") as s:

@@ -384,6 +384,17 @@ class SQLiteStore(SQLiteReads, BatchQueue):
         finally:
             timer.cancel()
 
+    def _lingers(self) -> bool:
+        """Whether the writer may wait for more ops before it takes the next batch."""
+        queue = self._queue
+        return (
+            self.linger > 0
+            and len(queue) == 1
+            and not queue[0].commit.wanted
+            and self._refusal is None
+            and self._failed is None
+        )
+
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
         commit = self._last_commit()
@@ -410,14 +421,15 @@ class SQLiteStore(SQLiteReads, BatchQueue):
                 if len(in_flight) >= depth:
                     await self._sleep(None)  # an acknowledgement wakes it
                     continue
-                first = queue[0]
-                if (
-                    self.linger > 0
-                    and len(queue) == 1
-                    and not first.commit.wanted
-                    and self._refusal is None
-                ):
-                    await self._sleep(self.linger)  # a waiter or a full batch wakes it early
+                if self._lingers():
+                    # A waiter, a full batch or a refusal ends the linger early; an earlier
+                    # batch's acknowledgement wakes the writer too, and must not: batches would
+                    # then go as fast as the writer process answers, a few task runs each.
+                    deadline = time.monotonic() + self.linger
+                    while True:
+                        await self._sleep(deadline - time.monotonic())
+                        if not self._lingers() or time.monotonic() >= deadline:
+                            break
                     if self._failed is not None or not queue:
                         continue
                 batch = queue.popleft()
