@@ -82,11 +82,24 @@ class BatchQueue:
     queued batch until it holds ``batch_max``; the store's writer commits batches in order."""
 
     batch_max: int
+    linger: float
     _queue: deque[Batch]
     _failed: BaseException | None
     _refusal: str | None
     on_rejected: RejectedCallback | None
     on_fenced: FencedCallback | None
+
+    def _lingers(self) -> bool:
+        """Whether the writer may wait for more ops before it takes the next batch: one batch
+        queued, nobody waiting for it, the store neither refusing nor failed."""
+        queue = self._queue
+        return (
+            self.linger > 0
+            and len(queue) == 1
+            and not queue[0].commit.wanted
+            and self._refusal is None
+            and self._failed is None
+        )
 
     def _name(self) -> str:  # pragma: no cover - each store's own
         """What log lines call this store (a path, a redacted URL)."""

@@ -412,13 +412,7 @@ class PostgresStore(BatchQueue):
                         return
                     await self._sleep(None)
                     continue
-                first = queue[0]
-                if (
-                    self.linger > 0
-                    and len(queue) == 1
-                    and not first.commit.wanted
-                    and self._refusal is None
-                ):
+                if self._lingers():
                     await self._sleep(self.linger)
                     if self._failed is not None or not queue:
                         continue

@@ -384,17 +384,6 @@ class SQLiteStore(SQLiteReads, BatchQueue):
         finally:
             timer.cancel()
 
-    def _lingers(self) -> bool:
-        """Whether the writer may wait for more ops before it takes the next batch."""
-        queue = self._queue
-        return (
-            self.linger > 0
-            and len(queue) == 1
-            and not queue[0].commit.wanted
-            and self._refusal is None
-            and self._failed is None
-        )
-
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
         commit = self._last_commit()
